@@ -1,0 +1,16 @@
+"""The `adaptor` console command: one Typer app per stage, mounted under one name."""
+import typer
+
+from cache_schema.cli import app as cache_app
+from evaluate.cli import app as evaluate_app
+from extract.cli import app as extract_app
+from train.cli import app as train_app
+
+app = typer.Typer(
+    help="Pre-train a vision-language Adaptor on frozen backbones from an embedding cache.",
+    no_args_is_help=True,
+)
+app.add_typer(extract_app, name="extract", help="Run frozen backbones once over a dataset into the cache.")
+app.add_typer(train_app, name="train", help="Train the Adaptor from cached embeddings.")
+app.add_typer(evaluate_app, name="evaluate", help="Downstream heads and metrics on the cache.")
+app.add_typer(cache_app, name="cache", help="Inspect and verify cache stores.")

@@ -1,0 +1,23 @@
+"""The cache's on-disk format, owned in one place: every other package reads and writes stores through it."""
+from cache_schema.layout import ArrayName, Modality, dataset_dir, store_path
+from cache_schema.provenance import IncompleteProvenance, Provenance, ProvenanceMismatch
+from cache_schema.store import CacheStore, FeatureShape, Failure, ShardSpan, StoreError
+from cache_schema.verify import VerifyReport, store_summary, verify_store
+
+__all__ = [
+    "ArrayName",
+    "CacheStore",
+    "Failure",
+    "FeatureShape",
+    "IncompleteProvenance",
+    "Modality",
+    "Provenance",
+    "ProvenanceMismatch",
+    "ShardSpan",
+    "StoreError",
+    "VerifyReport",
+    "dataset_dir",
+    "store_path",
+    "store_summary",
+    "verify_store",
+]

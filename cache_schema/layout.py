@@ -1,0 +1,72 @@
+"""Names, dimensions and paths of the on-disk cache: the one place that spells them."""
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+"""Bumped whenever the layout changes in a way an older reader would misread."""
+
+ATTRIBUTE_NAMESPACE = "adaptor_vlp"
+"""Key of the single block this project writes into the group's attributes."""
+
+MARKER_FOLDER = "_shards"
+"""Folder inside a store holding one JSON completion marker per finished shard."""
+
+STORE_SUFFIX = ".zarr"
+
+
+class Modality(str, Enum):
+    """What a store's rows are: images (one row per image) or texts (one row per study report)."""
+
+    IMAGE = "image"
+    TEXT = "text"
+
+
+class ArrayName(str, Enum):
+    """Arrays a store may hold; ids, split and validity are always present."""
+
+    ID = "id"
+    GROUP_ID = "group_id"
+    SPLIT = "split"
+    VALID = "valid"
+    EMBEDDING = "embedding"
+    TOKENS = "tokens"
+    TOKEN_MASK = "token_mask"
+    VIEWS = "views"
+
+
+DIMENSION_NAMES: dict[ArrayName, tuple[str, ...]] = {
+    ArrayName.ID: ("sample", "id_byte"),
+    ArrayName.GROUP_ID: ("sample", "id_byte"),
+    ArrayName.SPLIT: ("sample",),
+    ArrayName.VALID: ("sample",),
+    ArrayName.EMBEDDING: ("sample", "feature"),
+    ArrayName.TOKENS: ("sample", "token", "feature"),
+    ArrayName.TOKEN_MASK: ("sample", "token"),
+    ArrayName.VIEWS: ("sample", "view", "feature"),
+}
+
+FEATURE_ARRAYS = (ArrayName.EMBEDDING, ArrayName.TOKENS, ArrayName.VIEWS)
+"""Float16 arrays written per shard by a backbone; failed rows hold NaN."""
+
+ROW_METADATA_ARRAYS = (ArrayName.ID, ArrayName.GROUP_ID, ArrayName.SPLIT)
+"""Arrays written once, when the store is created, from the manifest."""
+
+SPLIT_NAMES = ("train", "validate", "test")
+
+DEFAULT_SHARD_BYTES = 128 * 2**20
+"""Target size of one shard of the largest array: big enough to amortise a file, small enough for one task's memory."""
+
+DEFAULT_CHUNK_BYTES = 2 * 2**20
+"""Target size of an inner chunk: the smallest piece a random-access read decodes."""
+
+
+def store_path(cache_dir: Path, dataset: str, modality: Modality, backbone: str) -> Path:
+    """Where the store for one (dataset, modality, backbone) lives under a cache folder."""
+    return Path(cache_dir) / dataset / Modality(modality).value / f"{backbone}{STORE_SUFFIX}"
+
+
+def dataset_dir(cache_dir: Path, dataset: str) -> Path:
+    """The folder of one dataset in a cache: its manifest and its stores."""
+    return Path(cache_dir) / dataset

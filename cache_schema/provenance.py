@@ -1,0 +1,101 @@
+"""What produced a store, stored beside its data and checked before the data is used."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Mapping
+
+from cache_schema.layout import Modality
+
+
+class ProvenanceMismatch(ValueError):
+    """A store was built with other settings than the caller asked for."""
+
+    def __init__(self, store: str, field_name: str, expected: Any, found: Any) -> None:
+        self.store = store
+        self.field_name = field_name
+        self.expected = expected
+        self.found = found
+        super().__init__(
+            f"{store}: provenance field '{field_name}' differs: expected {expected!r}, found {found!r}. "
+            "Use a store built with these settings, or rebuild it (extract with --overwrite)."
+        )
+
+
+class IncompleteProvenance(ValueError):
+    """A store's provenance block lacks fields or holds values of the wrong type."""
+
+
+def code_version() -> str:
+    """The installed adaptor-vlp version, recorded so a store says which code wrote it."""
+    try:
+        return version("adaptor-vlp")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Everything that decides a store's bytes: dataset, manifest, backbone, weights, preprocessing."""
+
+    dataset: str
+    manifest_sha256: str
+    modality: Modality
+    backbone: str
+    weights_id: str
+    weights_sha256: str
+    preprocessing: Mapping[str, Any]
+    pooling: str
+    dtype: str = "float16"
+    code_version: str = field(default_factory=code_version)
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able dict, with preprocessing normalised so that a round trip compares equal."""
+        data = asdict(self)
+        data["modality"] = Modality(self.modality).value
+        data["preprocessing"] = json.loads(json.dumps(dict(self.preprocessing), sort_keys=True))
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], store: str = "store") -> "Provenance":
+        """Reads a provenance block, naming the store and the missing fields when it is incomplete."""
+        names = [f.name for f in fields(cls)]
+        missing = [name for name in names if name not in data]
+        if missing:
+            raise IncompleteProvenance(f"{store}: provenance lacks {', '.join(missing)}; rebuild the store.")
+        try:
+            modality = Modality(data["modality"])
+        except ValueError:
+            raise IncompleteProvenance(f"{store}: provenance modality {data['modality']!r} is not one of "
+                                       f"{[m.value for m in Modality]}.") from None
+        return cls(**{**{name: data[name] for name in names}, "modality": modality})
+
+
+RESUME_IGNORED_FIELDS = frozenset({"created"})
+"""Fields that may differ between a store and the run resuming it: everything else must match."""
+
+
+def check_provenance(store: str, found: Provenance, expected: Mapping[str, Any]) -> None:
+    """Raises ProvenanceMismatch on the first expected field whose value differs from the store's."""
+    found_json = found.to_json()
+    for name, value in expected.items():
+        if name not in found_json:
+            raise KeyError(f"'{name}' is not a provenance field; known: {sorted(found_json)}")
+        expected_json = _normalise(value)
+        if expected_json != found_json[name]:
+            raise ProvenanceMismatch(store, name, expected_json, found_json[name])
+
+
+def resume_expectation(provenance: Provenance) -> dict[str, Any]:
+    """The fields a rerun into an existing store must share with it to resume rather than start over."""
+    return {k: v for k, v in provenance.to_json().items() if k not in RESUME_IGNORED_FIELDS}
+
+
+def _normalise(value: Any) -> Any:
+    """Brings enums and mappings to the JSON form the store holds, so comparisons are like for like."""
+    if isinstance(value, Modality):
+        return value.value
+    return json.loads(json.dumps(value, sort_keys=True, default=str))

@@ -1,0 +1,410 @@
+"""One cache store: a Zarr v3 group of row-sharded arrays for one (dataset, modality, backbone).
+
+The shard is the unit of work and of writing: a writer fills every array's rows of one shard and
+only then drops the shard's completion marker. A killed run therefore leaves at worst shards
+without markers, which a resumed run rewrites whole.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import zarr
+
+from cache_schema.ids import decode_ids, encode_ids
+from cache_schema.layout import (
+    ATTRIBUTE_NAMESPACE,
+    DEFAULT_CHUNK_BYTES,
+    DEFAULT_SHARD_BYTES,
+    DIMENSION_NAMES,
+    FEATURE_ARRAYS,
+    MARKER_FOLDER,
+    SCHEMA_VERSION,
+    SPLIT_NAMES,
+    ArrayName,
+)
+from cache_schema.provenance import Provenance, check_provenance, resume_expectation
+
+MAX_SHARD_ROWS = 4096
+"""Upper bound on rows per shard, so that even small embeddings give many resumable units of work."""
+
+
+class StoreError(RuntimeError):
+    """A store is missing, malformed, or used in a way its layout does not allow."""
+
+
+@dataclass(frozen=True)
+class FeatureShape:
+    """The feature arrays a store holds and their sizes."""
+
+    embedding_dim: int
+    token_count: int = 0
+    token_dim: int = 0
+    views: int = 0
+
+    def shapes(self, n_rows: int) -> dict[ArrayName, tuple[int, ...]]:
+        """Shape of every feature array (and the token mask) for a store of n_rows rows."""
+        shapes: dict[ArrayName, tuple[int, ...]] = {ArrayName.EMBEDDING: (n_rows, self.embedding_dim)}
+        if self.token_count:
+            shapes[ArrayName.TOKENS] = (n_rows, self.token_count, self.token_dim)
+            shapes[ArrayName.TOKEN_MASK] = (n_rows, self.token_count)
+        if self.views:
+            shapes[ArrayName.VIEWS] = (n_rows, self.views, self.embedding_dim)
+        return shapes
+
+    def row_bytes(self) -> int:
+        """Bytes of the widest float16 array's row: it decides how many rows a shard holds."""
+        return 2 * max(self.embedding_dim, self.token_count * self.token_dim, self.views * self.embedding_dim)
+
+
+@dataclass(frozen=True)
+class ShardSpan:
+    """Rows [start, stop) of shard number `index`."""
+
+    index: int
+    start: int
+    stop: int
+
+    @property
+    def rows(self) -> slice:
+        return slice(self.start, self.stop)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A sample that could not be embedded, and why; its rows are masked out (valid=False, NaN)."""
+
+    id: str
+    reason: str
+
+
+def default_shard_rows(features: FeatureShape) -> int:
+    """Rows per shard so that the widest array's shard is near DEFAULT_SHARD_BYTES."""
+    return int(np.clip(DEFAULT_SHARD_BYTES // features.row_bytes(), 1, MAX_SHARD_ROWS))
+
+
+def _chunk_rows(shard_rows: int, row_bytes: int) -> int:
+    """Largest divisor of shard_rows whose chunk stays under DEFAULT_CHUNK_BYTES (at least one row)."""
+    limit = max(1, DEFAULT_CHUNK_BYTES // row_bytes)
+    return max(d for d in range(1, shard_rows + 1) if shard_rows % d == 0 and d <= limit)
+
+
+class CacheStore:
+    """A handle on one store: create or open it, write shards, read rows by position or id."""
+
+    def __init__(self, path: Path, group: zarr.Group) -> None:
+        self.path = Path(path)
+        self._group = group
+        block = group.attrs.get(ATTRIBUTE_NAMESPACE)
+        if not isinstance(block, dict):
+            raise StoreError(f"{path}: no '{ATTRIBUTE_NAMESPACE}' attribute block; not an adaptor-vlp store")
+        if block.get("schema_version") != SCHEMA_VERSION:
+            raise StoreError(
+                f"{path}: schema version {block.get('schema_version')!r}, this code reads {SCHEMA_VERSION}; "
+                "re-extract the store with this version."
+            )
+        self._block = block
+        self.provenance = Provenance.from_json(block["provenance"], store=str(path))
+        self.n_rows: int = block["n_rows"]
+        self.shard_rows: int = block["shard_rows"]
+        self.features = FeatureShape(**block["features"])
+
+    @classmethod
+    def create(
+        cls,
+        path: Path,
+        provenance: Provenance,
+        ids: Sequence[str],
+        group_ids: Sequence[str],
+        splits: Sequence[str],
+        features: FeatureShape,
+        shard_rows: int | None = None,
+    ) -> "CacheStore":
+        """Lays out a new, empty store with its row metadata; refuses to replace an existing one."""
+        path = Path(path)
+        if path.exists():
+            raise StoreError(f"{path} already exists; open it to resume, or remove it to start over")
+        n_rows = len(ids)
+        if not (len(group_ids) == len(splits) == n_rows) or n_rows == 0:
+            raise StoreError(
+                f"{path}: ids ({n_rows}), group ids ({len(group_ids)}) and splits ({len(splits)}) "
+                "must be non-empty and of one length"
+            )
+        if len(set(ids)) != n_rows:
+            duplicates = sorted(i for i, count in Counter(ids).items() if count > 1)[:5]
+            raise StoreError(f"{path}: ids must be unique; repeated: {duplicates}")
+        unknown_splits = sorted(set(splits) - set(SPLIT_NAMES))
+        if unknown_splits:
+            raise StoreError(f"{path}: unknown split names {unknown_splits}; expected {list(SPLIT_NAMES)}")
+        shard_rows = shard_rows or default_shard_rows(features)
+        if shard_rows < 1:
+            raise StoreError(f"shard_rows must be at least 1, got {shard_rows}")
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            group = zarr.open_group(staging, mode="w", zarr_format=3)
+            id_rows = encode_ids(list(ids))
+            _create_array(group, ArrayName.ID, id_rows, shard_rows)
+            _create_array(group, ArrayName.GROUP_ID, encode_ids(list(group_ids)), shard_rows)
+            split_codes = np.array([SPLIT_NAMES.index(s) for s in splits], dtype=np.uint8)
+            _create_array(group, ArrayName.SPLIT, split_codes, shard_rows)
+            _create_empty(group, ArrayName.VALID, (n_rows,), np.bool_, False, shard_rows, 1)
+            row_bytes = features.row_bytes()
+            for name, shape in features.shapes(n_rows).items():
+                if name == ArrayName.TOKEN_MASK:
+                    _create_empty(group, name, shape, np.bool_, False, shard_rows, shape[1])
+                else:
+                    _create_empty(group, name, shape, np.float16, np.nan, shard_rows, row_bytes)
+            group.attrs[ATTRIBUTE_NAMESPACE] = {
+                "schema_version": SCHEMA_VERSION,
+                "n_rows": n_rows,
+                "shard_rows": shard_rows,
+                "split_names": list(SPLIT_NAMES),
+                "features": {
+                    "embedding_dim": features.embedding_dim,
+                    "token_count": features.token_count,
+                    "token_dim": features.token_dim,
+                    "views": features.views,
+                },
+                "arrays": {name.value: list(DIMENSION_NAMES[name]) for name in _array_names(features)},
+                "provenance": provenance.to_json(),
+            }
+            (staging / MARKER_FOLDER).mkdir()
+            os.replace(staging, path)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return cls.open(path, writable=True)
+
+    @classmethod
+    def open(cls, path: Path, expect: Mapping[str, Any] | None = None, writable: bool = False) -> "CacheStore":
+        """Opens a store; with `expect`, every named provenance field must match or ProvenanceMismatch names it."""
+        path = Path(path)
+        if not (path / "zarr.json").is_file():
+            raise StoreError(f"{path}: no cache store here (missing zarr.json); run the extract stage first")
+        store = cls(path, zarr.open_group(path, mode="r+" if writable else "r", zarr_format=3))
+        if expect:
+            check_provenance(str(path), store.provenance, expect)
+        return store
+
+    @classmethod
+    def create_or_resume(
+        cls,
+        path: Path,
+        provenance: Provenance,
+        ids: Sequence[str],
+        group_ids: Sequence[str],
+        splits: Sequence[str],
+        features: FeatureShape,
+        shard_rows: int | None = None,
+    ) -> "CacheStore":
+        """Creates the store, or reopens an existing one built with the same settings and rows so a run resumes."""
+        path = Path(path)
+        if not path.exists():
+            return cls.create(path, provenance, ids, group_ids, splits, features, shard_rows)
+        store = cls.open(path, expect=resume_expectation(provenance), writable=True)
+        if store.features != features:
+            raise StoreError(f"{path}: holds features {store.features}, this run asks for {features}; "
+                             "use --overwrite to start over")
+        if shard_rows is not None and store.shard_rows != shard_rows:
+            raise StoreError(f"{path}: has {store.shard_rows} rows per shard, this run asks for {shard_rows}; "
+                             "use --overwrite to start over")
+        if list(store.ids) != list(ids):
+            raise StoreError(f"{path}: its rows differ from this run's ({store.n_rows} stored, {len(ids)} asked); "
+                             "use --overwrite to start over")
+        return store
+
+    def shards(self) -> list[ShardSpan]:
+        """Every shard's row range, in order."""
+        return [
+            ShardSpan(index, start, min(start + self.shard_rows, self.n_rows))
+            for index, start in enumerate(range(0, self.n_rows, self.shard_rows))
+        ]
+
+    def complete_shard_indices(self) -> set[int]:
+        """Shards whose completion marker exists."""
+        folder = self.path / MARKER_FOLDER
+        return {int(p.stem) for p in folder.glob("*.json")} if folder.is_dir() else set()
+
+    def incomplete_shards(self) -> list[ShardSpan]:
+        """Shards still to be written (no completion marker)."""
+        done = self.complete_shard_indices()
+        return [span for span in self.shards() if span.index not in done]
+
+    @property
+    def is_complete(self) -> bool:
+        return not self.incomplete_shards()
+
+    def write_shard(
+        self,
+        index: int,
+        arrays: Mapping[ArrayName, np.ndarray],
+        failed_rows: Mapping[int, str] | None = None,
+    ) -> None:
+        """Writes one whole shard of every feature array, then its completion marker.
+
+        `arrays` holds each feature array's rows for this shard; `failed_rows` maps a row number
+        within the store to the reason it could not be embedded. Those rows are stored as NaN and
+        masked invalid, never as plausible-looking zeros.
+        """
+        span = self.shards()[index]
+        failed_rows = dict(failed_rows or {})
+        outside = [row for row in failed_rows if not span.start <= row < span.stop]
+        if outside:
+            raise StoreError(f"{self.path}: failed rows {outside[:5]} lie outside shard {index} {span.rows}")
+        expected = set(self.features.shapes(self.n_rows))
+        if set(arrays) != expected:
+            raise StoreError(f"{self.path}: shard {index} must hold arrays {sorted(a.value for a in expected)}, "
+                             f"got {sorted(ArrayName(a).value for a in arrays)}")
+        failed_offsets = np.array(sorted(failed_rows), dtype=np.int64) - span.start
+        valid = np.ones(span.stop - span.start, dtype=bool)
+        valid[failed_offsets] = False
+        for name, values in arrays.items():
+            want = (span.stop - span.start, *self.features.shapes(self.n_rows)[name][1:])
+            if values.shape != want:
+                raise StoreError(f"{self.path}: shard {index} array '{name.value}' has shape {values.shape}, "
+                                 f"expected {want}")
+            if name in FEATURE_ARRAYS:
+                values = values.astype(np.float16, copy=True)
+                values[failed_offsets] = np.nan
+            else:
+                values = values.astype(bool, copy=True)
+                values[failed_offsets] = False
+            self._group[name.value][span.rows] = values
+        self._group[ArrayName.VALID.value][span.rows] = valid
+        ids = self.ids
+        marker = {
+            "shard": index,
+            "start": span.start,
+            "stop": span.stop,
+            "failures": [{"id": str(ids[row]), "reason": failed_rows[row]} for row in sorted(failed_rows)],
+            "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        _write_atomically(self.path / MARKER_FOLDER / f"{index:06d}.json", json.dumps(marker, indent=1))
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Every row's sample id (str)."""
+        return decode_ids(self._group[ArrayName.ID.value][:])
+
+    @property
+    def group_ids(self) -> np.ndarray:
+        """Every row's join id (str): the study an image belongs to, or a text's own study."""
+        return decode_ids(self._group[ArrayName.GROUP_ID.value][:])
+
+    @property
+    def splits(self) -> np.ndarray:
+        """Every row's split name (str)."""
+        names = np.array(self._block["split_names"])
+        return names[self._group[ArrayName.SPLIT.value][:]]
+
+    @property
+    def valid(self) -> np.ndarray:
+        """True for rows that hold a real embedding (written, and not a recorded failure)."""
+        return self._group[ArrayName.VALID.value][:]
+
+    def has(self, name: ArrayName) -> bool:
+        return ArrayName(name) in self.features.shapes(self.n_rows)
+
+    def read(self, name: ArrayName, rows: slice | np.ndarray | None = None) -> np.ndarray:
+        """Reads an array, whole or at the given rows (a slice, or row indices in any order)."""
+        name = ArrayName(name)
+        if name.value not in self._block["arrays"]:
+            raise StoreError(f"{self.path}: has no '{name.value}' array; it holds {sorted(self._block['arrays'])}"
+                             + (" (extract with --tokens)" if name in (ArrayName.TOKENS, ArrayName.TOKEN_MASK) else "")
+                             + (" (extract with --views K)" if name == ArrayName.VIEWS else ""))
+        array = self._group[name.value]
+        if rows is None:
+            return array[:]
+        if isinstance(rows, slice):
+            return array[rows]
+        rows = np.asarray(rows, dtype=np.int64)
+        order = np.argsort(rows, kind="stable")
+        values = array.get_orthogonal_selection((rows[order],) + (slice(None),) * (array.ndim - 1))
+        result = np.empty_like(values)
+        result[order] = values
+        return result
+
+    def rows_for_ids(self, ids: Sequence[str]) -> np.ndarray:
+        """Row indices of the given ids, raising KeyError that names the first few unknown ids."""
+        position = {sample_id: row for row, sample_id in enumerate(self.ids)}
+        missing = [i for i in ids if i not in position]
+        if missing:
+            raise KeyError(f"{self.path}: {len(missing)} ids not in the store, e.g. {missing[:5]}")
+        return np.array([position[i] for i in ids], dtype=np.int64)
+
+    def read_by_ids(self, name: ArrayName, ids: Sequence[str]) -> np.ndarray:
+        """Rows of an array for the given ids, in the order asked."""
+        return self.read(name, self.rows_for_ids(ids))
+
+    def failures(self) -> list[Failure]:
+        """Every recorded failure of the complete shards, in row order."""
+        records = []
+        for marker in sorted((self.path / MARKER_FOLDER).glob("*.json")):
+            records.extend(Failure(**f) for f in json.loads(marker.read_text())["failures"])
+        return records
+
+    def zarr_array(self, name: ArrayName) -> zarr.Array:
+        """The underlying Zarr array, for readers that stream it (e.g. dask with one chunk per shard)."""
+        return self._group[ArrayName(name).value]
+
+    def attributes(self) -> dict[str, Any]:
+        """The store's attribute block as written (schema version, sizes, arrays, provenance)."""
+        return json.loads(json.dumps(self._block))
+
+
+def _array_names(features: FeatureShape) -> list[ArrayName]:
+    return [ArrayName.ID, ArrayName.GROUP_ID, ArrayName.SPLIT, ArrayName.VALID, *features.shapes(1)]
+
+
+def _create_array(group: zarr.Group, name: ArrayName, data: np.ndarray, shard_rows: int) -> None:
+    """Creates a row-metadata array and writes it whole (only ever at store creation, by one writer)."""
+    array = group.create_array(
+        name.value,
+        shape=data.shape,
+        dtype=data.dtype,
+        chunks=(shard_rows, *data.shape[1:]),
+        shards=(shard_rows, *data.shape[1:]),
+        compressors=None,
+        dimension_names=DIMENSION_NAMES[name],
+        fill_value=0,
+    )
+    array[...] = data
+
+
+def _create_empty(
+    group: zarr.Group,
+    name: ArrayName,
+    shape: tuple[int, ...],
+    dtype: type,
+    fill_value: Any,
+    shard_rows: int,
+    row_bytes: int,
+) -> None:
+    """Creates a feature array sharded by rows: one object per shard, inner chunks for random reads."""
+    group.create_array(
+        name.value,
+        shape=shape,
+        dtype=dtype,
+        chunks=(_chunk_rows(shard_rows, row_bytes), *shape[1:]),
+        shards=(shard_rows, *shape[1:]),
+        compressors=None,
+        dimension_names=DIMENSION_NAMES[name],
+        fill_value=fill_value,
+    )
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Writes a file so that readers see either nothing or the whole content."""
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)

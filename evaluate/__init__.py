@@ -1,0 +1,1 @@
+"""The evaluate stage: downstream heads and honest metrics on cached embeddings."""

@@ -1,0 +1,114 @@
+"""Round trips, resumable shards, failures and concurrent writers of a cache store."""
+import multiprocessing
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cache_schema import ArrayName, CacheStore, FeatureShape, ProvenanceMismatch, StoreError
+from tests.cache_schema.conftest import FEATURES, SHARD_ROWS, make_provenance, shard_arrays
+
+
+def test_round_trip_keeps_values_ids_and_splits(full_store: CacheStore, ids: list[str]) -> None:
+    reopened = CacheStore.open(full_store.path)
+    assert list(reopened.ids) == ids
+    assert reopened.splits.tolist() == ["train"] * 6 + ["validate"] * 2 + ["test"] * 2
+    assert reopened.group_ids[3] == "50000001"
+    expected = np.concatenate([shard_arrays(full_store, s.index)[ArrayName.EMBEDDING] for s in full_store.shards()])
+    stored = reopened.read(ArrayName.EMBEDDING)
+    assert stored.dtype == np.float16
+    np.testing.assert_array_equal(stored, expected.astype(np.float16))
+    assert reopened.valid.all()
+
+
+def test_read_by_ids_returns_rows_in_the_order_asked(full_store: CacheStore, ids: list[str]) -> None:
+    everything = full_store.read(ArrayName.TOKENS)
+    picked = full_store.read_by_ids(ArrayName.TOKENS, [ids[9], ids[0], ids[5]])
+    np.testing.assert_array_equal(picked, everything[[9, 0, 5]])
+    with pytest.raises(KeyError, match="not-an-id"):
+        full_store.read_by_ids(ArrayName.EMBEDDING, ["not-an-id"])
+
+
+def test_incomplete_shards_are_listed_until_their_marker_is_written(empty_store: CacheStore) -> None:
+    assert [s.index for s in empty_store.incomplete_shards()] == [0, 1, 2]
+    empty_store.write_shard(1, shard_arrays(empty_store, 1))
+    assert [s.index for s in empty_store.incomplete_shards()] == [0, 2]
+    assert [(s.start, s.stop) for s in empty_store.shards()] == [(0, 4), (4, 8), (8, 10)]
+    assert not empty_store.is_complete
+    assert np.isnan(empty_store.read(ArrayName.EMBEDDING, slice(0, 4))).all(), "unwritten rows must read as NaN"
+
+
+def test_failed_rows_are_masked_nan_and_recorded(empty_store: CacheStore, ids: list[str]) -> None:
+    empty_store.write_shard(0, shard_arrays(empty_store, 0), {2: "unreadable image: truncated JPEG"})
+    assert empty_store.valid[:4].tolist() == [True, True, False, True]
+    assert np.isnan(empty_store.read(ArrayName.EMBEDDING, slice(2, 3))).all()
+    assert not empty_store.read(ArrayName.TOKEN_MASK, slice(2, 3)).any()
+    [failure] = empty_store.failures()
+    assert (failure.id, failure.reason) == (ids[2], "unreadable image: truncated JPEG")
+
+
+def test_write_shard_refuses_wrong_shapes_and_missing_arrays(empty_store: CacheStore) -> None:
+    arrays = shard_arrays(empty_store, 0)
+    with pytest.raises(StoreError, match="views"):
+        empty_store.write_shard(0, {k: v for k, v in arrays.items() if k != ArrayName.VIEWS})
+    arrays[ArrayName.EMBEDDING] = arrays[ArrayName.EMBEDDING][:, :4]
+    with pytest.raises(StoreError, match="embedding"):
+        empty_store.write_shard(0, arrays)
+    assert empty_store.complete_shard_indices() == set()
+
+
+def test_provenance_mismatch_names_field_expected_and_found(full_store: CacheStore) -> None:
+    with pytest.raises(ProvenanceMismatch) as caught:
+        CacheStore.open(full_store.path, expect={"backbone": "dinov2-s"})
+    assert caught.value.field_name == "backbone"
+    assert "dinov2-s" in str(caught.value) and "tiny-vit" in str(caught.value)
+    with pytest.raises(ProvenanceMismatch, match="preprocessing"):
+        CacheStore.open(full_store.path, expect={"preprocessing": {"size": 224, "mean": [0.5]}})
+    CacheStore.open(full_store.path, expect={"backbone": "tiny-vit", "preprocessing": {"mean": [0.5], "size": 64}})
+
+
+def test_create_or_resume_reuses_a_matching_store_and_refuses_other_settings(full_store: CacheStore,
+                                                                             ids: list[str]) -> None:
+    args = (ids, list(full_store.group_ids), list(full_store.splits), FEATURES)
+    resumed = CacheStore.create_or_resume(full_store.path, make_provenance(), *args)
+    assert resumed.is_complete
+    with pytest.raises(ProvenanceMismatch, match="weights_sha256"):
+        CacheStore.create_or_resume(full_store.path, make_provenance(weights_sha256="c" * 64), *args)
+    with pytest.raises(StoreError, match="features"):
+        CacheStore.create_or_resume(full_store.path, make_provenance(), *args[:3], FeatureShape(embedding_dim=8))
+
+
+def test_create_refuses_duplicate_ids_and_unknown_splits(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="repeated"):
+        CacheStore.create(tmp_path / "a.zarr", make_provenance(), ["x", "x"], ["s", "s"], ["train"] * 2,
+                          FeatureShape(4))
+    with pytest.raises(StoreError, match="valid"):
+        CacheStore.create(tmp_path / "b.zarr", make_provenance(), ["x"], ["s"], ["valid"], FeatureShape(4))
+    assert not (tmp_path / "a.zarr").exists() and not (tmp_path / "b.zarr").exists()
+
+
+def test_open_names_the_path_when_no_store_is_there(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match=str(tmp_path / "missing.zarr")):
+        CacheStore.open(tmp_path / "missing.zarr")
+
+
+def _write_shards(path: str, indices: list[int]) -> None:
+    store = CacheStore.open(Path(path), writable=True)
+    for index in indices:
+        store.write_shard(index, shard_arrays(store, index))
+
+
+def test_two_processes_writing_different_shards_lose_nothing(tmp_path: Path) -> None:
+    n_rows = 40 * SHARD_ROWS
+    store = CacheStore.create(tmp_path / "s.zarr", make_provenance(), [f"id{i}" for i in range(n_rows)],
+                              [f"g{i}" for i in range(n_rows)], ["train"] * n_rows, FEATURES, shard_rows=SHARD_ROWS)
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_write_shards, args=(str(store.path), list(range(k, 40, 2)))) for k in (0, 1)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+        assert worker.exitcode == 0
+    expected = np.concatenate([shard_arrays(store, s.index)[ArrayName.VIEWS] for s in store.shards()])
+    np.testing.assert_array_equal(store.read(ArrayName.VIEWS), expected.astype(np.float16))
+    assert store.is_complete and store.valid.all()
