@@ -1,0 +1,29 @@
+"""What one extraction run does, as a small picklable value that every shard task receives."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cache_schema import Modality, store_path
+
+
+@dataclass(frozen=True)
+class ExtractionJob:
+    """One (dataset, modality, backbone) extraction: the store to fill and how to fill it."""
+
+    cache_dir: Path
+    dataset: str
+    modality: Modality
+    backbone: str
+    weights: Path | None = None
+    tokens: bool = False
+    views: int = 0
+    batch_size: int = 32
+    num_workers: int = 0
+    device: str = "cpu"
+    shard_rows: int | None = None
+    image_root: Path | None = None
+
+    @property
+    def store(self) -> Path:
+        return store_path(self.cache_dir, self.dataset, self.modality, self.backbone)

@@ -1,0 +1,238 @@
+"""Runs a frozen backbone over a dataset's manifest, shard by shard, into its cache store.
+
+Reader (extract.sources) -> encoder (extract.encoders) -> shard buffer -> writer thread -> store.
+Batches never cross a shard boundary and are the same fixed row ranges in every run, so a run
+that was killed and resumed, or spread over Dask workers, writes the same bytes as one
+uninterrupted run.
+"""
+from __future__ import annotations
+
+import queue
+import shutil
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from cache_schema import ArrayName, CacheStore, FeatureShape, Modality, Provenance, ShardSpan, dataset_dir
+from extract.encoders import ImageEncoder, TextEncoder, load_image_encoder, load_text_encoder
+from extract.job import ExtractionJob
+from extract.manifest import Manifest, ManifestRow, manifest_sha256, read_manifest
+from extract.sources import ImageRows, collate_images, text_batches
+
+Encoder = ImageEncoder | TextEncoder
+ShardDone = Callable[[ShardSpan, int], None]
+"""Called after a shard is written, with its span and its number of failures."""
+BatchDone = Callable[[int], None]
+"""Called after each batch with the number of rows it covered (for progress bars)."""
+
+
+@dataclass(frozen=True)
+class StoreRows:
+    """The rows a store holds, in store order: its ids, join ids and splits, and the manifest rows behind them."""
+
+    manifest_rows: tuple[ManifestRow, ...]
+    ids: list[str]
+    group_ids: list[str]
+    splits: list[str]
+
+
+def store_rows(manifest: Manifest, modality: Modality) -> StoreRows:
+    """Images: one row per manifest row (id dicom_id). Texts: one row per study (id study_id)."""
+    if modality is Modality.IMAGE:
+        rows = manifest.rows
+        ids = [r.dicom_id for r in rows]
+    else:
+        rows = manifest.studies()
+        ids = [r.study_id for r in rows]
+    return StoreRows(rows, ids, [r.study_id for r in rows], [r.split.value for r in rows])
+
+
+def load_encoder(job: ExtractionJob) -> Encoder:
+    """The job's frozen encoder (the one expensive object of a run)."""
+    loader = load_image_encoder if job.modality is Modality.IMAGE else load_text_encoder
+    return loader(job.backbone, weights=job.weights, device=job.device)
+
+
+def open_store(job: ExtractionJob, encoder: Encoder, manifest_folder: Path, rows: StoreRows,
+               overwrite: bool = False) -> CacheStore:
+    """Creates the job's store, or reopens it to resume; refuses one built with other settings."""
+    if overwrite and job.store.exists():
+        shutil.rmtree(job.store)
+    preprocessing = {**encoder.preprocessing, "tokens": job.tokens, "views": job.views}
+    provenance = Provenance(
+        dataset=job.dataset,
+        manifest_sha256=manifest_sha256(manifest_folder),
+        modality=job.modality,
+        backbone=job.backbone,
+        weights_id=encoder.weights_id,
+        weights_sha256=encoder.weights_sha256,
+        preprocessing=preprocessing,
+        pooling=encoder.spec.pooling.value,
+    )
+    features = FeatureShape(
+        embedding_dim=encoder.dim,
+        token_count=encoder.token_count if job.tokens else 0,
+        token_dim=encoder.dim if job.tokens else 0,
+        views=job.views,
+    )
+    return CacheStore.create_or_resume(job.store, provenance, rows.ids, rows.group_ids, rows.splits,
+                                       features, job.shard_rows)
+
+
+class ShardBuffer:
+    """Collects one shard's batches until every row is either embedded or recorded as failed."""
+
+    def __init__(self, store: CacheStore, span: ShardSpan) -> None:
+        self.span = span
+        n = span.stop - span.start
+        self.arrays = {name: np.full((n, *shape[1:]), np.nan, dtype=np.float32)
+                       for name, shape in store.features.shapes(store.n_rows).items()}
+        if ArrayName.TOKEN_MASK in self.arrays:
+            self.arrays[ArrayName.TOKEN_MASK] = np.zeros(self.arrays[ArrayName.TOKEN_MASK].shape, dtype=bool)
+        self.failed: dict[int, str] = {}
+        self.remaining = n
+
+    def add(self, rows: Sequence[int], outputs: dict[ArrayName, np.ndarray], failures: dict[int, str]) -> None:
+        offsets = np.asarray(rows, dtype=np.int64) - self.span.start
+        for name, values in outputs.items():
+            self.arrays[name][offsets] = values
+        self.failed.update(failures)
+        self.remaining -= len(rows) + len(failures)
+
+    @property
+    def complete(self) -> bool:
+        return self.remaining == 0
+
+
+class ShardWriter:
+    """Writes finished shards on a background thread so the zarr write does not stall the forward pass."""
+
+    def __init__(self, store: CacheStore, on_shard_done: ShardDone) -> None:
+        self._store = store
+        self._on_shard_done = on_shard_done
+        self._queue: queue.Queue[ShardBuffer | None] = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="shard-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, buffer: ShardBuffer) -> None:
+        self._raise_if_failed()
+        self._queue.put(buffer)
+
+    def close(self) -> None:
+        """Waits for every submitted shard to be written; re-raises a write error here."""
+        self._queue.put(None)
+        self._thread.join()
+        self._raise_if_failed()
+
+    def _run(self) -> None:
+        while (buffer := self._queue.get()) is not None:
+            if self._error is not None:
+                continue
+            try:
+                self._store.write_shard(buffer.span.index, buffer.arrays, buffer.failed)
+                self._on_shard_done(buffer.span, len(buffer.failed))
+            except BaseException as error:  # surfaced to the main thread by close()/submit()
+                self._error = error
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+
+def extract_shards(
+    job: ExtractionJob,
+    encoder: Encoder,
+    store: CacheStore,
+    rows: StoreRows,
+    image_root: Path,
+    spans: Sequence[ShardSpan],
+    on_shard_done: ShardDone,
+    on_batch_done: BatchDone = lambda n: None,
+) -> None:
+    """Embeds and writes the given shards; every row ends embedded or recorded as a failure."""
+    if not spans:
+        return
+    writer = ShardWriter(store, on_shard_done)
+    buffers: dict[int, ShardBuffer] = {}
+    try:
+        for shard_index, batch_rows, outputs, failures in _embedded_batches(job, encoder, rows, image_root, spans,
+                                                                            store.shard_rows):
+            buffer = buffers.setdefault(shard_index, ShardBuffer(store, store.shards()[shard_index]))
+            buffer.add(batch_rows, outputs, failures)
+            on_batch_done(len(batch_rows) + len(failures))
+            if buffer.complete:
+                writer.submit(buffers.pop(shard_index))
+    finally:
+        writer.close()
+
+
+def _embedded_batches(
+    job: ExtractionJob, encoder: Encoder, rows: StoreRows, image_root: Path, spans: Sequence[ShardSpan],
+    shard_rows: int,
+) -> Iterator[tuple[int, list[int], dict[ArrayName, np.ndarray], dict[int, str]]]:
+    """(shard index, embedded rows, their arrays, failed rows) for each fixed batch of the spans."""
+    batches = shard_batches(spans, job.batch_size)
+    if job.modality is Modality.TEXT:
+        for batch_rows in batches:
+            [batch] = text_batches([rows.manifest_rows[r] for r in batch_rows], batch_rows[0], len(batch_rows))
+            outputs = _encoder_arrays(encoder.encode(batch.texts, with_tokens=job.tokens)) if batch.texts else {}
+            yield batch_rows[0] // shard_rows, batch.rows, outputs, batch.failures
+        return
+    dataset = ImageRows(rows.manifest_rows, image_root, encoder.spec, views=job.views)
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=job.num_workers, collate_fn=collate_images,
+                        pin_memory=encoder.device.type == "cuda", persistent_workers=False)
+    for batch_rows, batch in zip(batches, loader):
+        outputs: dict[ArrayName, np.ndarray] = {}
+        if batch.pixels is not None:
+            outputs = _encoder_arrays(encoder.encode(batch.pixels, with_tokens=job.tokens))
+            if batch.views is not None:
+                n, k = batch.views.shape[:2]
+                pooled = encoder.encode(batch.views.flatten(0, 1)).pooled
+                outputs[ArrayName.VIEWS] = pooled.reshape(n, k, -1).numpy()
+        yield batch_rows[0] // shard_rows, batch.rows, outputs, batch.failures
+
+
+def shard_batches(spans: Iterable[ShardSpan], batch_size: int) -> list[list[int]]:
+    """Fixed batches of store rows, none crossing a shard boundary: the same in every run."""
+    return [list(range(start, min(start + batch_size, span.stop)))
+            for span in spans for start in range(span.start, span.stop, batch_size)]
+
+
+def _encoder_arrays(output) -> dict[ArrayName, np.ndarray]:
+    arrays = {ArrayName.EMBEDDING: output.pooled.numpy()}
+    if output.tokens is not None:
+        arrays[ArrayName.TOKENS] = output.tokens.numpy()
+        arrays[ArrayName.TOKEN_MASK] = output.token_mask.numpy()
+    return arrays
+
+
+def resolve_image_root(job: ExtractionJob, manifest: Manifest) -> Path:
+    """Where images lie: the job's override (data moved) or the root recorded in the manifest."""
+    return Path(job.image_root) if job.image_root else Path(manifest.image_root)
+
+
+@lru_cache(maxsize=2)
+def cached_encoder(job: ExtractionJob) -> Encoder:
+    """One encoder per worker process and job, reused across that worker's shard tasks."""
+    return load_encoder(job)
+
+
+def run_shard_task(job: ExtractionJob, shard_index: int) -> tuple[int, int]:
+    """A self-contained shard task (for Dask workers): embeds and writes one shard; returns (rows, failures)."""
+    manifest_folder = dataset_dir(job.cache_dir, job.dataset)
+    manifest = read_manifest(manifest_folder)
+    rows = store_rows(manifest, job.modality)
+    encoder = cached_encoder(job)
+    store = CacheStore.open(job.store, writable=True)
+    span = store.shards()[shard_index]
+    written: list[int] = []
+    extract_shards(job, encoder, store, rows, resolve_image_root(job, manifest), [span],
+                   on_shard_done=lambda s, failures: written.append(failures))
+    return span.stop - span.start, written[0]

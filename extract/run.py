@@ -1,0 +1,96 @@
+"""One extraction run from start to summary: resume or refuse, schedule the shards, report progress."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+)
+from rich.text import Text
+
+from cache_schema import CacheStore, ShardSpan, dataset_dir
+from extract.job import ExtractionJob
+from extract.manifest import read_manifest
+from extract.pipeline import extract_shards, load_encoder, open_store, resolve_image_root, run_shard_task, store_rows
+from extract.scheduler import Scheduler, parse_scheduler, run_on_dask
+
+
+@dataclass
+class ExtractionSummary:
+    """What a run did: shards written and skipped, rows embedded, failures by reason, time."""
+
+    store: Path
+    rows: int
+    shards_total: int
+    shards_skipped: int
+    rows_done: int = 0
+    failures: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows_done / self.seconds if self.seconds else 0.0
+
+    def final_line(self) -> str:
+        """One line with counts, throughput and where the store is (no report text, ever)."""
+        written = self.shards_total - self.shards_skipped
+        if not written:
+            return f"nothing to do: all {self.shards_total} shards of {self.store} are complete ({self.rows} rows)"
+        failed = sum(self.failures.values())
+        return (f"done: {self.rows_done} rows in {written} shards ({self.shards_skipped} already complete), "
+                f"{failed} skipped, {self.seconds:.1f} s, {self.rows_per_second:.1f} rows/s -> {self.store}")
+
+
+def run_extraction(job: ExtractionJob, overwrite: bool = False, scheduler: str = "none",
+                   console: Console | None = None) -> ExtractionSummary:
+    """Embeds every incomplete shard of the job's store; a complete store is left untouched."""
+    console = console or Console(stderr=True)
+    manifest_folder = dataset_dir(job.cache_dir, job.dataset)
+    manifest = read_manifest(manifest_folder)
+    rows = store_rows(manifest, job.modality)
+    encoder = load_encoder(job)
+    store = open_store(job, encoder, manifest_folder, rows, overwrite=overwrite)
+    pending = store.incomplete_shards()
+    summary = ExtractionSummary(store.path, store.n_rows, len(store.shards()), len(store.shards()) - len(pending))
+    if pending:
+        started = time.perf_counter()
+        with _progress(console) as progress:
+            task = progress.add_task(f"{job.modality.value} {job.backbone}", total=sum(s.stop - s.start for s in pending))
+            _run_pending(job, encoder, store, rows, resolve_image_root(job, manifest), pending, parse_scheduler(scheduler),
+                         on_rows=lambda n: progress.advance(task, n))
+        summary.seconds = time.perf_counter() - started
+        summary.rows_done = sum(s.stop - s.start for s in pending)
+    summary.failures = Counter(_reason_kind(f.reason) for f in CacheStore.open(store.path).failures())
+    return summary
+
+
+def _run_pending(job: ExtractionJob, encoder, store: CacheStore, rows, image_root: Path, pending: list[ShardSpan],
+                 scheduler: Scheduler, on_rows: Callable[[int], None]) -> None:
+    if scheduler.in_process:
+        extract_shards(job, encoder, store, rows, image_root, pending,
+                       on_shard_done=lambda span, failures: None, on_batch_done=on_rows)
+        return
+    task_job = dataclasses.replace(job, num_workers=0)  # dask workers are daemons: no DataLoader children
+    run_on_dask(scheduler, run_shard_task, task_job, pending, on_shard_done=lambda span: on_rows(span.stop - span.start))
+
+
+class _RateColumn(ProgressColumn):
+    """Samples per second, measured over the last few updates."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed or 0.0:7.1f} samples/s")
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _RateColumn(),
+                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console)
+
+
+def _reason_kind(reason: str) -> str:
+    return reason.split(" (", 1)[0]

@@ -1,0 +1,95 @@
+"""Readers: turn a shard's manifest rows into backbone inputs, recording what cannot be read.
+
+A DataLoader runs these in worker processes so that JPEG decoding overlaps the forward pass.
+A sample that cannot be read comes back as a failure with its reason, never as a blank input.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from extract.backbones import BackboneSpec
+from extract.image_transforms import augmented_view, preprocess, view_seed
+from extract.images import UnreadableImage, read_grayscale
+from extract.manifest import ManifestRow
+
+
+@dataclass(frozen=True)
+class ImageSample:
+    """One image's inputs, or the reason it has none."""
+
+    row: int
+    pixels: torch.Tensor | None
+    views: torch.Tensor | None
+    failure: str | None
+
+
+@dataclass(frozen=True)
+class ImageBatch:
+    """The readable images of a batch stacked for the backbone, and the failures beside them."""
+
+    rows: list[int]
+    pixels: torch.Tensor | None
+    views: torch.Tensor | None
+    failures: dict[int, str]
+
+
+class ImageRows(Dataset):
+    """A store's manifest rows, indexed by store row, as decoded, preprocessed images and seeded views."""
+
+    def __init__(self, rows: Sequence[ManifestRow], image_root: Path, spec: BackboneSpec, views: int) -> None:
+        self.rows = rows
+        self.image_root = Path(image_root)
+        self.spec = spec
+        self.views = views
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> ImageSample:
+        row = self.rows[index]
+        try:
+            gray = read_grayscale(self.image_root / row.image_path, self.spec.image_size)
+        except UnreadableImage as error:
+            return ImageSample(index, None, None, f"unreadable image: {error.reason} ({row.image_path})")
+        views = None
+        if self.views:
+            views = torch.stack([augmented_view(gray, self.spec, view_seed(row.dicom_id, k)) for k in range(self.views)])
+        return ImageSample(index, preprocess(gray, self.spec), views, None)
+
+
+def collate_images(samples: list[ImageSample]) -> ImageBatch:
+    """Stacks the readable samples of a batch; failures travel beside them by store row."""
+    readable = [s for s in samples if s.failure is None]
+    return ImageBatch(
+        rows=[s.row for s in readable],
+        pixels=torch.stack([s.pixels for s in readable]) if readable else None,
+        views=torch.stack([s.views for s in readable]) if readable and readable[0].views is not None else None,
+        failures={s.row: s.failure for s in samples if s.failure is not None},
+    )
+
+
+@dataclass(frozen=True)
+class TextBatch:
+    """The usable report texts of a batch, and the unusable ones with the reader's reason."""
+
+    rows: list[int]
+    texts: list[str]
+    failures: dict[int, str]
+
+
+def text_batches(studies: Sequence[ManifestRow], start: int, batch_size: int) -> list[TextBatch]:
+    """A shard's study rows in fixed batches; a report the reader flagged is a failure with that reason."""
+    batches = []
+    for offset in range(0, len(studies), batch_size):
+        chunk = list(enumerate(studies[offset: offset + batch_size], start=start + offset))
+        batches.append(TextBatch(
+            rows=[row for row, study in chunk if study.report_usable],
+            texts=[study.report_text for _, study in chunk if study.report_usable],
+            failures={row: f"report unusable: {study.report_issue}" for row, study in chunk if not study.report_usable},
+        ))
+    return batches
