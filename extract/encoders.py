@@ -1,0 +1,276 @@
+"""Loading frozen image and text backbones and running them to pooled and token embeddings.
+
+An encoder is built once from a registry entry, frozen (eval mode, no gradients), fingerprinted
+(`weights_sha256`) and described (`preprocessing`), so every embedding it writes can carry exact
+provenance. Outputs are float32 on the CPU whatever device ran the model.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import timm
+import torch
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+from transformers.utils import ModelOutput
+
+from extract.backbones import BackboneSpec, Modality, Pooling, get_spec
+from extract.image_transforms import image_preprocessing
+from extract.weights import IncompatibleWeights, locate_tokenizer, locate_weights, weights_sha256
+
+TIMM_GLOBAL_POOL = {Pooling.CLS: "token", Pooling.MEAN: "avg"}
+CUDA_AUTOCAST_DTYPE = torch.bfloat16
+
+
+@dataclass(frozen=True)
+class EncoderOutput:
+    """One batch's embeddings: pooled (B, D), and optionally tokens (B, T, D) with a (B, T) mask."""
+
+    pooled: torch.Tensor
+    tokens: torch.Tensor | None = None
+    token_mask: torch.Tensor | None = None
+
+
+class FrozenEncoder:
+    """What image and text encoders share: the spec, the frozen model, its fingerprint, its device."""
+
+    def __init__(self, spec: BackboneSpec, model: torch.nn.Module, device: torch.device) -> None:
+        self.spec = spec
+        self.weights_sha256 = weights_sha256(model)
+        self.device = device
+        self.model = model.eval().requires_grad_(False).to(device)
+
+    @property
+    def weights_id(self) -> str:
+        return self.spec.weights_id
+
+    @property
+    def dim(self) -> int:
+        return self.spec.dim
+
+    @contextmanager
+    def _running(self) -> Iterator[None]:
+        """Inference mode, with bf16 autocast on CUDA."""
+        autocast = torch.autocast("cuda", dtype=CUDA_AUTOCAST_DTYPE) if self.device.type == "cuda" else nullcontext()
+        with torch.inference_mode(), autocast:
+            yield
+
+
+class ImageEncoder(FrozenEncoder):
+    """A frozen timm image backbone: CLS-after-final-norm (ViT) or global-average (CNN) pooling.
+
+    Tokens are a ViT's patch tokens without class/register tokens, or a CNN's final feature map
+    flattened row-major; their count `token_count` is fixed by the input size.
+    """
+
+    def __init__(self, spec: BackboneSpec, model: torch.nn.Module, device: torch.device) -> None:
+        super().__init__(spec, model, device)
+        if device.type == "cuda":
+            self.model.to(memory_format=torch.channels_last)
+        probe = self.encode(torch.zeros(1, 3, spec.image_size, spec.image_size), with_tokens=True)
+        if probe.pooled.shape[-1] != spec.dim or probe.tokens.shape[-1] != spec.dim:
+            raise IncompatibleWeights(
+                f"backbone {spec.name!r} produced {probe.pooled.shape[-1]}-dim embeddings "
+                f"and {probe.tokens.shape[-1]}-dim tokens; its registry entry says {spec.dim}"
+            )
+        self.token_count: int = probe.tokens.shape[1]
+
+    @property
+    def preprocessing(self) -> dict:
+        return {**image_preprocessing(self.spec), "pooling": self.spec.pooling.value}
+
+    def encode(self, pixels: torch.Tensor, with_tokens: bool = False) -> EncoderOutput:
+        """Embeds a (B, 3, S, S) batch from `extract.image_transforms.preprocess`."""
+        size = self.spec.image_size
+        if pixels.ndim != 4 or tuple(pixels.shape[1:]) != (3, size, size):
+            raise ValueError(
+                f"backbone {self.spec.name!r} takes (B, 3, {size}, {size}) pixels, got {tuple(pixels.shape)}"
+            )
+        memory_format = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
+        pixels = pixels.to(self.device, dtype=torch.float32, memory_format=memory_format)
+        with self._running():
+            features = self.model.forward_features(pixels)
+            pooled = self.model.forward_head(features, pre_logits=True)
+            tokens = self._tokens(features) if with_tokens else None
+        if tokens is None:
+            return EncoderOutput(pooled=_to_cpu_float(pooled))
+        token_mask = torch.ones(tokens.shape[:2], dtype=torch.bool)
+        return EncoderOutput(pooled=_to_cpu_float(pooled), tokens=_to_cpu_float(tokens), token_mask=token_mask)
+
+    def _tokens(self, features: torch.Tensor) -> torch.Tensor:
+        if features.ndim == 4:
+            return features.flatten(2).transpose(1, 2)
+        return features[:, self.model.num_prefix_tokens :, :]
+
+
+class TextEncoder(FrozenEncoder):
+    """A frozen transformers text backbone with its tokenizer, padding every text to max_length."""
+
+    def __init__(
+        self,
+        spec: BackboneSpec,
+        model: torch.nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        tokenizer_id: str,
+        device: torch.device,
+    ) -> None:
+        if model.config.hidden_size != spec.dim:
+            raise IncompatibleWeights(
+                f"backbone {spec.name!r} has hidden size {model.config.hidden_size}; its registry entry says {spec.dim}"
+            )
+        if len(tokenizer) > model.config.vocab_size:
+            raise IncompatibleWeights(
+                f"the tokenizer of backbone {spec.name!r} has {len(tokenizer)} tokens but the model embeds only "
+                f"{model.config.vocab_size}"
+            )
+        super().__init__(spec, model, device)
+        self.tokenizer = tokenizer
+        self.tokenizer_id = tokenizer_id
+        self.token_count: int = spec.max_length
+        vocabulary = sorted(tokenizer.get_vocab().items())
+        self._vocab_size = len(vocabulary)
+        self._vocab_sha256 = hashlib.sha256(repr(vocabulary).encode()).hexdigest()
+
+    @property
+    def preprocessing(self) -> dict:
+        return {
+            "tokenizer": self.tokenizer_id,
+            "tokenizer_class": type(self.tokenizer).__name__,
+            "lowercase": bool(getattr(self.tokenizer, "do_lower_case", False)),
+            "vocab_size": self._vocab_size,
+            "vocab_sha256": self._vocab_sha256,
+            "max_length": self.spec.max_length,
+            "padding": "max_length",
+            "truncation": True,
+            "pooling": self.spec.pooling.value,
+        }
+
+    def encode(self, texts: list[str], with_tokens: bool = False) -> EncoderOutput:
+        """Embeds a batch of texts; tokens are the last hidden states, (B, max_length, D)."""
+        if isinstance(texts, str):
+            raise TypeError("encode takes a list of texts, not one string")
+        batch = self.tokenizer(
+            list(texts),
+            padding="max_length",
+            truncation=True,
+            max_length=self.spec.max_length,
+            return_tensors="pt",
+        ).to(self.device)
+        with self._running():
+            output = self.model(**batch)
+        hidden = output.last_hidden_state.float()
+        mask = batch["attention_mask"].bool()
+        pooled = self._pool(output, hidden, mask)
+        if not with_tokens:
+            return EncoderOutput(pooled=_to_cpu_float(pooled))
+        return EncoderOutput(pooled=_to_cpu_float(pooled), tokens=_to_cpu_float(hidden), token_mask=mask.cpu())
+
+    def _pool(self, output: ModelOutput, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.spec.pooling is Pooling.POOLER:
+            return output.pooler_output
+        if self.spec.pooling is Pooling.CLS:
+            return hidden[:, 0]
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+def load_image_encoder(
+    backbone: str | BackboneSpec, weights: Path | None = None, device: str | torch.device = "cpu"
+) -> ImageEncoder:
+    """The frozen image encoder of a registry entry (by name) or of a custom spec.
+
+    `weights` is an explicit checkpoint file or folder; without it the weights are looked up
+    offline (see `extract.weights.locate_weights`), and `MissingWeights` says how to supply them.
+    """
+    spec = _spec_of_modality(backbone, Modality.IMAGE)
+    return ImageEncoder(spec, _build_timm_model(spec, weights), torch.device(device))
+
+
+def load_text_encoder(
+    backbone: str | BackboneSpec, weights: Path | None = None, device: str | torch.device = "cpu"
+) -> TextEncoder:
+    """The frozen text encoder (model + tokenizer) of a registry entry or of a custom spec."""
+    spec = _spec_of_modality(backbone, Modality.TEXT)
+    model = _build_text_model(spec, weights)
+    tokenizer_spec = get_spec(spec.tokenizer_backbone) if spec.tokenizer_backbone else spec
+    return TextEncoder(spec, model, _load_tokenizer(spec, weights), tokenizer_spec.model_id, torch.device(device))
+
+
+def _spec_of_modality(backbone: str | BackboneSpec, modality: Modality) -> BackboneSpec:
+    spec = get_spec(backbone) if isinstance(backbone, str) else backbone
+    if spec.modality is not modality:
+        raise ValueError(f"backbone {spec.name!r} is a {spec.modality.value} backbone, not a {modality.value} one")
+    return spec
+
+
+def _build_timm_model(spec: BackboneSpec, weights: Path | None) -> torch.nn.Module:
+    options = {}
+    pretrained_cfg = timm.models.get_pretrained_cfg(spec.model_id)
+    if pretrained_cfg is not None and pretrained_cfg.fixed_input_size:
+        options["img_size"] = spec.image_size
+    if spec.is_random_init:
+        with _seeded(spec.random_init_seed):
+            model = timm.create_model(spec.model_id, pretrained=False, **options)
+    else:
+        checkpoint = locate_weights(spec, weights)
+        try:
+            model = timm.create_model(
+                spec.model_id, pretrained=True, pretrained_cfg_overlay={"file": str(checkpoint)}, **options
+            )
+        except (RuntimeError, OSError, ValueError) as error:
+            raise IncompatibleWeights(f"{checkpoint} does not load into timm model {spec.model_id}: {error}") from error
+    model.reset_classifier(0, global_pool=TIMM_GLOBAL_POOL[spec.pooling])
+    return model
+
+
+def _build_text_model(spec: BackboneSpec, weights: Path | None) -> torch.nn.Module:
+    with_pooler = spec.pooling is Pooling.POOLER
+    if spec.is_random_init:
+        config = AutoConfig.for_model(spec.model_id, **asdict(spec.random_text_config))
+        with _seeded(spec.random_init_seed):
+            return AutoModel.from_config(config, add_pooling_layer=with_pooler)
+    folder = locate_weights(spec, weights)
+    try:
+        model, loading_info = AutoModel.from_pretrained(
+            folder,
+            local_files_only=True,
+            add_pooling_layer=with_pooler,
+            dtype=torch.float32,
+            output_loading_info=True,
+        )
+    except (OSError, ValueError) as error:
+        raise IncompatibleWeights(f"{folder} does not load as a transformers model: {error}") from error
+    missing = sorted(loading_info["missing_keys"])
+    if missing:
+        lacks_pooler = any(key.startswith("pooler.") for key in missing)
+        hint = " (no trained pooler: use CLS or MEAN pooling)" if lacks_pooler else ""
+        raise IncompatibleWeights(
+            f"{folder} lacks weights for backbone {spec.name!r}{hint}; they would be randomly initialised: "
+            f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
+        )
+    return model
+
+
+def _load_tokenizer(spec: BackboneSpec, weights: Path | None) -> PreTrainedTokenizerBase:
+    folder = locate_tokenizer(spec, weights)
+    try:
+        return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise IncompatibleWeights(
+            f"{folder}: the tokenizer of backbone {spec.name!r} does not load: {error}"
+        ) from error
+
+
+@contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Runs a block under a fixed torch seed without disturbing the caller's random state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def _to_cpu_float(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.detach().to("cpu", dtype=torch.float32)
