@@ -1,0 +1,248 @@
+"""The manifest: one row per image with stable ids, split, view, report text and CheXpert labels.
+
+A dataset reader builds a `Manifest` once; every later stage reads it back from
+`CACHE/<dataset>/manifest.csv` + `manifest.json`. Paths in the CSV are relative to the image root
+recorded in the JSON so that a cache moves with its data, and the SHA-256 of the CSV bytes goes into
+every store's provenance so that stores built from different manifests are never joined.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Mapping
+
+MANIFEST_CSV = "manifest.csv"
+MANIFEST_JSON = "manifest.json"
+
+CHEXPERT_LABELS: tuple[str, ...] = (
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Enlarged Cardiomediastinum",
+    "Fracture",
+    "Lung Lesion",
+    "Lung Opacity",
+    "No Finding",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Pneumonia",
+    "Pneumothorax",
+    "Support Devices",
+)
+"""The 14 CheXpert label names in the order of the official MIMIC-CXR-JPG label file."""
+
+LABEL_TEXT: Mapping[float, str] = {1.0: "1.0", 0.0: "0.0", -1.0: "-1.0"}
+"""Positive, negative and uncertain as the CSVs spell them; a label not mentioned is None (empty cell)."""
+
+ID_COLUMNS = ("dicom_id", "study_id", "subject_id", "split", "view", "image_path", "report_text", "report_issue")
+CSV_COLUMNS: tuple[str, ...] = ID_COLUMNS + CHEXPERT_LABELS
+
+
+class Split(str, Enum):
+    """The official MIMIC-CXR splits."""
+
+    TRAIN = "train"
+    VALIDATE = "validate"
+    TEST = "test"
+
+
+class ManifestError(ValueError):
+    """A manifest folder is missing a file or holds one that cannot be read back."""
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One image: its ids, split, view, where it lies, its study's report text and labels."""
+
+    dicom_id: str
+    study_id: str
+    subject_id: str
+    split: Split
+    view: str
+    image_path: str
+    report_text: str
+    report_issue: str
+    labels: Mapping[str, float | None] = field(hash=False)
+
+    @property
+    def report_usable(self) -> bool:
+        """True when the report text may be embedded (no issue was recorded)."""
+        return self.report_issue == ""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A dataset's rows with where they came from and what the reader left out and why."""
+
+    dataset: str
+    image_root: Path
+    reports_root: Path
+    rows: tuple[ManifestRow, ...]
+    options: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    exclusions: Mapping[str, int] = field(default_factory=dict, hash=False)
+
+    def studies(self) -> tuple[ManifestRow, ...]:
+        """The first row of each study, in first-appearance order: the unit of text extraction."""
+        first_rows: dict[str, ManifestRow] = {}
+        for row in self.rows:
+            first_rows.setdefault(row.study_id, row)
+        return tuple(first_rows.values())
+
+    def split_counts(self) -> dict[str, int]:
+        """Rows per split, every split listed (zero where empty), in the official order."""
+        counts = Counter(row.split for row in self.rows)
+        return {split.value: counts.get(split, 0) for split in Split}
+
+    def report_issue_counts(self) -> dict[str, int]:
+        """Rows per report issue (rows with a usable report are not counted), sorted by issue."""
+        counts = Counter(row.report_issue for row in self.rows if not row.report_usable)
+        return dict(sorted(counts.items()))
+
+
+def write_manifest(manifest: Manifest, folder: Path) -> Path:
+    """Write `manifest.csv` and `manifest.json` into `folder` (created if needed); return the CSV path.
+
+    The same manifest always gives the same bytes, so its hash identifies it.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    csv_bytes = _csv_bytes(manifest.rows)
+    csv_path = folder / MANIFEST_CSV
+    csv_path.write_bytes(csv_bytes)
+    description = {
+        "dataset": manifest.dataset,
+        "image_root": str(manifest.image_root),
+        "reports_root": str(manifest.reports_root),
+        "options": dict(manifest.options),
+        "n_rows": len(manifest.rows),
+        "counts": manifest.split_counts(),
+        "exclusions": dict(sorted(manifest.exclusions.items())),
+        "report_issues": manifest.report_issue_counts(),
+        "manifest_sha256": hashlib.sha256(csv_bytes).hexdigest(),
+    }
+    (folder / MANIFEST_JSON).write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
+    return csv_path
+
+
+def manifest_sha256(folder: Path) -> str:
+    """SHA-256 of the manifest CSV bytes in `folder`: the manifest's identity in store provenance."""
+    return hashlib.sha256(_read_bytes(folder / MANIFEST_CSV)).hexdigest()
+
+
+def read_manifest(folder: Path) -> Manifest:
+    """Read a manifest written by `write_manifest`, checking the CSV against the hash in the JSON."""
+    json_path = folder / MANIFEST_JSON
+    csv_path = folder / MANIFEST_CSV
+    description = _read_description(json_path)
+    csv_bytes = _read_bytes(csv_path)
+    found_sha = hashlib.sha256(csv_bytes).hexdigest()
+    if found_sha != description["manifest_sha256"]:
+        raise ManifestError(
+            f"{csv_path} does not match {json_path} (sha256 {found_sha} != {description['manifest_sha256']}); "
+            "the CSV was edited or replaced: write the manifest again with `adaptor extract manifest`"
+        )
+    return Manifest(
+        dataset=description["dataset"],
+        image_root=Path(description["image_root"]),
+        reports_root=Path(description["reports_root"]),
+        rows=_parse_rows(csv_bytes, csv_path),
+        options=description["options"],
+        exclusions=description["exclusions"],
+    )
+
+
+def format_label(value: float | None) -> str:
+    """A label as the CSV writes it: `1.0`, `0.0`, `-1.0`, or empty when not mentioned."""
+    return "" if value is None else LABEL_TEXT[value]
+
+
+def parse_label(text: str) -> float | None:
+    """A label cell (`1.0`, `0.0`, `-1.0`, `1`, or empty) as a float or None.
+
+    Raises ValueError for anything else; the caller adds which file, line and column.
+    """
+    stripped = text.strip()
+    if stripped == "":
+        return None
+    try:
+        value = float(stripped)
+    except ValueError:
+        value = float("nan")
+    if value not in LABEL_TEXT:
+        raise ValueError(f"label value {text!r} is not one of 1.0, 0.0, -1.0 or empty")
+    return value
+
+
+def _csv_bytes(rows: tuple[ManifestRow, ...]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        writer.writerow(
+            [row.dicom_id, row.study_id, row.subject_id, row.split.value, row.view, row.image_path,
+             row.report_text, row.report_issue]
+            + [format_label(row.labels.get(name)) for name in CHEXPERT_LABELS]
+        )
+    return buffer.getvalue().encode("utf-8")
+
+
+def _read_bytes(path: Path) -> bytes:
+    if not path.is_file():
+        raise ManifestError(f"{path} not found: build the manifest first with `adaptor extract manifest`")
+    return path.read_bytes()
+
+
+def _read_description(json_path: Path) -> dict[str, Any]:
+    try:
+        description = json.loads(_read_bytes(json_path).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ManifestError(f"{json_path} is not valid JSON ({error}): write the manifest again") from error
+    required = ("dataset", "image_root", "reports_root", "options", "exclusions", "manifest_sha256")
+    missing = [key for key in required if key not in description]
+    if missing:
+        raise ManifestError(f"{json_path} lacks {', '.join(missing)}: write the manifest again")
+    return description
+
+
+def _parse_rows(csv_bytes: bytes, csv_path: Path) -> tuple[ManifestRow, ...]:
+    reader = csv.reader(io.StringIO(csv_bytes.decode("utf-8"), newline=""))
+    header = next(reader, None)
+    if header is None or tuple(header) != CSV_COLUMNS:
+        raise ManifestError(f"{csv_path}: header {header} differs from the expected columns {list(CSV_COLUMNS)}")
+    rows = []
+    for line_number, cells in enumerate(reader, start=2):
+        if len(cells) != len(CSV_COLUMNS):
+            raise ManifestError(f"{csv_path} line {line_number}: {len(cells)} cells, expected {len(CSV_COLUMNS)}")
+        values = dict(zip(CSV_COLUMNS, cells))
+        try:
+            split = Split(values["split"])
+        except ValueError as error:
+            raise ManifestError(f"{csv_path} line {line_number}: unknown split {values['split']!r}") from error
+        labels = {name: _parse_label_cell(values[name], csv_path, line_number, name) for name in CHEXPERT_LABELS}
+        rows.append(
+            ManifestRow(
+                dicom_id=values["dicom_id"],
+                study_id=values["study_id"],
+                subject_id=values["subject_id"],
+                split=split,
+                view=values["view"],
+                image_path=values["image_path"],
+                report_text=values["report_text"],
+                report_issue=values["report_issue"],
+                labels=labels,
+            )
+        )
+    return tuple(rows)
+
+
+def _parse_label_cell(text: str, csv_path: Path, line_number: int, column: str) -> float | None:
+    try:
+        return parse_label(text)
+    except ValueError as error:
+        raise ManifestError(f"{csv_path} line {line_number} column {column!r}: {error}") from error
