@@ -7,6 +7,7 @@ uninterrupted run.
 """
 from __future__ import annotations
 
+import dataclasses
 import queue
 import shutil
 import threading
@@ -218,6 +219,16 @@ def resolve_image_root(job: ExtractionJob, manifest: Manifest) -> Path:
     return Path(job.image_root) if job.image_root else Path(manifest.image_root)
 
 
+def worker_device(device: str) -> str:
+    """On a multi-GPU node, Dask worker i of a local cluster takes GPU i mod the GPU count."""
+    if device != "cuda" or torch.cuda.device_count() < 2:
+        return device
+    from distributed import get_worker
+
+    name = get_worker().name
+    return f"cuda:{int(name) % torch.cuda.device_count()}" if str(name).isdigit() else device
+
+
 @lru_cache(maxsize=2)
 def cached_encoder(job: ExtractionJob) -> Encoder:
     """One encoder per worker process and job, reused across that worker's shard tasks."""
@@ -229,7 +240,7 @@ def run_shard_task(job: ExtractionJob, shard_index: int) -> tuple[int, int]:
     manifest_folder = dataset_dir(job.cache_dir, job.dataset)
     manifest = read_manifest(manifest_folder)
     rows = store_rows(manifest, job.modality)
-    encoder = cached_encoder(job)
+    encoder = cached_encoder(dataclasses.replace(job, device=worker_device(job.device)))
     store = CacheStore.open(job.store, writable=True)
     span = store.shards()[shard_index]
     written: list[int] = []

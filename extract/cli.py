@@ -1,0 +1,189 @@
+"""`adaptor extract`: the extract stage's commands."""
+import json
+from enum import Enum
+from pathlib import Path
+
+import torch
+import typer
+
+from cache_schema import Modality, ProvenanceMismatch, StoreError
+from extract.backbones import BACKBONES, UnknownBackbone
+from extract.demo import MIN_SUBJECTS, write_demo_dataset
+from extract.job import ExtractionJob
+from extract.manifest import Manifest, ManifestError, write_manifest
+from extract.mimic import DEFAULT_VIEWS, read_mimic_cxr
+from extract.run import run_extraction
+from extract.scheduler import SCHEDULER_HELP, SchedulerError
+from extract.weights import IncompatibleWeights, MissingWeights, weights_available
+
+RUN_ERRORS = (ManifestError, MissingWeights, IncompatibleWeights, UnknownBackbone, ProvenanceMismatch, StoreError,
+              SchedulerError)
+"""Errors caused by the command's input: reported as one clear line and exit code 2, not a traceback."""
+
+CACHE_OPTION = typer.Option(Path("cache"), "--cache", help="Cache folder holding <dataset>/manifest.csv and the stores.")
+DATASET_OPTION = typer.Option("mimic-cxr", "--dataset", help="Dataset name: the folder under --cache.")
+WEIGHTS_OPTION = typer.Option(None, "--weights", help="Local checkpoint file or folder (else the local Hugging Face cache).")
+TOKENS_OPTION = typer.Option(False, "--tokens", help="Also store token embeddings (patch / word tokens with mask).")
+BATCH_OPTION = typer.Option(32, "--batch-size", min=1, help="Samples per forward pass.")
+DEVICE_OPTION = typer.Option("auto", "--device", help="cpu, cuda, cuda:N, or auto (cuda when available).")
+SHARD_OPTION = typer.Option(None, "--shard-rows", min=1, help="Rows per shard (the unit of work and resume); "
+                            "default sized to ~128 MiB of the widest array, at most 4096.")
+SCHEDULER_OPTION = typer.Option("none", "--scheduler", help=SCHEDULER_HELP)
+OVERWRITE_OPTION = typer.Option(False, "--overwrite", help="Delete an existing store and start over.")
+
+app = typer.Typer(no_args_is_help=True, help="Run frozen backbones once over a dataset into the cache.")
+
+
+@app.command()
+def images(
+    backbone: str = typer.Option(..., "--backbone", help="Image backbone name (see `adaptor extract backbones`)."),
+    dataset: str = DATASET_OPTION,
+    cache: Path = CACHE_OPTION,
+    weights: Path = WEIGHTS_OPTION,
+    tokens: bool = TOKENS_OPTION,
+    views: int = typer.Option(0, "--views", min=0, help="Also store K seeded augmented views of every image."),
+    batch_size: int = BATCH_OPTION,
+    workers: int = typer.Option(2, "--workers", min=0, help="DataLoader worker processes decoding images."),
+    device: str = DEVICE_OPTION,
+    shard_rows: int = SHARD_OPTION,
+    image_root: Path = typer.Option(None, "--image-root", help="Images moved since the manifest was written: read "
+                                    "them under this root instead."),
+    scheduler: str = SCHEDULER_OPTION,
+    overwrite: bool = OVERWRITE_OPTION,
+) -> None:
+    """Embed every image of a dataset's manifest with a frozen image backbone."""
+    _extract(ExtractionJob(cache, dataset, Modality.IMAGE, backbone, weights, tokens, views, batch_size, workers,
+                           _device(device), shard_rows, image_root), overwrite, scheduler)
+
+
+@app.command()
+def texts(
+    backbone: str = typer.Option(..., "--backbone", help="Text backbone name (see `adaptor extract backbones`)."),
+    dataset: str = DATASET_OPTION,
+    cache: Path = CACHE_OPTION,
+    weights: Path = WEIGHTS_OPTION,
+    tokens: bool = TOKENS_OPTION,
+    batch_size: int = BATCH_OPTION,
+    device: str = DEVICE_OPTION,
+    shard_rows: int = SHARD_OPTION,
+    scheduler: str = SCHEDULER_OPTION,
+    overwrite: bool = OVERWRITE_OPTION,
+) -> None:
+    """Embed every study's report (one row per study) with a frozen text backbone."""
+    _extract(ExtractionJob(cache, dataset, Modality.TEXT, backbone, weights, tokens, 0, batch_size, 0,
+                           _device(device), shard_rows), overwrite, scheduler)
+
+
+def _extract(job: ExtractionJob, overwrite: bool, scheduler: str) -> None:
+    try:
+        summary = run_extraction(job, overwrite=overwrite, scheduler=scheduler)
+    except RUN_ERRORS as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    for reason, count in sorted(summary.failures.items()):
+        typer.echo(f"skipped {count:>5}  {reason}")
+    typer.echo(summary.final_line())
+
+
+def _device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+@app.command()
+def backbones(
+    as_json: bool = typer.Option(False, "--json", help="Print the registry as JSON."),
+) -> None:
+    """List the backbone registry: modality, source, dims, weights id and local availability."""
+    rows = [
+        {
+            "name": spec.name,
+            "modality": spec.modality.value,
+            "source": spec.source.value,
+            "dim": spec.dim,
+            "input": f"{spec.image_size}px" if spec.modality is Modality.IMAGE else f"{spec.max_length} tokens",
+            "pooling": spec.pooling.value,
+            "weights_id": spec.weights_id,
+            "available": weights_available(spec),
+        }
+        for spec in BACKBONES.values()
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    columns = list(rows[0])
+    cells = [columns] + [[_cell(row[column]) for column in columns] for row in rows]
+    widths = [max(len(line[index]) for line in cells) for index in range(len(columns))]
+    for line in cells:
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+class ManifestDataset(str, Enum):
+    """Dataset layouts `adaptor extract manifest` can read."""
+
+    MIMIC_CXR = "mimic-cxr"
+
+
+@app.command("manifest")
+def manifest_command(
+    dataset: ManifestDataset = typer.Option(..., "--dataset", help="Layout of the dataset tree under --root."),
+    root: Path = typer.Option(..., "--root", exists=True, file_okay=False,
+                              help="Dataset folder (MIMIC-CXR-JPG 2.0.0: holds files/ and the "
+                                   "mimic-cxr-2.0.0-*.csv.gz tables)."),
+    reports: Path = typer.Option(None, "--reports", exists=True, file_okay=False,
+                                 help="Reports folder holding files/pNN/pSUBJECT/sSTUDY.txt, when not unzipped "
+                                      "into --root."),
+    out: Path = typer.Option(..., "--out",
+                             help="Cache folder; the manifest goes to OUT/<dataset>/manifest.csv + .json."),
+    views: str = typer.Option(",".join(DEFAULT_VIEWS), "--views", help="Comma-separated ViewPositions to keep."),
+    merge_val_test: bool = typer.Option(False, "--merge-val-test", help="Put the official test split into validate."),
+) -> None:
+    """Read a dataset tree into a manifest (one row per image) and say what was left out and why."""
+    try:
+        manifest = read_mimic_cxr(
+            root.resolve(),
+            reports_root=reports.resolve() if reports is not None else None,
+            views=views.split(","),
+            merge_validate_test=merge_val_test,
+        )
+    except ValueError as error:  # a MimicLayoutError naming the file, or unusable --views
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    csv_path = write_manifest(manifest, out / dataset.value)
+    for line in _manifest_report(manifest, csv_path):
+        typer.echo(line)
+
+
+def _manifest_report(manifest: Manifest, csv_path: Path) -> list[str]:
+    lines = [f"wrote {csv_path}: {len(manifest.rows)} images, {len(manifest.studies())} studies"]
+    lines += [f"  {split:<9} {count:>7}" for split, count in manifest.split_counts().items()]
+    lines.append(f"excluded {sum(manifest.exclusions.values())} images:")
+    lines += [f"  {count:>7}  {reason}" for reason, count in manifest.exclusions.items()]
+    issues = manifest.report_issue_counts()
+    lines.append(f"kept {sum(issues.values())} images whose report is unusable (their text is masked at extraction):")
+    lines += [f"  {count:>7}  {issue}" for issue, count in issues.items()]
+    return lines
+
+
+@app.command("demo-data")
+def demo_data_command(
+    out: Path = typer.Argument(..., help="New or empty folder to write the demo MIMIC-CXR-JPG tree into."),
+    subjects: int = typer.Option(60, "--subjects", min=MIN_SUBJECTS, help="Number of patients (2-4 studies each)."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same bytes."),
+) -> None:
+    """Write the bundled synthetic demo dataset in the MIMIC-CXR-JPG 2.0.0 layout, faults included."""
+    try:
+        summary = write_demo_dataset(out, subjects=subjects, seed=seed)
+    except FileExistsError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    for line in summary.lines():
+        typer.echo(line)
+    typer.echo(f"next: adaptor extract manifest --dataset mimic-cxr --root {out} --out cache")
