@@ -84,14 +84,25 @@ def check_provenance(store: str, found: Provenance, expected: Mapping[str, Any])
     for name, value in expected.items():
         if name not in found_json:
             raise KeyError(f"'{name}' is not a provenance field; known: {sorted(found_json)}")
-        expected_json = _normalise(value)
-        if expected_json != found_json[name]:
-            raise ProvenanceMismatch(store, name, expected_json, found_json[name])
+        difference = _first_difference(name, _normalise(value), found_json[name])
+        if difference is not None:
+            raise ProvenanceMismatch(store, *difference)
 
 
 def resume_expectation(provenance: Provenance) -> dict[str, Any]:
     """The fields a rerun into an existing store must share with it to resume rather than start over."""
     return {k: v for k, v in provenance.to_json().items() if k not in RESUME_IGNORED_FIELDS}
+
+
+def _first_difference(path: str, expected: Any, found: Any) -> tuple[str, Any, Any] | None:
+    """The dotted path of the first nested value that differs (e.g. 'preprocessing.views'), or None."""
+    if isinstance(expected, dict) and isinstance(found, dict):
+        for key in sorted(set(expected) | set(found)):
+            difference = _first_difference(f"{path}.{key}", expected.get(key, "<absent>"), found.get(key, "<absent>"))
+            if difference is not None:
+                return difference
+        return None
+    return None if expected == found else (path, expected, found)
 
 
 def _normalise(value: Any) -> Any:

@@ -134,6 +134,20 @@ _SPECS = (
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
     ),
+    # No pre-trained image weights ship inside a PyPI package, so the offline demo uses a real
+    # architecture at real input size with seeded random weights: random convolutional features
+    # still carry the demo's drawn findings (a linear probe separates them), fast on a CPU.
+    BackboneSpec(
+        name="resnet18-random",
+        modality=Modality.IMAGE,
+        source=Source.TIMM,
+        model_id="resnet18",
+        dim=512,
+        pooling=Pooling.MEAN,
+        random_init_seed=4,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+    ),
     BackboneSpec(
         name="tiny-vit",
         modality=Modality.IMAGE,

@@ -62,7 +62,7 @@ def test_provenance_mismatch_names_field_expected_and_found(full_store: CacheSto
         CacheStore.open(full_store.path, expect={"backbone": "dinov2-s"})
     assert caught.value.field_name == "backbone"
     assert "dinov2-s" in str(caught.value) and "tiny-vit" in str(caught.value)
-    with pytest.raises(ProvenanceMismatch, match="preprocessing"):
+    with pytest.raises(ProvenanceMismatch, match="'preprocessing.size' differs: expected 224, found 64"):
         CacheStore.open(full_store.path, expect={"preprocessing": {"size": 224, "mean": [0.5]}})
     CacheStore.open(full_store.path, expect={"backbone": "tiny-vit", "preprocessing": {"mean": [0.5], "size": 64}})
 

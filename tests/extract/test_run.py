@@ -64,9 +64,9 @@ def test_rerun_does_nothing_overwrite_starts_over_and_other_settings_are_refused
     first = run_extraction(_image_job(cache))
     again = run_extraction(_image_job(cache))
     assert again.shards_skipped == again.shards_total and again.final_line().startswith("nothing to do")
-    with pytest.raises(ProvenanceMismatch, match="preprocessing"):
+    with pytest.raises(ProvenanceMismatch, match="'preprocessing.tokens' differs: expected False, found True"):
         run_extraction(_image_job(cache, tokens=False))
-    with pytest.raises(ProvenanceMismatch, match="'views': 2"):
+    with pytest.raises(ProvenanceMismatch, match="'preprocessing.views' differs: expected 1, found 2"):
         run_extraction(_image_job(cache, views=1))
     redone = run_extraction(_image_job(cache, views=1), overwrite=True)
     assert redone.shards_skipped == 0 and CacheStore.open(first.store).features.views == 1
