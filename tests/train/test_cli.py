@@ -1,0 +1,108 @@
+"""`adaptor train run | sweep | embed` end to end, one-line errors, and no image or backbone library imported."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from adaptor_cli import app
+from cache_schema import CacheStore, FeatureShape, Modality, store_path
+from tests.train.conftest import DATASET, TEXT, VISION, ToyCache, provenance
+
+runner = CliRunner()
+SMALL = ["--recipe", "demo", "--epochs", "2", "--batch-size", "32", "--projection-dim", "32", "--num-heads", "4",
+         "--ffn-dim", "64", "--device", "cpu"]
+FORBIDDEN_MODULES = ("PIL", "pydicom", "timm", "transformers", "cv2", "extract", "evaluate")
+
+
+def train_command(cache: ToyCache, out: Path, *extra: str) -> list[str]:
+    return ["train", "run", "--cache", str(cache.cache_dir), "--dataset", DATASET, "--vision", VISION,
+            "--text", TEXT, "--out", str(out), *SMALL, *extra]
+
+
+def test_run_prints_a_line_per_epoch_and_where_the_best_checkpoint_is(toy_cache: ToyCache, tmp_path: Path) -> None:
+    result = runner.invoke(app, train_command(toy_cache, tmp_path / "run", "--lr", "0.003", "--data-pct", "50"))
+
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0].startswith("epoch   1/2  train loss") and lines[1].startswith("epoch   2/2")
+    assert lines[-1].startswith("best epoch") and "val recall@5" in lines[-1] and "trainable parameters" in lines[-1]
+    assert str(tmp_path / "run" / "best.safetensors") in lines[-1]
+    assert len((tmp_path / "run" / "data_subset.txt").read_text().split()) == 80
+
+
+def test_resume_and_embed_from_the_command_line(toy_cache: ToyCache, tmp_path: Path) -> None:
+    assert runner.invoke(app, train_command(toy_cache, tmp_path / "run")).exit_code == 0
+    refused = runner.invoke(app, train_command(toy_cache, tmp_path / "run"))
+    resumed = runner.invoke(app, train_command(toy_cache, tmp_path / "run", "--resume"))
+    embedded = runner.invoke(app, ["train", "embed", "--run", str(tmp_path / "run"), "--cache",
+                                   str(toy_cache.cache_dir), "--dataset", DATASET, "--modality", "text",
+                                   "--device", "cpu"])
+
+    assert refused.exit_code == 2 and "pass --resume" in refused.output
+    assert resumed.exit_code == 0 and resumed.output.startswith("best epoch")
+    assert embedded.exit_code == 0, embedded.output
+    assert store_path(toy_cache.cache_dir, DATASET, Modality.TEXT, f"{TEXT}+adaptor-run").is_dir()
+
+
+def test_sweep_from_the_command_line_writes_the_leaderboard(toy_cache: ToyCache, tmp_path: Path) -> None:
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("lr: [0.003]\nseed: [1, 2]\nepochs: 1\nbatch_size: 32\nprojection_dim: 32\nnum_heads: 4\n")
+
+    result = runner.invoke(app, ["train", "sweep", "--grid", str(grid), "--out", str(tmp_path / "sweep"), "--cache",
+                                 str(toy_cache.cache_dir), "--dataset", DATASET, "--vision", VISION, "--text", TEXT,
+                                 "--recipe", "demo", "--device", "cpu"])
+
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("2 combinations") and "leaderboard:" in result.output
+    assert (tmp_path / "sweep" / "leaderboard.md").is_file()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--vision", "nope"], "nope.zarr: no cache store here"),
+        (["--expect-image", "weights_sha256=abc"], "provenance field 'weights_sha256' differs"),
+        (["--lr", "-1"], "lr must be positive"),
+        (["--device", "gpu0"], "not a device name"),
+    ],
+)
+def test_input_errors_are_one_line_and_exit_code_2(toy_cache: ToyCache, tmp_path: Path, extra: list[str],
+                                                   message: str) -> None:
+    result = runner.invoke(app, train_command(toy_cache, tmp_path / "run") + extra)
+
+    assert result.exit_code == 2
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_an_incomplete_store_is_refused(toy_cache: ToyCache, tmp_path: Path) -> None:
+    path = store_path(toy_cache.cache_dir, DATASET, Modality.TEXT, "half-bert")
+    CacheStore.create(path, provenance(Modality.TEXT, "half-bert"), list(toy_cache.text_store.ids),
+                      list(toy_cache.text_store.group_ids), list(toy_cache.text_store.splits), FeatureShape(12))
+
+    result = runner.invoke(app, train_command(toy_cache, tmp_path / "run", "--text", "half-bert"))
+
+    assert result.exit_code == 2 and "shards are incomplete" in result.output
+
+
+def test_a_bad_grid_file_is_refused_naming_the_key(toy_cache: ToyCache, tmp_path: Path) -> None:
+    grid = tmp_path / "grid.toml"
+    grid.write_text("pair = [['toy-vit', 'toy-bert']]\nbatchsize = [32]\n")
+
+    result = runner.invoke(app, ["train", "sweep", "--grid", str(grid), "--out", str(tmp_path / "sweep"),
+                                 "--cache", str(toy_cache.cache_dir), "--dataset", DATASET])
+
+    assert result.exit_code == 2 and "batchsize" in result.output and str(grid) in result.output
+
+
+def test_the_train_package_imports_no_image_decoder_backbone_library_or_other_stage() -> None:
+    code = ("import sys, pkgutil, importlib, train, train.cli\n"
+            "for module in pkgutil.iter_modules(train.__path__):\n"
+            "    if module.name != '__main__':\n"
+            "        importlib.import_module(f'train.{module.name}')\n"
+            f"print(sorted(name for name in {FORBIDDEN_MODULES!r} if name in sys.modules))")
+
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+
+    assert imported.stdout.strip() == "[]"
