@@ -2,18 +2,23 @@
 import json
 from enum import Enum
 from pathlib import Path
+from typing import Any, Callable, Mapping
 
 import torch
 import typer
 
 from cache_schema import Modality, ProvenanceMismatch, StoreError
+from cache_schema.cluster import SCHEDULER_HELP, SchedulerError
 from extract.backbones import BACKBONES, UnknownBackbone
 from extract.demo import MIN_SUBJECTS, write_demo_dataset
+from extract.demo.siim_tree import DEFAULT_IMAGES as SIIM_DEMO_IMAGES
+from extract.demo.siim_tree import MIN_IMAGES as SIIM_DEMO_MIN_IMAGES
+from extract.demo.siim_tree import write_demo_siim
+from extract.downstream import BlankPolicy, UncertainPolicy, read_chexpert, read_covidx, read_rsna, read_siim
 from extract.job import ExtractionJob
 from extract.manifest import Manifest, ManifestError, write_manifest
 from extract.mimic import DEFAULT_VIEWS, read_mimic_cxr
 from extract.run import run_extraction
-from extract.scheduler import SCHEDULER_HELP, SchedulerError
 from extract.weights import IncompatibleWeights, MissingWeights, weights_available
 
 RUN_ERRORS = (ManifestError, MissingWeights, IncompatibleWeights, UnknownBackbone, ProvenanceMismatch, StoreError,
@@ -83,6 +88,10 @@ def _extract(job: ExtractionJob, overwrite: bool, scheduler: str) -> None:
     for reason, count in sorted(summary.failures.items()):
         typer.echo(f"skipped {count:>5}  {reason}")
     typer.echo(summary.final_line())
+    if sum(summary.failures.values()) == summary.rows:
+        typer.echo(f"error: every sample failed; is the data where the manifest says ({job.cache_dir / job.dataset}"
+                   "/manifest.json)? Use --image-root if the images moved.", err=True)
+        raise typer.Exit(1)
 
 
 def _device(name: str) -> str:
@@ -129,31 +138,76 @@ class ManifestDataset(str, Enum):
     """Dataset layouts `adaptor extract manifest` can read."""
 
     MIMIC_CXR = "mimic-cxr"
+    CHEXPERT = "chexpert"
+    RSNA = "rsna"
+    COVIDX = "covidx"
+    SIIM = "siim"
+
+
+_DOWNSTREAM_READERS: Mapping[ManifestDataset, Callable[..., Manifest]] = {
+    ManifestDataset.CHEXPERT: read_chexpert,
+    ManifestDataset.RSNA: read_rsna,
+    ManifestDataset.COVIDX: read_covidx,
+    ManifestDataset.SIIM: read_siim,
+}
+_DOWNSTREAM = tuple(_DOWNSTREAM_READERS)
+_OPTION_DATASETS: Mapping[str, tuple[ManifestDataset, ...]] = {
+    "--reports": (ManifestDataset.MIMIC_CXR,),
+    "--views": (ManifestDataset.MIMIC_CXR,),
+    "--merge-val-test": (ManifestDataset.MIMIC_CXR,),
+    "--uncertain": (ManifestDataset.CHEXPERT,),
+    "--blank": (ManifestDataset.CHEXPERT,),
+    "--val-fraction": _DOWNSTREAM,
+    "--test-fraction": (ManifestDataset.RSNA, ManifestDataset.SIIM),
+    "--seed": _DOWNSTREAM,
+}
+"""Which datasets each reader-specific option of `adaptor extract manifest` applies to."""
 
 
 @app.command("manifest")
 def manifest_command(
     dataset: ManifestDataset = typer.Option(..., "--dataset", help="Layout of the dataset tree under --root."),
     root: Path = typer.Option(..., "--root", exists=True, file_okay=False,
-                              help="Dataset folder (MIMIC-CXR-JPG 2.0.0: holds files/ and the "
-                                   "mimic-cxr-2.0.0-*.csv.gz tables)."),
+                              help="Dataset folder. mimic-cxr: MIMIC-CXR-JPG 2.0.0 (files/ and the "
+                                   "mimic-cxr-2.0.0-*.csv.gz tables); chexpert: CheXpert-v1.0 or CheXpert-v1.0-small "
+                                   "(train.csv, valid.csv); rsna: stage_2_train_labels.csv and stage_2_train_images/; "
+                                   "covidx: train.txt, test.txt, train/, test/; siim: train-rle.csv and "
+                                   "dicom-images-train/."),
     reports: Path = typer.Option(None, "--reports", exists=True, file_okay=False,
-                                 help="Reports folder holding files/pNN/pSUBJECT/sSTUDY.txt, when not unzipped "
-                                      "into --root."),
+                                 help="mimic-cxr: reports folder holding files/pNN/pSUBJECT/sSTUDY.txt, when not "
+                                      "unzipped into --root."),
     out: Path = typer.Option(..., "--out",
                              help="Cache folder; the manifest goes to OUT/<dataset>/manifest.csv + .json."),
-    views: str = typer.Option(",".join(DEFAULT_VIEWS), "--views", help="Comma-separated ViewPositions to keep."),
-    merge_val_test: bool = typer.Option(False, "--merge-val-test", help="Put the official test split into validate."),
+    views: str = typer.Option(None, "--views",
+                              help=f"mimic-cxr: comma-separated ViewPositions to keep [default: {','.join(DEFAULT_VIEWS)}]."),
+    merge_val_test: bool = typer.Option(False, "--merge-val-test",
+                                        help="mimic-cxr: put the official test split into validate."),
+    uncertain: UncertainPolicy = typer.Option(None, "--uncertain",
+                                              help="chexpert: what an uncertain (-1) label becomes. competition "
+                                                   "[default]: the five competition tasks mapped as GLoRIA/MGCA do "
+                                                   "(Atelectasis, Edema, Pleural Effusion 1; Cardiomegaly, "
+                                                   "Consolidation 0), other labels unscored; ones; zeros; ignore "
+                                                   "(unscored)."),
+    blank: BlankPolicy = typer.Option(None, "--blank",
+                                      help="chexpert: what an unmentioned label becomes: negative (0) [default] or "
+                                           "ignore (unscored)."),
+    val_fraction: float = typer.Option(None, "--val-fraction",
+                                       help="Share of patients in the validation split, drawn from the training "
+                                            "patients [default: chexpert 0.025, covidx 0.2 unless val.txt exists, "
+                                            "rsna and siim 0.15]."),
+    test_fraction: float = typer.Option(None, "--test-fraction",
+                                        help="rsna, siim: share of patients in the test split [default: 0.15]; "
+                                             "chexpert and covidx use their official test lists."),
+    seed: int = typer.Option(None, "--seed", help="chexpert, rsna, covidx, siim: seed of the patient-wise split "
+                                                  "[default: 0]."),
 ) -> None:
     """Read a dataset tree into a manifest (one row per image) and say what was left out and why."""
+    given = {"--reports": reports, "--views": views, "--merge-val-test": merge_val_test or None,
+             "--uncertain": uncertain, "--blank": blank, "--val-fraction": val_fraction,
+             "--test-fraction": test_fraction, "--seed": seed}
     try:
-        manifest = read_mimic_cxr(
-            root.resolve(),
-            reports_root=reports.resolve() if reports is not None else None,
-            views=views.split(","),
-            merge_validate_test=merge_val_test,
-        )
-    except ValueError as error:  # a MimicLayoutError naming the file, or unusable --views
+        manifest = _read_dataset(dataset, root.resolve(), given)
+    except ValueError as error:  # a layout error naming the file, or an option that does not fit
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
     csv_path = write_manifest(manifest, out / dataset.value)
@@ -161,11 +215,33 @@ def manifest_command(
         typer.echo(line)
 
 
+def _read_dataset(dataset: ManifestDataset, root: Path, given: Mapping[str, Any]) -> Manifest:
+    """The dataset's reader run with the options given (None: not given), its defaults for the rest."""
+    for flag, value in given.items():
+        if value is not None and dataset not in _OPTION_DATASETS[flag]:
+            datasets = ", ".join(applicable.value for applicable in _OPTION_DATASETS[flag])
+            raise ValueError(f"{flag} does not apply to --dataset {dataset.value} (it applies to {datasets})")
+    if dataset is ManifestDataset.MIMIC_CXR:
+        reports = given["--reports"]
+        return read_mimic_cxr(
+            root,
+            reports_root=reports.resolve() if reports is not None else None,
+            views=(given["--views"] or ",".join(DEFAULT_VIEWS)).split(","),
+            merge_validate_test=bool(given["--merge-val-test"]),
+        )
+    keywords = {flag[2:].replace("-", "_"): value for flag, value in given.items() if value is not None}
+    return _DOWNSTREAM_READERS[dataset](root, **keywords)
+
+
 def _manifest_report(manifest: Manifest, csv_path: Path) -> list[str]:
     lines = [f"wrote {csv_path}: {len(manifest.rows)} images, {len(manifest.studies())} studies"]
     lines += [f"  {split:<9} {count:>7}" for split, count in manifest.split_counts().items()]
     lines.append(f"excluded {sum(manifest.exclusions.values())} images:")
     lines += [f"  {count:>7}  {reason}" for reason, count in manifest.exclusions.items()]
+    positives = {name: sum(row.labels.get(name) == 1.0 for row in manifest.rows) for name in manifest.label_names}
+    lines.append("positive labels: " + ", ".join(f"{name} {count}" for name, count in positives.items()))
+    if manifest.has_masks:
+        lines.append(f"segmentation targets: {sum(bool(row.mask) for row in manifest.rows)} images")
     issues = manifest.report_issue_counts()
     lines.append(f"kept {sum(issues.values())} images whose report is unusable (their text is masked at extraction):")
     lines += [f"  {count:>7}  {issue}" for issue, count in issues.items()]
@@ -187,3 +263,20 @@ def demo_data_command(
     for line in summary.lines():
         typer.echo(line)
     typer.echo(f"next: adaptor extract manifest --dataset mimic-cxr --root {out} --out cache")
+
+
+@app.command("demo-downstream")
+def demo_downstream_command(
+    out: Path = typer.Argument(..., help="New or empty folder to write the demo SIIM-ACR Pneumothorax tree into."),
+    images: int = typer.Option(SIIM_DEMO_IMAGES, "--images", min=SIIM_DEMO_MIN_IMAGES, help="Number of images listed."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same bytes."),
+) -> None:
+    """Write a synthetic downstream dataset in the SIIM-ACR Pneumothorax layout: DICOMs, pneumothorax masks."""
+    try:
+        summary = write_demo_siim(out, images=images, seed=seed)
+    except FileExistsError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    for line in summary.lines():
+        typer.echo(line)
+    typer.echo(f"next: adaptor extract manifest --dataset siim --root {out} --out cache")

@@ -235,15 +235,14 @@ def cached_encoder(job: ExtractionJob) -> Encoder:
     return load_encoder(job)
 
 
-def run_shard_task(job: ExtractionJob, shard_index: int) -> tuple[int, int]:
-    """A self-contained shard task (for Dask workers): embeds and writes one shard; returns (rows, failures)."""
+def run_shard_task(job: ExtractionJob, span: ShardSpan) -> int:
+    """A self-contained shard task (for Dask workers): embeds and writes one shard; returns its failure count."""
     manifest_folder = dataset_dir(job.cache_dir, job.dataset)
     manifest = read_manifest(manifest_folder)
     rows = store_rows(manifest, job.modality)
     encoder = cached_encoder(dataclasses.replace(job, device=worker_device(job.device)))
     store = CacheStore.open(job.store, writable=True)
-    span = store.shards()[shard_index]
     written: list[int] = []
     extract_shards(job, encoder, store, rows, resolve_image_root(job, manifest), [span],
                    on_shard_done=lambda s, failures: written.append(failures))
-    return span.stop - span.start, written[0]
+    return written[0]

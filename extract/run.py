@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,10 +16,10 @@ from rich.progress import (
 from rich.text import Text
 
 from cache_schema import CacheStore, ShardSpan, dataset_dir
+from cache_schema.cluster import Scheduler, parse_scheduler, run_on_dask
 from extract.job import ExtractionJob
 from extract.manifest import read_manifest
 from extract.pipeline import extract_shards, load_encoder, open_store, resolve_image_root, run_shard_task, store_rows
-from extract.scheduler import Scheduler, parse_scheduler, run_on_dask
 
 
 @dataclass
@@ -76,8 +77,9 @@ def _run_pending(job: ExtractionJob, encoder, store: CacheStore, rows, image_roo
         extract_shards(job, encoder, store, rows, image_root, pending,
                        on_shard_done=lambda span, failures: None, on_batch_done=on_rows)
         return
-    task_job = dataclasses.replace(job, num_workers=0)  # dask workers are daemons: no DataLoader children
-    run_on_dask(scheduler, run_shard_task, task_job, pending, on_shard_done=lambda span: on_rows(span.stop - span.start))
+    task = functools.partial(run_shard_task, dataclasses.replace(job, num_workers=0))  # dask workers are daemons:
+    for span, _ in run_on_dask(scheduler, task, pending):                                # no DataLoader children
+        on_rows(span.stop - span.start)
 
 
 class _RateColumn(ProgressColumn):

@@ -17,7 +17,8 @@ from train.loop import RunFolderError, TrainingDiverged, TrainResult, train_adap
 from train.model import AdaptorInputs
 from train.pairs import PairingError, open_pair_stores, pair_stores
 from train.recipe import RECIPES, Recipe, RecipeError, RecipeName, Selection
-from train.sweep import SCHEDULER_HELP, GridError, SchedulerError, SweepOutcome, expand_grid, read_grid, run_sweep
+from cache_schema.cluster import SCHEDULER_HELP, SchedulerError
+from train.sweep import GridError, SweepOutcome, expand_grid, read_grid, run_sweep
 
 INPUT_ERRORS = (StoreError, ProvenanceMismatch, IncompleteProvenance, PairingError, RecipeError, RunFolderError,
                 CheckpointError, GridError, SchedulerError, DeviceError, TrainingDiverged)

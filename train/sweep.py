@@ -11,6 +11,7 @@ marker is skipped; one with only a last checkpoint is resumed.
 from __future__ import annotations
 
 import csv
+import functools
 import itertools
 import json
 import re
@@ -21,6 +22,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
+from cache_schema.cluster import parse_scheduler, run_on_dask
 from train.loop import TrainResult, read_completed, train_adaptor
 from train.pairs import open_pair_stores, pair_stores
 from train.recipe import RECIPES, Recipe, RecipeError, RecipeName, Selection
@@ -34,16 +36,10 @@ BACKBONE_KEYS = (PAIR_KEY, VISION_KEY, TEXT_KEY)
 LEADERBOARD_CSV = "leaderboard.csv"
 LEADERBOARD_MARKDOWN = "leaderboard.md"
 LEADERBOARD_METRICS = ("val_loss", "val_recall@1", "val_recall@5", "val_recall@10")
-SCHEDULER_HELP = ("'none' runs the combinations one after another in this process; 'local:N' runs N at a time "
-                  "on a local Dask cluster; 'tcp://HOST:PORT' uses a running Dask scheduler.")
 
 
 class GridError(ValueError):
     """A grid file cannot be read or names a setting that does not exist or does not fit."""
-
-
-class SchedulerError(ValueError):
-    """The --scheduler option is not one of the accepted forms."""
 
 
 @dataclass(frozen=True)
@@ -133,7 +129,7 @@ def run_sweep(
     Every backbone pair's stores are opened and paired first, so a missing or mismatched store
     stops the sweep before anything trains.
     """
-    local_workers, address = parse_scheduler(scheduler)
+    placement = parse_scheduler(scheduler)
     for vision, text in sorted({(run.vision, run.text) for run in runs}):
         pair_stores(*open_pair_stores(cache_dir, dataset, vision, text))
     outcomes: list[SweepOutcome] = []
@@ -150,11 +146,11 @@ def run_sweep(
             pending.append(run)
         else:
             record(SweepOutcome(run, finished, skipped=True))
-    if local_workers or address:
-        _run_on_dask(pending, cache_dir, dataset, out_dir, device, local_workers, address, record)
-    else:
-        for run in pending:
-            record(SweepOutcome(run, train_sweep_run(run, cache_dir, dataset, out_dir, device), skipped=False))
+    train_one = functools.partial(train_sweep_run, cache_dir=cache_dir, dataset=dataset, out_dir=out_dir, device=device)
+    finished_runs = (((run, train_one(run)) for run in pending) if placement.in_process
+                     else run_on_dask(placement, train_one, pending))
+    for run, result in finished_runs:
+        record(SweepOutcome(run, result, skipped=False))
     ranked = rank_outcomes(outcomes, rank_by)
     write_leaderboard(ranked, Path(out_dir), rank_by)
     return ranked
@@ -204,39 +200,6 @@ def write_leaderboard(ranked: Sequence[SweepOutcome], out_dir: Path, rank_by: Se
     lines += ["| " + " | ".join(str(row[column]) for column in columns) + " |" for row in rows]
     markdown_path.write_text("\n".join(lines) + "\n")
     return csv_path, markdown_path
-
-
-def parse_scheduler(value: str) -> tuple[int, str | None]:
-    """(local worker count, scheduler address) from 'none', 'local:N' or a Dask address such as 'tcp://host:8786'."""
-    if value in ("none", ""):
-        return 0, None
-    if value.startswith("local:"):
-        count = value.removeprefix("local:")
-        if not count.isdigit() or int(count) < 1:
-            raise SchedulerError(f"--scheduler {value!r}: the worker count after 'local:' must be a positive integer")
-        return int(count), None
-    if "://" in value:
-        return 0, value
-    raise SchedulerError(f"--scheduler {value!r} not understood. {SCHEDULER_HELP}")
-
-
-def _run_on_dask(runs: Sequence[SweepRun], cache_dir: Path, dataset: str, out_dir: Path, device: str,
-                 local_workers: int, address: str | None, record: Callable[[SweepOutcome], None]) -> None:
-    """Trains the runs as Dask tasks, one process per run at a time, recording each as it finishes."""
-    from distributed import Client, LocalCluster, as_completed
-
-    cluster = None if address else LocalCluster(n_workers=local_workers, threads_per_worker=1, processes=True,
-                                                dashboard_address=None)
-    client = Client(address or cluster)
-    try:
-        futures = {client.submit(train_sweep_run, run, cache_dir, dataset, out_dir, device, pure=False,
-                                 key=f"train-{run.name}"): run for run in runs}
-        for future in as_completed(futures):
-            record(SweepOutcome(futures[future], future.result(), skipped=False))
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 def _backbones(settings: Mapping[str, Any], vision: str | None, text: str | None, source: str) -> tuple[str, str]:

@@ -8,9 +8,7 @@ from tests.train.conftest import DATASET, TEXT, VISION, ToyCache, build_toy_cach
 from train.recipe import RecipeName, Selection
 from train.sweep import (
     GridError,
-    SchedulerError,
     expand_grid,
-    parse_scheduler,
     read_grid,
     run_sweep,
 )
@@ -113,11 +111,3 @@ def test_bad_grids_are_refused_naming_the_file_and_key(tmp_path: Path, text: str
     with pytest.raises(GridError, match=message) as raised:
         expand_grid(read_grid(path), source=str(path))
     assert str(path) in str(raised.value)
-
-
-def test_scheduler_values_are_parsed_or_refused() -> None:
-    assert parse_scheduler("none") == (0, None)
-    assert parse_scheduler("local:3") == (3, None)
-    assert parse_scheduler("tcp://10.0.0.1:8786") == (0, "tcp://10.0.0.1:8786")
-    with pytest.raises(SchedulerError, match="positive integer"):
-        parse_scheduler("local:0")

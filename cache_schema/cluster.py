@@ -1,14 +1,18 @@
-"""Where shard tasks run: in this process, on a local Dask cluster, or on an existing one."""
+"""Where whole units of work run: this process, a local Dask cluster, or a running Dask scheduler.
+
+The store's shard is the unit of work for extraction and a sweep's run for training; both stages
+place their tasks through this one module so `--scheduler` means the same thing everywhere.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence, TypeVar
 
-from cache_schema import ShardSpan
-from extract.job import ExtractionJob
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
-SCHEDULER_HELP = ("'none' runs in this process (DataLoader workers decode); 'local:N' starts a Dask cluster of N "
-                  "worker processes; 'tcp://HOST:PORT' uses a running Dask scheduler.")
+SCHEDULER_HELP = ("'none' runs in this process; 'local:N' starts a Dask cluster of N worker processes; "
+                  "'tcp://HOST:PORT' uses a running Dask scheduler.")
 
 
 class SchedulerError(ValueError):
@@ -29,7 +33,7 @@ class Scheduler:
 
 def parse_scheduler(value: str) -> Scheduler:
     """Reads 'none', 'local:N' or a Dask scheduler address (tcp://, tls://, ...)."""
-    if value in ("none", "", "local:0"):
+    if value in ("none", ""):
         return Scheduler()
     if value.startswith("local:"):
         count = value.removeprefix("local:")
@@ -41,28 +45,24 @@ def parse_scheduler(value: str) -> Scheduler:
     raise SchedulerError(f"--scheduler {value!r} not understood. {SCHEDULER_HELP}")
 
 
-def run_on_dask(
-    scheduler: Scheduler,
-    task: Callable[[ExtractionJob, int], object],
-    job: ExtractionJob,
-    spans: Sequence[ShardSpan],
-    on_shard_done: Callable[[ShardSpan], None],
-) -> None:
-    """Runs one task per shard on a Dask cluster; each task writes its whole shard itself."""
+def run_on_dask(scheduler: Scheduler, task: Callable[[Item], Result], items: Sequence[Item]) -> Iterator[tuple[Item, Result]]:
+    """Runs task(item) for every item as Dask tasks, yielding (item, result) as each one finishes.
+
+    Each task does its whole unit of work itself (writes its whole shard, trains its whole run),
+    so no two workers ever write the same object. A task's error is raised here.
+    """
     from distributed import Client, LocalCluster, as_completed
 
-    if scheduler.address:
-        client, cluster = Client(scheduler.address), None
-    else:
+    cluster = None
+    if scheduler.address is None:
         cluster = LocalCluster(n_workers=scheduler.local_workers, threads_per_worker=1, processes=True,
                                dashboard_address=None)
-        client = Client(cluster)
+    client = Client(scheduler.address or cluster)
     try:
-        futures = client.map(task, [job] * len(spans), [span.index for span in spans], pure=False)
-        span_of = {future.key: span for future, span in zip(futures, spans)}
+        futures = client.map(task, list(items), pure=False)
+        item_of = {future.key: item for future, item in zip(futures, items)}
         for future in as_completed(futures):
-            future.result()
-            on_shard_done(span_of[future.key])
+            yield item_of[future.key], future.result()
     finally:
         client.close()
         if cluster is not None:
