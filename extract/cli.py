@@ -89,8 +89,9 @@ def _extract(job: ExtractionJob, overwrite: bool, scheduler: str) -> None:
         typer.echo(f"skipped {count:>5}  {reason}")
     typer.echo(summary.final_line())
     if sum(summary.failures.values()) == summary.rows:
-        typer.echo(f"error: every sample failed; is the data where the manifest says ({job.cache_dir / job.dataset}"
-                   "/manifest.json)? Use --image-root if the images moved.", err=True)
+        hint = (f"is the data where {job.cache_dir / job.dataset / 'manifest.json'} says? Use --image-root if the "
+                "images moved." if job.modality is Modality.IMAGE else "does this dataset have reports?")
+        typer.echo(f"error: no sample of {summary.store} could be embedded (reasons above); {hint}", err=True)
         raise typer.Exit(1)
 
 
@@ -178,8 +179,8 @@ def manifest_command(
                                       "unzipped into --root."),
     out: Path = typer.Option(..., "--out",
                              help="Cache folder; the manifest goes to OUT/<dataset>/manifest.csv + .json."),
-    views: str = typer.Option(None, "--views",
-                              help=f"mimic-cxr: comma-separated ViewPositions to keep [default: {','.join(DEFAULT_VIEWS)}]."),
+    views: str = typer.Option(None, "--views", help="mimic-cxr: comma-separated ViewPositions to keep "
+                                                    f"[default: {','.join(DEFAULT_VIEWS)}]."),
     merge_val_test: bool = typer.Option(False, "--merge-val-test",
                                         help="mimic-cxr: put the official test split into validate."),
     uncertain: UncertainPolicy = typer.Option(None, "--uncertain",

@@ -1,9 +1,14 @@
-"""The manifest: one row per image with stable ids, split, view, report text and CheXpert labels.
+"""The manifest: one row per image with stable ids, split, view, report text, labels and an optional mask.
 
 A dataset reader builds a `Manifest` once; every later stage reads it back from
 `CACHE/<dataset>/manifest.csv` + `manifest.json`. Paths in the CSV are relative to the image root
 recorded in the JSON so that a cache moves with its data, and the SHA-256 of the CSV bytes goes into
 every store's provenance so that stores built from different manifests are never joined.
+
+The label columns are the manifest's `label_names` (the 14 CheXpert labels unless a reader names
+others, e.g. COVIDx's classes), recorded in the JSON. Segmentation datasets add a `mask` column
+holding each row's target string (see `extract.targets`); manifests without targets have no such
+column, so a MIMIC-CXR manifest's CSV is the same as before masks existed.
 """
 from __future__ import annotations
 
@@ -16,6 +21,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any, Mapping
+
+from extract.targets import TargetError, parse_target_header
 
 MANIFEST_CSV = "manifest.csv"
 MANIFEST_JSON = "manifest.json"
@@ -42,7 +49,8 @@ LABEL_TEXT: Mapping[float, str] = {1.0: "1.0", 0.0: "0.0", -1.0: "-1.0"}
 """Positive, negative and uncertain as the CSVs spell them; a label not mentioned is None (empty cell)."""
 
 ID_COLUMNS = ("dicom_id", "study_id", "subject_id", "split", "view", "image_path", "report_text", "report_issue")
-CSV_COLUMNS: tuple[str, ...] = ID_COLUMNS + CHEXPERT_LABELS
+MASK_COLUMN = "mask"
+"""The last CSV column, present only when some row has a segmentation target."""
 
 
 class Split(str, Enum):
@@ -59,7 +67,11 @@ class ManifestError(ValueError):
 
 @dataclass(frozen=True)
 class ManifestRow:
-    """One image: its ids, split, view, where it lies, its study's report text and labels."""
+    """One image: its ids, split, view, where it lies, its study's report text, labels and segmentation target.
+
+    `labels` maps label names to 1.0, 0.0, -1.0 or None (not mentioned, or not to be scored).
+    `mask` is a target string (`rle:...` or `boxes:...`, see `extract.targets`), "" when the row has none.
+    """
 
     dicom_id: str
     study_id: str
@@ -70,6 +82,7 @@ class ManifestRow:
     report_text: str
     report_issue: str
     labels: Mapping[str, float | None] = field(hash=False)
+    mask: str = ""
 
     @property
     def report_usable(self) -> bool:
@@ -79,7 +92,7 @@ class ManifestRow:
 
 @dataclass(frozen=True)
 class Manifest:
-    """A dataset's rows with where they came from and what the reader left out and why."""
+    """A dataset's rows with where they came from, what the reader left out and why, and its label names."""
 
     dataset: str
     image_root: Path
@@ -87,6 +100,22 @@ class Manifest:
     rows: tuple[ManifestRow, ...]
     options: Mapping[str, Any] = field(default_factory=dict, hash=False)
     exclusions: Mapping[str, int] = field(default_factory=dict, hash=False)
+    label_names: tuple[str, ...] = CHEXPERT_LABELS
+
+    def __post_init__(self) -> None:
+        names = tuple(self.label_names)
+        clashes = sorted(set(names) & {*ID_COLUMNS, MASK_COLUMN})
+        if clashes or len(set(names)) != len(names) or "" in names:
+            raise ManifestError(
+                f"label names {list(names)} must be unique, non-empty and differ from the columns "
+                f"{[*ID_COLUMNS, MASK_COLUMN]}"
+            )
+        object.__setattr__(self, "label_names", names)
+
+    @property
+    def has_masks(self) -> bool:
+        """True when some row carries a segmentation target (the CSV then has a `mask` column)."""
+        return any(row.mask for row in self.rows)
 
     def studies(self) -> tuple[ManifestRow, ...]:
         """The first row of each study, in first-appearance order: the unit of text extraction."""
@@ -112,7 +141,7 @@ def write_manifest(manifest: Manifest, folder: Path) -> Path:
     The same manifest always gives the same bytes, so its hash identifies it.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    csv_bytes = _csv_bytes(manifest.rows)
+    csv_bytes = _csv_bytes(manifest)
     csv_path = folder / MANIFEST_CSV
     csv_path.write_bytes(csv_bytes)
     description = {
@@ -120,6 +149,7 @@ def write_manifest(manifest: Manifest, folder: Path) -> Path:
         "image_root": str(manifest.image_root),
         "reports_root": str(manifest.reports_root),
         "options": dict(manifest.options),
+        "label_names": list(manifest.label_names),
         "n_rows": len(manifest.rows),
         "counts": manifest.split_counts(),
         "exclusions": dict(sorted(manifest.exclusions.items())),
@@ -136,7 +166,11 @@ def manifest_sha256(folder: Path) -> str:
 
 
 def read_manifest(folder: Path) -> Manifest:
-    """Read a manifest written by `write_manifest`, checking the CSV against the hash in the JSON."""
+    """Read a manifest written by `write_manifest`, checking the CSV against the hash in the JSON.
+
+    A JSON without `label_names` (written before datasets other than MIMIC-CXR were read) means the
+    14 CheXpert labels.
+    """
     json_path = folder / MANIFEST_JSON
     csv_path = folder / MANIFEST_CSV
     description = _read_description(json_path)
@@ -147,13 +181,15 @@ def read_manifest(folder: Path) -> Manifest:
             f"{csv_path} does not match {json_path} (sha256 {found_sha} != {description['manifest_sha256']}); "
             "the CSV was edited or replaced: write the manifest again with `adaptor extract manifest`"
         )
+    label_names = tuple(description.get("label_names", CHEXPERT_LABELS))
     return Manifest(
         dataset=description["dataset"],
         image_root=Path(description["image_root"]),
         reports_root=Path(description["reports_root"]),
-        rows=_parse_rows(csv_bytes, csv_path),
+        rows=_parse_rows(csv_bytes, csv_path, label_names),
         options=description["options"],
         exclusions=description["exclusions"],
+        label_names=label_names,
     )
 
 
@@ -179,15 +215,28 @@ def parse_label(text: str) -> float | None:
     return value
 
 
-def _csv_bytes(rows: tuple[ManifestRow, ...]) -> bytes:
+def _csv_columns(label_names: tuple[str, ...], with_mask: bool) -> tuple[str, ...]:
+    return ID_COLUMNS + label_names + ((MASK_COLUMN,) if with_mask else ())
+
+
+def _csv_bytes(manifest: Manifest) -> bytes:
+    with_mask = manifest.has_masks
+    known = set(manifest.label_names)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for row in rows:
+    writer.writerow(_csv_columns(manifest.label_names, with_mask))
+    for row in manifest.rows:
+        unknown = sorted(set(row.labels) - known)
+        if unknown:
+            raise ManifestError(
+                f"row {row.dicom_id} has label(s) {unknown} that are not among the manifest's label names "
+                f"{list(manifest.label_names)}"
+            )
         writer.writerow(
             [row.dicom_id, row.study_id, row.subject_id, row.split.value, row.view, row.image_path,
              row.report_text, row.report_issue]
-            + [format_label(row.labels.get(name)) for name in CHEXPERT_LABELS]
+            + [format_label(row.labels.get(name)) for name in manifest.label_names]
+            + ([row.mask] if with_mask else [])
         )
     return buffer.getvalue().encode("utf-8")
 
@@ -210,21 +259,30 @@ def _read_description(json_path: Path) -> dict[str, Any]:
     return description
 
 
-def _parse_rows(csv_bytes: bytes, csv_path: Path) -> tuple[ManifestRow, ...]:
+def _parse_rows(csv_bytes: bytes, csv_path: Path, label_names: tuple[str, ...]) -> tuple[ManifestRow, ...]:
     reader = csv.reader(io.StringIO(csv_bytes.decode("utf-8"), newline=""))
-    header = next(reader, None)
-    if header is None or tuple(header) != CSV_COLUMNS:
-        raise ManifestError(f"{csv_path}: header {header} differs from the expected columns {list(CSV_COLUMNS)}")
+    header = tuple(next(reader, ()))
+    with_mask = header[-1:] == (MASK_COLUMN,)
+    columns = _csv_columns(label_names, with_mask)
+    if header != columns:
+        expected = list(_csv_columns(label_names, False))
+        raise ManifestError(
+            f"{csv_path}: header {list(header)} differs from the expected columns {expected}"
+            f" (plus {MASK_COLUMN!r} last when rows have segmentation targets)"
+        )
     rows = []
     for line_number, cells in enumerate(reader, start=2):
-        if len(cells) != len(CSV_COLUMNS):
-            raise ManifestError(f"{csv_path} line {line_number}: {len(cells)} cells, expected {len(CSV_COLUMNS)}")
-        values = dict(zip(CSV_COLUMNS, cells))
+        if len(cells) != len(columns):
+            raise ManifestError(f"{csv_path} line {line_number}: {len(cells)} cells, expected {len(columns)}")
+        values = dict(zip(columns, cells))
         try:
             split = Split(values["split"])
         except ValueError as error:
             raise ManifestError(f"{csv_path} line {line_number}: unknown split {values['split']!r}") from error
-        labels = {name: _parse_label_cell(values[name], csv_path, line_number, name) for name in CHEXPERT_LABELS}
+        labels = {name: _parse_label_cell(values[name], csv_path, line_number, name) for name in label_names}
+        mask = values.get(MASK_COLUMN, "")
+        if mask:
+            _check_target(mask, csv_path, line_number)
         rows.append(
             ManifestRow(
                 dicom_id=values["dicom_id"],
@@ -236,9 +294,17 @@ def _parse_rows(csv_bytes: bytes, csv_path: Path) -> tuple[ManifestRow, ...]:
                 report_text=values["report_text"],
                 report_issue=values["report_issue"],
                 labels=labels,
+                mask=mask,
             )
         )
     return tuple(rows)
+
+
+def _check_target(target: str, csv_path: Path, line_number: int) -> None:
+    try:
+        parse_target_header(target)
+    except TargetError as error:
+        raise ManifestError(f"{csv_path} line {line_number} column {MASK_COLUMN!r}: {error}") from error
 
 
 def _parse_label_cell(text: str, csv_path: Path, line_number: int, column: str) -> float | None:

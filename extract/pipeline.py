@@ -165,7 +165,9 @@ def extract_shards(
     try:
         for shard_index, batch_rows, outputs, failures in _embedded_batches(job, encoder, rows, image_root, spans,
                                                                             store.shard_rows):
-            buffer = buffers.setdefault(shard_index, ShardBuffer(store, store.shards()[shard_index]))
+            buffer = buffers.get(shard_index)
+            if buffer is None:  # allocated once per shard: a --tokens shard buffer is hundreds of MB
+                buffer = buffers[shard_index] = ShardBuffer(store, store.shards()[shard_index])
             buffer.add(batch_rows, outputs, failures)
             on_batch_done(len(batch_rows) + len(failures))
             if buffer.complete:

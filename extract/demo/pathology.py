@@ -5,6 +5,8 @@ the map in place inside the lung fields it concerns.
 """
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 
 from extract.demo.anatomy import Chest, smooth_noise
@@ -32,18 +34,31 @@ def paint_effusion(density: np.ndarray, effusion: Effusion, chest: Chest) -> Non
 
 def paint_pneumothorax(density: np.ndarray, pneumothorax: Pneumothorax, chest: Chest) -> None:
     """An apical-lateral rim of black air without lung markings, bounded by a thin white pleural line."""
+    for image_side, radius in _collapsed_lung_radii(pneumothorax, chest):
+        lung = chest.lungs[image_side]
+        density[lung & (radius > 1.0)] = 0.04
+        pleural_line = lung & (np.abs(radius - 1.0) < 0.018) & (chest.grid.y < chest.anatomy.diaphragm - 0.06)
+        density[pleural_line] = 0.42
+
+
+def pneumothorax_region(pneumothorax: Pneumothorax, chest: Chest) -> np.ndarray:
+    """Where `paint_pneumothorax` puts pleural air, as a boolean map on the chest's grid: a segmentation mask."""
+    region = np.zeros(chest.grid.x.shape, dtype=bool)
+    for image_side, radius in _collapsed_lung_radii(pneumothorax, chest):
+        region |= chest.lungs[image_side] & (radius > 1.0)
+    return region
+
+
+def _collapsed_lung_radii(pneumothorax: Pneumothorax, chest: Chest) -> Iterator[tuple[int, np.ndarray]]:
+    """For each affected lung, every pixel's elliptical radius from the collapsed lung (1 on its outline)."""
     anatomy, grid = chest.anatomy, chest.grid
     scale = _COLLAPSE_SCALE[pneumothorax.severity]
     for image_side in image_sides(pneumothorax.side):
-        lung = chest.lungs[image_side]
         width = anatomy.lung_half_width * scale
         height = (anatomy.diaphragm - anatomy.apex) * 0.5 * scale
         centre_x = anatomy.lung_centre(image_side) - image_side * (anatomy.lung_half_width - width) * 0.9
         centre_y = anatomy.diaphragm - height * 0.95
-        radius = np.sqrt(((grid.x - centre_x) / width) ** 2 + ((grid.y - centre_y) / height) ** 2)
-        density[lung & (radius > 1.0)] = 0.04
-        pleural_line = lung & (np.abs(radius - 1.0) < 0.018) & (grid.y < anatomy.diaphragm - 0.06)
-        density[pleural_line] = 0.42
+        yield image_side, np.sqrt(((grid.x - centre_x) / width) ** 2 + ((grid.y - centre_y) / height) ** 2)
 
 
 def paint_edema(density: np.ndarray, certainty: Certainty, chest: Chest, rng: np.random.Generator) -> None:

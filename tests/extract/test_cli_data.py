@@ -67,9 +67,9 @@ def test_manifest_on_a_folder_without_tables_fails_clearly(tmp_path):
 
 
 def test_unknown_dataset_is_rejected(demo_root, tmp_path):
-    result = runner.invoke(app, ["manifest", "--dataset", "chexpert", "--root", str(demo_root), "--out", str(tmp_path)])
+    result = runner.invoke(app, ["manifest", "--dataset", "padchest", "--root", str(demo_root), "--out", str(tmp_path)])
     assert result.exit_code == 2
-    assert "mimic-cxr" in result.output
+    assert "mimic-cxr" in result.output and "siim" in result.output
 
 
 def test_demo_data_refuses_a_used_folder_and_too_few_subjects(demo_root, tmp_path):
@@ -79,3 +79,64 @@ def test_demo_data_refuses_a_used_folder_and_too_few_subjects(demo_root, tmp_pat
     result = runner.invoke(app, ["demo-data", str(tmp_path / "new"), "--subjects", "2"])
     assert result.exit_code == 2
     assert not (tmp_path / "new").exists()
+
+
+@pytest.fixture(scope="module")
+def siim_demo_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli-siim") / "siim"
+    result = runner.invoke(app, ["demo-downstream", str(root), "--images", "14", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    assert "image listed in train-rle.csv but missing on disk" in result.output
+    assert f"--dataset siim --root {root}" in result.output
+    return root
+
+
+def test_demo_downstream_then_siim_manifest_has_masks(siim_demo_root, tmp_path):
+    result = runner.invoke(app, ["manifest", "--dataset", "siim", "--root", str(siim_demo_root), "--out", str(tmp_path),
+                                 "--val-fraction", "0.2", "--test-fraction", "0.2", "--seed", "4"])
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(tmp_path / "siim")
+    assert manifest.label_names == ("Pneumothorax",) and manifest.has_masks
+    assert manifest.options["fractions"] == {"train": 0.6, "validate": 0.2, "test": 0.2}
+    assert manifest.options["seed"] == 4
+    positives = sum(row.labels["Pneumothorax"] == 1.0 for row in manifest.rows)
+    assert f"positive labels: Pneumothorax {positives}" in result.output
+    assert f"segmentation targets: {len(manifest.rows)} images" in result.output
+    assert "1  image file missing" in result.output
+
+
+def test_reader_options_reach_the_downstream_reader(tmp_path):
+    root = tmp_path / "covidx"
+    for folder, prefix in (("train", "t"), ("test", "s")):
+        (root / folder).mkdir(parents=True)
+        lines = [f"{prefix}{index} {prefix}{index}.png {('normal', 'pneumonia', 'COVID-19')[index % 3]} cohen"
+                 for index in range(6)]
+        (root / f"{folder}.txt").write_text("\n".join(lines) + "\n")
+        for index in range(6):
+            (root / folder / f"{prefix}{index}.png").write_bytes(b"png bytes are not read here")
+    result = runner.invoke(app, ["manifest", "--dataset", "covidx", "--root", str(root), "--out", str(tmp_path / "c"),
+                                 "--val-fraction", "0.5", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(tmp_path / "c" / "covidx")
+    assert manifest.options["validation"] == {"val_fraction": 0.5, "seed": 3}
+    assert manifest.split_counts() == {"train": 3, "validate": 3, "test": 6}
+    assert manifest.label_names == ("normal", "pneumonia", "COVID-19")
+
+
+@pytest.mark.parametrize(
+    ("dataset", "option", "value"),
+    [("siim", "--uncertain", "ones"), ("covidx", "--test-fraction", "0.2"), ("mimic-cxr", "--seed", "1"),
+     ("chexpert", "--views", "PA")],
+)
+def test_options_for_another_dataset_are_refused(siim_demo_root, tmp_path, dataset, option, value):
+    result = runner.invoke(app, ["manifest", "--dataset", dataset, "--root", str(siim_demo_root),
+                                 "--out", str(tmp_path), option, value])
+    assert result.exit_code == 2
+    assert f"{option} does not apply to --dataset {dataset}" in result.output
+    assert not (tmp_path / dataset).exists()
+
+
+def test_demo_downstream_refuses_a_used_folder(siim_demo_root):
+    result = runner.invoke(app, ["demo-downstream", str(siim_demo_root)])
+    assert result.exit_code == 2
+    assert "not empty" in result.output

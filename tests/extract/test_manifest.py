@@ -159,3 +159,56 @@ def test_malformed_json_is_refused(manifest, tmp_path):
     (tmp_path / MANIFEST_JSON).write_text('{"dataset": "x"}')
     with pytest.raises(ManifestError, match="lacks image_root"):
         read_manifest(tmp_path)
+
+
+def _downstream_manifest(tmp_path, masks: tuple[str, ...]) -> Manifest:
+    rows = tuple(
+        ManifestRow(
+            dicom_id=f"img{index}", study_id=f"img{index}", subject_id=f"p{index}", split=Split.TRAIN, view="",
+            image_path=f"images/img{index}.dcm", report_text="", report_issue="no report",
+            labels={"Pneumothorax": 1.0 if mask.endswith(":1 2") else 0.0}, mask=mask,
+        )
+        for index, mask in enumerate(masks)
+    )
+    return Manifest("siim", tmp_path, tmp_path, rows, label_names=("Pneumothorax",))
+
+
+def test_label_names_and_mask_column_round_trip(tmp_path):
+    manifest = _downstream_manifest(tmp_path, ("rle:4x4:1 2", "rle:4x4:", ""))
+    write_manifest(manifest, tmp_path / "out")
+    lines = (tmp_path / "out" / MANIFEST_CSV).read_text().splitlines()
+    assert lines[0] == ",".join(EXPECTED_COLUMNS[:8] + ["Pneumothorax", "mask"])
+    assert lines[1].endswith(",1.0,rle:4x4:1 2") and lines[3].endswith(",0.0,")
+    assert json.loads((tmp_path / "out" / MANIFEST_JSON).read_text())["label_names"] == ["Pneumothorax"]
+    restored = read_manifest(tmp_path / "out")
+    assert restored == manifest and restored.has_masks
+    assert [row.mask for row in restored.rows] == ["rle:4x4:1 2", "rle:4x4:", ""]
+
+
+def test_no_mask_column_without_targets_and_old_json_means_chexpert_labels(manifest, tmp_path):
+    write_manifest(manifest, tmp_path)
+    assert "mask" not in (tmp_path / MANIFEST_CSV).read_text().splitlines()[0].split(",")
+    description = json.loads((tmp_path / MANIFEST_JSON).read_text())
+    assert description["label_names"] == list(CHEXPERT_LABELS)
+    del description["label_names"]
+    (tmp_path / MANIFEST_JSON).write_text(json.dumps(description))
+    assert read_manifest(tmp_path).label_names == CHEXPERT_LABELS
+
+
+def test_bad_target_in_the_csv_names_line_and_column(tmp_path):
+    write_manifest(_downstream_manifest(tmp_path, ("rle:4x4:1 2", "rle:4x4:")), tmp_path / "out")
+    text = (tmp_path / "out" / MANIFEST_CSV).read_text()
+    _rewrite_csv(tmp_path / "out", text.replace("rle:4x4:\n", "rle:4by4:\n"))
+    with pytest.raises(ManifestError, match=r"line 3 column 'mask': target 'rle:4by4:' is not of the form"):
+        read_manifest(tmp_path / "out")
+
+
+def test_label_names_must_fit_the_columns_and_the_rows(tmp_path):
+    with pytest.raises(ManifestError, match="must be unique, non-empty and differ from the columns"):
+        Manifest("x", tmp_path, tmp_path, (), label_names=("split",))
+    with pytest.raises(ManifestError, match="must be unique"):
+        Manifest("x", tmp_path, tmp_path, (), label_names=("a", "a"))
+    manifest = _downstream_manifest(tmp_path, ("",))
+    mislabelled = Manifest("siim", tmp_path, tmp_path, manifest.rows, label_names=("Pneumonia",))
+    with pytest.raises(ManifestError, match=r"row img0 has label\(s\) \['Pneumothorax'\] that are not among"):
+        write_manifest(mislabelled, tmp_path / "out")
