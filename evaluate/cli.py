@@ -1,4 +1,263 @@
-"""`adaptor evaluate`: the evaluate stage's commands."""
+"""`adaptor evaluate`: downstream heads, zero-shot, retrieval and segmentation on the cache; the report.
+
+Every command reads cached features only (no backbone runs), writes one result file per run
+under --out (by default RUN_DIR/evaluation), and prints its table at the end. `report` turns a
+results folder into a Markdown report with plots.
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
 import typer
 
-app = typer.Typer(no_args_is_help=True, help="evaluate stage.")
+from cache_schema import IncompleteProvenance, Modality, ProvenanceMismatch, StoreError
+from evaluate.classify import (
+    ClassificationError,
+    ClassifySettings,
+    UncertainPolicy,
+    classification_targets,
+    run_classification,
+)
+from evaluate.features import AdaptorRun, open_adaptor_run, open_dataset_rows, pooled_features
+from evaluate.heads import HeadKind, TaskKind
+from evaluate.plots import PLOTS_FOLDER, draw_plots
+from evaluate.report import render_tables, write_report
+from evaluate.results import EvaluatedRun, FeatureSpace, ResultError, RunContext, read_results, write_result
+from evaluate.retrieval import RetrievalSettings, run_retrieval
+from evaluate.segment import SegmentationError, SegmentSettings, run_segmentation
+from evaluate.zeroshot import (
+    DEFAULT_PROMPTS,
+    PromptError,
+    ZeroShotSettings,
+    prompt_dataset,
+    run_zeroshot,
+    write_prompt_manifest,
+)
+from extract.manifest import ManifestError
+from extract.targets import TargetError
+from train.checkpoint import CheckpointError, CheckpointKind
+from train.encoding import DeviceError
+from train.pairs import PairingError
+
+INPUT_ERRORS = (StoreError, ProvenanceMismatch, IncompleteProvenance, ManifestError, CheckpointError, PairingError,
+                ClassificationError, PromptError, SegmentationError, ResultError, DeviceError, TargetError)
+"""Errors caused by the command's input: reported as one clear line and exit code 2, not a traceback."""
+
+EVALUATION_FOLDER = "evaluation"
+"""Default results folder inside the Adaptor's run folder."""
+
+CACHE_OPTION = typer.Option(Path("cache"), "--cache", help="Cache folder: <dataset>/manifest.csv and the stores.")
+DATASET_OPTION = typer.Option("mimic-cxr", "--dataset", help="Dataset name: the folder under --cache.")
+CHECKPOINT_OPTION = typer.Option(CheckpointKind.BEST, "--checkpoint", help="Which checkpoint of the run to use.")
+SEED_OPTION = typer.Option(0, "--seed", help="Seed of the training subsets, the heads and the bootstrap.")
+RESAMPLES_OPTION = typer.Option(1000, "--resamples", min=1, help="Bootstrap resamples per confidence interval.")
+OUT_OPTION = typer.Option(None, "--out", help="Results folder (default: RUN_DIR/evaluation).")
+DEVICE_OPTION = typer.Option("cpu", "--device", help="Where the Adaptor encodes: cpu, cuda, cuda:N or auto.")
+FRACTIONS_OPTION = typer.Option("1,10,100", "--fractions", help="Percentages of the training split, comma-separated.")
+SPLIT_OPTION = typer.Option("test", "--split", help="Held-out split to evaluate on.")
+
+app = typer.Typer(no_args_is_help=True, help="Downstream heads and metrics on the cache.")
+
+
+@app.command()
+def classify(
+    cache: Path = CACHE_OPTION,
+    dataset: str = DATASET_OPTION,
+    run_dir: Optional[Path] = typer.Option(None, "--run", help="Run folder of a trained Adaptor; without it only "
+                                           "the backbone baseline is evaluated."),
+    vision: Optional[str] = typer.Option(None, "--vision", help="Image backbone (default: the run's)."),
+    spaces: list[FeatureSpace] = typer.Option([], "--space", help="Features to evaluate, repeatable (default: "
+                                              "adaptor and backbone with --run, else backbone)."),
+    head: HeadKind = typer.Option(HeadKind.LINEAR, "--head", help="Linear probe or the paper's MLP head."),
+    fractions: str = FRACTIONS_OPTION,
+    task: Optional[TaskKind] = typer.Option(None, "--task", help="Default: binary for one label, else multilabel."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="Comma-separated label names (default: all)."),
+    uncertain: UncertainPolicy = typer.Option(UncertainPolicy.ZEROS, "--uncertain", help="Uncertain training "
+                                              "labels read as negative (zeros) or positive (ones)."),
+    seed: int = SEED_OPTION,
+    resamples: int = RESAMPLES_OPTION,
+    out: Optional[Path] = OUT_OPTION,
+    checkpoint: CheckpointKind = CHECKPOINT_OPTION,
+    device: str = DEVICE_OPTION,
+) -> None:
+    """Fit a head on 1/10/100% of the training split, on Adaptor and backbone features; AUROC or accuracy."""
+    out_dir = _out_dir(out, run_dir)
+    settings = ClassifySettings(head=head, fractions=_fractions(fractions), seed=seed, n_resamples=resamples)
+    with _input_errors():
+        run = _open_run(run_dir, checkpoint, device)
+        spaces = _spaces(spaces, run)
+        adaptor = run if FeatureSpace.ADAPTOR in spaces else None
+        rows = open_dataset_rows(cache, dataset, _vision(vision, run), adaptor)
+        targets = classification_targets(rows, task, _names(labels), uncertain)
+        features = {space: pooled_features(rows, np.arange(len(rows)), space, adaptor, device) for space in spaces}
+        image = {"image": rows.store.provenance.to_json()}
+        contexts = {space: RunContext(dataset, image, adaptor.reference() if space is FeatureSpace.ADAPTOR else None)
+                    for space in spaces}
+        _echo_dropped(rows.dropped)
+        _finish(run_classification(rows, targets, features, contexts, settings), out_dir)
+
+
+@app.command()
+def zeroshot(
+    run_dir: Path = typer.Option(..., "--run", help="Run folder of a trained Adaptor."),
+    cache: Path = CACHE_OPTION,
+    dataset: str = DATASET_OPTION,
+    prompts: str = typer.Option("chexpert", "--prompts-name", help="Prompt set embedded as dataset prompts-NAME "
+                                "(see `adaptor evaluate prompts`)."),
+    split: str = SPLIT_OPTION,
+    seed: int = SEED_OPTION,
+    resamples: int = RESAMPLES_OPTION,
+    out: Optional[Path] = OUT_OPTION,
+    checkpoint: CheckpointKind = CHECKPOINT_OPTION,
+    device: str = DEVICE_OPTION,
+) -> None:
+    """Score images against class prompts by cosine similarity in Adaptor space; AUROC or accuracy."""
+    out_dir = _out_dir(out, run_dir)
+    with _input_errors():
+        run = open_adaptor_run(run_dir, checkpoint, device)
+        result = run_zeroshot(cache, dataset, prompts, run, ZeroShotSettings(split, seed, resamples), device)
+        _finish([result], out_dir)
+
+
+@app.command()
+def retrieval(
+    run_dir: Path = typer.Option(..., "--run", help="Run folder of a trained Adaptor."),
+    cache: Path = CACHE_OPTION,
+    dataset: str = DATASET_OPTION,
+    split: str = SPLIT_OPTION,
+    seed: int = SEED_OPTION,
+    resamples: int = RESAMPLES_OPTION,
+    out: Optional[Path] = OUT_OPTION,
+    checkpoint: CheckpointKind = CHECKPOINT_OPTION,
+    device: str = DEVICE_OPTION,
+) -> None:
+    """Image <-> text recall@1/5/10 through the Adaptor on a held-out split, with chance level."""
+    out_dir = _out_dir(out, run_dir)
+    with _input_errors():
+        run = open_adaptor_run(run_dir, checkpoint, device)
+        settings = RetrievalSettings(split=split, seed=seed, n_resamples=resamples)
+        _finish([run_retrieval(cache, dataset, run, settings, device)], out_dir)
+
+
+@app.command()
+def segment(
+    vision: str = typer.Option(..., "--vision", help="Image backbone whose store holds patch tokens (--tokens)."),
+    out: Path = typer.Option(..., "--out", help="Results folder."),
+    cache: Path = CACHE_OPTION,
+    dataset: str = DATASET_OPTION,
+    fractions: str = FRACTIONS_OPTION,
+    epochs: int = typer.Option(50, "--epochs", min=1, help="Most decoder epochs (early stopping on validation)."),
+    mask_size: Optional[int] = typer.Option(None, "--mask-size", min=4, help="Mask side in pixels (default: four "
+                                            "times the token grid)."),
+    seed: int = SEED_OPTION,
+    resamples: int = RESAMPLES_OPTION,
+) -> None:
+    """Train a light decoder on cached patch tokens at 1/10/100% of train; Dice and IoU, all and positive-only."""
+    settings = SegmentSettings(fractions=_fractions(fractions), seed=seed, n_resamples=resamples, epochs=epochs,
+                               mask_size=mask_size)
+    with _input_errors():
+        rows = open_dataset_rows(cache, dataset, vision)
+        context = RunContext(dataset, {"image": rows.store.provenance.to_json()}, None)
+        _echo_dropped(rows.dropped)
+        _finish(run_segmentation(rows, context, settings), out)
+
+
+@app.command()
+def prompts(
+    cache: Path = CACHE_OPTION,
+    name: str = typer.Option("chexpert", "--name", help="Prompt set name: its dataset is prompts-NAME."),
+    prompts_file: Path = typer.Option(DEFAULT_PROMPTS, "--prompts", help="TOML file of class prompts "
+                                      "(default: the bundled CheXpert prompts)."),
+    text: Optional[str] = typer.Option(None, "--text", help="Text backbone, for the next command shown."),
+) -> None:
+    """Write the manifest of a prompt set, for `adaptor extract texts` to embed (evaluate runs no backbone)."""
+    with _input_errors():
+        csv_path = write_prompt_manifest(cache, name, prompts_file)
+    typer.echo(f"wrote {csv_path} from {prompts_file}")
+    typer.echo(f"next: adaptor extract texts --cache {cache} --dataset {prompt_dataset(name)} "
+               f"--backbone {text or 'TEXT'}")
+    typer.echo("(add --overwrite when the prompts changed since the store was extracted)")
+
+
+@app.command()
+def report(
+    results: Path = typer.Option(..., "--results", help="Results folder written by the other commands."),
+) -> None:
+    """Write RESULTS/report.md (tables 1/10/100% side by side, provenance) and RESULTS/plots/*.png."""
+    with _input_errors():
+        stored = read_results(results)
+        if not stored:
+            raise ResultError(f"{results}: no result files; run an evaluate command with --out {results} first")
+        plots = draw_plots(stored, results / PLOTS_FOLDER)
+        path = write_report(results, plots)
+    typer.echo(render_tables([entry.record for entry in stored]))
+    typer.echo(f"report: {path} ({len(plots)} plots in {results / PLOTS_FOLDER})")
+
+
+@contextlib.contextmanager
+def _input_errors() -> Iterator[None]:
+    """Turns an input error into one line on stderr and exit code 2."""
+    try:
+        yield
+    except INPUT_ERRORS as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _finish(runs: Sequence[EvaluatedRun], out_dir: Path) -> None:
+    """Writes each run's result file and prints where, then the table of these results."""
+    for evaluated in runs:
+        write_result(evaluated.record, out_dir, evaluated.arrays)
+    typer.echo(f"wrote {len(runs)} result file(s) to {out_dir / runs[0].record.context.dataset}")
+    typer.echo(render_tables([evaluated.record for evaluated in runs]))
+
+
+def _out_dir(out: Path | None, run_dir: Path | None) -> Path:
+    if out is not None:
+        return out
+    if run_dir is None:
+        raise typer.BadParameter("give a results folder (there is no --run to put it in)", param_hint="--out")
+    return run_dir / EVALUATION_FOLDER
+
+
+def _open_run(run_dir: Path | None, kind: CheckpointKind, device: str) -> AdaptorRun | None:
+    return None if run_dir is None else open_adaptor_run(run_dir, kind, device)
+
+
+def _vision(vision: str | None, run: AdaptorRun | None) -> str:
+    if vision is not None:
+        return vision
+    if run is None:
+        raise typer.BadParameter("name the image backbone (or give --run to take the run's)", param_hint="--vision")
+    return run.trained_on(Modality.IMAGE)["backbone"]
+
+
+def _spaces(spaces: list[FeatureSpace], run: AdaptorRun | None) -> list[FeatureSpace]:
+    if not spaces:
+        return [FeatureSpace.ADAPTOR, FeatureSpace.BACKBONE] if run is not None else [FeatureSpace.BACKBONE]
+    if FeatureSpace.ADAPTOR in spaces and run is None:
+        raise typer.BadParameter("Adaptor features need --run RUN_DIR", param_hint="--space")
+    return list(dict.fromkeys(spaces))
+
+
+def _fractions(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a comma-separated list of numbers",
+                                 param_hint="--fractions") from None
+    if not values or any(not 0 < value <= 100 for value in values):
+        raise typer.BadParameter(f"{text!r}: every percentage must lie in (0, 100]", param_hint="--fractions")
+    return tuple(sorted(set(values)))
+
+
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _echo_dropped(dropped: dict[str, int]) -> None:
+    for reason, count in sorted(dropped.items()):
+        typer.echo(f"left out {count:>6}  {reason}")

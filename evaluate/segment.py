@@ -1,0 +1,189 @@
+"""Segmentation from cached patch tokens at 1, 10 and 100% of the training split, Dice and IoU with intervals.
+
+A light decoder (`fit_segmentation_head`) learns masks from the frozen backbone's patch tokens
+(an image store extracted with `--tokens`); masks come from the manifest's target strings, so no
+image is read. A mask is brought into the token grid's frame the way the extract stage brought
+the image into the backbone's: the same centre crop to a square (or none, for squashed inputs),
+then a nearest-neighbour resize to the decoder's output size.
+
+Dice and IoU are reported over all scorable images and over positive images only (see
+`evaluate.metrics.segmentation_report`), each with a 95% bootstrap interval over patients; the
+per-image scores come from `segmentation_report` applied to each image on its own, so the point
+values are exactly its averages.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.nn import functional
+
+from cache_schema import ArrayName, StoreError
+from evaluate.bootstrap import ConfidenceInterval, bootstrap_ci
+from evaluate.classify import TEST_SPLIT, TRAIN_SPLIT, VALIDATION_SPLIT
+from evaluate.features import DatasetRows
+from evaluate.metrics import segmentation_report
+from evaluate.results import EvaluatedRun, EvaluationTask, FeatureSpace, ResultRecord, RunContext
+from evaluate.segmentation_head import fit_segmentation_head
+from extract.targets import decode_mask
+
+CENTER_CROP_RESIZE = "shorter_side_center_crop"
+SQUASH_RESIZE = "squash"
+"""The extract stage's resize policies, as its store provenance records them under preprocessing.resize."""
+
+METHOD = "decoder"
+
+
+class SegmentationError(ValueError):
+    """The dataset cannot be segmented: no token cache, a non-square token grid, no masks, an empty split."""
+
+
+@dataclass(frozen=True)
+class SegmentSettings:
+    """Training fractions (percent), the seed, bootstrap resamples, decoder epochs, mask size, overlays kept.
+
+    `mask_size` None is four times the token grid, the decoder's native output resolution.
+    """
+
+    fractions: tuple[float, ...] = (1.0, 10.0, 100.0)
+    seed: int = 0
+    n_resamples: int = 1000
+    epochs: int = 50
+    mask_size: int | None = None
+    n_overlays: int = 4
+
+
+def token_grid(rows: DatasetRows) -> int:
+    """The side of the square patch grid the store's tokens form."""
+    if not rows.store.has(ArrayName.TOKENS):
+        raise SegmentationError(f"{rows.store.path} holds no patch tokens; extract the images with --tokens")
+    count = rows.store.features.token_count
+    grid = math.isqrt(count)
+    if grid * grid != count:
+        raise SegmentationError(f"{rows.store.path}: {count} tokens per image do not form a square grid")
+    return grid
+
+
+def aligned_masks(rows: DatasetRows, positions: np.ndarray, size: int) -> np.ndarray:
+    """(N, size, size) boolean masks of the rows at `positions`, in the frame of the backbone's input."""
+    resize = rows.store.provenance.to_json()["preprocessing"].get("resize")
+    if resize not in (CENTER_CROP_RESIZE, SQUASH_RESIZE):
+        raise SegmentationError(f"{rows.store.path}: preprocessing.resize {resize!r} is not one of "
+                                f"{[CENTER_CROP_RESIZE, SQUASH_RESIZE]}; cannot align masks with its tokens")
+    masks = np.empty((len(positions), size, size), dtype=bool)
+    for index, position in enumerate(positions):
+        mask = decode_mask(str(rows.mask_targets[position]))
+        if resize == CENTER_CROP_RESIZE:
+            mask = _center_square(mask)
+        masks[index] = _resize_nearest(mask, size)
+    return masks
+
+
+def run_segmentation(rows: DatasetRows, context: RunContext, settings: SegmentSettings) -> list[EvaluatedRun]:
+    """Fits and scores one decoder per training fraction on the rows that have a mask target."""
+    grid = token_grid(rows)
+    size = settings.mask_size or 4 * grid
+    has_mask = rows.mask_targets != ""
+    if not has_mask.any():
+        raise SegmentationError(f"the {rows.manifest.dataset} manifest has no mask targets; segmentation needs "
+                                "a reader that writes them (SIIM-ACR, RSNA boxes)")
+    train, val, test = (np.intersect1d(rows.positions(split), np.flatnonzero(has_mask))
+                        for split in (TRAIN_SPLIT, VALIDATION_SPLIT, TEST_SPLIT))
+    for split, positions in ((TRAIN_SPLIT, train), (VALIDATION_SPLIT, val), (TEST_SPLIT, test)):
+        if len(positions) == 0:
+            raise SegmentationError(f"the {rows.manifest.dataset} dataset has no '{split}' rows with a mask target")
+    val_tokens, val_masks = _tokens(rows, val), aligned_masks(rows, val, size)
+    test_tokens, test_masks = _tokens(rows, test), aligned_masks(rows, test, size)
+    dropped = {**rows.dropped, "no mask target": int((~has_mask).sum())}
+    runs = []
+    for pct in settings.fractions:
+        chosen, subset = rows.training_subset(train, pct, settings.seed)
+        record_fields = dict(task=EvaluationTask.SEGMENT, context=context, feature_space=FeatureSpace.BACKBONE,
+                             method=METHOD, split=TEST_SPLIT, data_pct=pct, subset=subset.to_json(),
+                             seed=settings.seed, headline="dice_positive")
+        details = {"grid": grid, "mask_size": size, "n_train": len(chosen), "n_validate": len(val),
+                   "n_test": len(test), "n_test_positive": int(test_masks.any(axis=(1, 2)).sum()),
+                   "rows_dropped": dropped}
+        arrays = {"subset_ids": rows.ids[chosen]}
+        if len(chosen) < 2:
+            skipped = f"the subset holds {len(chosen)} training row; the decoder needs at least 2"
+            runs.append(EvaluatedRun(ResultRecord(**record_fields, metrics={}, details=details, skipped=skipped),
+                                     arrays))
+            continue
+        segmenter = fit_segmentation_head(_tokens(rows, chosen), aligned_masks(rows, chosen, size), val_tokens,
+                                          val_masks, grid=grid, out_size=size, seed=settings.seed,
+                                          epochs=settings.epochs)
+        predicted = segmenter.predict_masks(test_tokens)
+        metrics = _metrics(predicted, test_masks, rows.subjects[test], settings)
+        details["training"] = {"best_epoch": segmenter.training.best_epoch,
+                               "epochs_run": segmenter.training.epochs_run,
+                               "val_loss": segmenter.training.best_val_loss}
+        shown = _overlay_positions(test_masks, settings.n_overlays)
+        arrays.update({"overlay_ids": rows.ids[test][shown], "overlay_truth": test_masks[shown],
+                       "overlay_predicted": predicted[shown]})
+        runs.append(EvaluatedRun(ResultRecord(**record_fields, metrics=metrics, details=details), arrays))
+    return runs
+
+
+def _metrics(predicted: np.ndarray, truth: np.ndarray, groups: np.ndarray,
+             settings: SegmentSettings) -> dict[str, ConfidenceInterval]:
+    """Dice, IoU and the empty-mask false-positive rate, each averaged over its population, with intervals."""
+    reports = [segmentation_report(predicted[[index]], truth[[index]]) for index in range(len(truth))]
+    dice = np.array([report.dice_all for report in reports])
+    iou = np.array([report.iou_all for report in reports])
+    positive = np.array([report.n_positive == 1 for report in reports])
+    predicted_any = predicted.any(axis=(1, 2))
+
+    def interval(metric: Callable[..., float], *arrays: np.ndarray) -> ConfidenceInterval:
+        return bootstrap_ci(metric, *arrays, n_resamples=settings.n_resamples, seed=settings.seed, groups=groups)
+
+    return {
+        "dice_all": interval(_mean_defined, dice),
+        "iou_all": interval(_mean_defined, iou),
+        "dice_positive": interval(_mean_where, dice, positive),
+        "iou_positive": interval(_mean_where, iou, positive),
+        "empty_gt_false_positive_rate": interval(_mean_where, predicted_any.astype(float), ~positive),
+    }
+
+
+def _mean_defined(values: np.ndarray) -> float:
+    """Mean of the non-NaN values (images where the score is defined); NaN when there are none."""
+    defined = values[~np.isnan(values)]
+    return float(defined.mean()) if defined.size else math.nan
+
+
+def _mean_where(values: np.ndarray, selected: np.ndarray) -> float:
+    """Mean of the selected values; NaN when none is selected."""
+    return float(values[selected].mean()) if selected.any() else math.nan
+
+
+def _tokens(rows: DatasetRows, positions: np.ndarray) -> np.ndarray:
+    tokens = rows.store.read(ArrayName.TOKENS, rows.rows[positions])
+    if not np.isfinite(tokens.sum(axis=(1, 2), dtype=np.float64)).all():
+        raise StoreError(f"{rows.store.path}: rows marked valid hold NaN or infinite tokens; "
+                         "run `adaptor cache verify` and re-extract")
+    return tokens
+
+
+def _center_square(mask: np.ndarray) -> np.ndarray:
+    """The centred square of side min(H, W), placed as torchvision's center_crop places it."""
+    height, width = mask.shape
+    side = min(height, width)
+    top, left = int(round((height - side) / 2.0)), int(round((width - side) / 2.0))
+    return mask[top:top + side, left:left + side]
+
+
+def _resize_nearest(mask: np.ndarray, size: int) -> np.ndarray:
+    """Each output pixel takes the input pixel under its centre."""
+    resized = functional.interpolate(torch.from_numpy(mask)[None, None].to(torch.uint8), size=(size, size),
+                                     mode="nearest-exact")
+    return resized[0, 0].numpy().astype(bool)
+
+
+def _overlay_positions(truth: np.ndarray, count: int) -> np.ndarray:
+    """Up to `count` test images to draw: positives first (in id order), then empty ones."""
+    positive = truth.any(axis=(1, 2))
+    return np.concatenate([np.flatnonzero(positive), np.flatnonzero(~positive)])[:count]

@@ -1,0 +1,88 @@
+"""Masks line up with the token grid as the images did, and a decoder on toy patch tokens segments well."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from evaluate.features import DatasetRows, open_dataset_rows
+from evaluate.results import RunContext
+from evaluate.segment import SegmentationError, SegmentSettings, aligned_masks, run_segmentation, token_grid
+from extract.targets import encode_rle_target
+from tests.evaluate.conftest import DATASET, GRID, IMAGE_PREPROCESSING, VISION, build_toy_dataset
+
+DICE_FLOOR = 0.6
+"""Dice over positive test images that a decoder trained on every toy training mask must reach."""
+
+
+@pytest.fixture(scope="module")
+def segmented(toy):
+    rows = open_dataset_rows(toy.cache_dir, DATASET, VISION)
+    settings = SegmentSettings(fractions=(0.5, 100.0), seed=2, n_resamples=50, epochs=30)
+    return rows, run_segmentation(rows, RunContext(DATASET, {"image": {}}, None), settings)
+
+
+def test_a_decoder_on_patch_tokens_segments_the_positive_images(segmented):
+    _, runs = segmented
+    record = runs[-1].record
+    assert record.data_pct == 100.0
+    assert record.metrics["dice_positive"].point >= DICE_FLOOR
+    assert record.details["n_test_positive"] > 0
+    assert set(record.metrics) == {"dice_all", "iou_all", "dice_positive", "iou_positive",
+                                   "empty_gt_false_positive_rate"}
+    for interval in record.metrics.values():
+        assert interval.low <= interval.point <= interval.high
+
+
+def test_overlays_keep_a_few_test_masks_positives_first(segmented):
+    _, runs = segmented
+    arrays = runs[-1].arrays
+    truth, predicted = arrays["overlay_truth"], arrays["overlay_predicted"]
+    assert truth.shape == predicted.shape and truth.shape[1:] == (4 * GRID, 4 * GRID)
+    assert 0 < len(truth) <= SegmentSettings().n_overlays
+    assert truth[0].any()
+
+
+def test_a_subset_too_small_to_train_on_is_skipped_with_the_reason(segmented):
+    rows, runs = segmented
+    half_percent = runs[0].record
+    with_masks = np.intersect1d(rows.positions("train"), np.flatnonzero(rows.mask_targets != ""))
+    assert half_percent.subset["n_available"] == len(with_masks)
+    assert half_percent.subset["n_chosen"] == 1
+    assert "at least 2" in half_percent.skipped
+    assert half_percent.metrics == {}
+
+
+@pytest.mark.parametrize("resize, expected_columns", [("shorter_side_center_crop", slice(0, 8)),
+                                                      ("squash", slice(2, 6))])
+def test_masks_are_cropped_and_resized_as_the_images_were(tmp_path, resize, expected_columns):
+    """A 4x8 mask lit in columns 2-5: the centre crop keeps exactly those columns; squashing keeps them narrow."""
+    preprocessing = {**IMAGE_PREPROCESSING, "resize": resize}
+    toy = build_toy_dataset(tmp_path / "cache", with_text=False, preprocessing=preprocessing)
+    wide = np.zeros((4, 8), dtype=bool)
+    wide[:, 2:6] = True
+    rows = _with_first_target(open_dataset_rows(toy.cache_dir, DATASET, VISION), encode_rle_target(wide))
+
+    [mask] = aligned_masks(rows, np.array([0]), 8)
+    expected = np.zeros((8, 8), dtype=bool)
+    expected[:, expected_columns] = True
+    np.testing.assert_array_equal(mask, expected)
+
+
+def test_a_store_without_patch_tokens_is_refused_naming_the_option(tmp_path):
+    toy = build_toy_dataset(tmp_path / "cache", with_text=False, with_tokens=False)
+    rows = open_dataset_rows(toy.cache_dir, DATASET, VISION)
+    with pytest.raises(SegmentationError, match="--tokens"):
+        token_grid(rows)
+
+
+def test_a_dataset_without_mask_targets_is_refused(toy):
+    rows = open_dataset_rows(toy.cache_dir, DATASET, VISION)
+    unmasked = replace(rows, mask_targets=np.full(len(rows), "", dtype=object))
+    with pytest.raises(SegmentationError, match="no mask targets"):
+        run_segmentation(unmasked, RunContext(DATASET, {}, None), SegmentSettings(n_resamples=5))
+
+
+def _with_first_target(rows: DatasetRows, target: str) -> DatasetRows:
+    targets = rows.mask_targets.copy()
+    targets[0] = target
+    return replace(rows, mask_targets=targets)
