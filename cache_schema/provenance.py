@@ -89,6 +89,28 @@ def check_provenance(store: str, found: Provenance, expected: Mapping[str, Any])
             raise ProvenanceMismatch(store, *difference)
 
 
+FEATURE_DEFINING_FIELDS = ("modality", "backbone", "weights_id", "weights_sha256", "pooling", "dtype")
+"""Fields two stores must share for their embeddings to live in one space (any dataset, any manifest)."""
+
+STORAGE_ONLY_PREPROCESSING = ("tokens", "views")
+"""Preprocessing entries that say which extra arrays a store holds, not how its embeddings were made."""
+
+
+def check_same_embedding_space(store: str, found: Provenance, reference: Mapping[str, Any]) -> None:
+    """Raises ProvenanceMismatch unless `found` embeds like `reference` (e.g. the store an Adaptor was trained on).
+
+    Backbone, weights, pooling, dtype and preprocessing must match; the dataset may differ, and so
+    may the extra arrays stored (tokens, views).
+    """
+    check_provenance(store, found, {name: reference[name] for name in FEATURE_DEFINING_FIELDS})
+    comparable = {k: v for k, v in reference["preprocessing"].items() if k not in STORAGE_ONLY_PREPROCESSING}
+    found_preprocessing = {k: v for k, v in found.to_json()["preprocessing"].items()
+                           if k not in STORAGE_ONLY_PREPROCESSING}
+    difference = _first_difference("preprocessing", _normalise(comparable), found_preprocessing)
+    if difference is not None:
+        raise ProvenanceMismatch(store, *difference)
+
+
 def resume_expectation(provenance: Provenance) -> dict[str, Any]:
     """The fields a rerun into an existing store must share with it to resume rather than start over."""
     return {k: v for k, v in provenance.to_json().items() if k not in RESUME_IGNORED_FIELDS}

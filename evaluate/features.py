@@ -17,11 +17,11 @@ from typing import Any, Mapping
 import numpy as np
 
 from cache_schema import ArrayName, CacheStore, Modality, ProvenanceMismatch, StoreError, dataset_dir, store_path
+from cache_schema.provenance import check_same_embedding_space
 from evaluate.results import FeatureSpace
 from extract.manifest import Manifest, manifest_sha256, read_manifest
 from train.batches import DataSubset, FeatureReader, choose_subset
 from train.checkpoint import CheckpointKind, LoadedAdaptor, load_adaptor
-from train.embed import FEATURE_DEFINING_FIELDS, STORAGE_ONLY_PREPROCESSING
 from train.encoding import encode_rows, resolve_device
 from train.model import AdaptorInputs
 
@@ -102,8 +102,8 @@ def open_store_for(cache_dir: Path, dataset: str, modality: Modality, backbone: 
         store = CacheStore.open(path, expect={"modality": modality, "backbone": backbone})
     else:
         trained_on = run.trained_on(modality)
-        store = CacheStore.open(path, expect={name: trained_on[name] for name in FEATURE_DEFINING_FIELDS})
-        _check_preprocessing(store, trained_on)
+        store = CacheStore.open(path)
+        check_same_embedding_space(str(store.path), store.provenance, trained_on)
     if not store.is_complete:
         raise StoreError(f"{store.path}: {len(store.incomplete_shards())} shards are incomplete; "
                          "rerun the extract command to finish it before evaluating")
@@ -178,15 +178,6 @@ def adaptor_embeddings(store: CacheStore, store_rows: np.ndarray, run: AdaptorRu
         return np.empty((0, model.config.projection_dim), dtype=np.float32)
     torch_device = resolve_device(device)
     return encode_rows(encode, reader, store_rows, ENCODE_BATCH_ROWS, torch_device).cpu().numpy()
-
-
-def _check_preprocessing(store: CacheStore, trained_on: Mapping[str, Any]) -> None:
-    """The store's preprocessing must equal the training store's, apart from which extra arrays it holds."""
-    found = store.provenance.to_json()["preprocessing"]
-    expected = trained_on["preprocessing"]
-    for name in sorted((set(found) | set(expected)) - set(STORAGE_ONLY_PREPROCESSING)):
-        if found.get(name) != expected.get(name):
-            raise ProvenanceMismatch(str(store.path), f"preprocessing.{name}", expected.get(name), found.get(name))
 
 
 def _check_finite(store: CacheStore, store_rows: np.ndarray, features: np.ndarray) -> None:

@@ -1,4 +1,4 @@
-"""Downstream metrics with stated definitions: AUROC, accuracy, retrieval recall@K, Dice and IoU.
+"""Downstream metrics with stated definitions: AUROC, accuracy, Dice and IoU (retrieval recall@K: train.retrieval).
 
 Every metric says what it does with the cases that make it undefined, instead of quietly giving
 them a score: a class with one label value has no AUROC and leaves the macro average; an image
@@ -7,12 +7,9 @@ whose ground truth and prediction are both empty has no Dice and is counted, not
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
-
-RECALL_KS: tuple[int, ...] = (1, 5, 10)
 
 
 @dataclass(frozen=True)
@@ -36,16 +33,6 @@ class AurocReport:
 
 
 @dataclass(frozen=True)
-class RetrievalReport:
-    """Recall@K in both directions, keyed by K, and how many queries each direction had."""
-
-    image_to_text: Mapping[int, float]
-    text_to_image: Mapping[int, float]
-    n_image_queries: int
-    n_text_queries: int
-
-
-@dataclass(frozen=True)
 class SegmentationReport:
     """Binary segmentation quality; every number's population is defined in `segmentation_report`."""
 
@@ -58,13 +45,6 @@ class SegmentationReport:
     n_positive: int
     n_empty_gt: int
     n_empty_gt_predicted_empty: int
-
-
-class RetrievalDirection(Enum):
-    """Which modality is the query: an image looks for its text, or a text for its images."""
-
-    IMAGE_TO_TEXT = "image_to_text"
-    TEXT_TO_IMAGE = "text_to_image"
 
 
 def binary_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -137,52 +117,6 @@ def accuracy(labels: np.ndarray, scores: np.ndarray) -> float:
         raise ValueError(f"labels must lie in [0, {scores.shape[1]}), found {labels.min()}..{labels.max()}")
     _finite_scores(scores, scores.shape, "scores")
     return float(np.mean(scores.argmax(axis=1) == labels))
-
-
-def recall_at_k(
-    similarity: np.ndarray, text_for_image: np.ndarray, k: int, direction: RetrievalDirection
-) -> float:
-    """Fraction of queries with a correct match among their top `k` candidates.
-
-    `similarity` is (n_images, n_texts); `text_for_image[i]` is the column of image i's text,
-    so several images of one study may share a text. Image queries have one correct text; a
-    text query is a hit if any of its images is in the top k, and texts that no image points to
-    are not queries. Ties are broken against the query: a wrong candidate scoring the same as
-    the best correct one ranks ahead of it, so the result never depends on sort order and a
-    constant similarity earns nothing.
-    """
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
-    is_match = _match_matrix(similarity, text_for_image)
-    similarity = np.asarray(similarity, dtype=np.float64)
-    if direction is RetrievalDirection.TEXT_TO_IMAGE:
-        similarity, is_match = similarity.T, is_match.T
-    queries = is_match.any(axis=1)
-    similarity, is_match = similarity[queries], is_match[queries]
-    if similarity.shape[0] == 0:
-        raise ValueError(f"no {direction.value} queries: no text is matched by any image")
-    best_correct = np.where(is_match, similarity, -np.inf).max(axis=1, keepdims=True)
-    wrong_at_or_above = ((similarity >= best_correct) & ~is_match).sum(axis=1)
-    return float(np.mean(wrong_at_or_above < k))
-
-
-def retrieval_report(
-    similarity: np.ndarray, text_for_image: np.ndarray, ks: Sequence[int] = RECALL_KS
-) -> RetrievalReport:
-    """Recall@K for each K in both directions; see `recall_at_k` for matches and ties."""
-    is_match = _match_matrix(similarity, text_for_image)
-    return RetrievalReport(
-        image_to_text={
-            k: recall_at_k(similarity, text_for_image, k, RetrievalDirection.IMAGE_TO_TEXT)
-            for k in ks
-        },
-        text_to_image={
-            k: recall_at_k(similarity, text_for_image, k, RetrievalDirection.TEXT_TO_IMAGE)
-            for k in ks
-        },
-        n_image_queries=is_match.shape[0],
-        n_text_queries=int(is_match.any(axis=0).sum()),
-    )
 
 
 def segmentation_report(predicted: np.ndarray, truth: np.ndarray) -> SegmentationReport:
@@ -282,25 +216,6 @@ def _finite_scores(scores: np.ndarray, shape: tuple[int, ...], name: str) -> np.
     if not np.isfinite(scores).all():
         raise ValueError(f"{name} contain NaN or infinite values")
     return scores
-
-
-def _match_matrix(similarity: np.ndarray, text_for_image: np.ndarray) -> np.ndarray:
-    similarity = np.asarray(similarity)
-    text_for_image = np.asarray(text_for_image)
-    if similarity.ndim != 2 or text_for_image.shape != (similarity.shape[0],):
-        raise ValueError(
-            f"expected similarity (n_images, n_texts) and text_for_image (n_images,), "
-            f"got {similarity.shape} and {text_for_image.shape}"
-        )
-    if not np.issubdtype(text_for_image.dtype, np.integer):
-        raise ValueError(f"text_for_image must hold integer text columns, got {text_for_image.dtype}")
-    if text_for_image.size and (text_for_image.min() < 0 or text_for_image.max() >= similarity.shape[1]):
-        raise ValueError(f"text_for_image must lie in [0, {similarity.shape[1]})")
-    if not np.isfinite(similarity).all():
-        raise ValueError("similarity contains NaN or infinite values")
-    is_match = np.zeros(similarity.shape, dtype=bool)
-    is_match[np.arange(similarity.shape[0]), text_for_image] = True
-    return is_match
 
 
 def _mean_or_nan(values: np.ndarray) -> float:

@@ -20,21 +20,15 @@ from cache_schema import (
     FeatureShape,
     Modality,
     Provenance,
-    ProvenanceMismatch,
     StoreError,
     store_path,
 )
+from cache_schema.provenance import check_same_embedding_space
 from train.batches import FeatureReader
 from train.checkpoint import CheckpointKind, load_adaptor
 from train.encoding import encode_rows, resolve_device
 
 ADAPTOR_BACKBONE_INFIX = "+adaptor-"
-FEATURE_DEFINING_FIELDS = ("modality", "backbone", "weights_id", "weights_sha256", "pooling", "dtype")
-"""Provenance fields a store must share with the Adaptor's training store for the Adaptor to apply to it."""
-STORAGE_ONLY_PREPROCESSING = ("tokens", "views")
-"""Preprocessing entries that say which extra arrays a store holds, not how its embeddings were made."""
-
-
 @dataclass(frozen=True)
 class EmbedResult:
     """The store written, its rows, and how many shards this call wrote or found already done."""
@@ -70,9 +64,8 @@ def embed_store(
     torch_device = resolve_device(device)
     loaded = load_adaptor(run_dir, kind, str(torch_device))
     trained_on = loaded.record.provenance[modality.value]
-    source = CacheStore.open(store_path(cache_dir, dataset, modality, trained_on["backbone"]),
-                             expect=_feature_expectation(trained_on))
-    _check_preprocessing(source, trained_on)
+    source = CacheStore.open(store_path(cache_dir, dataset, modality, trained_on["backbone"]))
+    check_same_embedding_space(str(source.path), source.provenance, trained_on)
     if not source.is_complete:
         raise StoreError(f"{source.path}: {len(source.incomplete_shards())} shards are incomplete; "
                          "finish extracting it before embedding")
@@ -109,20 +102,6 @@ def embed_store(
         target.write_shard(span.index, {ArrayName.EMBEDDING: embeddings}, failed)
     return EmbedResult(target.path, target.n_rows, len(pending), len(target.shards()) - len(pending),
                        int((~valid).sum()))
-
-
-def _feature_expectation(trained_on: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: trained_on[name] for name in FEATURE_DEFINING_FIELDS}
-
-
-def _check_preprocessing(source: CacheStore, trained_on: Mapping[str, Any]) -> None:
-    """The source's preprocessing must equal the training store's, apart from which extra arrays were stored."""
-    found = {k: v for k, v in source.provenance.to_json()["preprocessing"].items()
-             if k not in STORAGE_ONLY_PREPROCESSING}
-    expected = {k: v for k, v in trained_on["preprocessing"].items() if k not in STORAGE_ONLY_PREPROCESSING}
-    for name in sorted(set(found) | set(expected)):
-        if found.get(name) != expected.get(name):
-            raise ProvenanceMismatch(str(source.path), f"preprocessing.{name}", expected.get(name), found.get(name))
 
 
 def _without_created(provenance: Mapping[str, Any]) -> dict[str, Any]:

@@ -6,13 +6,10 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from evaluate.metrics import (
-    RetrievalDirection,
     accuracy,
     auroc_report,
     binary_auroc,
     macro_auroc,
-    recall_at_k,
-    retrieval_report,
     segmentation_report,
 )
 
@@ -79,40 +76,6 @@ def test_accuracy_counts_argmax_hits_and_breaks_ties_towards_the_lowest_class():
 def test_accuracy_rejects_labels_beyond_the_score_columns():
     with pytest.raises(ValueError, match=r"\[0, 2\)"):
         accuracy(np.array([0, 2]), np.zeros((2, 2)))
-
-
-def test_recall_at_k_in_both_directions_with_pessimistic_ties():
-    similarity = np.array([[0.9, 0.1, 0.2], [0.8, 0.5, 0.3], [0.7, 0.7, 0.7]])
-    text_for_image = np.array([0, 1, 2])
-    image_to_text = [
-        recall_at_k(similarity, text_for_image, k, RetrievalDirection.IMAGE_TO_TEXT) for k in (1, 2, 3)
-    ]
-    text_to_image = [
-        recall_at_k(similarity, text_for_image, k, RetrievalDirection.TEXT_TO_IMAGE) for k in (1, 2)
-    ]
-    assert image_to_text == pytest.approx([1 / 3, 2 / 3, 1.0])
-    assert text_to_image == pytest.approx([2 / 3, 1.0])
-
-
-def test_constant_similarity_earns_no_recall_at_one():
-    similarity = np.zeros((4, 4))
-    text_for_image = np.arange(4)
-    assert recall_at_k(similarity, text_for_image, 1, RetrievalDirection.IMAGE_TO_TEXT) == 0.0
-    assert recall_at_k(similarity, text_for_image, 4, RetrievalDirection.IMAGE_TO_TEXT) == 1.0
-
-
-def test_text_query_hits_when_any_of_its_images_is_in_the_top_k():
-    similarity = np.array([[0.1, 0.9, 0.0], [0.8, 0.2, 0.0], [0.3, 0.6, 0.0]])
-    text_for_image = np.array([0, 0, 1])
-    report = retrieval_report(similarity, text_for_image, ks=(1, 2))
-    assert report.image_to_text == pytest.approx({1: 2 / 3, 2: 1.0})
-    assert report.text_to_image == pytest.approx({1: 1 / 2, 2: 1.0})
-    assert (report.n_image_queries, report.n_text_queries) == (3, 2)
-
-
-def test_retrieval_rejects_a_text_index_outside_the_matrix():
-    with pytest.raises(ValueError, match="text_for_image"):
-        retrieval_report(np.zeros((2, 2)), np.array([0, 2]))
 
 
 def _mask(*cells: tuple[int, int]) -> np.ndarray:
