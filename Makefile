@@ -17,10 +17,16 @@ CACHE ?= cache
 RUNS ?= runs
 VISION ?= resnet18-random
 TEXT ?= minilm
+RECIPE ?= demo
 VIEWS ?= 2
 SUBJECTS ?= 60
 SEED ?= 0
-SCHEDULER ?= local:1
+SCHEDULER ?= none
+RUN := $(RUNS)/$(VISION)+$(TEXT)
+RESULTS ?= $(RUN)/evaluation
+# Segmentation runs on a SIIM-ACR-layout dataset: the bundled demo one unless SEG_DATA points at the real one.
+SEG_DATA ?= demo/siim-acr
+SEG_DATASET := siim
 
 .PHONY: all install demo-data manifest extract train evaluate sweep bench test clean
 
@@ -51,10 +57,20 @@ extract: manifest
 
 train: install
 	@[ -f $(CACHE)/$(DATASET)/text/$(TEXT).zarr/_shards/000000.json ] || $(MAKE) extract
-	$(ADAPTOR) train run --cache $(CACHE) --dataset $(DATASET) --vision $(VISION) --text $(TEXT) --out $(RUNS)/$(VISION)+$(TEXT) --recipe demo
+	$(ADAPTOR) train run --cache $(CACHE) --dataset $(DATASET) --vision $(VISION) --text $(TEXT) --out $(RUN) --recipe $(RECIPE) --resume
 
 evaluate: train
-	$(ADAPTOR) evaluate retrieval --cache $(CACHE) --dataset $(DATASET) --run $(RUNS)/$(VISION)+$(TEXT)
+	$(ADAPTOR) evaluate retrieval --cache $(CACHE) --dataset $(DATASET) --run $(RUN) --out $(RESULTS)
+	$(ADAPTOR) evaluate classify --cache $(CACHE) --dataset $(DATASET) --run $(RUN) --head linear --fractions 1,10,100 --out $(RESULTS)
+	$(ADAPTOR) evaluate prompts --cache $(CACHE) --name chexpert --text $(TEXT)
+	$(ADAPTOR) extract texts --cache $(CACHE) --dataset prompts-chexpert --backbone $(TEXT)
+	$(ADAPTOR) evaluate zeroshot --cache $(CACHE) --dataset $(DATASET) --run $(RUN) --prompts-name chexpert --out $(RESULTS)
+	@if [ "$(SEG_DATA)" = "demo/siim-acr" ] && [ ! -f $(SEG_DATA)/train-rle.csv ]; then \
+		$(ADAPTOR) extract demo-downstream $(SEG_DATA) --seed $(SEED); fi
+	$(ADAPTOR) extract manifest --dataset $(SEG_DATASET) --root $(SEG_DATA) --out $(CACHE)
+	$(ADAPTOR) extract images --dataset $(SEG_DATASET) --cache $(CACHE) --backbone $(VISION) --tokens
+	$(ADAPTOR) evaluate segment --cache $(CACHE) --dataset $(SEG_DATASET) --vision $(VISION) --out $(RESULTS)
+	$(ADAPTOR) evaluate report --results $(RESULTS)
 
 sweep: install
 	@[ -f $(CACHE)/$(DATASET)/text/$(TEXT).zarr/_shards/000000.json ] || $(MAKE) extract
