@@ -160,7 +160,7 @@ def _expectation(pairs: list[str], option: str) -> dict[str, Any]:
 def _epoch_line(row: dict[str, float], epochs: int) -> str:
     return (f"epoch {int(row['epoch']):>3}/{epochs}  train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}"
             f"  val recall@1/5/10 {row['val_recall@1']:.3f}/{row['val_recall@5']:.3f}/{row['val_recall@10']:.3f}"
-            f"  {row['seconds']:.1f}s")
+            f"  {row['seconds']:.2f}s")
 
 
 def _final_line(result: TrainResult) -> str:
