@@ -19,7 +19,9 @@ from cache_schema import CacheStore, ShardSpan, dataset_dir
 from cache_schema.cluster import Scheduler, parse_scheduler, run_on_dask
 from extract.job import ExtractionJob
 from extract.manifest import read_manifest
-from extract.pipeline import extract_shards, load_encoder, open_store, resolve_image_root, run_shard_task, store_rows
+from extract.pipeline import (
+    Encoder, StoreRows, extract_shards, load_encoder, open_store, resolve_image_root, run_shard_task, store_rows,
+)
 
 
 @dataclass
@@ -52,6 +54,7 @@ def run_extraction(job: ExtractionJob, overwrite: bool = False, scheduler: str =
                    console: Console | None = None) -> ExtractionSummary:
     """Embeds every incomplete shard of the job's store; a complete store is left untouched."""
     console = console or Console(stderr=True)
+    placement = parse_scheduler(scheduler)
     manifest_folder = dataset_dir(job.cache_dir, job.dataset)
     manifest = read_manifest(manifest_folder)
     rows = store_rows(manifest, job.modality)
@@ -63,7 +66,7 @@ def run_extraction(job: ExtractionJob, overwrite: bool = False, scheduler: str =
         started = time.perf_counter()
         with _progress(console) as progress:
             task = progress.add_task(f"{job.modality.value} {job.backbone}", total=sum(s.stop - s.start for s in pending))
-            _run_pending(job, encoder, store, rows, resolve_image_root(job, manifest), pending, parse_scheduler(scheduler),
+            _run_pending(job, encoder, store, rows, resolve_image_root(job, manifest), pending, placement,
                          on_rows=lambda n: progress.advance(task, n))
         summary.seconds = time.perf_counter() - started
         summary.rows_done = sum(s.stop - s.start for s in pending)
@@ -71,7 +74,7 @@ def run_extraction(job: ExtractionJob, overwrite: bool = False, scheduler: str =
     return summary
 
 
-def _run_pending(job: ExtractionJob, encoder, store: CacheStore, rows, image_root: Path, pending: list[ShardSpan],
+def _run_pending(job: ExtractionJob, encoder: Encoder, store: CacheStore, rows: StoreRows, image_root: Path, pending: list[ShardSpan],
                  scheduler: Scheduler, on_rows: Callable[[int], None]) -> None:
     if scheduler.in_process:
         extract_shards(job, encoder, store, rows, image_root, pending,
