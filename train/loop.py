@@ -193,7 +193,7 @@ def _run_epoch(model: Adaptor, data: PairedData, epoch: int, optimizer: torch.op
                scheduler: torch.optim.lr_scheduler.LRScheduler, device: torch.device) -> dict[str, float]:
     """Trains one epoch, validates, and returns the epoch's metrics row."""
     started = time.perf_counter()
-    train_loss = _train_epoch(model, data, epoch, optimizer, scheduler, device)
+    train_loss = train_epoch(model, data, epoch, optimizer, scheduler, device)
     return {
         "epoch": epoch,
         "step": epoch * data.steps_per_epoch,
@@ -205,7 +205,7 @@ def _run_epoch(model: Adaptor, data: PairedData, epoch: int, optimizer: torch.op
     }
 
 
-def _train_epoch(model: Adaptor, data: PairedData, epoch: int, optimizer: torch.optim.Optimizer,
+def train_epoch(model: Adaptor, data: PairedData, epoch: int, optimizer: torch.optim.Optimizer,
                  scheduler: torch.optim.lr_scheduler.LRScheduler, device: torch.device) -> float:
     """One pass over the epoch's batches; returns the mean training loss."""
     model.train()
