@@ -5,6 +5,7 @@ A sample that cannot be read comes back as a failure with its reason, never as a
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -36,6 +37,14 @@ class ImageBatch:
     pixels: torch.Tensor | None
     views: torch.Tensor | None
     failures: dict[int, str]
+
+    def pin_memory(self) -> ImageBatch:
+        """The batch with its tensors in page-locked memory, for fast host-to-GPU copies.
+
+        A DataLoader with pin_memory=True calls this; without it a dataclass batch is left unpinned.
+        """
+        return dataclasses.replace(self, pixels=None if self.pixels is None else self.pixels.pin_memory(),
+                                   views=None if self.views is None else self.views.pin_memory())
 
 
 class ImageRows(Dataset):

@@ -112,3 +112,16 @@ def test_two_processes_writing_different_shards_lose_nothing(tmp_path: Path) -> 
     expected = np.concatenate([shard_arrays(store, s.index)[ArrayName.VIEWS] for s in store.shards()])
     np.testing.assert_array_equal(store.read(ArrayName.VIEWS), expected.astype(np.float16))
     assert store.is_complete and store.valid.all()
+
+
+def test_direct_shard_reads_equal_zarr_reads_for_slices_rows_and_unwritten_shards(empty_store: CacheStore) -> None:
+    empty_store.write_shard(0, shard_arrays(empty_store, 0), {1: "unreadable image: truncated"})
+    empty_store.write_shard(2, shard_arrays(empty_store, 2))
+    rng = np.random.default_rng(0)
+    selections = [None, slice(0, 10), slice(3, 9), slice(4, 8), slice(9, 10),
+                  *(rng.integers(0, 10, size=7) for _ in range(5))]
+    for name in (ArrayName.EMBEDDING, ArrayName.TOKENS, ArrayName.VIEWS, ArrayName.TOKEN_MASK, ArrayName.VALID):
+        through_zarr = empty_store.zarr_array(name)[:]
+        for rows in selections:
+            expected = through_zarr if rows is None else through_zarr[rows]
+            np.testing.assert_array_equal(empty_store.read(name, rows), expected, err_msg=f"{name} {rows}")

@@ -1,0 +1,55 @@
+"""Smoke runs of the benchmarks at --quick sizes: each finishes and prints every ratio it promises."""
+import re
+
+from typer.testing import CliRunner
+
+from bench import cache_formats, extract
+
+RATIO_LINE = re.compile(r"^ratio (?P<name>.+?): (?P<value>\d+\.\d+)x?( \(goal (>=|<=) [\d.]+x?: (met|MISSED)\))?$")
+
+
+def _ratios(output: str) -> dict[str, float]:
+    """Every `ratio NAME: VALUE` line, by name; a malformed ratio line fails the test."""
+    ratios = {}
+    for line in output.splitlines():
+        if line.startswith("ratio "):
+            match = RATIO_LINE.match(line)
+            assert match, f"malformed ratio line: {line!r}"
+            ratios[match["name"]] = float(match["value"])
+    return ratios
+
+
+def _run(app, *args: str) -> str:
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    assert "command: python -m bench." in result.output and "machine: " in result.output
+    return result.output
+
+
+def test_extract_benchmark_prints_pipeline_bounds_and_draft_speedup() -> None:
+    ratios = _ratios(_run(extract.app, "--quick"))
+    bound = {name for name in ratios if name.startswith("pipeline/bound")}
+    assert bound in ({"pipeline/bound, the forward"}, {"pipeline/bound, the decode"}), ratios
+    assert set(ratios) - bound == {
+        "pipeline/forward", "pipeline/decode", "pipeline end to end/forward", "JPEG draft decode speed-up",
+    }
+    assert all(value > 0 for value in ratios.values())
+
+
+def test_extract_benchmark_refuses_a_run_without_a_steady_state() -> None:
+    result = CliRunner().invoke(extract.app, ["--quick", "--images", "16", "--batch-size", "4"])
+    assert result.exit_code == 2
+    assert "--images" in result.output
+
+
+def test_cache_formats_benchmark_prints_size_and_read_ratios() -> None:
+    output = _run(cache_formats.app, "--quick")
+    ratios = _ratios(output)
+    assert {name.split(" (")[0] for name in ratios} == {
+        "store full read / fastest",
+        "store bytes / published float32 npy bytes",
+        "store read throughput / raw read of its shard files",
+    }
+    assert all(value > 0 for value in ratios.values())
+    for contender in ("store (zarr v3 f16)", "npy per split (f32)", "hdf5 (f16)", "hdf5 (f32)"):
+        assert any(line.startswith(contender) for line in output.splitlines()), contender
