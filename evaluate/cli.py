@@ -6,14 +6,14 @@ results folder into a Markdown report with plots.
 """
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import typer
 
 from cache_schema import IncompleteProvenance, Modality, ProvenanceMismatch, StoreError
+from cache_schema.cli import input_errors_exit
 from evaluate.classify import (
     ClassificationError,
     ClassifySettings,
@@ -86,7 +86,7 @@ def classify(
     """Fit a head on 1/10/100% of the training split, on Adaptor and backbone features; AUROC or accuracy."""
     out_dir = _out_dir(out, run_dir)
     settings = ClassifySettings(head=head, fractions=_fractions(fractions), seed=seed, n_resamples=resamples)
-    with _input_errors():
+    with input_errors_exit(*INPUT_ERRORS):
         run = _open_run(run_dir, checkpoint, device)
         spaces = _spaces(spaces, run)
         adaptor = run if FeatureSpace.ADAPTOR in spaces else None
@@ -116,7 +116,7 @@ def zeroshot(
 ) -> None:
     """Score images against class prompts by cosine similarity in Adaptor space; AUROC or accuracy."""
     out_dir = _out_dir(out, run_dir)
-    with _input_errors():
+    with input_errors_exit(*INPUT_ERRORS):
         run = open_adaptor_run(run_dir, checkpoint, device)
         result = run_zeroshot(cache, dataset, prompts, run, ZeroShotSettings(split, seed, resamples), device)
         _finish([result], out_dir)
@@ -136,7 +136,7 @@ def retrieval(
 ) -> None:
     """Image <-> text recall@1/5/10 through the Adaptor on a held-out split, with chance level."""
     out_dir = _out_dir(out, run_dir)
-    with _input_errors():
+    with input_errors_exit(*INPUT_ERRORS):
         run = open_adaptor_run(run_dir, checkpoint, device)
         settings = RetrievalSettings(split=split, seed=seed, n_resamples=resamples)
         _finish([run_retrieval(cache, dataset, run, settings, device)], out_dir)
@@ -158,7 +158,7 @@ def segment(
     """Train a light decoder on cached patch tokens at 1/10/100% of train; Dice and IoU, all and positive-only."""
     settings = SegmentSettings(fractions=_fractions(fractions), seed=seed, n_resamples=resamples, epochs=epochs,
                                mask_size=mask_size)
-    with _input_errors():
+    with input_errors_exit(*INPUT_ERRORS):
         rows = open_dataset_rows(cache, dataset, vision)
         context = RunContext(dataset, {"image": rows.store.provenance.to_json()}, None)
         _echo_dropped(rows.dropped)
@@ -174,7 +174,7 @@ def prompts(
     text: Optional[str] = typer.Option(None, "--text", help="Text backbone, for the next command shown."),
 ) -> None:
     """Write the manifest of a prompt set, for `adaptor extract texts` to embed (evaluate runs no backbone)."""
-    with _input_errors():
+    with input_errors_exit(*INPUT_ERRORS):
         csv_path = write_prompt_manifest(cache, name, prompts_file)
     typer.echo(f"wrote {csv_path} from {prompts_file}")
     typer.echo(f"next: adaptor extract texts --cache {cache} --dataset {prompt_dataset(name)} "
@@ -187,7 +187,7 @@ def report(
     results: Path = typer.Option(..., "--results", help="Results folder written by the other commands."),
 ) -> None:
     """Write RESULTS/report.md (tables 1/10/100% side by side, provenance) and RESULTS/plots/*.png."""
-    with _input_errors():
+    with input_errors_exit(*INPUT_ERRORS):
         stored = read_results(results)
         if not stored:
             raise ResultError(f"{results}: no result files; run an evaluate command with --out {results} first")
@@ -195,16 +195,6 @@ def report(
         path = write_report(results, plots)
     typer.echo(render_tables([entry.record for entry in stored]))
     typer.echo(f"report: {path} ({len(plots)} plots in {results / PLOTS_FOLDER})")
-
-
-@contextlib.contextmanager
-def _input_errors() -> Iterator[None]:
-    """Turns an input error into one line on stderr and exit code 2."""
-    try:
-        yield
-    except INPUT_ERRORS as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
 
 
 def _finish(runs: Sequence[EvaluatedRun], out_dir: Path) -> None:

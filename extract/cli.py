@@ -8,6 +8,7 @@ import torch
 import typer
 
 from cache_schema import Modality, ProvenanceMismatch, StoreError
+from cache_schema.cli import input_errors_exit
 from cache_schema.cluster import SCHEDULER_HELP, SchedulerError
 from extract.backbones import BACKBONES, UnknownBackbone
 from extract.demo import MIN_SUBJECTS, write_demo_dataset
@@ -80,11 +81,8 @@ def texts(
 
 
 def _extract(job: ExtractionJob, overwrite: bool, scheduler: str) -> None:
-    try:
+    with input_errors_exit(*RUN_ERRORS):
         summary = run_extraction(job, overwrite=overwrite, scheduler=scheduler)
-    except RUN_ERRORS as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
     for reason, count in sorted(summary.failures.items()):
         typer.echo(f"skipped {count:>5}  {reason}")
     typer.echo(summary.final_line())
@@ -206,11 +204,8 @@ def manifest_command(
     given = {"--reports": reports, "--views": views, "--merge-val-test": merge_val_test or None,
              "--uncertain": uncertain, "--blank": blank, "--val-fraction": val_fraction,
              "--test-fraction": test_fraction, "--seed": seed}
-    try:
+    with input_errors_exit(ValueError):  # a layout error naming the file, or an option that does not fit
         manifest = _read_dataset(dataset, root.resolve(), given)
-    except ValueError as error:  # a layout error naming the file, or an option that does not fit
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
     csv_path = write_manifest(manifest, out / dataset.value)
     for line in _manifest_report(manifest, csv_path):
         typer.echo(line)
@@ -256,11 +251,8 @@ def demo_data_command(
     seed: int = typer.Option(0, "--seed", help="Same seed, same bytes."),
 ) -> None:
     """Write the bundled synthetic demo dataset in the MIMIC-CXR-JPG 2.0.0 layout, faults included."""
-    try:
+    with input_errors_exit(FileExistsError):
         summary = write_demo_dataset(out, subjects=subjects, seed=seed)
-    except FileExistsError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
     for line in summary.lines():
         typer.echo(line)
     typer.echo(f"next: adaptor extract manifest --dataset mimic-cxr --root {out} --out cache")
@@ -273,11 +265,8 @@ def demo_downstream_command(
     seed: int = typer.Option(0, "--seed", help="Same seed, same bytes."),
 ) -> None:
     """Write a synthetic downstream dataset in the SIIM-ACR Pneumothorax layout: DICOMs, pneumothorax masks."""
-    try:
+    with input_errors_exit(FileExistsError):
         summary = write_demo_siim(out, images=images, seed=seed)
-    except FileExistsError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
     for line in summary.lines():
         typer.echo(line)
     typer.echo(f"next: adaptor extract manifest --dataset siim --root {out} --out cache")

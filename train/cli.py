@@ -1,11 +1,10 @@
 """`adaptor train`: train an Adaptor from the cache, sweep a grid of settings, embed a store with a trained Adaptor."""
 from __future__ import annotations
 
-import contextlib
 import json
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import typer
 
@@ -18,6 +17,7 @@ from train.model import AdaptorInputs
 from train.pairs import PairingError, open_pair_stores, pair_stores
 from train.recipe import RECIPES, Recipe, RecipeError, RecipeName, Selection
 from cache_schema.cluster import SCHEDULER_HELP, SchedulerError
+from cache_schema.cli import input_errors_exit
 from train.sweep import GridError, SweepOutcome, expand_grid, read_grid, run_sweep
 
 INPUT_ERRORS = (StoreError, ProvenanceMismatch, IncompleteProvenance, PairingError, RecipeError, RunFolderError,
@@ -75,7 +75,7 @@ def run(
 ) -> None:
     """Train an Adaptor on an image store and a text store joined by study id."""
     overrides = {name: value for name, value in locals().items() if name in RECIPE_OPTION_NAMES and value is not None}
-    with _input_errors():
+    with input_errors_exit(*INPUT_ERRORS):
         settings = RECIPES[recipe].with_overrides(overrides)
         stores = open_pair_stores(cache, dataset, vision, text, _expectation(expect_image, "--expect-image"),
                                   _expectation(expect_text, "--expect-text"))
@@ -101,7 +101,7 @@ def sweep(
     device: str = DEVICE_OPTION,
 ) -> None:
     """Train every combination of a grid (skipping finished ones) and write a leaderboard."""
-    with _input_errors():
+    with input_errors_exit(*INPUT_ERRORS):
         runs = expand_grid(read_grid(grid), recipe, vision, text, source=str(grid))
         typer.echo(f"{len(runs)} combinations in {grid}")
         ranked = run_sweep(runs, cache, dataset, out, device=device, scheduler=scheduler, rank_by=rank_by,
@@ -124,21 +124,11 @@ def embed(
     device: str = DEVICE_OPTION,
 ) -> None:
     """Write Adaptor-space embeddings of a dataset's store as a new cache store."""
-    with _input_errors():
+    with input_errors_exit(*INPUT_ERRORS):
         result = embed_store(run_dir, cache, dataset, modality, out, checkpoint, device, batch_size)
     typer.echo(f"embedded {result.rows} rows ({result.shards_written} shards written, "
                f"{result.shards_already_done} already done, {result.failed_rows} invalid in the source) "
                f"into {result.store}")
-
-
-@contextlib.contextmanager
-def _input_errors() -> Iterator[None]:
-    """Turns an input error into one line on stderr and exit code 2."""
-    try:
-        yield
-    except INPUT_ERRORS as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
 
 
 def _expectation(pairs: list[str], option: str) -> dict[str, Any]:
