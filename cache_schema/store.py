@@ -87,6 +87,11 @@ class Failure:
     id: str
     reason: str
 
+    @property
+    def kind(self) -> str:
+        """The reason without its sample-specific detail (a path or count in trailing parentheses), for counting."""
+        return self.reason.split(" (", 1)[0]
+
 
 def default_shard_rows(features: FeatureShape) -> int:
     """Rows per shard so that the widest array's shard is near DEFAULT_SHARD_BYTES."""

@@ -91,7 +91,7 @@ def store_summary(path: Path) -> dict[str, Any]:
         "valid_rows": int(store.valid.sum()),
         "shards": {"total": len(store.shards()), "complete": len(complete)},
         "splits": dict(sorted(Counter(store.splits.tolist()).items())),
-        "failures": {"count": len(failures), "by_reason": dict(Counter(_reason_kind(f.reason) for f in failures))},
+        "failures": {"count": len(failures), "by_reason": dict(Counter(f.kind for f in failures))},
         "bytes_on_disk": sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()
                              and MARKER_FOLDER not in p.parts),
         "arrays": arrays,
@@ -120,8 +120,3 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"  {name:<11} {a['dtype']:<8} ({dims})")
     lines.append("preprocessing " + json.dumps(p["preprocessing"], sort_keys=True))
     return "\n".join(lines)
-
-
-def _reason_kind(reason: str) -> str:
-    """The reason without its sample-specific detail (text after the first colon)."""
-    return reason.split(":", 1)[0]

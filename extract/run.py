@@ -70,7 +70,7 @@ def run_extraction(job: ExtractionJob, overwrite: bool = False, scheduler: str =
                          on_rows=lambda n: progress.advance(task, n))
         summary.seconds = time.perf_counter() - started
         summary.rows_done = sum(s.stop - s.start for s in pending)
-    summary.failures = Counter(_reason_kind(f.reason) for f in CacheStore.open(store.path).failures())
+    summary.failures = Counter(f.kind for f in CacheStore.open(store.path).failures())
     return summary
 
 
@@ -95,7 +95,3 @@ class _RateColumn(ProgressColumn):
 def _progress(console: Console) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _RateColumn(),
                     TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console)
-
-
-def _reason_kind(reason: str) -> str:
-    return reason.split(" (", 1)[0]

@@ -55,11 +55,11 @@ def test_provenance_missing_a_field_is_reported(full_store: CacheStore) -> None:
 
 def test_summary_counts_rows_splits_failures(empty_store: CacheStore, tmp_path: Path) -> None:
     for span in empty_store.shards():
-        failed = {span.start: "missing file: x.jpg"} if span.index == 0 else {}
+        failed = {span.start: "unreadable image: file not found (files/p10/x.jpg)"} if span.index == 0 else {}
         empty_store.write_shard(span.index, shard_arrays(empty_store, span.index), failed)
     summary = store_summary(empty_store.path)
     assert summary["rows"] == 10 and summary["valid_rows"] == 9
     assert summary["splits"] == {"test": 2, "train": 6, "validate": 2}
-    assert summary["failures"] == {"count": 1, "by_reason": {"missing file": 1}}
+    assert summary["failures"] == {"count": 1, "by_reason": {"unreadable image: file not found": 1}}
     assert summary["arrays"]["tokens"]["dims"] == ["sample", "token", "feature"]
     assert summary["provenance"]["backbone"] == "tiny-vit"
