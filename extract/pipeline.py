@@ -24,7 +24,7 @@ from cache_schema import ArrayName, CacheStore, FeatureShape, Modality, Provenan
 from extract.encoders import ImageEncoder, TextEncoder, load_image_encoder, load_text_encoder
 from extract.job import ExtractionJob
 from extract.manifest import Manifest, ManifestRow, manifest_sha256, read_manifest
-from extract.sources import ImageRows, collate_images, text_batches
+from extract.sources import ImageRows, collate_images, text_batch
 
 Encoder = ImageEncoder | TextEncoder
 ShardDone = Callable[[ShardSpan, int], None]
@@ -184,7 +184,7 @@ def _embedded_batches(
     batches = shard_batches(spans, job.batch_size)
     if job.modality is Modality.TEXT:
         for batch_rows in batches:
-            [batch] = text_batches([rows.manifest_rows[r] for r in batch_rows], batch_rows[0], len(batch_rows))
+            batch = text_batch([rows.manifest_rows[r] for r in batch_rows], batch_rows)
             outputs = _encoder_arrays(encoder.encode(batch.texts, with_tokens=job.tokens)) if batch.texts else {}
             yield batch_rows[0] // shard_rows, batch.rows, outputs, batch.failures
         return

@@ -91,14 +91,11 @@ class TextBatch:
     failures: dict[int, str]
 
 
-def text_batches(studies: Sequence[ManifestRow], start: int, batch_size: int) -> list[TextBatch]:
-    """A shard's study rows in fixed batches; a report the reader flagged is a failure with that reason."""
-    batches = []
-    for offset in range(0, len(studies), batch_size):
-        chunk = list(enumerate(studies[offset: offset + batch_size], start=start + offset))
-        batches.append(TextBatch(
-            rows=[row for row, study in chunk if study.report_usable],
-            texts=[study.report_text for _, study in chunk if study.report_usable],
-            failures={row: f"report unusable: {study.report_issue}" for row, study in chunk if not study.report_usable},
-        ))
-    return batches
+def text_batch(studies: Sequence[ManifestRow], rows: Sequence[int]) -> TextBatch:
+    """One batch of study rows with their store row numbers; a report the reader flagged is a failure with its reason."""
+    chunk = list(zip(rows, studies))
+    return TextBatch(
+        rows=[row for row, study in chunk if study.report_usable],
+        texts=[study.report_text for _, study in chunk if study.report_usable],
+        failures={row: f"report unusable: {study.report_issue}" for row, study in chunk if not study.report_usable},
+    )
