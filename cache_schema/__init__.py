@@ -2,7 +2,7 @@
 from cache_schema.layout import ArrayName, Modality, dataset_dir, store_path
 from cache_schema.provenance import IncompleteProvenance, Provenance, ProvenanceMismatch
 from cache_schema.store import CacheStore, FeatureShape, Failure, ShardSpan, StoreError
-from cache_schema.verify import VerifyReport, store_summary, verify_store
+from cache_schema.verify import VerifyReport, require_finite, store_summary, verify_store
 
 __all__ = [
     "ArrayName",
@@ -17,6 +17,7 @@ __all__ = [
     "StoreError",
     "VerifyReport",
     "dataset_dir",
+    "require_finite",
     "store_path",
     "store_summary",
     "verify_store",

@@ -70,6 +70,18 @@ def verify_store(path: Path) -> VerifyReport:
     return VerifyReport(str(path), problems)
 
 
+def require_finite(store: CacheStore, rows: np.ndarray, *arrays: np.ndarray) -> None:
+    """Refuses NaN or infinite values read from rows marked valid, naming how many rows and the first sample.
+
+    Each array holds one entry per row (any trailing shape), in the order of `rows`.
+    """
+    finite = np.logical_and.reduce([np.isfinite(a).reshape(len(rows), -1).all(axis=1) for a in arrays])
+    if not finite.all():
+        sample = store.ids[rows[np.argmin(finite)]]
+        raise StoreError(f"{store.path}: {int((~finite).sum())} rows marked valid hold NaN or infinite values, "
+                         f"e.g. sample {sample}; run `adaptor cache verify` and re-extract")
+
+
 def store_summary(path: Path) -> dict[str, Any]:
     """A JSON-able description of a store: sizes, shards, splits, failures, arrays and provenance."""
     store = CacheStore.open(path)

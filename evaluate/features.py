@@ -16,7 +16,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from cache_schema import ArrayName, CacheStore, Modality, ProvenanceMismatch, StoreError, dataset_dir, store_path
+from cache_schema import (
+    ArrayName, CacheStore, Modality, ProvenanceMismatch, StoreError, dataset_dir, require_finite, store_path,
+)
 from cache_schema.provenance import check_same_embedding_space
 from evaluate.results import FeatureSpace
 from extract.manifest import Manifest, manifest_sha256, read_manifest
@@ -161,7 +163,7 @@ def pooled_features(rows: DatasetRows, positions: np.ndarray, space: FeatureSpac
         for start in range(0, len(store_rows), ENCODE_BATCH_ROWS):
             batch = store_rows[start:start + ENCODE_BATCH_ROWS]
             features[start:start + len(batch)] = rows.store.read(ArrayName.EMBEDDING, batch)
-        _check_finite(rows.store, store_rows, features)
+        require_finite(rows.store, store_rows, features)
         return features
     if run is None:
         raise ValueError("Adaptor features need a trained Adaptor: pass --run RUN_DIR")
@@ -178,14 +180,6 @@ def adaptor_embeddings(store: CacheStore, store_rows: np.ndarray, run: AdaptorRu
         return np.empty((0, model.config.projection_dim), dtype=np.float32)
     torch_device = resolve_device(device)
     return encode_rows(encode, reader, store_rows, ENCODE_BATCH_ROWS, torch_device).cpu().numpy()
-
-
-def _check_finite(store: CacheStore, store_rows: np.ndarray, features: np.ndarray) -> None:
-    bad = ~np.isfinite(features).all(axis=1)
-    if bad.any():
-        sample = store.ids[store_rows[np.argmax(bad)]]
-        raise StoreError(f"{store.path}: {int(bad.sum())} rows marked valid hold NaN or infinite values, "
-                         f"e.g. sample {sample}; run `adaptor cache verify` and re-extract")
 
 
 def _label_value(value: float | None) -> float:

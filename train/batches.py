@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cache_schema import ArrayName, CacheStore, StoreError
+from cache_schema import ArrayName, CacheStore, StoreError, require_finite
 from train.model import AdaptorInputs
 from train.pairs import PairingError, SplitPairs, StorePairing, load_pooled
 from train.recipe import Recipe
@@ -124,12 +124,7 @@ class FeatureReader:
         """Refuses NaN or infinite pooled inputs in the given rows, naming the first such sample."""
         if self._pooled is None:
             return
-        arrays = [self._pooled[rows]] + ([] if self._views is None else [self._views[rows]])
-        bad = ~np.logical_and.reduce([np.isfinite(a).reshape(len(rows), -1).all(axis=1) for a in arrays])
-        if bad.any():
-            sample = self.store.ids[rows[np.argmax(bad)]]
-            raise StoreError(f"{self.store.path}: {int(bad.sum())} rows marked valid hold NaN or infinite values, "
-                             f"e.g. sample {sample}; run `adaptor cache verify` and re-extract")
+        require_finite(self.store, rows, self._pooled[rows], *([] if self._views is None else [self._views[rows]]))
 
     def read(self, rows: np.ndarray, views: np.ndarray | None = None) -> tuple[Tensor, Tensor | None]:
         """Features (and token mask) of `rows`; `views[i]` picks row i's input: 0 = plain, k = cached view k."""

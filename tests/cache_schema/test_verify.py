@@ -3,8 +3,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from cache_schema import ArrayName, CacheStore, store_summary, verify_store
+from cache_schema import ArrayName, CacheStore, StoreError, require_finite, store_summary, verify_store
 from tests.cache_schema.conftest import shard_arrays
 
 
@@ -63,3 +64,13 @@ def test_summary_counts_rows_splits_failures(empty_store: CacheStore, tmp_path: 
     assert summary["failures"] == {"count": 1, "by_reason": {"unreadable image: file not found": 1}}
     assert summary["arrays"]["tokens"]["dims"] == ["sample", "token", "feature"]
     assert summary["provenance"]["backbone"] == "tiny-vit"
+
+
+def test_require_finite_names_the_count_and_first_bad_sample(full_store: CacheStore, ids: list[str]) -> None:
+    rows = np.array([2, 5, 7])
+    values = np.ones((3, 4), dtype=np.float32)
+    require_finite(full_store, rows, values, np.zeros((3, 2, 4)))
+    values[1, 2] = np.inf
+    values[2, 0] = np.nan
+    with pytest.raises(StoreError, match=f"2 rows .* e.g. sample {ids[5]}"):
+        require_finite(full_store, rows, values)
