@@ -78,6 +78,7 @@ sweep: install
 
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.extract
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.dask_extract
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.cache_formats
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.train
 

@@ -26,12 +26,12 @@ import tempfile
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
 import typer
 from PIL import Image
-from torch.utils.data import DataLoader
 
 from bench.common import Ratio, best_seconds, describe_machine, timed
 from cache_schema import CacheStore, Modality, ShardSpan, dataset_dir
@@ -44,7 +44,7 @@ from extract.images import read_grayscale
 from extract.job import ExtractionJob
 from extract.manifest import CHEXPERT_LABELS, Manifest, ManifestRow, Split, read_manifest, write_manifest
 from extract.pipeline import StoreRows, extract_shards, open_store, shard_batches, store_rows
-from extract.sources import ImageBatch, ImageRows, collate_images
+from extract.sources import Decoders, ImageBatch, ImageRows, image_batches
 
 DATASET = "bench"
 RANDOM_INIT_SEED = 0
@@ -321,12 +321,11 @@ class ExtractionBenchmark:
         return open_store(self.job, self.encoder, dataset_dir(self.image_set.cache_dir, DATASET), self.rows,
                           overwrite=True)
 
-    def _loader(self, spans: list[ShardSpan]) -> DataLoader:
-        """Built as `extract.pipeline` builds its image loader."""
+    def _loader(self, spans: list[ShardSpan]) -> Iterator[ImageBatch]:
+        """The batches `extract.pipeline` decodes in one process: DataLoader worker processes."""
         dataset = ImageRows(self.rows.manifest_rows, self.image_set.image_root, self.spec, views=0)
-        return DataLoader(dataset, batch_sampler=shard_batches(spans, self.settings.batch_size),
-                          num_workers=self.settings.workers, collate_fn=collate_images,
-                          pin_memory=self.settings.device is Device.CUDA)
+        return image_batches(dataset, shard_batches(spans, self.settings.batch_size), self.settings.workers,
+                             Decoders.PROCESSES, pin_memory=self.settings.device is Device.CUDA)
 
     @staticmethod
     def _checked(batches: list[ImageBatch]) -> list[ImageBatch]:

@@ -6,7 +6,10 @@ place their tasks through this one module so `--scheduler` means the same thing 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence, TypeVar
+
+if TYPE_CHECKING:
+    from distributed import LocalCluster
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -51,12 +54,9 @@ def run_on_dask(scheduler: Scheduler, task: Callable[[Item], Result], items: Seq
     Each task does its whole unit of work itself (writes its whole shard, trains its whole run),
     so no two workers ever write the same object. A task's error is raised here.
     """
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import Client, as_completed
 
-    cluster = None
-    if scheduler.address is None:
-        cluster = LocalCluster(n_workers=scheduler.local_workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
+    cluster = local_cluster(scheduler.local_workers) if scheduler.address is None else None
     client = Client(scheduler.address or cluster)
     try:
         futures = client.map(task, list(items), pure=False)
@@ -67,3 +67,10 @@ def run_on_dask(scheduler: Scheduler, task: Callable[[Item], Result], items: Seq
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def local_cluster(workers: int) -> LocalCluster:
+    """The cluster `local:N` starts: N single-threaded worker processes on this machine; close it after use."""
+    from distributed import LocalCluster
+
+    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)

@@ -49,7 +49,8 @@ def images(
     tokens: bool = TOKENS_OPTION,
     views: int = typer.Option(0, "--views", min=0, help="Also store K seeded augmented views of every image."),
     batch_size: int = BATCH_OPTION,
-    workers: int = typer.Option(2, "--workers", min=0, help="DataLoader worker processes decoding images."),
+    workers: int = typer.Option(2, "--workers", min=0, help="Decoders reading images ahead of the forward pass: "
+                                "worker processes, or threads in each Dask shard task."),
     device: str = DEVICE_OPTION,
     shard_rows: int = SHARD_OPTION,
     image_root: Path = typer.Option(None, "--image-root", help="Images moved since the manifest was written: read "

@@ -18,13 +18,12 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from cache_schema import ArrayName, CacheStore, FeatureShape, Modality, Provenance, ShardSpan, dataset_dir
 from extract.encoders import ImageEncoder, TextEncoder, load_image_encoder, load_text_encoder
 from extract.job import ExtractionJob
 from extract.manifest import Manifest, ManifestRow, manifest_sha256, read_manifest
-from extract.sources import ImageRows, collate_images, text_batch
+from extract.sources import Decoders, ImageRows, image_batches, text_batch
 
 Encoder = ImageEncoder | TextEncoder
 ShardDone = Callable[[ShardSpan, int], None]
@@ -156,15 +155,19 @@ def extract_shards(
     spans: Sequence[ShardSpan],
     on_shard_done: ShardDone,
     on_batch_done: BatchDone = lambda n: None,
+    decoders: Decoders = Decoders.PROCESSES,
 ) -> None:
-    """Embeds and writes the given shards; every row ends embedded or recorded as a failure."""
+    """Embeds and writes the given shards; every row ends embedded or recorded as a failure.
+
+    `job.num_workers` decoders of the given kind read the images ahead of the forward pass.
+    """
     if not spans:
         return
     writer = ShardWriter(store, on_shard_done)
     buffers: dict[int, ShardBuffer] = {}
     try:
         for shard_index, batch_rows, outputs, failures in _embedded_batches(job, encoder, rows, image_root, spans,
-                                                                            store.shard_rows):
+                                                                            store.shard_rows, decoders):
             buffer = buffers.get(shard_index)
             if buffer is None:  # allocated once per shard: a --tokens shard buffer is hundreds of MB
                 buffer = buffers[shard_index] = ShardBuffer(store, store.shards()[shard_index])
@@ -178,7 +181,7 @@ def extract_shards(
 
 def _embedded_batches(
     job: ExtractionJob, encoder: Encoder, rows: StoreRows, image_root: Path, spans: Sequence[ShardSpan],
-    shard_rows: int,
+    shard_rows: int, decoders: Decoders,
 ) -> Iterator[tuple[int, list[int], dict[ArrayName, np.ndarray], dict[int, str]]]:
     """(shard index, embedded rows, their arrays, failed rows) for each fixed batch of the spans."""
     batches = shard_batches(spans, job.batch_size)
@@ -189,8 +192,7 @@ def _embedded_batches(
             yield batch_rows[0] // shard_rows, batch.rows, outputs, batch.failures
         return
     dataset = ImageRows(rows.manifest_rows, image_root, encoder.spec, views=job.views)
-    loader = DataLoader(dataset, batch_sampler=batches, num_workers=job.num_workers, collate_fn=collate_images,
-                        pin_memory=encoder.device.type == "cuda", persistent_workers=False)
+    loader = image_batches(dataset, batches, job.num_workers, decoders, pin_memory=encoder.device.type == "cuda")
     for batch_rows, batch in zip(batches, loader):
         outputs: dict[ArrayName, np.ndarray] = {}
         if batch.pixels is not None:
@@ -238,7 +240,12 @@ def cached_encoder(job: ExtractionJob) -> Encoder:
 
 
 def run_shard_task(job: ExtractionJob, span: ShardSpan) -> int:
-    """A self-contained shard task (for Dask workers): embeds and writes one shard; returns its failure count."""
+    """A self-contained shard task (for Dask workers): embeds and writes one shard; returns its failure count.
+
+    Its `job.num_workers` decoders are threads: a Dask worker process is daemonic (it may not
+    start processes), and its start method is spawn, so decoding processes would cost seconds of
+    start-up in every shard task.
+    """
     manifest_folder = dataset_dir(job.cache_dir, job.dataset)
     manifest = read_manifest(manifest_folder)
     rows = store_rows(manifest, job.modality)
@@ -246,5 +253,5 @@ def run_shard_task(job: ExtractionJob, span: ShardSpan) -> int:
     store = CacheStore.open(job.store, writable=True)
     written: list[int] = []
     extract_shards(job, encoder, store, rows, resolve_image_root(job, manifest), [span],
-                   on_shard_done=lambda s, failures: written.append(failures))
+                   on_shard_done=lambda s, failures: written.append(failures), decoders=Decoders.THREADS)
     return written[0]

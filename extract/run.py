@@ -1,7 +1,6 @@
 """One extraction run from start to summary: resume or refuse, schedule the shards, report progress."""
 from __future__ import annotations
 
-import dataclasses
 import functools
 import time
 from collections import Counter
@@ -80,8 +79,7 @@ def _run_pending(job: ExtractionJob, encoder: Encoder, store: CacheStore, rows: 
         extract_shards(job, encoder, store, rows, image_root, pending,
                        on_shard_done=lambda span, failures: None, on_batch_done=on_rows)
         return
-    task = functools.partial(run_shard_task, dataclasses.replace(job, num_workers=0))  # dask workers are daemons:
-    for span, _ in run_on_dask(scheduler, task, pending):                                # no DataLoader children
+    for span, _ in run_on_dask(scheduler, functools.partial(run_shard_task, job), pending):
         on_rows(span.stop - span.start)
 
 

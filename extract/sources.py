@@ -1,17 +1,21 @@
 """Readers: turn a shard's manifest rows into backbone inputs, recording what cannot be read.
 
-A DataLoader runs these in worker processes so that JPEG decoding overlaps the forward pass.
-A sample that cannot be read comes back as a failure with its reason, never as a blank input.
+Decoders (worker processes in one run, threads inside Dask shard tasks) run these so that JPEG
+decoding overlaps the forward pass. A sample that cannot be read comes back as a failure
+with its reason, never as a blank input.
 """
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from extract.backbones import BackboneSpec
 from extract.image_transforms import augmented_view, preprocess, view_seed
@@ -80,6 +84,57 @@ def collate_images(samples: list[ImageSample]) -> ImageBatch:
         views=torch.stack([s.views for s in readable]) if readable and readable[0].views is not None else None,
         failures={s.row: s.failure for s in samples if s.failure is not None},
     )
+
+
+class Decoders(str, Enum):
+    """What decodes images ahead of the forward pass."""
+
+    PROCESSES = "processes"
+    """DataLoader worker processes: started once per run, so one run in one process uses these."""
+    THREADS = "threads"
+    """A thread pool: nothing to start per task, and allowed inside daemonic Dask worker processes."""
+
+
+BATCHES_IN_FLIGHT_PER_DECODER = 2
+"""Batches each decoder works ahead of the forward pass (the DataLoader's default prefetch factor)."""
+
+
+def image_batches(dataset: ImageRows, batches: Sequence[list[int]], decoders: int, kind: Decoders,
+                  pin_memory: bool) -> Iterator[ImageBatch]:
+    """The dataset's fixed batches, in order, decoded by `decoders` processes or threads ahead of use.
+
+    The two kinds give the same batches, byte for byte; 0 decoders decode in the calling thread.
+    """
+    if kind is Decoders.THREADS and decoders:
+        yield from decoded_by_threads(dataset, batches, decoders, pin_memory)
+        return
+    yield from DataLoader(dataset, batch_sampler=batches, num_workers=decoders, collate_fn=collate_images,
+                          pin_memory=pin_memory, persistent_workers=False)
+
+
+def decoded_by_threads(dataset: ImageRows, batches: Sequence[list[int]], threads: int,
+                       pin_memory: bool) -> Iterator[ImageBatch]:
+    """The dataset's fixed batches, in order, decoded by a pool of `threads` threads working ahead.
+
+    Threads decode in parallel because Pillow and torch release the GIL while decoding and
+    resizing (two threads decode 2.0x as fast as one on the benchmark's radiographs). A separate
+    thread collates (and pins) each batch, as a DataLoader's pin-memory thread does.
+    """
+    with ThreadPoolExecutor(threads, thread_name_prefix="decode") as decode, \
+            ThreadPoolExecutor(1, thread_name_prefix="collate") as collate:
+        in_flight: deque[Future[ImageBatch]] = deque()
+        for batch_rows in batches:
+            samples = [decode.submit(dataset.__getitem__, row) for row in batch_rows]
+            in_flight.append(collate.submit(_collated, samples, pin_memory))
+            if len(in_flight) >= threads * BATCHES_IN_FLIGHT_PER_DECODER:
+                yield in_flight.popleft().result()
+        while in_flight:
+            yield in_flight.popleft().result()
+
+
+def _collated(samples: list[Future[ImageSample]], pin_memory: bool) -> ImageBatch:
+    batch = collate_images([sample.result() for sample in samples])
+    return batch.pin_memory() if pin_memory else batch
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ import re
 
 from typer.testing import CliRunner
 
-from bench import cache_formats, extract
+from bench import cache_formats, dask_extract, extract
 
 RATIO_LINE = re.compile(r"^ratio (?P<name>.+?): (?P<value>\d+\.\d+)x?( \(goal (>=|<=) [\d.]+x?: (met|MISSED)\))?$")
 
@@ -53,3 +53,9 @@ def test_cache_formats_benchmark_prints_size_and_read_ratios() -> None:
     assert all(value > 0 for value in ratios.values())
     for contender in ("store (zarr v3 f16)", "npy per split (f32)", "hdf5 (f16)", "hdf5 (f32)"):
         assert any(line.startswith(contender) for line in output.splitlines()), contender
+
+
+def test_dask_extract_benchmark_prints_the_decoder_ratios() -> None:
+    ratios = _ratios(_run(dask_extract.app, "--quick"))
+    assert set(ratios) == {"dask decoder threads/one process", "dask decoder threads/dask no decoders"}
+    assert all(value > 0 for value in ratios.values())

@@ -98,10 +98,11 @@ def test_killed_run_resumes_to_byte_identical_arrays(tiny_dataset, tmp_path) -> 
 
 
 def test_local_dask_cluster_writes_the_same_store_as_one_process(tiny_dataset, tmp_path) -> None:
+    """Inside daemonic Dask workers the job's decoders are threads (num_workers=2 in each shard task)."""
     in_process = _copy_cache(tiny_dataset[0], tmp_path / "a")
     on_dask = _copy_cache(tiny_dataset[0], tmp_path / "b")
     run_extraction(_image_job(in_process))
-    summary = run_extraction(_image_job(on_dask), scheduler="local:2")
+    summary = run_extraction(_image_job(on_dask, num_workers=2), scheduler="local:2")
     assert summary.shards_skipped == 0 and verify_store(summary.store).ok
     assert _array_bytes(on_dask / "tiny" / "image" / "tiny-vit.zarr") == \
         _array_bytes(in_process / "tiny" / "image" / "tiny-vit.zarr")

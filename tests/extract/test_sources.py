@@ -1,0 +1,24 @@
+"""Image batches: decoded by worker processes or by threads, the same batches either way."""
+import torch
+
+from extract.backbones import get_spec
+from extract.sources import Decoders, ImageBatch, ImageRows, image_batches
+from tests.extract.conftest import CORRUPT_ROW, MISSING_ROW
+
+BATCHES = [[0, 1, 2], [3, 4], [5, 6, 7, 8], [9], [10, 11]]
+
+
+def _batches(tiny_dataset, decoders: int, kind: Decoders) -> list[ImageBatch]:
+    _, manifest = tiny_dataset
+    dataset = ImageRows(manifest.rows, manifest.image_root, get_spec("tiny-vit"), views=2)
+    return list(image_batches(dataset, BATCHES, decoders, kind, pin_memory=False))
+
+
+def test_threads_decode_the_same_batches_in_the_same_order_as_worker_processes(tiny_dataset) -> None:
+    by_processes = _batches(tiny_dataset, 2, Decoders.PROCESSES)
+    for threads in (1, 3):
+        by_threads = _batches(tiny_dataset, threads, Decoders.THREADS)
+        assert [b.rows for b in by_threads] == [[0, 1, 2], [4], [5, 6, 8], [9], [10, 11]]
+        assert set(by_threads[1].failures) == {MISSING_ROW} and set(by_threads[2].failures) == {CORRUPT_ROW}
+        assert all(torch.equal(t.pixels, p.pixels) and torch.equal(t.views, p.views) and t.failures == p.failures
+                   for t, p in zip(by_threads, by_processes, strict=True))
