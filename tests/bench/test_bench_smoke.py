@@ -51,7 +51,8 @@ def test_cache_formats_benchmark_prints_size_and_read_ratios() -> None:
         "store read throughput / raw read of its shard files",
     }
     assert all(value > 0 for value in ratios.values())
-    for contender in ("store (zarr v3 f16)", "npy per split (f32)", "hdf5 (f16)", "hdf5 (f32)"):
+    for contender in ("store (zarr v3 f16)", "npy per split (f32)", "hdf5 (f16)", "hdf5 (f32)",
+                      "hdf5 (f16, shuffle+gzip)"):
         assert any(line.startswith(contender) for line in output.splitlines()), contender
 
 
