@@ -15,8 +15,9 @@ start-up, the first batches' decode (prefetched while nothing else runs) and the
 write cancelled out. The benchmark then prints pipeline/forward, pipeline/decode, which of the
 two bounds the pipeline and how close it gets, and the speed-up of reduced-size JPEG decoding
 (Pillow draft) over full decode + resize. The backbone is its registry entry with seeded random
-weights: the published architecture and cost, nothing downloaded. On CUDA the encoder runs in
-bf16 autocast and channels-last, as the pipeline runs it.
+weights: the published architecture and cost, nothing downloaded. The encoder runs in the
+precision asked for (`--precision`; auto: bf16 autocast on CUDA, float32 on the CPU), and
+channels-last on CUDA, as the pipeline runs it.
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ from extract.demo.radiograph import draw_frontal, encode_jpeg
 from extract.encoders import ImageEncoder, load_image_encoder
 from extract.images import read_grayscale
 from extract.job import ExtractionJob
+from extract.precision import Precision
 from extract.manifest import CHEXPERT_LABELS, Manifest, ManifestRow, Split, read_manifest, write_manifest
 from extract.pipeline import StoreRows, extract_shards, open_store, shard_batches, store_rows
 from extract.sources import Decoders, ImageBatch, ImageRows, image_batches
@@ -82,6 +84,7 @@ class Settings:
     workers: int
     batch_size: int
     device: Device
+    precision: Precision
     width: int
     height: int
     noise: float
@@ -99,13 +102,13 @@ class Settings:
         """The command line that repeats this run."""
         return (f"python -m bench.extract{' --quick' if quick else ''} --backbone {self.backbone} "
                 f"--images {self.images} --workers {self.workers} --batch-size {self.batch_size} "
-                f"--device {self.device.value} --width {self.width} --height {self.height} --noise {self.noise:g}"
+                f"--device {self.device.value} --precision {self.precision.value} --width {self.width} --height {self.height} --noise {self.noise:g}"
                 f"{' --tokens' if self.tokens else ''}{f' --shard-rows {self.shard_rows}' if self.shard_rows else ''} "
                 f"--rounds {self.rounds}")
 
 
-FULL_CPU = Settings("dinov2-s", images=320, workers=2, batch_size=32, device=Device.CPU, width=2544, height=3056,
-                    noise=3.0, tokens=False, shard_rows=None, rounds=3)
+FULL_CPU = Settings("dinov2-s", images=320, workers=2, batch_size=32, device=Device.CPU, precision=Precision.AUTO,
+                    width=2544, height=3056, noise=3.0, tokens=False, shard_rows=None, rounds=3)
 FULL_CUDA = dataclasses.replace(FULL_CPU, images=4096, workers=max(1, (os.cpu_count() or 2) - 1), batch_size=256,
                                 device=Device.CUDA)
 QUICK = dataclasses.replace(FULL_CPU, backbone="tiny-vit", images=160, workers=0, batch_size=8, width=640, height=768,
@@ -264,12 +267,13 @@ class ExtractionBenchmark:
         self.settings = settings
         self.image_set = image_set
         self.spec = benchmark_spec(settings.backbone)
-        self.encoder: ImageEncoder = load_image_encoder(self.spec, device=settings.device.value)
+        self.encoder: ImageEncoder = load_image_encoder(self.spec, device=settings.device.value,
+                                                        precision=settings.precision)
         self.rows: StoreRows = store_rows(read_manifest(dataset_dir(image_set.cache_dir, DATASET)), Modality.IMAGE)
         self.job = ExtractionJob(image_set.cache_dir, DATASET, Modality.IMAGE, settings.backbone,
                                  tokens=settings.tokens, batch_size=settings.batch_size,
                                  num_workers=settings.workers, device=settings.device.value,
-                                 shard_rows=settings.rows_per_shard)
+                                 precision=settings.precision, shard_rows=settings.rows_per_shard)
         self.spans: list[ShardSpan] = self._fresh_store().shards()
         self.short_spans = self.spans[:len(self.spans) // 2]
         self.batches = [batch.pixels for batch in self._checked(list(self._loader(self.spans)))]
@@ -352,7 +356,8 @@ def run_benchmark(settings: Settings) -> tuple[list[str], ExtractionFigures]:
             f"images: {settings.images} manifest rows over {len(image_set.files)} distinct {settings.width}x"
             f"{settings.height} grayscale JPEGs (mean {image_set.mean_bytes / 1e6:.2f} MB), read from the page cache",
             f"backbone: {settings.backbone} ({benchmark.spec.weights_id}, {parameters / 1e6:.1f} M parameters, "
-            f"{benchmark.spec.image_size} px){', with patch tokens' if settings.tokens else ''}; batch "
+            f"{benchmark.spec.image_size} px, {benchmark.encoder.precision.value} forward)"
+            f"{', with patch tokens' if settings.tokens else ''}; batch "
             f"{settings.batch_size}, {settings.workers} decode workers, {benchmark.job.shard_rows}-row shards; "
             f"runs over {_rows(benchmark.short_spans)} and {settings.images} rows, best of {settings.rounds} "
             "interleaved round(s)",
@@ -376,6 +381,8 @@ def main(
     batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Images per forward pass "
                                           "[default: 32 on cpu, 256 on cuda]."),
     device: Device = typer.Option(Device.CPU, "--device", help="Where the backbone runs."),
+    precision: Precision = typer.Option(Precision.AUTO, "--precision", help="Forward-pass arithmetic, as "
+                                        "`adaptor extract images --precision` (auto: bfloat16 on CUDA, else float32)."),
     width: int | None = typer.Option(None, "--width", min=16, help="JPEG width in pixels [default: 2544]."),
     height: int | None = typer.Option(None, "--height", min=16, help="JPEG height in pixels [default: 3056]."),
     noise: float | None = typer.Option(None, "--noise", min=0.0, help="Grey-level noise in the JPEGs: more noise, "
@@ -391,7 +398,7 @@ def main(
     defaults = QUICK if quick else FULL_CUDA if device is Device.CUDA else FULL_CPU
     chosen = {"backbone": backbone, "images": images, "workers": workers, "batch_size": batch_size, "width": width,
               "height": height, "noise": noise, "shard_rows": shard_rows, "rounds": rounds}
-    settings = dataclasses.replace(defaults, device=device, tokens=tokens,
+    settings = dataclasses.replace(defaults, device=device, precision=precision, tokens=tokens,
                                    **{name: value for name, value in chosen.items() if value is not None})
     if settings.images < 2 * settings.rows_per_shard:
         raise typer.BadParameter(f"{settings.images} images fill fewer than two shards of {settings.rows_per_shard} "

@@ -92,20 +92,22 @@ def check_provenance(store: str, found: Provenance, expected: Mapping[str, Any])
 FEATURE_DEFINING_FIELDS = ("modality", "backbone", "weights_id", "weights_sha256", "pooling", "dtype")
 """Fields two stores must share for their embeddings to live in one space (any dataset, any manifest)."""
 
-STORAGE_ONLY_PREPROCESSING = ("tokens", "views")
-"""Preprocessing entries that say which extra arrays a store holds, not how its embeddings were made."""
+SPACE_NEUTRAL_PREPROCESSING = ("tokens", "views", "forward_precision")
+"""Preprocessing entries that do not move a store's embeddings to another space: which extra arrays
+it holds, and the forward pass's arithmetic (bf16 and float32 runs of one backbone agree to within
+bf16 rounding: cosine 0.99998 for real MiniLM weights). A resumed run must still match them all."""
 
 
 def check_same_embedding_space(store: str, found: Provenance, reference: Mapping[str, Any]) -> None:
     """Raises ProvenanceMismatch unless `found` embeds like `reference` (e.g. the store an Adaptor was trained on).
 
     Backbone, weights, pooling, dtype and preprocessing must match; the dataset may differ, and so
-    may the extra arrays stored (tokens, views).
+    may the extra arrays stored (tokens, views) and the forward pass's precision.
     """
     check_provenance(store, found, {name: reference[name] for name in FEATURE_DEFINING_FIELDS})
-    comparable = {k: v for k, v in reference["preprocessing"].items() if k not in STORAGE_ONLY_PREPROCESSING}
+    comparable = {k: v for k, v in reference["preprocessing"].items() if k not in SPACE_NEUTRAL_PREPROCESSING}
     found_preprocessing = {k: v for k, v in found.to_json()["preprocessing"].items()
-                           if k not in STORAGE_ONLY_PREPROCESSING}
+                           if k not in SPACE_NEUTRAL_PREPROCESSING}
     difference = _first_difference("preprocessing", _normalise(comparable), found_preprocessing)
     if difference is not None:
         raise ProvenanceMismatch(store, *difference)

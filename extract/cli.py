@@ -17,6 +17,7 @@ from extract.demo.siim_tree import MIN_IMAGES as SIIM_DEMO_MIN_IMAGES
 from extract.demo.siim_tree import write_demo_siim
 from extract.downstream import BlankPolicy, UncertainPolicy, read_chexpert, read_covidx, read_rsna, read_siim
 from extract.job import ExtractionJob
+from extract.precision import Precision
 from extract.manifest import Manifest, ManifestError, write_manifest
 from extract.mimic import DEFAULT_VIEWS, read_mimic_cxr
 from extract.run import run_extraction
@@ -32,6 +33,9 @@ WEIGHTS_OPTION = typer.Option(None, "--weights", help="Local checkpoint file or 
 TOKENS_OPTION = typer.Option(False, "--tokens", help="Also store token embeddings (patch / word tokens with mask).")
 BATCH_OPTION = typer.Option(32, "--batch-size", min=1, help="Samples per forward pass.")
 DEVICE_OPTION = typer.Option("auto", "--device", help="cpu, cuda, cuda:N, or auto (cuda when available).")
+PRECISION_OPTION = typer.Option(Precision.AUTO, "--precision", help="Forward-pass arithmetic, recorded in the store: "
+                                "auto is bfloat16 on CUDA and float32 on the CPU; bfloat16 on a CPU is fast only "
+                                "with AMX or AVX512-BF16.")
 SHARD_OPTION = typer.Option(None, "--shard-rows", min=1, help="Rows per shard (the unit of work and resume); "
                             "default sized to ~128 MiB of the widest array, at most 4096.")
 SCHEDULER_OPTION = typer.Option("none", "--scheduler", help=SCHEDULER_HELP)
@@ -52,6 +56,7 @@ def images(
     workers: int = typer.Option(2, "--workers", min=0, help="Decoders reading images ahead of the forward pass: "
                                 "worker processes, or threads in each Dask shard task."),
     device: str = DEVICE_OPTION,
+    precision: Precision = PRECISION_OPTION,
     shard_rows: int = SHARD_OPTION,
     image_root: Path = typer.Option(None, "--image-root", help="Images moved since the manifest was written: read "
                                     "them under this root instead."),
@@ -59,8 +64,9 @@ def images(
     overwrite: bool = OVERWRITE_OPTION,
 ) -> None:
     """Embed every image of a dataset's manifest with a frozen image backbone."""
-    _extract(ExtractionJob(cache, dataset, Modality.IMAGE, backbone, weights, tokens, views, batch_size, workers,
-                           _device(device), shard_rows, image_root), overwrite, scheduler)
+    _extract(ExtractionJob(cache, dataset, Modality.IMAGE, backbone, weights=weights, tokens=tokens, views=views,
+                           batch_size=batch_size, num_workers=workers, device=_device(device), precision=precision,
+                           shard_rows=shard_rows, image_root=image_root), overwrite, scheduler)
 
 
 @app.command()
@@ -72,13 +78,15 @@ def texts(
     tokens: bool = TOKENS_OPTION,
     batch_size: int = BATCH_OPTION,
     device: str = DEVICE_OPTION,
+    precision: Precision = PRECISION_OPTION,
     shard_rows: int = SHARD_OPTION,
     scheduler: str = SCHEDULER_OPTION,
     overwrite: bool = OVERWRITE_OPTION,
 ) -> None:
     """Embed every study's report (one row per study) with a frozen text backbone."""
-    _extract(ExtractionJob(cache, dataset, Modality.TEXT, backbone, weights, tokens, 0, batch_size, 0,
-                           _device(device), shard_rows), overwrite, scheduler)
+    _extract(ExtractionJob(cache, dataset, Modality.TEXT, backbone, weights=weights, tokens=tokens,
+                           batch_size=batch_size, device=_device(device), precision=precision,
+                           shard_rows=shard_rows), overwrite, scheduler)
 
 
 def _extract(job: ExtractionJob, overwrite: bool, scheduler: str) -> None:

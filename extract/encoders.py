@@ -19,10 +19,10 @@ from transformers.utils import ModelOutput
 
 from extract.backbones import BackboneSpec, Modality, Pooling, get_spec
 from extract.image_transforms import image_preprocessing
+from extract.precision import Precision
 from extract.weights import IncompatibleWeights, locate_tokenizer, locate_weights, weights_sha256
 
 TIMM_GLOBAL_POOL = {Pooling.CLS: "token", Pooling.MEAN: "avg"}
-CUDA_AUTOCAST_DTYPE = torch.bfloat16
 
 
 @dataclass(frozen=True)
@@ -37,10 +37,12 @@ class EncoderOutput:
 class FrozenEncoder:
     """What image and text encoders share: the spec, the frozen model, its fingerprint, its device."""
 
-    def __init__(self, spec: BackboneSpec, model: torch.nn.Module, device: torch.device) -> None:
+    def __init__(self, spec: BackboneSpec, model: torch.nn.Module, device: torch.device,
+                 precision: Precision = Precision.AUTO) -> None:
         self.spec = spec
         self.weights_sha256 = weights_sha256(model)
         self.device = device
+        self.precision = precision.on(device)
         self.model = model.eval().requires_grad_(False).to(device)
 
     @property
@@ -53,8 +55,9 @@ class FrozenEncoder:
 
     @contextmanager
     def _running(self) -> Iterator[None]:
-        """Inference mode, with bf16 autocast on CUDA."""
-        autocast = torch.autocast("cuda", dtype=CUDA_AUTOCAST_DTYPE) if self.device.type == "cuda" else nullcontext()
+        """Inference mode, in bf16 autocast when that is the encoder's precision."""
+        bf16 = self.precision is Precision.BFLOAT16
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
         with torch.inference_mode(), autocast:
             yield
 
@@ -66,8 +69,9 @@ class ImageEncoder(FrozenEncoder):
     flattened row-major; their count `token_count` is fixed by the input size.
     """
 
-    def __init__(self, spec: BackboneSpec, model: torch.nn.Module, device: torch.device) -> None:
-        super().__init__(spec, model, device)
+    def __init__(self, spec: BackboneSpec, model: torch.nn.Module, device: torch.device,
+                 precision: Precision = Precision.AUTO) -> None:
+        super().__init__(spec, model, device, precision)
         if device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
         probe = self.encode(torch.zeros(1, 3, spec.image_size, spec.image_size), with_tokens=True)
@@ -116,6 +120,7 @@ class TextEncoder(FrozenEncoder):
         tokenizer: PreTrainedTokenizerBase,
         tokenizer_id: str,
         device: torch.device,
+        precision: Precision = Precision.AUTO,
     ) -> None:
         if model.config.hidden_size != spec.dim:
             raise IncompatibleWeights(
@@ -126,7 +131,7 @@ class TextEncoder(FrozenEncoder):
                 f"the tokenizer of backbone {spec.name!r} has {len(tokenizer)} tokens but the model embeds only "
                 f"{model.config.vocab_size}"
             )
-        super().__init__(spec, model, device)
+        super().__init__(spec, model, device, precision)
         self.tokenizer = tokenizer
         self.tokenizer_id = tokenizer_id
         self.token_count: int = spec.max_length
@@ -178,7 +183,8 @@ class TextEncoder(FrozenEncoder):
 
 
 def load_image_encoder(
-    backbone: str | BackboneSpec, weights: Path | None = None, device: str | torch.device = "cpu"
+    backbone: str | BackboneSpec, weights: Path | None = None, device: str | torch.device = "cpu",
+    precision: Precision = Precision.AUTO,
 ) -> ImageEncoder:
     """The frozen image encoder of a registry entry (by name) or of a custom spec.
 
@@ -186,17 +192,19 @@ def load_image_encoder(
     offline (see `extract.weights.locate_weights`), and `MissingWeights` says how to supply them.
     """
     spec = _spec_of_modality(backbone, Modality.IMAGE)
-    return ImageEncoder(spec, _build_timm_model(spec, weights), torch.device(device))
+    return ImageEncoder(spec, _build_timm_model(spec, weights), torch.device(device), precision)
 
 
 def load_text_encoder(
-    backbone: str | BackboneSpec, weights: Path | None = None, device: str | torch.device = "cpu"
+    backbone: str | BackboneSpec, weights: Path | None = None, device: str | torch.device = "cpu",
+    precision: Precision = Precision.AUTO,
 ) -> TextEncoder:
     """The frozen text encoder (model + tokenizer) of a registry entry or of a custom spec."""
     spec = _spec_of_modality(backbone, Modality.TEXT)
     model = _build_text_model(spec, weights)
     tokenizer_spec = get_spec(spec.tokenizer_backbone) if spec.tokenizer_backbone else spec
-    return TextEncoder(spec, model, _load_tokenizer(spec, weights), tokenizer_spec.model_id, torch.device(device))
+    return TextEncoder(spec, model, _load_tokenizer(spec, weights), tokenizer_spec.model_id, torch.device(device),
+                       precision)
 
 
 def _spec_of_modality(backbone: str | BackboneSpec, modality: Modality) -> BackboneSpec:

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cache_schema import Modality, store_path
+from extract.precision import Precision
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,7 @@ class ExtractionJob:
     batch_size: int = 32
     num_workers: int = 0
     device: str = "cpu"
+    precision: Precision = Precision.AUTO
     shard_rows: int | None = None
     image_root: Path | None = None
 

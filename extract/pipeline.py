@@ -56,7 +56,7 @@ def store_rows(manifest: Manifest, modality: Modality) -> StoreRows:
 def load_encoder(job: ExtractionJob) -> Encoder:
     """The job's frozen encoder (the one expensive object of a run)."""
     loader = load_image_encoder if job.modality is Modality.IMAGE else load_text_encoder
-    return loader(job.backbone, weights=job.weights, device=job.device)
+    return loader(job.backbone, weights=job.weights, device=job.device, precision=job.precision)
 
 
 def open_store(job: ExtractionJob, encoder: Encoder, manifest_folder: Path, rows: StoreRows,
@@ -64,7 +64,8 @@ def open_store(job: ExtractionJob, encoder: Encoder, manifest_folder: Path, rows
     """Creates the job's store, or reopens it to resume; refuses one built with other settings."""
     if overwrite and job.store.exists():
         shutil.rmtree(job.store)
-    preprocessing = {**encoder.preprocessing, "tokens": job.tokens, "views": job.views}
+    preprocessing = {**encoder.preprocessing, "tokens": job.tokens, "views": job.views,
+                     "forward_precision": encoder.precision.value}
     provenance = Provenance(
         dataset=job.dataset,
         manifest_sha256=manifest_sha256(manifest_folder),

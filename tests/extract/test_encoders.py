@@ -11,6 +11,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from extract.backbones import Pooling, get_spec
 from extract.encoders import load_image_encoder, load_text_encoder
+from extract.precision import Precision
 from extract.weights import IncompatibleWeights, MissingWeights, locate_weights
 
 REPORTS = [
@@ -186,6 +187,21 @@ def test_minilm_ranks_a_paraphrase_above_an_unrelated_report(minilm):
 
     assert pooled.shape == (3, 384)
     assert cosine(pooled[0], pooled[1]) > cosine(pooled[0], pooled[2]) + 0.1
+
+
+def test_bfloat16_forward_agrees_with_float32_to_bf16_rounding(minilm):
+    in_bf16 = load_text_encoder("minilm", precision=Precision.BFLOAT16)
+    assert (in_bf16.precision, minilm.precision) == (Precision.BFLOAT16, Precision.FLOAT32)
+
+    full, reduced = minilm.encode(REPORTS).pooled, in_bf16.encode(REPORTS).pooled
+    assert not torch.equal(full, reduced), "the bf16 encoder must really run in bf16"
+    assert torch.nn.functional.cosine_similarity(full, reduced).min() > 0.999
+
+
+def test_auto_precision_is_bfloat16_on_cuda_and_float32_elsewhere():
+    assert Precision.AUTO.on(torch.device("cuda")) is Precision.BFLOAT16
+    assert Precision.AUTO.on(torch.device("cpu")) is Precision.FLOAT32
+    assert Precision.FLOAT32.on(torch.device("cuda")) is Precision.FLOAT32
 
 
 def test_minilm_pools_by_masked_mean(minilm):

@@ -12,6 +12,7 @@ import pytest
 
 from cache_schema import ArrayName, CacheStore, Modality, ProvenanceMismatch, verify_store
 from extract.job import ExtractionJob
+from extract.precision import Precision
 from extract.run import run_extraction
 from tests.extract.conftest import CORRUPT_ROW, EMPTY_REPORT_STUDY, MISSING_ROW, N_IMAGES
 
@@ -68,6 +69,10 @@ def test_rerun_does_nothing_overwrite_starts_over_and_other_settings_are_refused
         run_extraction(_image_job(cache, tokens=False))
     with pytest.raises(ProvenanceMismatch, match="'preprocessing.views' differs: expected 1, found 2"):
         run_extraction(_image_job(cache, views=1))
+    assert CacheStore.open(first.store).provenance.preprocessing["forward_precision"] == "float32"
+    with pytest.raises(ProvenanceMismatch,
+                       match="'preprocessing.forward_precision' differs: expected 'bfloat16', found 'float32'"):
+        run_extraction(_image_job(cache, precision=Precision.BFLOAT16))
     redone = run_extraction(_image_job(cache, views=1), overwrite=True)
     assert redone.shards_skipped == 0 and CacheStore.open(first.store).features.views == 1
 
@@ -79,7 +84,7 @@ def test_killed_run_resumes_to_byte_identical_arrays(tiny_dataset, tmp_path) -> 
     killed = _copy_cache(tiny_dataset[0], tmp_path / "b")
     command = [sys.executable, "-m", "extract", "images", "--dataset", "tiny", "--cache", str(killed),
                "--backbone", "tiny-vit", "--tokens", "--views", "2", "--shard-rows", "1", "--batch-size", "1",
-               "--workers", "0", "--device", "cpu"]
+               "--workers", "0", "--device", "cpu", "--precision", "float32"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
     markers = killed / "tiny" / "image" / "tiny-vit.zarr" / "_shards"

@@ -1,0 +1,26 @@
+"""Which provenance differences keep two stores in one embedding space, and which do not."""
+import pytest
+
+from cache_schema import ProvenanceMismatch
+from cache_schema.provenance import check_same_embedding_space
+from tests.cache_schema.conftest import make_provenance
+
+TRAINED_ON = make_provenance(preprocessing={"size": 64, "mean": [0.5], "tokens": False, "views": 0,
+                                            "forward_precision": "bfloat16"}).to_json()
+
+
+def test_dataset_extra_arrays_and_forward_precision_keep_the_embedding_space() -> None:
+    downstream = make_provenance(dataset="siim", manifest_sha256="c" * 64,
+                                 preprocessing={"size": 64, "mean": [0.5], "tokens": True, "views": 2,
+                                                "forward_precision": "float32"})
+    check_same_embedding_space("siim.zarr", downstream, TRAINED_ON)
+
+
+@pytest.mark.parametrize("overrides, field", [
+    (dict(weights_sha256="d" * 64), "weights_sha256"),
+    (dict(pooling="mean"), "pooling"),
+    (dict(preprocessing={"size": 32, "mean": [0.5], "forward_precision": "bfloat16"}), "preprocessing.size"),
+])
+def test_other_weights_pooling_or_preprocessing_leave_the_space(overrides, field) -> None:
+    with pytest.raises(ProvenanceMismatch, match=f"'{field}' differs"):
+        check_same_embedding_space("other.zarr", make_provenance(**overrides), TRAINED_ON)
