@@ -7,6 +7,7 @@ with its reason, never as a blank input.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -95,8 +96,8 @@ class Decoders(str, Enum):
     """A thread pool: nothing to start per task, and allowed inside daemonic Dask worker processes."""
 
 
-BATCHES_IN_FLIGHT_PER_DECODER = 2
-"""Batches each decoder works ahead of the forward pass (the DataLoader's default prefetch factor)."""
+SAMPLES_AHEAD_PER_THREAD = 4
+"""Samples queued per decoder thread beyond the batch in use: enough that no thread waits for work."""
 
 
 def image_batches(dataset: ImageRows, batches: Sequence[list[int]], decoders: int, kind: Decoders,
@@ -117,16 +118,20 @@ def decoded_by_threads(dataset: ImageRows, batches: Sequence[list[int]], threads
     """The dataset's fixed batches, in order, decoded by a pool of `threads` threads working ahead.
 
     Threads decode in parallel because Pillow and torch release the GIL while decoding and
-    resizing (two threads decode 2.0x as fast as one on the benchmark's radiographs). A separate
-    thread collates (and pins) each batch, as a DataLoader's pin-memory thread does.
+    resizing (two threads decode 2.0x as fast as one on the benchmark's radiographs). All threads
+    work on the oldest batch first, so a few batches in flight keep them busy (a DataLoader
+    holds two per worker). A separate thread collates (and pins) each batch, as a DataLoader's
+    pin-memory thread does.
     """
+    batch_size = max((len(rows) for rows in batches[:1]), default=1)
+    in_flight_limit = 2 + math.ceil(SAMPLES_AHEAD_PER_THREAD * threads / batch_size)
     with ThreadPoolExecutor(threads, thread_name_prefix="decode") as decode, \
             ThreadPoolExecutor(1, thread_name_prefix="collate") as collate:
         in_flight: deque[Future[ImageBatch]] = deque()
         for batch_rows in batches:
             samples = [decode.submit(dataset.__getitem__, row) for row in batch_rows]
             in_flight.append(collate.submit(_collated, samples, pin_memory))
-            if len(in_flight) >= threads * BATCHES_IN_FLIGHT_PER_DECODER:
+            if len(in_flight) >= in_flight_limit:
                 yield in_flight.popleft().result()
         while in_flight:
             yield in_flight.popleft().result()
