@@ -102,7 +102,8 @@ class Settings:
         """The command line that repeats this run."""
         return (f"python -m bench.extract{' --quick' if quick else ''} --backbone {self.backbone} "
                 f"--images {self.images} --workers {self.workers} --batch-size {self.batch_size} "
-                f"--device {self.device.value} --precision {self.precision.value} --width {self.width} --height {self.height} --noise {self.noise:g}"
+                f"--device {self.device.value} --precision {self.precision.value} --width {self.width} "
+                f"--height {self.height} --noise {self.noise:g}"
                 f"{' --tokens' if self.tokens else ''}{f' --shard-rows {self.shard_rows}' if self.shard_rows else ''} "
                 f"--rounds {self.rounds}")
 

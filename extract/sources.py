@@ -107,13 +107,13 @@ def image_batches(dataset: ImageRows, batches: Sequence[list[int]], decoders: in
     The two kinds give the same batches, byte for byte; 0 decoders decode in the calling thread.
     """
     if kind is Decoders.THREADS and decoders:
-        yield from decoded_by_threads(dataset, batches, decoders, pin_memory)
+        yield from _decoded_by_threads(dataset, batches, decoders, pin_memory)
         return
     yield from DataLoader(dataset, batch_sampler=batches, num_workers=decoders, collate_fn=collate_images,
                           pin_memory=pin_memory, persistent_workers=False)
 
 
-def decoded_by_threads(dataset: ImageRows, batches: Sequence[list[int]], threads: int,
+def _decoded_by_threads(dataset: ImageRows, batches: Sequence[list[int]], threads: int,
                        pin_memory: bool) -> Iterator[ImageBatch]:
     """The dataset's fixed batches, in order, decoded by a pool of `threads` threads working ahead.
 
