@@ -123,7 +123,7 @@ def _decoded_by_threads(dataset: ImageRows, batches: Sequence[list[int]], thread
     holds two per worker). A separate thread collates (and pins) each batch, as a DataLoader's
     pin-memory thread does.
     """
-    batch_size = max((len(rows) for rows in batches[:1]), default=1)
+    batch_size = len(batches[0]) if batches else 1
     in_flight_limit = 2 + math.ceil(SAMPLES_AHEAD_PER_THREAD * threads / batch_size)
     with ThreadPoolExecutor(threads, thread_name_prefix="decode") as decode, \
             ThreadPoolExecutor(1, thread_name_prefix="collate") as collate:
