@@ -34,7 +34,7 @@ import numpy as np
 import typer
 
 from bench.common import Direction, Ratio, best_seconds, describe_machine, timed
-from cache_schema import ArrayName, CacheStore, FeatureShape, Modality, Provenance
+from adaptor_vlp.cache_schema import ArrayName, CacheStore, FeatureShape, Modality, Provenance
 
 SPLIT_SHARES = {"train": 368_960, "validate": 2_991, "test": 5_159}
 """MIMIC-CXR-JPG's official split sizes (images): the benchmark's rows are split in these proportions."""

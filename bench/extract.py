@@ -35,18 +35,18 @@ import typer
 from PIL import Image
 
 from bench.common import Ratio, best_seconds, describe_machine, timed
-from cache_schema import CacheStore, Modality, ShardSpan, dataset_dir
-from extract.backbones import BackboneSpec, get_spec
-from extract.demo.anatomy import sample_anatomy
-from extract.demo.findings import sample_findings, sample_traits
-from extract.demo.radiograph import draw_frontal, encode_jpeg
-from extract.encoders import ImageEncoder, load_image_encoder
-from extract.images import read_grayscale
-from extract.job import ExtractionJob
-from extract.precision import Precision
-from extract.manifest import CHEXPERT_LABELS, Manifest, ManifestRow, Split, read_manifest, write_manifest
-from extract.pipeline import StoreRows, extract_shards, open_store, shard_batches, store_rows
-from extract.sources import Decoders, ImageBatch, ImageRows, image_batches
+from adaptor_vlp.cache_schema import CacheStore, Modality, ShardSpan, dataset_dir
+from adaptor_vlp.extract.backbones import BackboneSpec, get_spec
+from adaptor_vlp.extract.demo.anatomy import sample_anatomy
+from adaptor_vlp.extract.demo.findings import sample_findings, sample_traits
+from adaptor_vlp.extract.demo.radiograph import draw_frontal, encode_jpeg
+from adaptor_vlp.extract.encoders import ImageEncoder, load_image_encoder
+from adaptor_vlp.extract.images import read_grayscale
+from adaptor_vlp.extract.job import ExtractionJob
+from adaptor_vlp.extract.precision import Precision
+from adaptor_vlp.cache_schema.manifest import CHEXPERT_LABELS, Manifest, ManifestRow, Split, read_manifest, write_manifest
+from adaptor_vlp.extract.pipeline import StoreRows, extract_shards, open_store, shard_batches, store_rows
+from adaptor_vlp.extract.sources import Decoders, ImageBatch, ImageRows, image_batches
 
 DATASET = "bench"
 RANDOM_INIT_SEED = 0

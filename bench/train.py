@@ -43,19 +43,19 @@ import bench.cache_formats as cache_formats
 from bench.common import Ratio, best_seconds, describe_machine, timed
 from bench.extract import DATASET as IMAGE_SET_DATASET
 from bench.extract import Device, write_image_set
-from cache_schema import ArrayName, CacheStore, FeatureShape, Modality, Provenance, dataset_dir
-from extract.backbones import MINILM_NAME, BackboneSpec, RandomTextConfig, get_spec
-from extract.demo.findings import sample_findings, sample_traits
-from extract.demo.reports import ReportForm, StudyContext, write_report
-from extract.encoders import ImageEncoder, TextEncoder, load_image_encoder, load_text_encoder
-from extract.manifest import read_manifest
-from extract.report_sections import report_text
-from extract.sources import ImageRows, collate_images
-from train.batches import TRAIN_SPLIT, VALIDATION_SPLIT, PairBatch, PairedData, steps_per_epoch
-from train.loop import TrainResult, train_epoch, linear_warmup_decay, train_adaptor
-from train.model import Adaptor, AdaptorConfig, count_trainable_parameters
-from train.pairs import pair_stores
-from train.recipe import DEMO, PAPER, Recipe
+from adaptor_vlp.cache_schema import ArrayName, CacheStore, FeatureShape, Modality, Provenance, dataset_dir
+from adaptor_vlp.extract.backbones import MINILM_NAME, BackboneSpec, RandomTextConfig, get_spec
+from adaptor_vlp.extract.demo.findings import sample_findings, sample_traits
+from adaptor_vlp.extract.demo.reports import ReportForm, StudyContext, write_report
+from adaptor_vlp.extract.encoders import ImageEncoder, TextEncoder, load_image_encoder, load_text_encoder
+from adaptor_vlp.cache_schema.manifest import read_manifest
+from adaptor_vlp.extract.report_sections import report_text
+from adaptor_vlp.extract.sources import ImageRows, collate_images
+from adaptor_vlp.train.batches import TRAIN_SPLIT, VALIDATION_SPLIT, PairBatch, PairedData, steps_per_epoch
+from adaptor_vlp.train.loop import TrainResult, train_epoch, linear_warmup_decay, train_adaptor
+from adaptor_vlp.train.model import Adaptor, AdaptorConfig, count_trainable_parameters
+from adaptor_vlp.train.pairs import pair_stores
+from adaptor_vlp.train.recipe import DEMO, PAPER, Recipe
 
 RANDOM_INIT_SEED = 0
 BERT_BASE = RandomTextConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,

@@ -1,4 +1,4 @@
-"""Runs the cache_schema stage's commands: `python -m cache_schema ...` is `adaptor cache ...`."""
-from cache_schema.cli import app
+"""Runs the cache_schema stage's commands: `python -m adaptor_vlp.cache_schema ...` is `adaptor cache ...`."""
+from adaptor_vlp.cache_schema.cli import app
 
-app(prog_name="python -m cache_schema")
+app(prog_name="python -m adaptor_vlp.cache_schema")

@@ -6,8 +6,8 @@ from typing import Iterator
 
 import typer
 
-from cache_schema.store import StoreError
-from cache_schema.verify import format_summary, store_summary, verify_store
+from adaptor_vlp.cache_schema.store import StoreError
+from adaptor_vlp.cache_schema.verify import format_summary, store_summary, verify_store
 
 app = typer.Typer(no_args_is_help=True, help="Inspect and verify cache stores.")
 

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Mapping
 
-from cache_schema.layout import Modality
+from adaptor_vlp.cache_schema.layout import Modality
 
 
 class ProvenanceMismatch(ValueError):

@@ -21,8 +21,8 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from cache_schema.ids import decode_ids, encode_ids
-from cache_schema.layout import (
+from adaptor_vlp.cache_schema.ids import decode_ids, encode_ids
+from adaptor_vlp.cache_schema.layout import (
     ATTRIBUTE_NAMESPACE,
     DEFAULT_CHUNK_BYTES,
     DEFAULT_SHARD_BYTES,
@@ -33,7 +33,7 @@ from cache_schema.layout import (
     SPLIT_NAMES,
     ArrayName,
 )
-from cache_schema.provenance import Provenance, check_provenance, resume_expectation
+from adaptor_vlp.cache_schema.provenance import Provenance, check_provenance, resume_expectation
 
 MAX_SHARD_ROWS = 4096
 """Upper bound on rows per shard, so that even small embeddings give many resumable units of work."""

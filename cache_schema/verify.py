@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from cache_schema.layout import MARKER_FOLDER, ArrayName
-from cache_schema.provenance import IncompleteProvenance
-from cache_schema.store import CacheStore, StoreError
+from adaptor_vlp.cache_schema.layout import MARKER_FOLDER, ArrayName
+from adaptor_vlp.cache_schema.provenance import IncompleteProvenance
+from adaptor_vlp.cache_schema.store import CacheStore, StoreError
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Runs the evaluate stage's commands: `python -m evaluate ...` is `adaptor evaluate ...`."""
-from evaluate.cli import app
+"""Runs the evaluate stage's commands: `python -m adaptor_vlp.evaluate ...` is `adaptor evaluate ...`."""
+from adaptor_vlp.evaluate.cli import app
 
-app(prog_name="python -m evaluate")
+app(prog_name="python -m adaptor_vlp.evaluate")

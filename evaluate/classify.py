@@ -18,11 +18,11 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from evaluate.bootstrap import ConfidenceInterval, bootstrap_ci
-from evaluate.features import DatasetRows
-from evaluate.heads import FittedHead, HeadKind, LinearProbe, MlpHead, TaskKind, fit_head
-from evaluate.metrics import accuracy, auroc_report, macro_auroc
-from evaluate.results import EvaluatedRun, EvaluationTask, FeatureSpace, ResultRecord, RunContext
+from adaptor_vlp.evaluate.bootstrap import ConfidenceInterval, bootstrap_ci
+from adaptor_vlp.evaluate.features import DatasetRows
+from adaptor_vlp.evaluate.heads import FittedHead, HeadKind, LinearProbe, MlpHead, TaskKind, fit_head
+from adaptor_vlp.evaluate.metrics import accuracy, auroc_report, macro_auroc
+from adaptor_vlp.evaluate.results import EvaluatedRun, EvaluationTask, FeatureSpace, ResultRecord, RunContext
 
 TRAIN_SPLIT = "train"
 VALIDATION_SPLIT = "validate"

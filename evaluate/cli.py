@@ -12,23 +12,23 @@ from typing import Optional, Sequence
 import numpy as np
 import typer
 
-from cache_schema import IncompleteProvenance, Modality, ProvenanceMismatch, StoreError
-from cache_schema.cli import input_errors_exit
-from evaluate.classify import (
+from adaptor_vlp.cache_schema import IncompleteProvenance, Modality, ProvenanceMismatch, StoreError
+from adaptor_vlp.cache_schema.cli import input_errors_exit
+from adaptor_vlp.evaluate.classify import (
     ClassificationError,
     ClassifySettings,
     UncertainPolicy,
     classification_targets,
     run_classification,
 )
-from evaluate.features import AdaptorRun, open_adaptor_run, open_dataset_rows, pooled_features
-from evaluate.heads import HeadKind, TaskKind
-from evaluate.plots import PLOTS_FOLDER, draw_plots
-from evaluate.report import render_tables, write_report
-from evaluate.results import EvaluatedRun, FeatureSpace, ResultError, RunContext, read_results, write_result
-from evaluate.retrieval import RetrievalSettings, run_retrieval
-from evaluate.segment import SegmentationError, SegmentSettings, run_segmentation
-from evaluate.zeroshot import (
+from adaptor_vlp.evaluate.features import AdaptorRun, open_adaptor_run, open_dataset_rows, pooled_features
+from adaptor_vlp.evaluate.heads import HeadKind, TaskKind
+from adaptor_vlp.evaluate.plots import PLOTS_FOLDER, draw_plots
+from adaptor_vlp.evaluate.report import render_tables, write_report
+from adaptor_vlp.evaluate.results import EvaluatedRun, FeatureSpace, ResultError, RunContext, read_results, write_result
+from adaptor_vlp.evaluate.retrieval import RetrievalSettings, run_retrieval
+from adaptor_vlp.evaluate.segment import SegmentationError, SegmentSettings, run_segmentation
+from adaptor_vlp.evaluate.zeroshot import (
     DEFAULT_PROMPTS,
     PromptError,
     ZeroShotSettings,
@@ -36,11 +36,11 @@ from evaluate.zeroshot import (
     run_zeroshot,
     write_prompt_manifest,
 )
-from extract.manifest import ManifestError
-from extract.targets import TargetError
-from train.checkpoint import CheckpointError, CheckpointKind
-from train.encoding import DeviceError
-from train.pairs import PairingError
+from adaptor_vlp.cache_schema.manifest import ManifestError
+from adaptor_vlp.cache_schema.targets import TargetError
+from adaptor_vlp.train.checkpoint import CheckpointError, CheckpointKind
+from adaptor_vlp.train.encoding import DeviceError
+from adaptor_vlp.train.pairs import PairingError
 
 INPUT_ERRORS = (StoreError, ProvenanceMismatch, IncompleteProvenance, ManifestError, CheckpointError, PairingError,
                 ClassificationError, PromptError, SegmentationError, ResultError, DeviceError, TargetError)

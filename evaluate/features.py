@@ -16,16 +16,16 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from cache_schema import (
+from adaptor_vlp.cache_schema import (
     ArrayName, CacheStore, Modality, ProvenanceMismatch, StoreError, dataset_dir, require_finite, store_path,
 )
-from cache_schema.provenance import check_same_embedding_space
-from evaluate.results import FeatureSpace
-from extract.manifest import Manifest, manifest_sha256, read_manifest
-from train.batches import DataSubset, FeatureReader, choose_subset
-from train.checkpoint import CheckpointKind, LoadedAdaptor, load_adaptor
-from train.encoding import encode_rows, resolve_device
-from train.model import AdaptorInputs
+from adaptor_vlp.cache_schema.provenance import check_same_embedding_space
+from adaptor_vlp.evaluate.results import FeatureSpace
+from adaptor_vlp.cache_schema.manifest import Manifest, manifest_sha256, read_manifest
+from adaptor_vlp.train.batches import DataSubset, FeatureReader, choose_subset
+from adaptor_vlp.train.checkpoint import CheckpointKind, LoadedAdaptor, load_adaptor
+from adaptor_vlp.train.encoding import encode_rows, resolve_device
+from adaptor_vlp.train.model import AdaptorInputs
 
 ENCODE_BATCH_ROWS = 1024
 

@@ -18,7 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from evaluate.early_stopping import (
+from adaptor_vlp.evaluate.early_stopping import (
     TrainingOutcome,
     TrainingSettings,
     predict_in_batches,

@@ -14,8 +14,8 @@ from typing import Any, Sequence
 import numpy as np
 from sklearn.metrics import roc_curve
 
-from evaluate.report import METRIC_TITLES, feature_label
-from evaluate.results import EvaluationTask, ResultRecord, StoredResult
+from adaptor_vlp.evaluate.report import METRIC_TITLES, feature_label
+from adaptor_vlp.evaluate.results import EvaluationTask, ResultRecord, StoredResult
 
 PLOTS_FOLDER = "plots"
 MAX_OVERLAYS = 4

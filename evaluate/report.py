@@ -13,8 +13,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from evaluate.bootstrap import ConfidenceInterval
-from evaluate.results import EvaluationTask, FeatureSpace, ResultRecord, StoredResult, read_results
+from adaptor_vlp.evaluate.bootstrap import ConfidenceInterval
+from adaptor_vlp.evaluate.results import EvaluationTask, FeatureSpace, ResultRecord, StoredResult, read_results
 
 REPORT_FILE = "report.md"
 

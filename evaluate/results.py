@@ -20,8 +20,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from cache_schema.provenance import code_version
-from evaluate.bootstrap import ConfidenceInterval
+from adaptor_vlp.cache_schema.provenance import code_version
+from adaptor_vlp.evaluate.bootstrap import ConfidenceInterval
 
 RESULT_FORMAT = "adaptor-vlp/evaluation-result"
 RESULT_FORMAT_VERSION = 1

@@ -15,12 +15,12 @@ from typing import Sequence
 
 import numpy as np
 
-from cache_schema import Modality
-from evaluate.bootstrap import bootstrap_ci
-from evaluate.features import AdaptorRun, adaptor_embeddings, open_dataset_rows, open_store_for
-from evaluate.results import EvaluatedRun, EvaluationTask, FeatureSpace, ResultRecord, RunContext
-from train.pairs import PairingError, pair_stores
-from train.retrieval import RECALL_KS, RetrievalDirection, retrieval_recall
+from adaptor_vlp.cache_schema import Modality
+from adaptor_vlp.evaluate.bootstrap import bootstrap_ci
+from adaptor_vlp.evaluate.features import AdaptorRun, adaptor_embeddings, open_dataset_rows, open_store_for
+from adaptor_vlp.evaluate.results import EvaluatedRun, EvaluationTask, FeatureSpace, ResultRecord, RunContext
+from adaptor_vlp.train.pairs import PairingError, pair_stores
+from adaptor_vlp.train.retrieval import RECALL_KS, RetrievalDirection, retrieval_recall
 
 PROTOCOL = "one image per study (lowest image id); gallery: every study of the split"
 

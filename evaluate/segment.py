@@ -21,14 +21,14 @@ import numpy as np
 import torch
 from torch.nn import functional
 
-from cache_schema import ArrayName, StoreError
-from evaluate.bootstrap import ConfidenceInterval, bootstrap_ci
-from evaluate.classify import TEST_SPLIT, TRAIN_SPLIT, VALIDATION_SPLIT
-from evaluate.features import DatasetRows
-from evaluate.metrics import segmentation_report
-from evaluate.results import EvaluatedRun, EvaluationTask, FeatureSpace, ResultRecord, RunContext
-from evaluate.segmentation_head import fit_segmentation_head
-from extract.targets import decode_mask
+from adaptor_vlp.cache_schema import ArrayName, StoreError
+from adaptor_vlp.evaluate.bootstrap import ConfidenceInterval, bootstrap_ci
+from adaptor_vlp.evaluate.classify import TEST_SPLIT, TRAIN_SPLIT, VALIDATION_SPLIT
+from adaptor_vlp.evaluate.features import DatasetRows
+from adaptor_vlp.evaluate.metrics import segmentation_report
+from adaptor_vlp.evaluate.results import EvaluatedRun, EvaluationTask, FeatureSpace, ResultRecord, RunContext
+from adaptor_vlp.evaluate.segmentation_head import fit_segmentation_head
+from adaptor_vlp.cache_schema.targets import decode_mask
 
 CENTER_CROP_RESIZE = "shorter_side_center_crop"
 SQUASH_RESIZE = "squash"

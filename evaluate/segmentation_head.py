@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from evaluate.early_stopping import (
+from adaptor_vlp.evaluate.early_stopping import (
     TrainingOutcome,
     TrainingSettings,
     predict_in_batches,

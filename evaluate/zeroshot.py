@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cache_schema import CacheStore, Modality, ProvenanceMismatch, StoreError, dataset_dir
-from evaluate.classify import classification_targets, metrics_with_intervals
-from evaluate.features import AdaptorRun, adaptor_embeddings, open_dataset_rows, open_store_for, pooled_features
-from evaluate.heads import TaskKind
-from evaluate.results import EvaluatedRun, EvaluationTask, FeatureSpace, ResultRecord, RunContext
-from extract.manifest import Manifest, ManifestRow, Split, manifest_sha256, read_manifest, write_manifest
+from adaptor_vlp.cache_schema import CacheStore, Modality, ProvenanceMismatch, StoreError, dataset_dir
+from adaptor_vlp.evaluate.classify import classification_targets, metrics_with_intervals
+from adaptor_vlp.evaluate.features import AdaptorRun, adaptor_embeddings, open_dataset_rows, open_store_for, pooled_features
+from adaptor_vlp.evaluate.heads import TaskKind
+from adaptor_vlp.evaluate.results import EvaluatedRun, EvaluationTask, FeatureSpace, ResultRecord, RunContext
+from adaptor_vlp.cache_schema.manifest import Manifest, ManifestRow, Split, manifest_sha256, read_manifest, write_manifest
 
 DEFAULT_PROMPTS = Path(__file__).with_name("chexpert_prompts.toml")
 """Positive and negative prompts for the 14 CheXpert labels."""

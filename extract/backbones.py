@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from cache_schema import Modality
+from adaptor_vlp.cache_schema import Modality
 
 RANDOM_INIT_PREFIX = "random-init:seed="
 

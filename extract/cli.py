@@ -7,21 +7,21 @@ from typing import Any, Callable, Mapping
 import torch
 import typer
 
-from cache_schema import Modality, ProvenanceMismatch, StoreError
-from cache_schema.cli import input_errors_exit
-from cache_schema.cluster import SCHEDULER_HELP, SchedulerError
-from extract.backbones import BACKBONES, UnknownBackbone
-from extract.demo import MIN_SUBJECTS, write_demo_dataset
-from extract.demo.siim_tree import DEFAULT_IMAGES as SIIM_DEMO_IMAGES
-from extract.demo.siim_tree import MIN_IMAGES as SIIM_DEMO_MIN_IMAGES
-from extract.demo.siim_tree import write_demo_siim
-from extract.downstream import BlankPolicy, UncertainPolicy, read_chexpert, read_covidx, read_rsna, read_siim
-from extract.job import ExtractionJob
-from extract.precision import Precision
-from extract.manifest import Manifest, ManifestError, write_manifest
-from extract.mimic import DEFAULT_VIEWS, read_mimic_cxr
-from extract.run import run_extraction
-from extract.weights import IncompatibleWeights, MissingWeights, weights_available
+from adaptor_vlp.cache_schema import Modality, ProvenanceMismatch, StoreError
+from adaptor_vlp.cache_schema.cli import input_errors_exit
+from adaptor_vlp.cache_schema.cluster import SCHEDULER_HELP, SchedulerError
+from adaptor_vlp.extract.backbones import BACKBONES, UnknownBackbone
+from adaptor_vlp.extract.demo import MIN_SUBJECTS, write_demo_dataset
+from adaptor_vlp.extract.demo.siim_tree import DEFAULT_IMAGES as SIIM_DEMO_IMAGES
+from adaptor_vlp.extract.demo.siim_tree import MIN_IMAGES as SIIM_DEMO_MIN_IMAGES
+from adaptor_vlp.extract.demo.siim_tree import write_demo_siim
+from adaptor_vlp.extract.downstream import BlankPolicy, UncertainPolicy, read_chexpert, read_covidx, read_rsna, read_siim
+from adaptor_vlp.extract.job import ExtractionJob
+from adaptor_vlp.extract.precision import Precision
+from adaptor_vlp.cache_schema.manifest import Manifest, ManifestError, write_manifest
+from adaptor_vlp.extract.mimic import DEFAULT_VIEWS, read_mimic_cxr
+from adaptor_vlp.extract.run import run_extraction
+from adaptor_vlp.extract.weights import IncompatibleWeights, MissingWeights, weights_available
 
 RUN_ERRORS = (ManifestError, MissingWeights, IncompatibleWeights, UnknownBackbone, ProvenanceMismatch, StoreError,
               SchedulerError)

@@ -17,10 +17,10 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import ModelOutput
 
-from extract.backbones import BackboneSpec, Modality, Pooling, get_spec
-from extract.image_transforms import image_preprocessing
-from extract.precision import Precision
-from extract.weights import IncompatibleWeights, locate_tokenizer, locate_weights, weights_sha256
+from adaptor_vlp.extract.backbones import BackboneSpec, Modality, Pooling, get_spec
+from adaptor_vlp.extract.image_transforms import image_preprocessing
+from adaptor_vlp.extract.precision import Precision
+from adaptor_vlp.extract.weights import IncompatibleWeights, locate_tokenizer, locate_weights, weights_sha256
 
 TIMM_GLOBAL_POOL = {Pooling.CLS: "token", Pooling.MEAN: "avg"}
 

@@ -16,7 +16,7 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from extract.backbones import BackboneSpec, ResizePolicy
+from adaptor_vlp.extract.backbones import BackboneSpec, ResizePolicy
 
 RESIZE_INTERPOLATION = InterpolationMode.BICUBIC
 ROTATION_INTERPOLATION = InterpolationMode.BILINEAR

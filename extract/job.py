@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cache_schema import Modality, store_path
-from extract.precision import Precision
+from adaptor_vlp.cache_schema import Modality, store_path
+from adaptor_vlp.extract.precision import Precision
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence, TextIO
 
-from extract.manifest import CHEXPERT_LABELS, Manifest, ManifestRow, Split, parse_label
-from extract.report_sections import DEFAULT_MIN_WORDS, DEFAULT_SECTIONS, ReportText, Section, parse_section_names
-from extract.report_sections import report_text as select_report_text
+from adaptor_vlp.cache_schema.manifest import CHEXPERT_LABELS, Manifest, ManifestRow, Split, parse_label
+from adaptor_vlp.extract.report_sections import DEFAULT_MIN_WORDS, DEFAULT_SECTIONS, ReportText, Section, parse_section_names
+from adaptor_vlp.extract.report_sections import report_text as select_report_text
 
 DATASET = "mimic-cxr"
 

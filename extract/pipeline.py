@@ -19,11 +19,11 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from cache_schema import ArrayName, CacheStore, FeatureShape, Modality, Provenance, ShardSpan, dataset_dir
-from extract.encoders import ImageEncoder, TextEncoder, load_image_encoder, load_text_encoder
-from extract.job import ExtractionJob
-from extract.manifest import Manifest, ManifestRow, manifest_sha256, read_manifest
-from extract.sources import Decoders, ImageRows, image_batches, text_batch
+from adaptor_vlp.cache_schema import ArrayName, CacheStore, FeatureShape, Modality, Provenance, ShardSpan, dataset_dir
+from adaptor_vlp.extract.encoders import ImageEncoder, TextEncoder, load_image_encoder, load_text_encoder
+from adaptor_vlp.extract.job import ExtractionJob
+from adaptor_vlp.cache_schema.manifest import Manifest, ManifestRow, manifest_sha256, read_manifest
+from adaptor_vlp.extract.sources import Decoders, ImageRows, image_batches, text_batch
 
 Encoder = ImageEncoder | TextEncoder
 ShardDone = Callable[[ShardSpan, int], None]

@@ -14,11 +14,11 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from cache_schema import CacheStore, ShardSpan, dataset_dir
-from cache_schema.cluster import Scheduler, parse_scheduler, run_on_dask
-from extract.job import ExtractionJob
-from extract.manifest import read_manifest
-from extract.pipeline import (
+from adaptor_vlp.cache_schema import CacheStore, ShardSpan, dataset_dir
+from adaptor_vlp.cache_schema.cluster import Scheduler, parse_scheduler, run_on_dask
+from adaptor_vlp.extract.job import ExtractionJob
+from adaptor_vlp.cache_schema.manifest import read_manifest
+from adaptor_vlp.extract.pipeline import (
     Encoder, StoreRows, extract_shards, load_encoder, open_store, resolve_image_root, run_shard_task, store_rows,
 )
 

@@ -18,10 +18,10 @@ from typing import Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from extract.backbones import BackboneSpec
-from extract.image_transforms import augmented_view, preprocess, view_seed
-from extract.images import UnreadableImage, read_grayscale
-from extract.manifest import ManifestRow
+from adaptor_vlp.extract.backbones import BackboneSpec
+from adaptor_vlp.extract.image_transforms import augmented_view, preprocess, view_seed
+from adaptor_vlp.extract.images import UnreadableImage, read_grayscale
+from adaptor_vlp.cache_schema.manifest import ManifestRow
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import torch
 from huggingface_hub import constants as hub_constants
 from huggingface_hub import try_to_load_from_cache
 
-from extract.backbones import BackboneSpec, Modality, Source, get_spec
+from adaptor_vlp.extract.backbones import BackboneSpec, Modality, Source, get_spec
 
 CHECKPOINT_FILES = ("model.safetensors", "pytorch_model.bin")
 SHARDED_CHECKPOINT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")

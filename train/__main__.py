@@ -1,4 +1,4 @@
-"""Runs the train stage's commands: `python -m train ...` is `adaptor train ...`."""
-from train.cli import app
+"""Runs the train stage's commands: `python -m adaptor_vlp.train ...` is `adaptor train ...`."""
+from adaptor_vlp.train.cli import app
 
-app(prog_name="python -m train")
+app(prog_name="python -m adaptor_vlp.train")

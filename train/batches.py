@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cache_schema import ArrayName, CacheStore, StoreError, require_finite
-from train.model import AdaptorInputs
-from train.pairs import PairingError, SplitPairs, StorePairing, load_pooled
-from train.recipe import Recipe
+from adaptor_vlp.cache_schema import ArrayName, CacheStore, StoreError, require_finite
+from adaptor_vlp.train.model import AdaptorInputs
+from adaptor_vlp.train.pairs import PairingError, SplitPairs, StorePairing, load_pooled
+from adaptor_vlp.train.recipe import Recipe
 
 TRAIN_SPLIT = "train"
 VALIDATION_SPLIT = "validate"

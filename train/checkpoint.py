@@ -22,7 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from train.model import Adaptor, AdaptorConfig
+from adaptor_vlp.train.model import Adaptor, AdaptorConfig
 
 CHECKPOINT_FORMAT = "adaptor-vlp/adaptor-checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1

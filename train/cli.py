@@ -8,17 +8,17 @@ from typing import Any, Optional
 
 import typer
 
-from cache_schema import IncompleteProvenance, Modality, Provenance, ProvenanceMismatch, StoreError
-from train.checkpoint import CheckpointError, CheckpointKind
-from train.embed import embed_store
-from train.encoding import DeviceError
-from train.loop import RunFolderError, TrainingDiverged, TrainResult, train_adaptor
-from train.model import AdaptorInputs
-from train.pairs import PairingError, open_pair_stores, pair_stores
-from train.recipe import RECIPES, Recipe, RecipeError, RecipeName, Selection
-from cache_schema.cluster import SCHEDULER_HELP, SchedulerError
-from cache_schema.cli import input_errors_exit
-from train.sweep import GridError, SweepOutcome, expand_grid, read_grid, run_sweep
+from adaptor_vlp.cache_schema import IncompleteProvenance, Modality, Provenance, ProvenanceMismatch, StoreError
+from adaptor_vlp.train.checkpoint import CheckpointError, CheckpointKind
+from adaptor_vlp.train.embed import embed_store
+from adaptor_vlp.train.encoding import DeviceError
+from adaptor_vlp.train.loop import RunFolderError, TrainingDiverged, TrainResult, train_adaptor
+from adaptor_vlp.train.model import AdaptorInputs
+from adaptor_vlp.train.pairs import PairingError, open_pair_stores, pair_stores
+from adaptor_vlp.train.recipe import RECIPES, Recipe, RecipeError, RecipeName, Selection
+from adaptor_vlp.cache_schema.cluster import SCHEDULER_HELP, SchedulerError
+from adaptor_vlp.cache_schema.cli import input_errors_exit
+from adaptor_vlp.train.sweep import GridError, SweepOutcome, expand_grid, read_grid, run_sweep
 
 INPUT_ERRORS = (StoreError, ProvenanceMismatch, IncompleteProvenance, PairingError, RecipeError, RunFolderError,
                 CheckpointError, GridError, SchedulerError, DeviceError, TrainingDiverged)

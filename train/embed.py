@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from cache_schema import (
+from adaptor_vlp.cache_schema import (
     ArrayName,
     CacheStore,
     FeatureShape,
@@ -23,10 +23,10 @@ from cache_schema import (
     StoreError,
     store_path,
 )
-from cache_schema.provenance import check_same_embedding_space
-from train.batches import FeatureReader
-from train.checkpoint import CheckpointKind, load_adaptor
-from train.encoding import encode_rows, resolve_device
+from adaptor_vlp.cache_schema.provenance import check_same_embedding_space
+from adaptor_vlp.train.batches import FeatureReader
+from adaptor_vlp.train.checkpoint import CheckpointKind, load_adaptor
+from adaptor_vlp.train.encoding import encode_rows, resolve_device
 
 ADAPTOR_BACKBONE_INFIX = "+adaptor-"
 @dataclass(frozen=True)

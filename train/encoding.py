@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from train.batches import FeatureReader
+from adaptor_vlp.train.batches import FeatureReader
 
 
 class DeviceError(ValueError):

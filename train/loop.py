@@ -17,8 +17,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from train.batches import PairedData
-from train.checkpoint import (
+from adaptor_vlp.train.batches import PairedData
+from adaptor_vlp.train.checkpoint import (
     CheckpointKind,
     CheckpointRecord,
     checkpoint_paths,
@@ -26,13 +26,13 @@ from train.checkpoint import (
     restore_training_state,
     save_checkpoint,
 )
-from train.encoding import autocast, encode_rows, resolve_device
-from train.history import MetricsHistory
-from train.loss import contrastive_loss
-from train.model import Adaptor, count_trainable_parameters
-from train.pairs import StorePairing
-from train.recipe import Recipe
-from train.retrieval import retrieval_recall
+from adaptor_vlp.train.encoding import autocast, encode_rows, resolve_device
+from adaptor_vlp.train.history import MetricsHistory
+from adaptor_vlp.train.loss import contrastive_loss
+from adaptor_vlp.train.model import Adaptor, count_trainable_parameters
+from adaptor_vlp.train.pairs import StorePairing
+from adaptor_vlp.train.recipe import Recipe
+from adaptor_vlp.train.retrieval import retrieval_recall
 
 COMPLETED_MARKER = "completed.json"
 SUBSET_IDS_FILE = "data_subset.txt"

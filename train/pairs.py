@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from cache_schema import ArrayName, CacheStore, Modality, ProvenanceMismatch, store_path
+from adaptor_vlp.cache_schema import ArrayName, CacheStore, Modality, ProvenanceMismatch, store_path
 
 
 class PairingError(ValueError):

@@ -11,7 +11,7 @@ import typing
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping
 
-from train.model import AdaptorConfig, AdaptorInputs
+from adaptor_vlp.train.model import AdaptorConfig, AdaptorInputs
 
 
 class RecipeError(ValueError):

@@ -22,10 +22,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
-from cache_schema.cluster import parse_scheduler, run_on_dask
-from train.loop import TrainResult, read_completed, train_adaptor
-from train.pairs import open_pair_stores, pair_stores
-from train.recipe import RECIPES, Recipe, RecipeError, RecipeName, Selection
+from adaptor_vlp.cache_schema.cluster import parse_scheduler, run_on_dask
+from adaptor_vlp.train.loop import TrainResult, read_completed, train_adaptor
+from adaptor_vlp.train.pairs import open_pair_stores, pair_stores
+from adaptor_vlp.train.recipe import RECIPES, Recipe, RecipeError, RecipeName, Selection
 
 PAIR_KEY = "pair"
 VISION_KEY = "vision"

@@ -6,8 +6,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from extract.demo.anatomy import Anatomy
-from extract.demo.findings import Device
+from adaptor_vlp.extract.demo.anatomy import Anatomy
+from adaptor_vlp.extract.demo.findings import Device
 
 Point = tuple[float, float]
 

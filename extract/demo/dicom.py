@@ -9,7 +9,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGBaseline8Bit, SecondaryCaptureImageStorage
 
-from extract.demo.radiograph import encode_jpeg
+from adaptor_vlp.extract.demo.radiograph import encode_jpeg
 
 
 @dataclass(frozen=True)

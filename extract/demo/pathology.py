@@ -9,8 +9,8 @@ from typing import Iterator
 
 import numpy as np
 
-from extract.demo.anatomy import Chest, smooth_noise
-from extract.demo.findings import AirspaceDisease, Certainty, Effusion, Pneumothorax, Severity, Side
+from adaptor_vlp.extract.demo.anatomy import Chest, smooth_noise
+from adaptor_vlp.extract.demo.findings import AirspaceDisease, Certainty, Effusion, Pneumothorax, Severity, Side
 
 _EFFUSION_DEPTH = {Severity.SMALL: 0.08, Severity.MODERATE: 0.15, Severity.LARGE: 0.24}
 _COLLAPSE_SCALE = {Severity.SMALL: 0.88, Severity.MODERATE: 0.78, Severity.LARGE: 0.62}

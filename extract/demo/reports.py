@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from extract.demo.findings import (
+from adaptor_vlp.extract.demo.findings import (
     AirspaceAppearance,
     AirspaceDisease,
     Certainty,
@@ -22,7 +22,7 @@ from extract.demo.findings import (
     Side,
     StudyFindings,
 )
-from extract.manifest import CHEXPERT_LABELS
+from adaptor_vlp.cache_schema.manifest import CHEXPERT_LABELS
 
 POSITIVE, NEGATIVE, UNCERTAIN = 1.0, 0.0, -1.0
 

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from extract.demo.anatomy import Anatomy, lay_out, position, sample_anatomy
-from extract.demo.dicom import DicomIdentity, encode_dicom
-from extract.demo.findings import Pneumothorax, Severity, Side, StudyFindings, sample_findings, sample_traits
-from extract.demo.pathology import pneumothorax_region
-from extract.demo.radiograph import IMAGE_SIDE, draw_frontal
-from extract.downstream.siim import IMAGES_FOLDER, LABELS_TABLE
-from extract.targets import SIIM_NO_MASK, encode_siim_rle
+from adaptor_vlp.extract.demo.anatomy import Anatomy, lay_out, position, sample_anatomy
+from adaptor_vlp.extract.demo.dicom import DicomIdentity, encode_dicom
+from adaptor_vlp.extract.demo.findings import Pneumothorax, Severity, Side, StudyFindings, sample_findings, sample_traits
+from adaptor_vlp.extract.demo.pathology import pneumothorax_region
+from adaptor_vlp.extract.demo.radiograph import IMAGE_SIDE, draw_frontal
+from adaptor_vlp.extract.downstream.siim import IMAGES_FOLDER, LABELS_TABLE
+from adaptor_vlp.cache_schema.targets import SIIM_NO_MASK, encode_siim_rle
 
 MIN_IMAGES = 12
 """Enough images for a patient-wise 70/15/15 split with both classes likely in each split."""

@@ -15,8 +15,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from extract.demo.anatomy import position
-from extract.demo.cohort import (
+from adaptor_vlp.extract.demo.anatomy import position
+from adaptor_vlp.extract.demo.cohort import (
     Cohort,
     ImageFile,
     PlantedFault,
@@ -26,10 +26,10 @@ from extract.demo.cohort import (
     SubjectPlan,
     plan_cohort,
 )
-from extract.demo.radiograph import IMAGE_SIDE, draw_frontal, draw_lateral, encode_jpeg
-from extract.demo.reports import DemoReport, ReportForm, StudyContext, write_report
-from extract.manifest import CHEXPERT_LABELS, Split, format_label
-from extract.mimic import (
+from adaptor_vlp.extract.demo.radiograph import IMAGE_SIDE, draw_frontal, draw_lateral, encode_jpeg
+from adaptor_vlp.extract.demo.reports import DemoReport, ReportForm, StudyContext, write_report
+from adaptor_vlp.cache_schema.manifest import CHEXPERT_LABELS, Split, format_label
+from adaptor_vlp.extract.mimic import (
     CHEXPERT_COLUMNS,
     CHEXPERT_TABLE,
     METADATA_COLUMNS,

@@ -5,11 +5,11 @@ row per image with stable ids, a split (patient-wise where the data allows, fixe
 dataset's labels and, for segmentation datasets, a mask target. Downstream datasets have no
 reports, so every row's report is marked unusable and text extraction masks it.
 """
-from extract.downstream.chexpert import BlankPolicy, UncertainPolicy, read_chexpert
-from extract.downstream.covidx import read_covidx
-from extract.downstream.rsna import read_rsna
-from extract.downstream.siim import read_siim
-from extract.downstream.tables import DownstreamLayoutError
+from adaptor_vlp.extract.downstream.chexpert import BlankPolicy, UncertainPolicy, read_chexpert
+from adaptor_vlp.extract.downstream.covidx import read_covidx
+from adaptor_vlp.extract.downstream.rsna import read_rsna
+from adaptor_vlp.extract.downstream.siim import read_siim
+from adaptor_vlp.extract.downstream.tables import DownstreamLayoutError
 
 __all__ = [
     "BlankPolicy",

@@ -23,10 +23,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from extract.downstream.rows import IMAGE_MISSING, image_row, require_images
-from extract.downstream.splits import held_out, split_groups
-from extract.downstream.tables import DownstreamLayoutError, find_file, read_csv_records
-from extract.manifest import CHEXPERT_LABELS, Manifest, ManifestRow, Split, parse_label
+from adaptor_vlp.extract.downstream.rows import IMAGE_MISSING, image_row, require_images
+from adaptor_vlp.extract.downstream.splits import held_out, split_groups
+from adaptor_vlp.extract.downstream.tables import DownstreamLayoutError, find_file, read_csv_records
+from adaptor_vlp.cache_schema.manifest import CHEXPERT_LABELS, Manifest, ManifestRow, Split, parse_label
 
 DATASET = "chexpert"
 TRAIN_TABLE = "train.csv"

@@ -19,10 +19,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from extract.downstream.rows import IMAGE_MISSING, image_row, require_images
-from extract.downstream.splits import held_out, split_groups
-from extract.downstream.tables import DownstreamLayoutError, read_text_lines
-from extract.manifest import Manifest, ManifestRow, Split
+from adaptor_vlp.extract.downstream.rows import IMAGE_MISSING, image_row, require_images
+from adaptor_vlp.extract.downstream.splits import held_out, split_groups
+from adaptor_vlp.extract.downstream.tables import DownstreamLayoutError, read_text_lines
+from adaptor_vlp.cache_schema.manifest import Manifest, ManifestRow, Split
 
 DATASET = "covidx"
 THREE_CLASSES: tuple[str, ...] = ("normal", "pneumonia", "COVID-19")

@@ -4,9 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
-from extract.downstream.tables import DownstreamLayoutError
-from extract.manifest import ManifestRow, Split
-from extract.mimic import IMAGE_MISSING
+from adaptor_vlp.extract.downstream.tables import DownstreamLayoutError
+from adaptor_vlp.cache_schema.manifest import ManifestRow, Split
+from adaptor_vlp.extract.mimic import IMAGE_MISSING
 
 __all__ = ["IMAGE_MISSING", "NO_REPORT", "UNREADABLE_HEADER", "image_row", "require_images"]
 

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from extract.downstream.dicom_header import DicomHeader, UnreadableHeader, read_dicom_header
-from extract.downstream.rows import IMAGE_MISSING, UNREADABLE_HEADER, image_row, require_images
-from extract.downstream.splits import held_out, split_groups
-from extract.downstream.tables import DownstreamLayoutError, find_file, read_csv_records
-from extract.manifest import Manifest
-from extract.targets import TargetError, decode_siim_rle, encode_rle_target
+from adaptor_vlp.extract.downstream.dicom_header import DicomHeader, UnreadableHeader, read_dicom_header
+from adaptor_vlp.extract.downstream.rows import IMAGE_MISSING, UNREADABLE_HEADER, image_row, require_images
+from adaptor_vlp.extract.downstream.splits import held_out, split_groups
+from adaptor_vlp.extract.downstream.tables import DownstreamLayoutError, find_file, read_csv_records
+from adaptor_vlp.cache_schema.manifest import Manifest
+from adaptor_vlp.cache_schema.targets import TargetError, decode_siim_rle, encode_rle_target
 
 DATASET = "siim"
 LABELS_TABLE = "train-rle.csv"

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cache_schema import ArrayName, CacheStore, FeatureShape, Modality, Provenance
+from adaptor_vlp.cache_schema import ArrayName, CacheStore, FeatureShape, Modality, Provenance
 
 N_ROWS = 10
 SHARD_ROWS = 4

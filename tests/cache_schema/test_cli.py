@@ -3,8 +3,8 @@ import json
 
 from typer.testing import CliRunner
 
-from adaptor_cli import app
-from cache_schema import CacheStore
+from adaptor_vlp.cli import app
+from adaptor_vlp.cache_schema import CacheStore
 from tests.cache_schema.conftest import shard_arrays
 
 runner = CliRunner()

@@ -1,7 +1,7 @@
 """--scheduler values, and tasks placed on a local Dask cluster."""
 import pytest
 
-from cache_schema.cluster import Scheduler, SchedulerError, parse_scheduler, run_on_dask
+from adaptor_vlp.cache_schema.cluster import Scheduler, SchedulerError, parse_scheduler, run_on_dask
 
 
 def test_scheduler_values_are_parsed_or_refused() -> None:

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from cache_schema import ArrayName, CacheStore
-from cache_schema.ids import decode_ids
+from adaptor_vlp.cache_schema import ArrayName, CacheStore
+from adaptor_vlp.cache_schema.ids import decode_ids
 
 tensorstore = pytest.importorskip("tensorstore")
 

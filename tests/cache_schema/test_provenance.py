@@ -1,8 +1,8 @@
 """Which provenance differences keep two stores in one embedding space, and which do not."""
 import pytest
 
-from cache_schema import ProvenanceMismatch
-from cache_schema.provenance import check_same_embedding_space
+from adaptor_vlp.cache_schema import ProvenanceMismatch
+from adaptor_vlp.cache_schema.provenance import check_same_embedding_space
 from tests.cache_schema.conftest import make_provenance
 
 TRAINED_ON = make_provenance(preprocessing={"size": 64, "mean": [0.5], "tokens": False, "views": 0,

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cache_schema import ArrayName, CacheStore, FeatureShape, ProvenanceMismatch, StoreError
+from adaptor_vlp.cache_schema import ArrayName, CacheStore, FeatureShape, ProvenanceMismatch, StoreError
 from tests.cache_schema.conftest import FEATURES, SHARD_ROWS, make_provenance, shard_arrays
 
 

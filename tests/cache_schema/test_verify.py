@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cache_schema import ArrayName, CacheStore, StoreError, require_finite, store_summary, verify_store
+from adaptor_vlp.cache_schema import ArrayName, CacheStore, StoreError, require_finite, store_summary, verify_store
 from tests.cache_schema.conftest import shard_arrays
 
 

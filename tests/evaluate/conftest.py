@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 import torch
 
-from cache_schema import ArrayName, CacheStore, FeatureShape, Modality, Provenance, dataset_dir, store_path
-from evaluate.zeroshot import PromptRole, prompt_dataset, prompt_id, read_prompt_manifest, write_prompt_manifest
-from extract.manifest import Manifest, ManifestRow, Split, manifest_sha256, write_manifest
-from extract.targets import decode_mask, encode_rle_target
-from train.loop import train_adaptor
-from train.pairs import pair_stores
-from train.recipe import DEMO
+from adaptor_vlp.cache_schema import ArrayName, CacheStore, FeatureShape, Modality, Provenance, dataset_dir, store_path
+from adaptor_vlp.evaluate.zeroshot import PromptRole, prompt_dataset, prompt_id, read_prompt_manifest, write_prompt_manifest
+from adaptor_vlp.cache_schema.manifest import Manifest, ManifestRow, Split, manifest_sha256, write_manifest
+from adaptor_vlp.cache_schema.targets import decode_mask, encode_rle_target
+from adaptor_vlp.train.loop import train_adaptor
+from adaptor_vlp.train.pairs import pair_stores
+from adaptor_vlp.train.recipe import DEMO
 
 DATASET = "toy-cxr"
 VISION = "toy-vit"

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from evaluate.bootstrap import bootstrap_ci
-from evaluate.metrics import binary_auroc
+from adaptor_vlp.evaluate.bootstrap import bootstrap_ci
+from adaptor_vlp.evaluate.metrics import binary_auroc
 
 
 def _scored_labels(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

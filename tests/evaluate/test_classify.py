@@ -4,16 +4,16 @@ import math
 import numpy as np
 import pytest
 
-from evaluate.classify import (
+from adaptor_vlp.evaluate.classify import (
     ClassificationError,
     ClassifySettings,
     UncertainPolicy,
     classification_targets,
     run_classification,
 )
-from evaluate.features import open_adaptor_run, open_dataset_rows, pooled_features
-from evaluate.heads import HeadKind, TaskKind
-from evaluate.results import FeatureSpace, RunContext
+from adaptor_vlp.evaluate.features import open_adaptor_run, open_dataset_rows, pooled_features
+from adaptor_vlp.evaluate.heads import HeadKind, TaskKind
+from adaptor_vlp.evaluate.results import FeatureSpace, RunContext
 from tests.evaluate.conftest import DATASET, LABELS, VISION
 
 CHANCE_AUROC = 0.5

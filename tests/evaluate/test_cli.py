@@ -8,8 +8,8 @@ import textwrap
 import pytest
 from typer.testing import CliRunner
 
-import evaluate
-from adaptor_cli import app
+from adaptor_vlp import evaluate
+from adaptor_vlp.cli import app
 from tests.evaluate.conftest import DATASET, IMAGE_PREPROCESSING, PROMPTS, VISION, build_toy_dataset
 
 IMAGE_LIBRARIES = ("PIL", "pydicom", "timm", "cv2")
@@ -117,7 +117,7 @@ def test_bad_input_exits_2_with_a_message(arguments, message, tmp_path, monkeypa
 
 def test_head_training_imports_no_image_decoder_or_backbone_library(toy, tmp_path):
     """Imports every evaluate module and runs classify and segment in a fresh interpreter."""
-    modules = [f"evaluate.{info.name}" for info in pkgutil.iter_modules(evaluate.__path__) if info.name != "__main__"]
+    modules = [f"adaptor_vlp.evaluate.{info.name}" for info in pkgutil.iter_modules(evaluate.__path__) if info.name != "__main__"]
     script = textwrap.dedent(f"""
         import importlib, sys
         for name in {modules!r}:
@@ -125,7 +125,7 @@ def test_head_training_imports_no_image_decoder_or_backbone_library(toy, tmp_pat
         import torch
         from typer.testing import CliRunner
         torch.set_num_threads(1)
-        from evaluate.cli import app
+        from adaptor_vlp.evaluate.cli import app
         common = ["--cache", {str(toy.cache_dir)!r}, "--dataset", {DATASET!r}, "--vision", {VISION!r},
                   "--resamples", "5", "--fractions", "100", "--out", {str(tmp_path / "out")!r}]
         for command in (["classify", "--head", "mlp"], ["segment", "--epochs", "2"]):

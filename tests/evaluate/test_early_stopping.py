@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from evaluate.early_stopping import TrainingSettings, seeded_torch, train_with_early_stopping
+from adaptor_vlp.evaluate.early_stopping import TrainingSettings, seeded_torch, train_with_early_stopping
 
 
 def test_weights_of_the_best_validation_epoch_are_kept_when_validation_gets_worse():

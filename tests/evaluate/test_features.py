@@ -3,9 +3,9 @@ Adaptor was not trained on is refused naming the provenance field."""
 import numpy as np
 import pytest
 
-from cache_schema import ArrayName, ProvenanceMismatch
-from evaluate.features import open_adaptor_run, open_dataset_rows, pooled_features
-from evaluate.results import FeatureSpace
+from adaptor_vlp.cache_schema import ArrayName, ProvenanceMismatch
+from adaptor_vlp.evaluate.features import open_adaptor_run, open_dataset_rows, pooled_features
+from adaptor_vlp.evaluate.results import FeatureSpace
 from tests.evaluate.conftest import DATASET, IMAGE_PREPROCESSING, UNREADABLE_ROWS, VISION, build_toy_dataset
 
 

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from evaluate.heads import C_GRID, HeadKind, LinearProbe, MlpHead, TaskKind, fit_head
-from evaluate.metrics import accuracy, auroc_report
+from adaptor_vlp.evaluate.heads import C_GRID, HeadKind, LinearProbe, MlpHead, TaskKind, fit_head
+from adaptor_vlp.evaluate.metrics import accuracy, auroc_report
 
 N_FEATURES = 16
 SPLIT_SIZES = {"train": 400, "val": 150, "test": 400}

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from evaluate.metrics import (
+from adaptor_vlp.evaluate.metrics import (
     accuracy,
     auroc_report,
     binary_auroc,

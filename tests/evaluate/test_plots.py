@@ -1,9 +1,9 @@
 """Plots are drawn from result files: ROC curves, a data-efficiency curve, and mask overlays."""
 import numpy as np
 
-from evaluate.bootstrap import ConfidenceInterval
-from evaluate.plots import draw_plots
-from evaluate.results import EvaluationTask, FeatureSpace, ResultRecord, RunContext, read_results, write_result
+from adaptor_vlp.evaluate.bootstrap import ConfidenceInterval
+from adaptor_vlp.evaluate.plots import draw_plots
+from adaptor_vlp.evaluate.results import EvaluationTask, FeatureSpace, ResultRecord, RunContext, read_results, write_result
 
 CONTEXT = RunContext("toy-cxr", {"image": {"backbone": "toy-vit"}}, None)
 

@@ -1,9 +1,9 @@
 """The report puts data fractions side by side, Adaptor beside baseline, and says why a cell is empty."""
 import math
 
-from evaluate.bootstrap import ConfidenceInterval
-from evaluate.report import format_interval, render_tables, write_report
-from evaluate.results import EvaluationTask, FeatureSpace, ResultRecord, RunContext, write_result
+from adaptor_vlp.evaluate.bootstrap import ConfidenceInterval
+from adaptor_vlp.evaluate.report import format_interval, render_tables, write_report
+from adaptor_vlp.evaluate.results import EvaluationTask, FeatureSpace, ResultRecord, RunContext, write_result
 
 IMAGE = {"image": {"dataset": "toy-cxr", "backbone": "toy-vit", "weights_id": "toy", "weights_sha256": "a" * 64,
                    "manifest_sha256": "c" * 64, "code_version": "0.1.0"}}

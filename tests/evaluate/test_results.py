@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from evaluate.bootstrap import ConfidenceInterval
-from evaluate.results import (
+from adaptor_vlp.evaluate.bootstrap import ConfidenceInterval
+from adaptor_vlp.evaluate.results import (
     EvaluationTask,
     FeatureSpace,
     ResultError,

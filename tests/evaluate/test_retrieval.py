@@ -2,12 +2,12 @@
 import numpy as np
 import pytest
 
-from cache_schema import CacheStore, Modality, store_path
-from evaluate.features import adaptor_embeddings, open_adaptor_run
-from evaluate.retrieval import RetrievalSettings, run_retrieval
+from adaptor_vlp.cache_schema import CacheStore, Modality, store_path
+from adaptor_vlp.evaluate.features import adaptor_embeddings, open_adaptor_run
+from adaptor_vlp.evaluate.retrieval import RetrievalSettings, run_retrieval
 from tests.evaluate.conftest import DATASET, TEXT
-from train.pairs import PairingError
-from train.retrieval import retrieval_recall
+from adaptor_vlp.train.pairs import PairingError
+from adaptor_vlp.train.retrieval import retrieval_recall
 
 CHANCE_MARGIN = 0.3
 """Mean recall@5 on the toy test split must exceed chance (5 / studies) by this much."""

@@ -4,10 +4,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from evaluate.features import DatasetRows, open_dataset_rows
-from evaluate.results import RunContext
-from evaluate.segment import SegmentationError, SegmentSettings, aligned_masks, run_segmentation, token_grid
-from extract.targets import encode_rle_target
+from adaptor_vlp.evaluate.features import DatasetRows, open_dataset_rows
+from adaptor_vlp.evaluate.results import RunContext
+from adaptor_vlp.evaluate.segment import SegmentationError, SegmentSettings, aligned_masks, run_segmentation, token_grid
+from adaptor_vlp.cache_schema.targets import encode_rle_target
 from tests.evaluate.conftest import DATASET, GRID, IMAGE_PREPROCESSING, VISION, build_toy_dataset
 
 DICE_FLOOR = 0.6

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from evaluate.metrics import segmentation_report
-from evaluate.segmentation_head import SegmenterSettings, fit_segmentation_head
+from adaptor_vlp.evaluate.metrics import segmentation_report
+from adaptor_vlp.evaluate.segmentation_head import SegmenterSettings, fit_segmentation_head
 
 GRID = 8
 CELL_PIXELS = 4

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from extract.manifest import CHEXPERT_LABELS, Manifest, ManifestRow, Split, write_manifest
+from adaptor_vlp.cache_schema.manifest import CHEXPERT_LABELS, Manifest, ManifestRow, Split, write_manifest
 
 N_IMAGES = 12
 MISSING_ROW = 3

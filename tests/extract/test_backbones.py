@@ -6,8 +6,8 @@ import pytest
 from huggingface_hub import constants as hub_constants
 from typer.testing import CliRunner
 
-from extract.backbones import BACKBONES, BackboneSpec, Modality, Pooling, Source, UnknownBackbone, get_spec
-from extract.cli import app
+from adaptor_vlp.extract.backbones import BACKBONES, BackboneSpec, Modality, Pooling, Source, UnknownBackbone, get_spec
+from adaptor_vlp.extract.cli import app
 
 
 def test_paper_backbones_are_registered_with_the_paper_settings():

@@ -4,8 +4,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from extract.cli import app
-from extract.manifest import Split, read_manifest
+from adaptor_vlp.extract.cli import app
+from adaptor_vlp.cache_schema.manifest import Split, read_manifest
 
 runner = CliRunner()
 

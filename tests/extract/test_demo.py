@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from extract.demo import Fault, write_demo_dataset
-from extract.demo.anatomy import sample_anatomy
-from extract.demo.findings import (
+from adaptor_vlp.extract.demo import Fault, write_demo_dataset
+from adaptor_vlp.extract.demo.anatomy import sample_anatomy
+from adaptor_vlp.extract.demo.findings import (
     AirspaceAppearance,
     AirspaceDisease,
     Certainty,
@@ -23,10 +23,10 @@ from extract.demo.findings import (
     Side,
     StudyFindings,
 )
-from extract.demo.radiograph import IMAGE_SIDE, draw_frontal
-from extract.manifest import CHEXPERT_LABELS
-from extract.mimic import CHEXPERT_COLUMNS, METADATA_COLUMNS, SPLIT_COLUMNS, report_relpath
-from extract.report_sections import Section, parse_sections, report_text
+from adaptor_vlp.extract.demo.radiograph import IMAGE_SIDE, draw_frontal
+from adaptor_vlp.cache_schema.manifest import CHEXPERT_LABELS
+from adaptor_vlp.extract.mimic import CHEXPERT_COLUMNS, METADATA_COLUMNS, SPLIT_COLUMNS, report_relpath
+from adaptor_vlp.extract.report_sections import Section, parse_sections, report_text
 
 SUBJECT_ID = re.compile(r"^1[0-9]{7}$")
 STUDY_ID = re.compile(r"^5[0-9]{7}$")

@@ -9,10 +9,10 @@ from huggingface_hub import constants as hub_constants
 from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from extract.backbones import Pooling, get_spec
-from extract.encoders import load_image_encoder, load_text_encoder
-from extract.precision import Precision
-from extract.weights import IncompatibleWeights, MissingWeights, locate_weights
+from adaptor_vlp.extract.backbones import Pooling, get_spec
+from adaptor_vlp.extract.encoders import load_image_encoder, load_text_encoder
+from adaptor_vlp.extract.precision import Precision
+from adaptor_vlp.extract.weights import IncompatibleWeights, MissingWeights, locate_weights
 
 REPORTS = [
     "Large right pleural effusion with adjacent compressive atelectasis.",

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from extract.backbones import ResizePolicy, get_spec
-from extract.image_transforms import augmented_view, image_preprocessing, preprocess, view_seed
+from adaptor_vlp.extract.backbones import ResizePolicy, get_spec
+from adaptor_vlp.extract.image_transforms import augmented_view, image_preprocessing, preprocess, view_seed
 
 SPEC = get_spec("tiny-vit")
 SIZE = SPEC.image_size

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from extract.images import HDF5ImageSource, UnreadableImage, read_grayscale
+from adaptor_vlp.extract.images import HDF5ImageSource, UnreadableImage, read_grayscale
 
 CHEST_CR = "RG1_UNCI.dcm"  # a real chest radiograph (CR, MONOCHROME1, 15-bit, with a window)
 

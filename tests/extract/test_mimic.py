@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from extract.demo import Fault, write_demo_dataset
-from extract.manifest import CHEXPERT_LABELS, MANIFEST_CSV, Split, write_manifest
-from extract.mimic import (
+from adaptor_vlp.extract.demo import Fault, write_demo_dataset
+from adaptor_vlp.cache_schema.manifest import CHEXPERT_LABELS, MANIFEST_CSV, Split, write_manifest
+from adaptor_vlp.extract.mimic import (
     CHEXPERT_COLUMNS,
     METADATA_COLUMNS,
     SPLIT_COLUMNS,

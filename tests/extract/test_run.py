@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cache_schema import ArrayName, CacheStore, Modality, ProvenanceMismatch, verify_store
-from extract.job import ExtractionJob
-from extract.precision import Precision
-from extract.run import run_extraction
+from adaptor_vlp.cache_schema import ArrayName, CacheStore, Modality, ProvenanceMismatch, verify_store
+from adaptor_vlp.extract.job import ExtractionJob
+from adaptor_vlp.extract.precision import Precision
+from adaptor_vlp.extract.run import run_extraction
 from tests.extract.conftest import CORRUPT_ROW, EMPTY_REPORT_STUDY, MISSING_ROW, N_IMAGES
 
 
@@ -82,7 +82,7 @@ def test_killed_run_resumes_to_byte_identical_arrays(tiny_dataset, tmp_path) -> 
     run_extraction(_image_job(uninterrupted, shard_rows=1, batch_size=1))
 
     killed = _copy_cache(tiny_dataset[0], tmp_path / "b")
-    command = [sys.executable, "-m", "extract", "images", "--dataset", "tiny", "--cache", str(killed),
+    command = [sys.executable, "-m", "adaptor_vlp.extract", "images", "--dataset", "tiny", "--cache", str(killed),
                "--backbone", "tiny-vit", "--tokens", "--views", "2", "--shard-rows", "1", "--batch-size", "1",
                "--workers", "0", "--device", "cpu", "--precision", "float32"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -1,8 +1,8 @@
 """Image batches: decoded by worker processes or by threads, the same batches either way."""
 import torch
 
-from extract.backbones import get_spec
-from extract.sources import Decoders, ImageBatch, ImageRows, image_batches
+from adaptor_vlp.extract.backbones import get_spec
+from adaptor_vlp.extract.sources import Decoders, ImageBatch, ImageRows, image_batches
 from tests.extract.conftest import CORRUPT_ROW, MISSING_ROW
 
 BATCHES = [[0, 1, 2], [3, 4], [5, 6, 7, 8], [9], [10, 11]]

@@ -6,8 +6,8 @@ import pytest
 import torch
 from huggingface_hub import constants as hub_constants
 
-from extract.backbones import get_spec
-from extract.weights import (
+from adaptor_vlp.extract.backbones import get_spec
+from adaptor_vlp.extract.weights import (
     MissingWeights,
     hub_repo_id,
     locate_tokenizer,

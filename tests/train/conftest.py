@@ -14,8 +14,8 @@ import pytest
 
 import torch
 
-from cache_schema import ArrayName, CacheStore, FeatureShape, Modality, Provenance, store_path
-from train.recipe import DEMO, Recipe
+from adaptor_vlp.cache_schema import ArrayName, CacheStore, FeatureShape, Modality, Provenance, store_path
+from adaptor_vlp.train.recipe import DEMO, Recipe
 
 DATASET = "toy-cxr"
 VISION = "toy-vit"

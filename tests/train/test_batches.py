@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from cache_schema import ArrayName, CacheStore
+from adaptor_vlp.cache_schema import ArrayName, CacheStore
 from tests.train.conftest import TOY_RECIPE, ToyCache, build_toy_cache
-from train.batches import PairedData, choose_subset, steps_per_epoch
-from train.pairs import PairingError, pair_stores
+from adaptor_vlp.train.batches import PairedData, choose_subset, steps_per_epoch
+from adaptor_vlp.train.pairs import PairingError, pair_stores
 
 
 def paired_data(cache: ToyCache, **overrides) -> PairedData:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from train.checkpoint import (
+from adaptor_vlp.train.checkpoint import (
     CheckpointError,
     CheckpointKind,
     CheckpointRecord,
@@ -17,9 +17,9 @@ from train.checkpoint import (
     restore_training_state,
     save_checkpoint,
 )
-from train.loop import linear_warmup_decay
-from train.loss import contrastive_loss
-from train.model import Adaptor, AdaptorConfig
+from adaptor_vlp.train.loop import linear_warmup_decay
+from adaptor_vlp.train.loss import contrastive_loss
+from adaptor_vlp.train.model import Adaptor, AdaptorConfig
 
 CONFIG = AdaptorConfig(image_dim=6, text_dim=5, projection_dim=8, num_layers=1, num_heads=2, ffn_dim=16)
 

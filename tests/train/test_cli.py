@@ -6,14 +6,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from adaptor_cli import app
-from cache_schema import CacheStore, FeatureShape, Modality, store_path
+from adaptor_vlp.cli import app
+from adaptor_vlp.cache_schema import CacheStore, FeatureShape, Modality, store_path
 from tests.train.conftest import DATASET, TEXT, VISION, ToyCache, provenance
 
 runner = CliRunner()
 SMALL = ["--recipe", "demo", "--epochs", "2", "--batch-size", "32", "--projection-dim", "32", "--num-heads", "4",
          "--ffn-dim", "64", "--device", "cpu"]
-FORBIDDEN_MODULES = ("PIL", "pydicom", "timm", "transformers", "cv2", "extract", "evaluate")
+FORBIDDEN_MODULES = ("PIL", "pydicom", "timm", "transformers", "cv2", "adaptor_vlp.extract", "adaptor_vlp.evaluate")
 
 
 def train_command(cache: ToyCache, out: Path, *extra: str) -> list[str]:
@@ -97,10 +97,10 @@ def test_a_bad_grid_file_is_refused_naming_the_key(toy_cache: ToyCache, tmp_path
 
 
 def test_the_train_package_imports_no_image_decoder_backbone_library_or_other_stage() -> None:
-    code = ("import sys, pkgutil, importlib, train, train.cli\n"
+    code = ("import sys, pkgutil, importlib\nfrom adaptor_vlp import train\nimport adaptor_vlp.train.cli\n"
             "for module in pkgutil.iter_modules(train.__path__):\n"
             "    if module.name != '__main__':\n"
-            "        importlib.import_module(f'train.{module.name}')\n"
+            "        importlib.import_module(f'adaptor_vlp.train.{module.name}')\n"
             f"print(sorted(name for name in {FORBIDDEN_MODULES!r} if name in sys.modules))")
 
     imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

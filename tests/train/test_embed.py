@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from cache_schema import ArrayName, CacheStore, Modality, ProvenanceMismatch, store_path
+from adaptor_vlp.cache_schema import ArrayName, CacheStore, Modality, ProvenanceMismatch, store_path
 from tests.train.conftest import TOY_RECIPE, VISION, ToyCache, build_toy_cache
-from train.checkpoint import file_sha256, load_adaptor
-from train.embed import embed_store
-from train.loop import train_adaptor
-from train.pairs import pair_stores
+from adaptor_vlp.train.checkpoint import file_sha256, load_adaptor
+from adaptor_vlp.train.embed import embed_store
+from adaptor_vlp.train.loop import train_adaptor
+from adaptor_vlp.train.pairs import pair_stores
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ import csv
 import json
 from pathlib import Path
 
-from train.history import MetricsHistory
+from adaptor_vlp.train.history import MetricsHistory
 
 
 def row(epoch: int) -> dict[str, float]:

@@ -6,10 +6,10 @@ import torch
 from safetensors.torch import load_file
 
 from tests.train.conftest import TOY_RECIPE, ToyCache, build_toy_cache
-from train.checkpoint import load_adaptor
-from train.loop import RunFolderError, linear_warmup_decay, read_completed, train_adaptor
-from train.model import count_trainable_parameters
-from train.pairs import pair_stores
+from adaptor_vlp.train.checkpoint import load_adaptor
+from adaptor_vlp.train.loop import RunFolderError, linear_warmup_decay, read_completed, train_adaptor
+from adaptor_vlp.train.model import count_trainable_parameters
+from adaptor_vlp.train.pairs import pair_stores
 
 VAL_STUDIES = 40
 CHANCE_IMAGE_TO_TEXT_AT_5 = 5 / VAL_STUDIES

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from train.loss import ContrastiveLoss, contrastive_loss
+from adaptor_vlp.train.loss import ContrastiveLoss, contrastive_loss
 
 # Two pairs. Image 0 = (1, 0), image 1 = (0, 1); text 0 = (1, 0), text 1 = (0.6, 0.8); scale exp(s) = 2.
 IMAGES = torch.tensor([[1.0, 0.0], [0.0, 1.0]])

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from train.loss import contrastive_loss
-from train.model import Adaptor, AdaptorConfig, AdaptorInputs, CrossAttentionBlock, count_trainable_parameters
+from adaptor_vlp.train.loss import contrastive_loss
+from adaptor_vlp.train.model import Adaptor, AdaptorConfig, AdaptorInputs, CrossAttentionBlock, count_trainable_parameters
 
 IMAGE_DIM, TEXT_DIM, WIDTH = 12, 10, 16
 POOLED, TOKENS = AdaptorInputs.POOLED, AdaptorInputs.TOKENS

@@ -4,9 +4,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cache_schema import ProvenanceMismatch
+from adaptor_vlp.cache_schema import ProvenanceMismatch
 from tests.train.conftest import DATASET, TEXT, VISION, ToyCache, build_toy_cache
-from train.pairs import open_pair_stores, pair_stores
+from adaptor_vlp.train.pairs import open_pair_stores, pair_stores
 
 
 def test_images_pair_with_their_studys_text_in_every_split(toy_cache: ToyCache) -> None:

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from train.model import AdaptorInputs
-from train.recipe import DEMO, PAPER, RECIPES, Recipe, RecipeError, RecipeName, Selection
+from adaptor_vlp.train.model import AdaptorInputs
+from adaptor_vlp.train.recipe import DEMO, PAPER, RECIPES, Recipe, RecipeError, RecipeName, Selection
 
 
 def test_paper_recipe_holds_the_published_settings() -> None:

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from train.retrieval import RECALL_KS, retrieval_recall
+from adaptor_vlp.train.retrieval import RECALL_KS, retrieval_recall
 
 # Three images, two texts: images 0 and 1 belong to text 0, image 2 to text 1.
 TEXT_FOR_IMAGE = np.array([0, 0, 1])

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from tests.train.conftest import DATASET, TEXT, VISION, ToyCache, build_toy_cache
-from train.recipe import RecipeName, Selection
-from train.sweep import (
+from adaptor_vlp.train.recipe import RecipeName, Selection
+from adaptor_vlp.train.sweep import (
     GridError,
     expand_grid,
     read_grid,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from extract.demo.dicom import DicomIdentity, encode_dicom
+from adaptor_vlp.extract.demo.dicom import DicomIdentity, encode_dicom
 
 XRV_DATA = Path(find_spec("torchxrayvision").submodule_search_locations[0]) / "data"
 

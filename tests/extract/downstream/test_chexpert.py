@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from extract.downstream import BlankPolicy, DownstreamLayoutError, UncertainPolicy, read_chexpert
-from extract.downstream.chexpert import COMPETITION_TASKS, LATERAL_IMAGE
-from extract.manifest import CHEXPERT_LABELS, Split, read_manifest, write_manifest
+from adaptor_vlp.extract.downstream import BlankPolicy, DownstreamLayoutError, UncertainPolicy, read_chexpert
+from adaptor_vlp.extract.downstream.chexpert import COMPETITION_TASKS, LATERAL_IMAGE
+from adaptor_vlp.cache_schema.manifest import CHEXPERT_LABELS, Split, read_manifest, write_manifest
 from tests.extract.downstream.conftest import write_csv
 
 TRAIN_ROWS = 40

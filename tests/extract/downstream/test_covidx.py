@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from extract.downstream import DownstreamLayoutError, read_covidx
-from extract.downstream.covidx import DUPLICATE_FILE_NAME, NON_ASCII_NAME
-from extract.manifest import Split, read_manifest, write_manifest
+from adaptor_vlp.extract.downstream import DownstreamLayoutError, read_covidx
+from adaptor_vlp.extract.downstream.covidx import DUPLICATE_FILE_NAME, NON_ASCII_NAME
+from adaptor_vlp.cache_schema.manifest import Split, read_manifest, write_manifest
 
 OLD_CLASSES = ("normal", "pneumonia", "COVID-19")
 SOURCES = ("cohen", "rsna", "sirm")

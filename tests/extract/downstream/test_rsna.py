@@ -4,10 +4,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from extract.downstream import DownstreamLayoutError, read_rsna
-from extract.downstream.rows import UNREADABLE_HEADER
-from extract.manifest import Split, read_manifest, write_manifest
-from extract.targets import decode_mask
+from adaptor_vlp.extract.downstream import DownstreamLayoutError, read_rsna
+from adaptor_vlp.extract.downstream.rows import UNREADABLE_HEADER
+from adaptor_vlp.cache_schema.manifest import Split, read_manifest, write_manifest
+from adaptor_vlp.cache_schema.targets import decode_mask
 from tests.extract.downstream.conftest import write_csv, write_dicom
 
 LABEL_ROWS = 60

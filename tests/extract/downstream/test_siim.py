@@ -4,11 +4,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from extract.downstream import DownstreamLayoutError, read_siim
-from extract.downstream.rows import UNREADABLE_HEADER
-from extract.downstream.siim import DUPLICATE_FILE
-from extract.manifest import read_manifest, write_manifest
-from extract.targets import decode_mask, decode_siim_rle
+from adaptor_vlp.extract.downstream import DownstreamLayoutError, read_siim
+from adaptor_vlp.extract.downstream.rows import UNREADABLE_HEADER
+from adaptor_vlp.extract.downstream.siim import DUPLICATE_FILE
+from adaptor_vlp.cache_schema.manifest import read_manifest, write_manifest
+from adaptor_vlp.cache_schema.targets import decode_mask, decode_siim_rle
 from tests.extract.downstream.conftest import write_csv, write_dicom
 
 SINGLE_ROW_IMAGES = 24

@@ -3,9 +3,9 @@ from collections import Counter
 
 import pytest
 
-from extract.downstream import DownstreamLayoutError
-from extract.downstream.splits import SplitFractions, held_out, split_groups
-from extract.manifest import Split
+from adaptor_vlp.extract.downstream import DownstreamLayoutError
+from adaptor_vlp.extract.downstream.splits import SplitFractions, held_out, split_groups
+from adaptor_vlp.cache_schema.manifest import Split
 
 PATIENTS = [f"patient{index:03d}" for index in range(200)]
 

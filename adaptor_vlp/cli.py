@@ -1,10 +1,10 @@
 """The `adaptor` console command: one Typer app per stage, mounted under one name."""
 import typer
 
-from cache_schema.cli import app as cache_app
-from evaluate.cli import app as evaluate_app
-from extract.cli import app as extract_app
-from train.cli import app as train_app
+from adaptor_vlp.cache_schema.cli import app as cache_app
+from adaptor_vlp.evaluate.cli import app as evaluate_app
+from adaptor_vlp.extract.cli import app as extract_app
+from adaptor_vlp.train.cli import app as train_app
 
 app = typer.Typer(
     help="Pre-train a vision-language Adaptor on frozen backbones from an embedding cache.",

@@ -7,7 +7,7 @@ every store's provenance so that stores built from different manifests are never
 
 The label columns are the manifest's `label_names` (the 14 CheXpert labels unless a reader names
 others, e.g. COVIDx's classes), recorded in the JSON. Segmentation datasets add a `mask` column
-holding each row's target string (see `extract.targets`); manifests without targets have no such
+holding each row's target string (see `cache_schema.targets`); manifests without targets have no such
 column, so a MIMIC-CXR manifest's CSV is the same as before masks existed.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Mapping
 
-from extract.targets import TargetError, parse_target_header
+from adaptor_vlp.cache_schema.targets import TargetError, parse_target_header
 
 MANIFEST_CSV = "manifest.csv"
 MANIFEST_JSON = "manifest.json"
@@ -70,7 +70,7 @@ class ManifestRow:
     """One image: its ids, split, view, where it lies, its study's report text, labels and segmentation target.
 
     `labels` maps label names to 1.0, 0.0, -1.0 or None (not mentioned, or not to be scored).
-    `mask` is a target string (`rle:...` or `boxes:...`, see `extract.targets`), "" when the row has none.
+    `mask` is a target string (`rle:...` or `boxes:...`, see `cache_schema.targets`), "" when the row has none.
     """
 
     dicom_id: str

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from extract.targets import (
+from adaptor_vlp.cache_schema.targets import (
     Box,
     TargetError,
     TargetKind,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from extract.manifest import (
+from adaptor_vlp.cache_schema.manifest import (
     CHEXPERT_LABELS,
     MANIFEST_CSV,
     MANIFEST_JSON,
