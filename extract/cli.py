@@ -10,7 +10,7 @@ import typer
 from adaptor_vlp.cache_schema import Modality, ProvenanceMismatch, StoreError
 from adaptor_vlp.cache_schema.cli import input_errors_exit
 from adaptor_vlp.cache_schema.cluster import SCHEDULER_HELP, SchedulerError
-from adaptor_vlp.extract.backbones import BACKBONES, UnknownBackbone
+from adaptor_vlp.extract.backbones import REGISTRY_ENV, SpecError, UnknownBackbone, load_registry
 from adaptor_vlp.extract.demo import MIN_SUBJECTS, write_demo_dataset
 from adaptor_vlp.extract.demo.siim_tree import DEFAULT_IMAGES as SIIM_DEMO_IMAGES
 from adaptor_vlp.extract.demo.siim_tree import MIN_IMAGES as SIIM_DEMO_MIN_IMAGES
@@ -23,8 +23,8 @@ from adaptor_vlp.extract.mimic import DEFAULT_VIEWS, read_mimic_cxr
 from adaptor_vlp.extract.run import run_extraction
 from adaptor_vlp.extract.weights import IncompatibleWeights, MissingWeights, weights_available
 
-RUN_ERRORS = (ManifestError, MissingWeights, IncompatibleWeights, UnknownBackbone, ProvenanceMismatch, StoreError,
-              SchedulerError)
+RUN_ERRORS = (ManifestError, MissingWeights, IncompatibleWeights, UnknownBackbone, SpecError, ProvenanceMismatch,
+              StoreError, SchedulerError)
 """Errors caused by the command's input: reported as one clear line and exit code 2, not a traceback."""
 
 CACHE_OPTION = typer.Option(Path("cache"), "--cache", help="Cache folder holding <dataset>/manifest.csv and the stores.")
@@ -40,13 +40,18 @@ SHARD_OPTION = typer.Option(None, "--shard-rows", min=1, help="Rows per shard (t
                             "default sized to ~128 MiB of the widest array, at most 4096.")
 SCHEDULER_OPTION = typer.Option("none", "--scheduler", help=SCHEDULER_HELP)
 OVERWRITE_OPTION = typer.Option(False, "--overwrite", help="Delete an existing store and start over.")
+REGISTRY_OPTION = typer.Option([], "--registry", help=f"A registry TOML file with more backbones (repeatable; also "
+                               f"read from ${REGISTRY_ENV}, separated like PATH).")
+VERBOSE_OPTION = typer.Option(False, "--verbose", help="Let the backbone libraries print their load reports and "
+                              "progress bars.")
 
 app = typer.Typer(no_args_is_help=True, help="Run frozen backbones once over a dataset into the cache.")
 
 
 @app.command()
 def images(
-    backbone: str = typer.Option(..., "--backbone", help="Image backbone name (see `adaptor extract backbones`)."),
+    backbone: str = typer.Option(..., "--backbone", help="Image backbone: a name from `adaptor extract backbones`, "
+                                 "timm:<model name with tag> or hf:<hub id>."),
     dataset: str = DATASET_OPTION,
     cache: Path = CACHE_OPTION,
     weights: Path = WEIGHTS_OPTION,
@@ -62,16 +67,20 @@ def images(
                                     "them under this root instead."),
     scheduler: str = SCHEDULER_OPTION,
     overwrite: bool = OVERWRITE_OPTION,
+    registry: list[Path] = REGISTRY_OPTION,
+    verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """Embed every image of a dataset's manifest with a frozen image backbone."""
     _extract(ExtractionJob(cache, dataset, Modality.IMAGE, backbone, weights=weights, tokens=tokens, views=views,
                            batch_size=batch_size, num_workers=workers, device=_device(device), precision=precision,
-                           shard_rows=shard_rows, image_root=image_root), overwrite, scheduler)
+                           shard_rows=shard_rows, image_root=image_root, registry=tuple(registry), verbose=verbose),
+             overwrite, scheduler)
 
 
 @app.command()
 def texts(
-    backbone: str = typer.Option(..., "--backbone", help="Text backbone name (see `adaptor extract backbones`)."),
+    backbone: str = typer.Option(..., "--backbone", help="Text backbone: a name from `adaptor extract backbones` or "
+                                 "hf:<hub id>."),
     dataset: str = DATASET_OPTION,
     cache: Path = CACHE_OPTION,
     weights: Path = WEIGHTS_OPTION,
@@ -82,11 +91,16 @@ def texts(
     shard_rows: int = SHARD_OPTION,
     scheduler: str = SCHEDULER_OPTION,
     overwrite: bool = OVERWRITE_OPTION,
+    registry: list[Path] = REGISTRY_OPTION,
+    max_length: int = typer.Option(None, "--max-length", min=1, help="Cap the text length in tokens (recorded in the "
+                                   "store); an hf: model's own maximum is capped at 112 unless this is given."),
+    verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """Embed every study's report (one row per study) with a frozen text backbone."""
     _extract(ExtractionJob(cache, dataset, Modality.TEXT, backbone, weights=weights, tokens=tokens,
                            batch_size=batch_size, device=_device(device), precision=precision,
-                           shard_rows=shard_rows), overwrite, scheduler)
+                           shard_rows=shard_rows, registry=tuple(registry), max_length=max_length, verbose=verbose),
+             overwrite, scheduler)
 
 
 def _extract(job: ExtractionJob, overwrite: bool, scheduler: str) -> None:
@@ -111,20 +125,28 @@ def _device(name: str) -> str:
 @app.command()
 def backbones(
     as_json: bool = typer.Option(False, "--json", help="Print the registry as JSON."),
+    registry: list[Path] = REGISTRY_OPTION,
 ) -> None:
-    """List the backbone registry: modality, source, dims, weights id and local availability."""
+    """List the backbone registry: modality, source, dims, input, weights id, local availability, defining file.
+
+    timm:<model name> and hf:<hub id> backbones need no entry and are not listed.
+    """
+    with input_errors_exit(SpecError):
+        entries = load_registry(registry).entries()
     rows = [
         {
-            "name": spec.name,
-            "modality": spec.modality.value,
-            "source": spec.source.value,
-            "dim": spec.dim,
-            "input": f"{spec.image_size}px" if spec.modality is Modality.IMAGE else f"{spec.max_length} tokens",
-            "pooling": spec.pooling.value,
-            "weights_id": spec.weights_id,
-            "available": weights_available(spec),
+            "name": entry.spec.name,
+            "modality": entry.spec.modality.value,
+            "source": entry.spec.source.value,
+            "dim": entry.spec.dim,
+            "input": (f"{entry.spec.image_size}px" if entry.spec.modality is Modality.IMAGE
+                      else f"{entry.spec.max_length} tokens"),
+            "pooling": entry.spec.pooling.value,
+            "weights_id": entry.spec.weights_id,
+            "available": weights_available(entry.spec),
+            "defined_in": entry.origin,
         }
-        for spec in BACKBONES.values()
+        for entry in entries
     ]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))

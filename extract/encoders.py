@@ -1,12 +1,13 @@
 """Loading frozen image and text backbones and running them to pooled and token embeddings.
 
-An encoder is built once from a registry entry, frozen (eval mode, no gradients), fingerprinted
+An encoder is built once from a backbone spec, frozen (eval mode, no gradients), fingerprinted
 (`weights_sha256`) and described (`preprocessing`), so every embedding it writes can carry exact
 provenance. Outputs are float32 on the CPU whatever device ran the model.
 """
 from __future__ import annotations
 
 import hashlib
+import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
@@ -17,10 +18,13 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import ModelOutput
 
-from adaptor_vlp.extract.backbones import BackboneSpec, Modality, Pooling, get_spec
+from adaptor_vlp.extract.backbones import BackboneSpec, Modality, Pooling, Source, SpecError, get_spec
+from adaptor_vlp.extract.hf_models import load_transformers_model, vision_tower
 from adaptor_vlp.extract.image_transforms import image_preprocessing
+from adaptor_vlp.extract.library_output import library_output
 from adaptor_vlp.extract.precision import Precision
 from adaptor_vlp.extract.weights import IncompatibleWeights, locate_tokenizer, locate_weights, weights_sha256
+from adaptor_vlp.extract.xrv_autoencoder import build_autoencoder
 
 TIMM_GLOBAL_POOL = {Pooling.CLS: "token", Pooling.MEAN: "avg"}
 
@@ -63,8 +67,10 @@ class FrozenEncoder:
 
 
 class ImageEncoder(FrozenEncoder):
-    """A frozen timm image backbone: CLS-after-final-norm (ViT) or global-average (CNN) pooling.
+    """A frozen image tower: any module mapping (B, C, S, S) pixels to (pooled (B, D), tokens (B, T, D)).
 
+    Towers: timm models (CLS after the final norm, or global average pooling), transformers
+    vision models (`extract.hf_models`) and torchxrayvision autoencoders (`extract.xrv_autoencoder`).
     Tokens are a ViT's patch tokens without class/register tokens, or a CNN's final feature map
     flattened row-major; their count `token_count` is fixed by the input size.
     """
@@ -74,7 +80,8 @@ class ImageEncoder(FrozenEncoder):
         super().__init__(spec, model, device, precision)
         if device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
-        probe = self.encode(torch.zeros(1, 3, spec.image_size, spec.image_size), with_tokens=True)
+        self.channels = spec.image.channels
+        probe = self.encode(torch.zeros(1, self.channels, spec.image_size, spec.image_size), with_tokens=True)
         if probe.pooled.shape[-1] != spec.dim or probe.tokens.shape[-1] != spec.dim:
             raise IncompatibleWeights(
                 f"backbone {spec.name!r} produced {probe.pooled.shape[-1]}-dim embeddings "
@@ -84,30 +91,39 @@ class ImageEncoder(FrozenEncoder):
 
     @property
     def preprocessing(self) -> dict:
-        return {**image_preprocessing(self.spec), "pooling": self.spec.pooling.value}
+        return {**image_preprocessing(self.spec), "source": self.spec.source.value, "pooling": self.spec.pooling.value}
 
     def encode(self, pixels: torch.Tensor, with_tokens: bool = False) -> EncoderOutput:
-        """Embeds a (B, 3, S, S) batch from `extract.image_transforms.preprocess`."""
+        """Embeds a (B, C, S, S) batch from `extract.image_transforms.preprocess`."""
         size = self.spec.image_size
-        if pixels.ndim != 4 or tuple(pixels.shape[1:]) != (3, size, size):
+        if pixels.ndim != 4 or tuple(pixels.shape[1:]) != (self.channels, size, size):
             raise ValueError(
-                f"backbone {self.spec.name!r} takes (B, 3, {size}, {size}) pixels, got {tuple(pixels.shape)}"
+                f"backbone {self.spec.name!r} takes (B, {self.channels}, {size}, {size}) pixels, "
+                f"got {tuple(pixels.shape)}"
             )
         memory_format = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
         pixels = pixels.to(self.device, dtype=torch.float32, memory_format=memory_format)
         with self._running():
-            features = self.model.forward_features(pixels)
-            pooled = self.model.forward_head(features, pre_logits=True)
-            tokens = self._tokens(features) if with_tokens else None
-        if tokens is None:
+            pooled, tokens = self.model(pixels)
+        if not with_tokens:
             return EncoderOutput(pooled=_to_cpu_float(pooled))
         token_mask = torch.ones(tokens.shape[:2], dtype=torch.bool)
         return EncoderOutput(pooled=_to_cpu_float(pooled), tokens=_to_cpu_float(tokens), token_mask=token_mask)
 
-    def _tokens(self, features: torch.Tensor) -> torch.Tensor:
+
+class TimmTower(torch.nn.Module):
+    """A timm model as (pooled, tokens): its own head pooling (CLS after the final norm, or average)."""
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.network.forward_features(pixels)
+        pooled = self.network.forward_head(features, pre_logits=True)
         if features.ndim == 4:
-            return features.flatten(2).transpose(1, 2)
-        return features[:, self.model.num_prefix_tokens :, :]
+            return pooled, features.flatten(2).transpose(1, 2)
+        return pooled, features[:, self.network.num_prefix_tokens :, :]
 
 
 class TextEncoder(FrozenEncoder):
@@ -165,13 +181,18 @@ class TextEncoder(FrozenEncoder):
             return_tensors="pt",
         ).to(self.device)
         with self._running():
-            output = self.model(**batch)
+            output = self.model(**{key: value for key, value in batch.items() if key in self._forward_inputs})
         hidden = output.last_hidden_state.float()
         mask = batch["attention_mask"].bool()
         pooled = self._pool(output, hidden, mask)
         if not with_tokens:
             return EncoderOutput(pooled=_to_cpu_float(pooled))
         return EncoderOutput(pooled=_to_cpu_float(pooled), tokens=_to_cpu_float(hidden), token_mask=mask.cpu())
+
+    @property
+    def _forward_inputs(self) -> set[str]:
+        """The tokenizer outputs the model takes (SigLIP's text tower takes no token_type_ids)."""
+        return set(inspect.signature(self.model.forward).parameters)
 
     def _pool(self, output: ModelOutput, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.spec.pooling is Pooling.POOLER:
@@ -184,34 +205,46 @@ class TextEncoder(FrozenEncoder):
 
 def load_image_encoder(
     backbone: str | BackboneSpec, weights: Path | None = None, device: str | torch.device = "cpu",
-    precision: Precision = Precision.AUTO,
+    precision: Precision = Precision.AUTO, verbose: bool = False,
 ) -> ImageEncoder:
-    """The frozen image encoder of a registry entry (by name) or of a custom spec.
+    """The frozen image encoder of a registry entry (by name) or of a spec.
 
     `weights` is an explicit checkpoint file or folder; without it the weights are looked up
     offline (see `extract.weights.locate_weights`), and `MissingWeights` says how to supply them.
+    `verbose` lets the libraries print their load reports and progress bars.
     """
     spec = _spec_of_modality(backbone, Modality.IMAGE)
-    return ImageEncoder(spec, _build_timm_model(spec, weights), torch.device(device), precision)
+    return ImageEncoder(spec, _build_image_tower(spec, weights, verbose), torch.device(device), precision)
 
 
 def load_text_encoder(
     backbone: str | BackboneSpec, weights: Path | None = None, device: str | torch.device = "cpu",
-    precision: Precision = Precision.AUTO,
+    precision: Precision = Precision.AUTO, verbose: bool = False,
 ) -> TextEncoder:
-    """The frozen text encoder (model + tokenizer) of a registry entry or of a custom spec."""
+    """The frozen text encoder (model + tokenizer) of a registry entry or of a spec."""
     spec = _spec_of_modality(backbone, Modality.TEXT)
-    model = _build_text_model(spec, weights)
+    model = _build_text_model(spec, weights, verbose)
     tokenizer_spec = get_spec(spec.tokenizer_backbone) if spec.tokenizer_backbone else spec
-    return TextEncoder(spec, model, _load_tokenizer(spec, weights), tokenizer_spec.model_id, torch.device(device),
-                       precision)
+    return TextEncoder(spec, model, _load_tokenizer(spec, weights, verbose), tokenizer_spec.model_id,
+                       torch.device(device), precision)
 
 
 def _spec_of_modality(backbone: str | BackboneSpec, modality: Modality) -> BackboneSpec:
-    spec = get_spec(backbone) if isinstance(backbone, str) else backbone
+    spec = get_spec(backbone, modality=modality) if isinstance(backbone, str) else backbone
     if spec.modality is not modality:
         raise ValueError(f"backbone {spec.name!r} is a {spec.modality.value} backbone, not a {modality.value} one")
     return spec
+
+
+def _build_image_tower(spec: BackboneSpec, weights: Path | None, verbose: bool) -> torch.nn.Module:
+    if spec.source is Source.TORCHXRAYVISION:
+        return build_autoencoder(spec, None if spec.is_random_init else locate_weights(spec, weights))
+    if spec.source is Source.TRANSFORMERS:
+        if spec.is_random_init:
+            raise SpecError(f"backbone {spec.name!r}: random initialisation of transformers vision models is not "
+                            "supported; use a timm architecture")
+        return vision_tower(spec, locate_weights(spec, weights), verbose)
+    return TimmTower(_build_timm_model(spec, weights))
 
 
 def _build_timm_model(spec: BackboneSpec, weights: Path | None) -> torch.nn.Module:
@@ -230,42 +263,25 @@ def _build_timm_model(spec: BackboneSpec, weights: Path | None) -> torch.nn.Modu
             )
         except (RuntimeError, OSError, ValueError) as error:
             raise IncompatibleWeights(f"{checkpoint} does not load into timm model {spec.model_id}: {error}") from error
+    if spec.pooling not in TIMM_GLOBAL_POOL:
+        raise SpecError(f"backbone {spec.name!r}: timm models pool by cls or mean, not {spec.pooling.value}")
     model.reset_classifier(0, global_pool=TIMM_GLOBAL_POOL[spec.pooling])
     return model
 
 
-def _build_text_model(spec: BackboneSpec, weights: Path | None) -> torch.nn.Module:
-    with_pooler = spec.pooling is Pooling.POOLER
+def _build_text_model(spec: BackboneSpec, weights: Path | None, verbose: bool) -> torch.nn.Module:
     if spec.is_random_init:
         config = AutoConfig.for_model(spec.model_id, **asdict(spec.random_text_config))
         with _seeded(spec.random_init_seed):
-            return AutoModel.from_config(config, add_pooling_layer=with_pooler)
-    folder = locate_weights(spec, weights)
-    try:
-        model, loading_info = AutoModel.from_pretrained(
-            folder,
-            local_files_only=True,
-            add_pooling_layer=with_pooler,
-            dtype=torch.float32,
-            output_loading_info=True,
-        )
-    except (OSError, ValueError) as error:
-        raise IncompatibleWeights(f"{folder} does not load as a transformers model: {error}") from error
-    missing = sorted(loading_info["missing_keys"])
-    if missing:
-        lacks_pooler = any(key.startswith("pooler.") for key in missing)
-        hint = " (no trained pooler: use CLS or MEAN pooling)" if lacks_pooler else ""
-        raise IncompatibleWeights(
-            f"{folder} lacks weights for backbone {spec.name!r}{hint}; they would be randomly initialised: "
-            f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
-        )
-    return model
+            return AutoModel.from_config(config, add_pooling_layer=spec.pooling is Pooling.POOLER)
+    return load_transformers_model(spec, locate_weights(spec, weights), verbose)
 
 
-def _load_tokenizer(spec: BackboneSpec, weights: Path | None) -> PreTrainedTokenizerBase:
+def _load_tokenizer(spec: BackboneSpec, weights: Path | None, verbose: bool) -> PreTrainedTokenizerBase:
     folder = locate_tokenizer(spec, weights)
     try:
-        return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        with library_output(verbose):
+            return AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError) as error:
         raise IncompatibleWeights(
             f"{folder}: the tokenizer of backbone {spec.name!r} does not load: {error}"

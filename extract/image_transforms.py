@@ -1,9 +1,18 @@
-"""Turning a decoded grayscale radiograph into a backbone's normalised input tensor.
+"""Turning a decoded grayscale radiograph into a backbone's input tensor.
 
-`preprocess` gives the one deterministic input per image; `augmented_view` gives seeded random
-views (random resized crop + small rotation), each reproducible from (sample id, view index) so
-that K views can be cached next to the plain embedding and recomputed identically on resume
-(the published code froze a single random crop into its cache instead).
+`preprocess(gray, spec)` is a pure function of the decoded 8-bit image and the backbone's
+`ImagePreprocessing`: its geometric steps run on grey levels (0..255), then the image is
+scaled to 0..1, replicated to the backbone's channels and normalised. So one decoded image can
+feed several backbones, and everything that shapes the input is in the spec (and hence in the
+store's provenance). `augmented_view` gives seeded random views (random resized crop + small
+rotation), each reproducible from (sample id, view index), so that K views can be cached next
+to the plain embedding and recomputed identically on resume (the published code froze a single
+random crop into its cache instead).
+
+Area interpolation is implemented here rather than borrowed: torch's `area` mode averages
+whole pixels per bin and Pillow's BOX filter weighs pixels 0 or 1 by their centres, while
+OpenCV's INTER_AREA (what the paper's code used) weighs each input pixel by the fraction of it
+an output pixel covers. `area_resize` computes exactly those fractional coverages.
 """
 from __future__ import annotations
 
@@ -13,14 +22,17 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as torch_functional
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from adaptor_vlp.extract.backbones import BackboneSpec, ResizePolicy
+from adaptor_vlp.extract.backbone_spec import BackboneSpec, ImagePreprocessing, ImageStep, Interpolation, StepOp
 
-RESIZE_INTERPOLATION = InterpolationMode.BICUBIC
+MAX_GREY = 255.0
+VIEW_INTERPOLATION = InterpolationMode.BICUBIC
 ROTATION_INTERPOLATION = InterpolationMode.BILINEAR
-GRAYSCALE_HANDLING = "replicated to 3 channels"
+TORCHVISION_INTERPOLATION = {Interpolation.BICUBIC: InterpolationMode.BICUBIC,
+                             Interpolation.BILINEAR: InterpolationMode.BILINEAR}
 
 
 @dataclass(frozen=True)
@@ -38,19 +50,65 @@ VIEW_AUGMENTATION = ViewAugmentation()
 
 
 def preprocess(gray: np.ndarray, spec: BackboneSpec) -> torch.Tensor:
-    """The (3, S, S) float32 input for `spec`: resized per its policy, normalised, gray to RGB."""
-    image = _as_unit_tensor(gray)
-    size = spec.image_size
-    if spec.resize is ResizePolicy.SQUASH:
-        image = F.resize(image, [size, size], interpolation=RESIZE_INTERPOLATION, antialias=True)
-    else:
-        image = F.resize(image, [size], interpolation=RESIZE_INTERPOLATION, antialias=True)
-        image = F.center_crop(image, [size, size])
-    return _normalise(image, spec)
+    """The (C, S, S) float32 input for `spec`: its image steps, then scaling, channels and normalisation."""
+    image = _grey_levels(gray)
+    for step in spec.image.steps:
+        image = apply_step(image, step)
+    return _normalise(image.div(MAX_GREY), spec.image)
+
+
+def apply_step(image: torch.Tensor, step: ImageStep) -> torch.Tensor:
+    """One geometric step on a (1, H, W) float32 image of grey levels."""
+    height, width = image.shape[-2:]
+    if step.op is StepOp.RESIZE_SHORTEST:
+        if height <= width:
+            return _resize(image, step, step.size, int(step.size * width / height))
+        return _resize(image, step, int(step.size * height / width), step.size)
+    if step.op is StepOp.RESIZE_LONGEST:  # MGCA's resize_img: the shorter side is truncated, not rounded
+        if height >= width:
+            return _resize(image, step, step.size, int(float(width) * (step.size / float(height))))
+        return _resize(image, step, int(float(height) * (step.size / float(width))), step.size)
+    if step.op is StepOp.RESIZE:
+        return _resize(image, step, step.size, step.size)
+    if step.op is StepOp.PAD_SQUARE:
+        pad = abs(height - width)
+        before, after = pad // 2, pad - pad // 2
+        padding = (before, after, 0, 0) if height > width else (0, 0, before, after)
+        return torch_functional.pad(image, padding, value=0.0)
+    if step.op is StepOp.CROP_SQUARE:  # torchxrayvision's XRayCenterCrop offsets
+        side = min(height, width)
+        top, left = height // 2 - side // 2, width // 2 - side // 2
+        return image[:, top:top + side, left:left + side]
+    return F.center_crop(image, [step.size, step.size])
+
+
+def area_resize(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Resizes a (..., H, W) image so each output pixel is the area-weighted mean of what it covers.
+
+    Separable: along each axis an output pixel i covers the input interval [i*s, (i+1)*s)
+    (s = input / output length); the integral of the piecewise-constant input over that
+    interval is read off its cumulative sum, interpolated linearly inside the pixel it ends in.
+    This is OpenCV's INTER_AREA for shrinking and for enlarging both axes.
+    """
+    rows = _area_along(image.to(torch.float64), height, axis=-2)
+    return _area_along(rows, width, axis=-1).to(image.dtype)
+
+
+def decode_size(spec: BackboneSpec) -> int | None:
+    """The shorter side an image may be decoded at before `preprocess` without changing its result.
+
+    None (full resolution) for backbones whose first resize averages areas: the paper's steps
+    average the original pixels, so decoding at a reduced scale first would change them.
+    Otherwise the first resize step's size, which it then reaches from at least that size.
+    """
+    first_resize = next((step for step in spec.image.steps if step.interpolation is not None), None)
+    if first_resize is None or first_resize.interpolation is Interpolation.AREA:
+        return None
+    return first_resize.size
 
 
 def augmented_view(gray: np.ndarray, spec: BackboneSpec, seed: int) -> torch.Tensor:
-    """A seeded random view of the image as a (3, S, S) float32 input for `spec`.
+    """A seeded random view of the image as a (C, S, S) float32 input for `spec`.
 
     The image is rotated by up to `VIEW_AUGMENTATION.max_rotation_degrees` (corners filled
     black), then a random crop of the drawn area fraction and aspect ratio is resized to S x S.
@@ -59,7 +117,7 @@ def augmented_view(gray: np.ndarray, spec: BackboneSpec, seed: int) -> torch.Ten
     augmentation = VIEW_AUGMENTATION
     draws = torch.rand(5, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).tolist()
     angle = (2 * draws[0] - 1) * augmentation.max_rotation_degrees
-    image = F.rotate(_as_unit_tensor(gray), angle, interpolation=ROTATION_INTERPOLATION, fill=[0.0])
+    image = F.rotate(_grey_levels(gray).div(MAX_GREY), angle, interpolation=ROTATION_INTERPOLATION, fill=[0.0])
     height, width = image.shape[-2:]
     area = height * width * _between(augmentation.min_area_fraction, augmentation.max_area_fraction, draws[1])
     log_aspect = _between(math.log(augmentation.min_aspect_ratio), math.log(augmentation.max_aspect_ratio), draws[2])
@@ -70,9 +128,9 @@ def augmented_view(gray: np.ndarray, spec: BackboneSpec, seed: int) -> torch.Ten
     left = int(draws[4] * (width - crop_width + 1))
     size = spec.image_size
     image = F.resized_crop(
-        image, top, left, crop_height, crop_width, [size, size], interpolation=RESIZE_INTERPOLATION, antialias=True
+        image, top, left, crop_height, crop_width, [size, size], interpolation=VIEW_INTERPOLATION, antialias=True
     )
-    return _normalise(image, spec)
+    return _normalise(image, spec.image)
 
 
 def view_seed(sample_id: str, view_index: int) -> int:
@@ -84,27 +142,46 @@ def view_seed(sample_id: str, view_index: int) -> int:
 def image_preprocessing(spec: BackboneSpec) -> dict:
     """Everything in the image path that changes the embedding, as a JSON-able record."""
     return {
-        "image_size": spec.image_size,
-        "resize": spec.resize.value,
-        "interpolation": RESIZE_INTERPOLATION.value,
-        "grayscale": GRAYSCALE_HANDLING,
-        "mean": list(spec.mean),
-        "std": list(spec.std),
-        "view_augmentation": asdict(VIEW_AUGMENTATION),
+        **spec.image.record(),
+        "view_augmentation": {**asdict(VIEW_AUGMENTATION), "interpolation": VIEW_INTERPOLATION.value},
     }
 
 
-def _as_unit_tensor(gray: np.ndarray) -> torch.Tensor:
+def _grey_levels(gray: np.ndarray) -> torch.Tensor:
     if gray.ndim != 2 or gray.dtype != np.uint8:
         raise ValueError(f"expected a uint8 (H, W) grayscale image, got {gray.dtype} of shape {gray.shape}")
-    return torch.from_numpy(gray.astype(np.float32)).div_(255.0).unsqueeze(0)
+    return torch.from_numpy(gray.astype(np.float32)).unsqueeze(0)
 
 
-def _normalise(image: torch.Tensor, spec: BackboneSpec) -> torch.Tensor:
-    rgb = image.clamp(0.0, 1.0).expand(3, -1, -1)
-    mean = torch.tensor(spec.mean, dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(spec.std, dtype=torch.float32).view(3, 1, 1)
-    return ((rgb - mean) / std).contiguous()
+def _resize(image: torch.Tensor, step: ImageStep, height: int, width: int) -> torch.Tensor:
+    height, width = max(1, height), max(1, width)
+    if step.interpolation is Interpolation.AREA:
+        resized = area_resize(image, height, width)
+    else:
+        resized = F.resize(image, [height, width], interpolation=TORCHVISION_INTERPOLATION[step.interpolation],
+                           antialias=True).clamp_(0.0, MAX_GREY)
+    return resized.round_() if step.rounded else resized
+
+
+def _area_along(image: torch.Tensor, size: int, axis: int) -> torch.Tensor:
+    length = image.shape[axis]
+    if length == size:
+        return image
+    moved = image.movedim(axis, -1)
+    integral = torch_functional.pad(moved.cumsum(dim=-1), (1, 0))  # integral[k] = sum of pixels [0, k)
+    edges = torch.arange(size + 1, dtype=torch.float64) * (length / size)
+    whole = edges.floor().clamp_(max=length - 1).long()
+    fraction = (edges - whole).unsqueeze(0)
+    at_edges = integral[..., whole] + fraction * moved[..., whole]  # integral up to each (fractional) edge
+    averages = (at_edges[..., 1:] - at_edges[..., :-1]) * (size / length)
+    return averages.movedim(-1, axis)
+
+
+def _normalise(image: torch.Tensor, preprocessing: ImagePreprocessing) -> torch.Tensor:
+    channels = image.clamp(0.0, 1.0).expand(preprocessing.channels, -1, -1)
+    mean = torch.tensor(preprocessing.mean, dtype=torch.float32).view(-1, 1, 1)
+    std = torch.tensor(preprocessing.std, dtype=torch.float32).view(-1, 1, 1)
+    return ((channels - mean) / std).contiguous()
 
 
 def _between(low: float, high: float, fraction: float) -> float:

@@ -56,7 +56,7 @@ def store_rows(manifest: Manifest, modality: Modality) -> StoreRows:
 def load_encoder(job: ExtractionJob) -> Encoder:
     """The job's frozen encoder (the one expensive object of a run)."""
     loader = load_image_encoder if job.modality is Modality.IMAGE else load_text_encoder
-    return loader(job.backbone, weights=job.weights, device=job.device, precision=job.precision)
+    return loader(job.spec, weights=job.weights, device=job.device, precision=job.precision, verbose=job.verbose)
 
 
 def open_store(job: ExtractionJob, encoder: Encoder, manifest_folder: Path, rows: StoreRows,

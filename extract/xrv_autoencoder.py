@@ -1,0 +1,75 @@
+"""torchxrayvision's chest-X-ray autoencoders as frozen image backbones (the paper's ResNet-AE).
+
+The architecture is torchxrayvision's own (`xrv.autoencoders`, by the class its weights table
+names); the weights are its published state dict, read from `--weights FILE` or from the file
+torchxrayvision itself would use (`xrv.utils.get_cache_dir()` + the basename of its weights
+URL). Nothing is downloaded. torchxrayvision is imported only when such a backbone is used: it
+imports pandas and scikit-image at import time (about 5 s).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from adaptor_vlp.extract.backbone_spec import BackboneSpec, SpecError
+from adaptor_vlp.extract.local_files import IncompatibleWeights
+
+
+def xrv_weights_location(weights_name: str) -> tuple[Path, str]:
+    """Where torchxrayvision keeps the weights called `weights_name`, and the URL it names for them."""
+    url = _weights_entry(weights_name)["weights_url"]
+    return Path(_torchxrayvision().utils.get_cache_dir()).expanduser() / os.path.basename(url), url
+
+
+class AutoencoderTower(torch.nn.Module):
+    """The encoder half of a torchxrayvision autoencoder.
+
+    pooled = the code `encode(x)` (B, 512, 3, 3) averaged over its 3 x 3 positions (the published
+    code's feature); tokens = those 9 positions, row-major.
+    """
+
+    def __init__(self, autoencoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.autoencoder = autoencoder
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        code = self.autoencoder.encode(pixels, check_resolution=False)
+        return code.mean(dim=(2, 3)), code.flatten(2).transpose(1, 2)
+
+
+def build_autoencoder(spec: BackboneSpec, checkpoint: Path | None) -> AutoencoderTower:
+    """The spec's autoencoder with the state dict in `checkpoint` (None: seeded random weights)."""
+    entry = _weights_entry(spec.model_id)
+    if spec.image_size != entry["resolution"]:
+        raise IncompatibleWeights(f"backbone {spec.name!r} feeds {spec.image_size} px images; torchxrayvision's "
+                                  f"{spec.model_id!r} weights are for {entry['resolution']} px")
+    architecture = getattr(_torchxrayvision().autoencoders, entry["class"])
+    if checkpoint is None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(spec.random_init_seed)
+            return AutoencoderTower(architecture())
+    network = architecture()
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        network.load_state_dict(state)
+    except (OSError, RuntimeError, ValueError, TypeError, AttributeError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise IncompatibleWeights(f"{checkpoint} does not load into torchxrayvision's {entry['class']}: "
+                                  f"{first_line}") from error
+    return AutoencoderTower(network)
+
+
+def _weights_entry(weights_name: str) -> dict:
+    table = _torchxrayvision().autoencoders.model_urls
+    if weights_name not in table:
+        raise SpecError(f"torchxrayvision has no autoencoder weights {weights_name!r}; it has {', '.join(table)}")
+    return table[weights_name]
+
+
+def _torchxrayvision() -> ModuleType:
+    import torchxrayvision  # deferred: see the module docstring
+
+    return torchxrayvision
