@@ -87,12 +87,12 @@ class ImageStep:
 
     def __post_init__(self) -> None:
         if (self.op in SIZED_OPS) != (self.size is not None):
-            raise SpecError(f"image step {self.op.value!r} {'needs' if self.op in SIZED_OPS else 'takes no'} a size")
+            raise SpecError(f"image step {self.op.value!r} {'needs a' if self.op in SIZED_OPS else 'takes no'} size")
         if self.size is not None and self.size < 1:
             raise SpecError(f"image step {self.op.value!r}: size must be positive, got {self.size}")
         if (self.op in RESIZE_OPS) != (self.interpolation is not None):
-            raise SpecError(f"image step {self.op.value!r} {'needs' if self.op in RESIZE_OPS else 'takes no'} "
-                            "an interpolation")
+            raise SpecError(f"image step {self.op.value!r} {'needs an' if self.op in RESIZE_OPS else 'takes no'} "
+                            "interpolation")
         if not self.rounded and self.op not in RESIZE_OPS:
             raise SpecError(f"image step {self.op.value!r} copies pixels; only a resize can keep fractions")
 

@@ -67,7 +67,7 @@ def test_vit_pooled_is_the_class_token_after_the_final_norm(tiny_vit):
     output = tiny_vit.encode(batch, with_tokens=True)
 
     with torch.no_grad():
-        normed = tiny_vit.model.forward_features(batch)
+        normed = tiny_vit.model.network.forward_features(batch)
     torch.testing.assert_close(output.pooled, normed[:, 0])
     torch.testing.assert_close(output.tokens, normed[:, 1:])
 
@@ -130,7 +130,7 @@ def test_timm_checkpoint_file_is_loaded(tmp_path):
 
     encoder = load_image_encoder(spec, weights=checkpoint)
 
-    torch.testing.assert_close(encoder.model.patch_embed.proj.weight, source.patch_embed.proj.weight)
+    torch.testing.assert_close(encoder.model.network.patch_embed.proj.weight, source.patch_embed.proj.weight)
     assert encoder.weights_sha256 == load_image_encoder(spec, weights=tmp_path).weights_sha256
     assert encoder.weights_id == "test_vit.r160_in1k"
 

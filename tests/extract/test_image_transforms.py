@@ -1,51 +1,206 @@
-"""Model inputs from grayscale arrays: resize policies, normalisation, seeded augmented views."""
+"""Model inputs from grayscale arrays: the image steps, the paper's area resize, views, and each library's own processor.
+
+The comparisons run on the real chest radiograph RG1_UNCI.dcm (1955 x 1841) that ships in
+pydicom-data. Differences are in grey levels (0..255) unless said otherwise.
+"""
 import dataclasses
 import json
+import math
 
 import numpy as np
 import pytest
 import torch
+from pydicom.data import get_testdata_file
 
-from adaptor_vlp.extract.backbones import ResizePolicy, get_spec
-from adaptor_vlp.extract.image_transforms import augmented_view, image_preprocessing, preprocess, view_seed
+from adaptor_vlp.extract.backbones import (
+    BackboneSpec, ImagePreprocessing, ImageStep, Interpolation, Modality, Pooling, Source, StepOp, get_spec,
+)
+from adaptor_vlp.extract.image_transforms import (
+    apply_step, area_resize, augmented_view, decode_size, image_preprocessing, preprocess, view_seed,
+)
+from adaptor_vlp.extract.images import read_grayscale
 
 SPEC = get_spec("tiny-vit")
 SIZE = SPEC.image_size
 
 
-def portrait_with_bright_top_band() -> np.ndarray:
-    """A 96 x 64 image whose top 16 rows are white and the rest mid-gray."""
-    gray = np.full((96, 64), 128, dtype=np.uint8)
-    gray[:16] = 255
-    return gray
+@pytest.fixture(scope="module")
+def radiograph() -> np.ndarray:
+    return read_grayscale(get_testdata_file("RG1_UNCI.dcm"))
 
 
-def textured(seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, size=(80, 72), dtype=np.uint8)
+def image_spec(*steps: ImageStep, channels: int = 3, mean=None, std=None) -> BackboneSpec:
+    return BackboneSpec(name="probe", modality=Modality.IMAGE, source=Source.TIMM, model_id="test_vit", dim=64,
+                        pooling=Pooling.CLS, random_init_seed=1,
+                        image=ImagePreprocessing(steps, channels, mean or (0.5,) * channels, std or (0.5,) * channels))
+
+
+def overlap_matrix_area_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """An independent INTER_AREA: explicit pixel-overlap weight matrices, out = Wy @ image @ Wx^T (float64)."""
+    def weights(n_in: int, n_out: int) -> np.ndarray:
+        scale = n_in / n_out
+        left = np.arange(n_out)[:, None] * scale
+        pixel = np.arange(n_in)[None, :]
+        overlap = np.minimum(left + scale, pixel + 1) - np.maximum(left, pixel)
+        return np.clip(overlap, 0, None) / scale
+
+    return weights(image.shape[0], height) @ image.astype(np.float64) @ weights(image.shape[1], width).T
+
+
+def mgca_resize_img(image: np.ndarray, scale: int) -> np.ndarray:
+    """MGCA's resize_img (longest side to `scale`, INTER_AREA, symmetric zero pad), INTER_AREA by the matrices above."""
+    height, width = image.shape
+    if height >= width:
+        size = (scale, int(float(width) * (scale / float(height))))
+    else:
+        size = (int(float(height) * (scale / float(width))), scale)
+    resized = np.rint(overlap_matrix_area_resize(image, *size))
+    pad = scale - min(resized.shape)
+    before, after = int(np.floor(pad / 2)), int(np.ceil(pad / 2))
+    padding = [(0, 0), (before, after)] if height >= width else [(before, after), (0, 0)]
+    return np.pad(resized, padding, "constant", constant_values=0)
 
 
 def test_preprocess_gives_a_normalised_three_channel_square():
     pixels = preprocess(np.full((70, 90), 255, dtype=np.uint8), SPEC)
 
     assert pixels.shape == (3, SIZE, SIZE) and pixels.dtype == torch.float32
-    expected = (1.0 - torch.tensor(SPEC.mean)) / torch.tensor(SPEC.std)
+    expected = (1.0 - torch.tensor(SPEC.image.mean)) / torch.tensor(SPEC.image.std)
     torch.testing.assert_close(pixels[:, SIZE // 2, SIZE // 2], expected)
 
 
-def test_center_crop_drops_the_ends_of_the_long_side_and_squash_keeps_them():
-    gray = portrait_with_bright_top_band()
-    white = (1.0 - SPEC.mean[0]) / SPEC.std[0]
+def test_area_resize_matches_an_independent_implementation_on_the_real_radiograph(radiograph):
+    ours = area_resize(torch.from_numpy(radiograph.astype(np.float32)).unsqueeze(0), 256, 241)[0].double().numpy()
+    reference = overlap_matrix_area_resize(radiograph, 256, 241)
 
-    cropped = preprocess(gray, SPEC)
-    squashed = preprocess(gray, dataclasses.replace(SPEC, resize=ResizePolicy.SQUASH))
+    difference = np.abs(ours - reference)
+    assert difference.max() < 1e-3, "the cumulative-sum and the overlap-matrix area averages must agree"
+    assert abs(ours.mean() - radiograph.mean()) < 0.5, "area averaging keeps the mean grey level"
 
-    assert cropped[0, 0, SIZE // 2] < white - 0.5
-    assert squashed[0, 0, SIZE // 2] == pytest.approx(white, abs=0.05)
+
+def test_area_resize_averages_whole_blocks_at_integer_factors_and_enlarges_by_coverage():
+    image = torch.arange(16, dtype=torch.float32).reshape(1, 4, 4)
+
+    halved = area_resize(image, 2, 2)
+    torch.testing.assert_close(halved[0], torch.tensor([[2.5, 4.5], [10.5, 12.5]]))
+    doubled = area_resize(torch.tensor([[[0.0, 3.0]]]), 1, 3)  # output pixels cover [0, 2/3), [2/3, 4/3), [4/3, 2)
+    torch.testing.assert_close(doubled[0, 0], torch.tensor([0.0, 1.5, 3.0]))
+
+
+def test_the_paper_geometry_is_mgca_resize_img_then_its_centre_crop(radiograph):
+    spec = get_spec("dinov2-s")
+    mgca = mgca_resize_img(radiograph, 256)
+    expected = (mgca[16:240, 16:240] / 255.0 - 0.5) / 0.5  # DataTransforms (validation): CenterCrop(224), 0.5 / 0.5
+
+    ours = preprocess(radiograph, spec)
+
+    assert ours.shape == (3, 224, 224)
+    difference = (ours[0].double().numpy() - expected) * 0.5 * 255  # back to grey levels
+    assert np.abs(difference).max() <= 1.0 + 1e-6, "at most one grey level (rounding of exact halves)"
+    assert np.mean(np.abs(difference) > 0.5) < 1e-3
+    torch.testing.assert_close(ours[0], ours[2])
+
+
+def test_the_paper_geometry_keeps_the_long_side_where_the_shorter_side_crop_cuts_it():
+    portrait = np.full((300, 200), 128, dtype=np.uint8)
+    portrait[:20] = 255  # the apices
+    white = 1.0
+
+    padded = preprocess(portrait, get_spec("dinov2-s"))
+    cropped = preprocess(portrait, image_spec(ImageStep(StepOp.RESIZE_SHORTEST, 224, Interpolation.BICUBIC),
+                                              ImageStep(StepOp.CENTER_CROP, 224)))
+
+    assert padded[0, 0, 112] == pytest.approx(white, abs=0.02), "longest side fitted: the top rows survive"
+    assert cropped[0, 0, 112] < white - 0.5, "shorter side fitted and cropped: the top rows are cut off"
+    assert padded[0, 112, 0] == pytest.approx(-1.0), "the narrow side is zero-padded (black)"
+
+
+def test_each_step_shapes_the_image_as_its_library_does():
+    image = torch.zeros(1, 300, 200)
+
+    assert apply_step(image, ImageStep(StepOp.RESIZE_SHORTEST, 100, Interpolation.BILINEAR)).shape == (1, 150, 100)
+    assert apply_step(image, ImageStep(StepOp.RESIZE_LONGEST, 256, Interpolation.AREA)).shape == (1, 256, 170)
+    assert apply_step(image, ImageStep(StepOp.RESIZE, 64, Interpolation.BICUBIC)).shape == (1, 64, 64)
+    assert apply_step(image, ImageStep(StepOp.PAD_SQUARE)).shape == (1, 300, 300)
+    assert apply_step(image, ImageStep(StepOp.CROP_SQUARE)).shape == (1, 200, 200)
+    assert apply_step(image, ImageStep(StepOp.CENTER_CROP, 128)).shape == (1, 128, 128)
+
+
+def test_timm_own_transform_and_ours_agree_on_the_real_radiograph(radiograph):
+    import timm
+    from PIL import Image
+    from timm.data import create_transform, resolve_data_config
+
+    spec = get_spec("timm:test_vit.r160_in1k")
+    pretrained_cfg = timm.models.get_pretrained_cfg("test_vit.r160_in1k").to_dict()
+    transform = create_transform(**resolve_data_config({}, pretrained_cfg=pretrained_cfg))
+    theirs = transform(Image.fromarray(radiograph).convert("RGB"))
+
+    ours = preprocess(radiograph, spec)
+
+    assert ours.shape == theirs.shape == (3, 160, 160)
+    grey_levels = (ours - theirs).abs() * 0.5 * 255  # this config normalises with std 0.5
+    assert grey_levels.max() <= 3.0 and grey_levels.mean() < 0.3, (grey_levels.max(), grey_levels.mean())
+
+
+def test_a_hugging_face_image_processor_and_ours_agree_on_the_real_radiograph(radiograph, tmp_path):
+    from PIL import Image
+    from transformers import BitImageProcessor
+
+    processor = BitImageProcessor(size={"shortest_edge": 518}, crop_size={"height": 518, "width": 518},
+                                  resample=3, image_mean=[0.5307] * 3, image_std=[0.2583] * 3)
+    theirs = torch.as_tensor(processor(Image.fromarray(radiograph).convert("RGB"),
+                                       return_tensors="pt")["pixel_values"][0])
+
+    ours = preprocess(radiograph, get_spec("rad-dino"))
+
+    assert ours.shape == theirs.shape == (3, 518, 518)
+    grey_levels = (ours - theirs).abs() * 0.2583 * 255
+    assert grey_levels.max() <= 3.0 and grey_levels.mean() < 0.3, (grey_levels.max(), grey_levels.mean())
+
+
+def test_torchxrayvision_own_transforms_and_ours_agree_on_the_real_radiograph(radiograph, monkeypatch):
+    """The published ResNet-AE input: MGCA's 256 padded image, xrv normalize, XRayCenterCrop, XRayResizer(224, cv2).
+
+    OpenCV is not installed; XRayResizer's cv2 engine is run with the independent INTER_AREA
+    above standing in for cv2.resize, so the comparison exercises torchxrayvision's own code.
+    """
+    import sys
+    import types
+
+    import torchxrayvision as xrv
+
+    fake_cv2 = types.ModuleType("cv2")
+    fake_cv2.INTER_AREA = "area"
+    fake_cv2.resize = lambda image, size, interpolation: overlap_matrix_area_resize(image, size[1], size[0])
+    monkeypatch.setitem(sys.modules, "cv2", fake_cv2)
+    padded = mgca_resize_img(radiograph, 256).astype(np.float64)
+    normalised = xrv.utils.normalize(padded, 255)[None]
+    theirs = xrv.datasets.XRayResizer(224, engine="cv2")(xrv.datasets.XRayCenterCrop()(normalised))
+
+    ours = preprocess(radiograph, get_spec("resnet-ae"))
+
+    assert ours.shape == theirs.shape == (1, 224, 224)
+    difference = np.abs(ours.double().numpy() - theirs)  # in torchxrayvision's units: 8 per grey level
+    assert difference.max() <= 8.0 + 1e-3 and difference.mean() < 0.05, (difference.max(), difference.mean())
+    default_engine = xrv.datasets.XRayResizer(224)(normalised)  # skimage: Gaussian anti-aliasing + bilinear
+    assert np.abs(default_engine - theirs).mean() > difference.mean(), "the area engine is the one matched"
+
+
+def test_decode_size_is_full_resolution_for_area_steps_and_the_first_resize_otherwise():
+    assert decode_size(get_spec("dinov2-s")) is None
+    assert decode_size(get_spec("resnet-ae")) is None
+    assert decode_size(get_spec("rad-dino")) == 518
+    assert decode_size(SPEC) == SIZE
 
 
 def test_preprocess_rejects_non_grayscale_input():
     with pytest.raises(ValueError, match="uint8 \\(H, W\\)"):
         preprocess(np.zeros((8, 8, 3), dtype=np.uint8), SPEC)
+
+
+def textured(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(80, 72), dtype=np.uint8)
 
 
 def test_augmented_view_is_deterministic_per_seed_and_differs_across_seeds():
@@ -59,6 +214,13 @@ def test_augmented_view_is_deterministic_per_seed_and_differs_across_seeds():
     torch.testing.assert_close(first, again, rtol=0, atol=0)
     assert not torch.allclose(first, other)
     assert not torch.allclose(first, preprocess(gray, SPEC))
+
+
+def test_augmented_views_have_the_backbones_channels():
+    view = augmented_view(textured(seed=5), get_spec("resnet-ae"), seed=1)
+
+    assert view.shape == (1, 224, 224)
+    assert view.min() >= -1024 - 1e-3 and view.max() <= 1024 + 1e-3
 
 
 def test_augmented_view_does_not_disturb_the_global_random_state():
@@ -81,7 +243,35 @@ def test_image_preprocessing_record_is_json_and_names_what_changes_embeddings():
     record = image_preprocessing(get_spec("dinov2-s"))
 
     assert json.loads(json.dumps(record)) == record
-    assert record["image_size"] == 224
-    assert record["resize"] == ResizePolicy.SHORTER_SIDE_CENTER_CROP.value
+    assert record["geometry"] == [
+        {"op": "resize_longest", "size": 256, "interpolation": "area", "rounded": True},
+        {"op": "pad_square"},
+        {"op": "center_crop", "size": 224},
+    ]
+    assert record["image_size"] == 224 and record["grayscale"] == "replicated to 3 channels"
     assert record["mean"] == [0.5, 0.5, 0.5] and record["std"] == [0.5, 0.5, 0.5]
     assert "view_augmentation" in record
+    resnet_ae = image_preprocessing(get_spec("resnet-ae"))
+    assert resnet_ae["grayscale"] == "one channel" and resnet_ae["std"] == [0.5 / 1024]
+    assert resnet_ae["geometry"][-1] == {"op": "resize", "size": 224, "interpolation": "area", "rounded": False}
+
+
+def test_normalisation_to_torchxrayvisions_range_is_its_normalize():
+    import torchxrayvision as xrv
+
+    gray = textured(seed=6)
+    spec = image_spec(ImageStep(StepOp.RESIZE, 64, Interpolation.AREA, rounded=False), channels=1, mean=(0.5,),
+                      std=(0.5 / 1024,))
+    ours = preprocess(gray, spec)[0].double().numpy()
+    theirs = overlap_matrix_area_resize(xrv.utils.normalize(gray.astype(np.float64), 255), 64, 64)
+
+    assert math.isclose(np.abs(ours - theirs).max(), 0.0, abs_tol=1e-2)
+
+
+def test_a_spec_with_other_geometry_is_a_different_record():
+    paper = get_spec("dinov2-s")
+    other = dataclasses.replace(paper, image=dataclasses.replace(
+        paper.image, steps=(ImageStep(StepOp.RESIZE_SHORTEST, 224, Interpolation.BICUBIC),
+                            ImageStep(StepOp.CENTER_CROP, 224))))
+
+    assert image_preprocessing(paper)["geometry"] != image_preprocessing(other)["geometry"]
