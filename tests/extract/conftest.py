@@ -49,3 +49,14 @@ def tiny_dataset(tmp_path_factory) -> tuple[Path, Manifest]:
     cache = tmp_path_factory.mktemp("cache")
     write_manifest(manifest, cache / "tiny")
     return cache, manifest
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch) -> Path:
+    """An empty Hugging Face hub cache that the code under test reads (as HF_HOME/hub would be)."""
+    from huggingface_hub import constants as hub_constants
+
+    cache = tmp_path / "hf-home" / "hub"
+    cache.mkdir(parents=True)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
+    return cache
