@@ -45,11 +45,19 @@ def adhoc_spec(name: str, modality: Modality | None) -> BackboneSpec:
     return _hf_spec(name, model, modality)
 
 
+def timm_pretrained_cfg(model_name: str) -> "timm.models.PretrainedCfg | None":
+    """timm's pretrained config of a model name with tag; None when timm has none (or not that tag)."""
+    try:
+        return timm.models.get_pretrained_cfg(model_name)
+    except RuntimeError:  # timm's "invalid pretrained tag"
+        return None
+
+
 def _timm_spec(name: str, model_name: str) -> BackboneSpec:
     architecture = model_name.split(".")[0]
     if not timm.is_model(architecture):
         raise SpecError(f"backbone {name!r}: timm {timm.__version__} has no model {architecture!r}")
-    pretrained_cfg = timm.models.get_pretrained_cfg(model_name)
+    pretrained_cfg = timm_pretrained_cfg(model_name)
     if pretrained_cfg is None:
         raise SpecError(f"backbone {name!r}: timm has no pretrained config {model_name!r} (check the tag)")
     config = pretrained_cfg.to_dict()

@@ -19,6 +19,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokeniz
 from transformers.utils import ModelOutput
 
 from adaptor_vlp.extract.backbones import BackboneSpec, Modality, Pooling, Source, SpecError, get_spec
+from adaptor_vlp.extract.adhoc import timm_pretrained_cfg
 from adaptor_vlp.extract.hf_models import load_transformers_model, vision_tower
 from adaptor_vlp.extract.image_transforms import image_preprocessing
 from adaptor_vlp.extract.library_output import library_output
@@ -249,7 +250,7 @@ def _build_image_tower(spec: BackboneSpec, weights: Path | None, verbose: bool) 
 
 def _build_timm_model(spec: BackboneSpec, weights: Path | None) -> torch.nn.Module:
     options = {}
-    pretrained_cfg = timm.models.get_pretrained_cfg(spec.model_id)
+    pretrained_cfg = timm_pretrained_cfg(spec.model_id)
     if pretrained_cfg is not None and pretrained_cfg.fixed_input_size:
         options["img_size"] = spec.image_size
     if spec.is_random_init:

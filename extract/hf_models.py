@@ -16,6 +16,7 @@ import inspect
 from pathlib import Path
 
 import torch
+import transformers
 from transformers import CONFIG_MAPPING, AutoConfig, PretrainedConfig
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
@@ -29,12 +30,12 @@ MISSING_NAMES_SHOWN = 8
 
 def load_transformers_model(spec: BackboneSpec, folder: Path, verbose: bool = False) -> torch.nn.Module:
     """The spec's tower from a checkpoint folder, float32, with every tensor it uses loaded from the checkpoint."""
-    tower_config = _tower_config(spec, _config(spec, folder))
-    model_class = MODEL_MAPPING[type(tower_config)]
-    options = {}
-    if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
-        options["add_pooling_layer"] = spec.pooling is Pooling.POOLER
     with library_output(verbose):
+        tower_config = _tower_config(spec, _config(spec, folder))
+        model_class = _model_class(tower_config)
+        options = {}
+        if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
+            options["add_pooling_layer"] = spec.pooling is Pooling.POOLER
         try:
             model, loading_info = model_class.from_pretrained(
                 folder, config=tower_config, local_files_only=True, trust_remote_code=False, dtype=torch.float32,
@@ -101,6 +102,21 @@ def _config(spec: BackboneSpec, folder: Path) -> PretrainedConfig:
         return AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError) as error:
         raise IncompatibleWeights(f"{folder / CONFIG_FILE} does not load: {error}") from error
+
+
+def _model_class(config: PretrainedConfig) -> type:
+    """The bare model class of a config: AutoModel's mapping, else the tower class named after it.
+
+    Tower configs of two-tower models (SiglipTextConfig, CLIPVisionConfig) are not all in
+    AutoModel's mapping; transformers names their models after them (SiglipTextModel).
+    """
+    if type(config) in MODEL_MAPPING:
+        return MODEL_MAPPING[type(config)]
+    name = type(config).__name__.removesuffix("Config") + "Model"
+    model_class = getattr(transformers, name, None)
+    if model_class is None:
+        raise IncompatibleWeights(f"transformers has no bare model for {type(config).__name__}")
+    return model_class
 
 
 def _tower_config(spec: BackboneSpec, config: PretrainedConfig) -> PretrainedConfig:

@@ -12,9 +12,9 @@ import hashlib
 import importlib
 from pathlib import Path
 
-import timm
 import torch
 
+from adaptor_vlp.extract.adhoc import timm_pretrained_cfg
 from adaptor_vlp.extract.backbone_spec import BackboneSpec, Modality, Source
 from adaptor_vlp.extract.backbones import get_spec
 from adaptor_vlp.extract.local_files import (
@@ -44,7 +44,7 @@ def missing(spec: BackboneSpec, detail: str) -> MissingWeights:
 def hub_repo_id(spec: BackboneSpec) -> str:
     """The Hugging Face hub repository that publishes the backbone's weights."""
     if spec.source is Source.TIMM:
-        pretrained_cfg = timm.models.get_pretrained_cfg(spec.model_id)
+        pretrained_cfg = timm_pretrained_cfg(spec.model_id)
         if pretrained_cfg is not None and pretrained_cfg.hf_hub_id:
             return pretrained_cfg.hf_hub_id
     return spec.model_id

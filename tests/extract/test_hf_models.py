@@ -265,15 +265,18 @@ def test_pooler_pooling_on_a_checkpoint_without_a_pooler_is_refused_with_the_mis
     assert "LOAD REPORT" not in captured.err + captured.out and "Loading weights" not in captured.err + captured.out
 
 
-def test_the_libraries_load_reports_and_progress_bars_show_only_when_verbose(hub_cache, cxr_bert_specialized, capfd):
+def test_the_libraries_load_reports_and_progress_bars_show_only_when_verbose(hub_cache, cxr_bert_specialized, capfd,
+                                                                            caplog):
     folder, _ = cxr_bert_specialized
     place_in_cache(hub_cache, "microsoft/BiomedVLP-CXR-BERT-specialized", folder)
 
     load_text_encoder("cxr-bert-specialized")
-    quiet = capfd.readouterr()
+    quiet, quiet_log = capfd.readouterr(), caplog.text
+    caplog.clear()
     load_text_encoder("cxr-bert-specialized", verbose=True)
-    verbose = capfd.readouterr()
+    verbose, verbose_log = capfd.readouterr(), caplog.text
 
-    assert "LOAD REPORT" not in quiet.err + quiet.out and "Loading weights" not in quiet.err + quiet.out
-    assert "LOAD REPORT" in verbose.err + verbose.out, "the unexpected MLM and projection tensors are reported"
+    assert "UNEXPECTED" not in quiet.err + quiet.out + quiet_log, "no load report"
+    assert "Loading weights" not in quiet.err + quiet.out, "no progress bar"
+    assert "cls_projection_head.dense_to_hidden.weight" in verbose_log, "the unused projection head is reported"
     assert "Loading weights" in verbose.err + verbose.out
