@@ -28,11 +28,8 @@ from adaptor_vlp.evaluate.features import DatasetRows
 from adaptor_vlp.evaluate.metrics import segmentation_report
 from adaptor_vlp.evaluate.results import EvaluatedRun, EvaluationTask, FeatureSpace, ResultRecord, RunContext
 from adaptor_vlp.evaluate.segmentation_head import fit_segmentation_head
+from adaptor_vlp.cache_schema.geometry import mask_through_geometry
 from adaptor_vlp.cache_schema.targets import decode_mask
-
-CENTER_CROP_RESIZE = "shorter_side_center_crop"
-SQUASH_RESIZE = "squash"
-"""The extract stage's resize policies, as its store provenance records them under preprocessing.resize."""
 
 METHOD = "decoder"
 
@@ -69,15 +66,13 @@ def token_grid(rows: DatasetRows) -> int:
 
 def aligned_masks(rows: DatasetRows, positions: np.ndarray, size: int) -> np.ndarray:
     """(N, size, size) boolean masks of the rows at `positions`, in the frame of the backbone's input."""
-    resize = rows.store.provenance.to_json()["preprocessing"].get("resize")
-    if resize not in (CENTER_CROP_RESIZE, SQUASH_RESIZE):
-        raise SegmentationError(f"{rows.store.path}: preprocessing.resize {resize!r} is not one of "
-                                f"{[CENTER_CROP_RESIZE, SQUASH_RESIZE]}; cannot align masks with its tokens")
+    geometry = rows.store.provenance.to_json()["preprocessing"].get("geometry")
+    if not isinstance(geometry, list):
+        raise SegmentationError(f"{rows.store.path} records no image geometry (preprocessing.geometry); "
+                                "re-extract it to align masks with its tokens")
     masks = np.empty((len(positions), size, size), dtype=bool)
     for index, position in enumerate(positions):
-        mask = decode_mask(str(rows.mask_targets[position]))
-        if resize == CENTER_CROP_RESIZE:
-            mask = _center_square(mask)
+        mask = mask_through_geometry(decode_mask(str(rows.mask_targets[position])), geometry)
         masks[index] = _resize_nearest(mask, size)
     return masks
 
@@ -166,14 +161,6 @@ def _tokens(rows: DatasetRows, positions: np.ndarray) -> np.ndarray:
         raise StoreError(f"{rows.store.path}: rows marked valid hold NaN or infinite tokens; "
                          "run `adaptor cache verify` and re-extract")
     return tokens
-
-
-def _center_square(mask: np.ndarray) -> np.ndarray:
-    """The centred square of side min(H, W), placed as torchvision's center_crop places it."""
-    height, width = mask.shape
-    side = min(height, width)
-    top, left = int(round((height - side) / 2.0)), int(round((width - side) / 2.0))
-    return mask[top:top + side, left:left + side]
 
 
 def _resize_nearest(mask: np.ndarray, size: int) -> np.ndarray:

@@ -26,7 +26,10 @@ import torch.nn.functional as torch_functional
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from adaptor_vlp.extract.backbone_spec import BackboneSpec, ImagePreprocessing, ImageStep, Interpolation, StepOp
+from adaptor_vlp.cache_schema.geometry import centre_square, resized_shape, square_padding
+from adaptor_vlp.extract.backbone_spec import (
+    RESIZE_OPS, BackboneSpec, ImagePreprocessing, ImageStep, Interpolation, StepOp,
+)
 
 MAX_GREY = 255.0
 VIEW_INTERPOLATION = InterpolationMode.BICUBIC
@@ -58,26 +61,15 @@ def preprocess(gray: np.ndarray, spec: BackboneSpec) -> torch.Tensor:
 
 
 def apply_step(image: torch.Tensor, step: ImageStep) -> torch.Tensor:
-    """One geometric step on a (1, H, W) float32 image of grey levels."""
+    """One geometric step on a (1, H, W) float32 image of grey levels (sizes and windows: `cache_schema.geometry`)."""
     height, width = image.shape[-2:]
-    if step.op is StepOp.RESIZE_SHORTEST:
-        if height <= width:
-            return _resize(image, step, step.size, int(step.size * width / height))
-        return _resize(image, step, int(step.size * height / width), step.size)
-    if step.op is StepOp.RESIZE_LONGEST:  # MGCA's resize_img: the shorter side is truncated, not rounded
-        if height >= width:
-            return _resize(image, step, step.size, int(float(width) * (step.size / float(height))))
-        return _resize(image, step, int(float(height) * (step.size / float(width))), step.size)
-    if step.op is StepOp.RESIZE:
-        return _resize(image, step, step.size, step.size)
+    if step.op in RESIZE_OPS:
+        return _resize(image, step, *resized_shape(step.op.value, step.size, height, width))
     if step.op is StepOp.PAD_SQUARE:
-        pad = abs(height - width)
-        before, after = pad // 2, pad - pad // 2
-        padding = (before, after, 0, 0) if height > width else (0, 0, before, after)
-        return torch_functional.pad(image, padding, value=0.0)
-    if step.op is StepOp.CROP_SQUARE:  # torchxrayvision's XRayCenterCrop offsets
-        side = min(height, width)
-        top, left = height // 2 - side // 2, width // 2 - side // 2
+        top, bottom, left, right = square_padding(height, width)
+        return torch_functional.pad(image, (left, right, top, bottom), value=0.0)
+    if step.op is StepOp.CROP_SQUARE:
+        top, left, side = centre_square(height, width)
         return image[:, top:top + side, left:left + side]
     return F.center_crop(image, [step.size, step.size])
 
@@ -154,7 +146,6 @@ def _grey_levels(gray: np.ndarray) -> torch.Tensor:
 
 
 def _resize(image: torch.Tensor, step: ImageStep, height: int, width: int) -> torch.Tensor:
-    height, width = max(1, height), max(1, width)
     if step.interpolation is Interpolation.AREA:
         resized = area_resize(image, height, width)
     else:

@@ -41,7 +41,8 @@ UNREADABLE_ROWS = (0, 5)
 """Image store rows recorded as failed at extraction."""
 TOY_RECIPE = DEMO.with_overrides(dict(epochs=12, batch_size=32, projection_dim=32, num_heads=4, ffn_dim=64,
                                       patience=0))
-IMAGE_PREPROCESSING = {"image_size": 32, "resize": "squash", "tokens": True, "views": 0}
+IMAGE_PREPROCESSING = {"image_size": 32, "geometry": [{"op": "resize", "size": 32, "interpolation": "bicubic"}],
+                       "tokens": True, "views": 0}
 PROMPTS_TOML = """
 [classes.Effusion]
 positive = "effusion present"

@@ -52,11 +52,20 @@ def test_a_subset_too_small_to_train_on_is_skipped_with_the_reason(segmented):
     assert half_percent.metrics == {}
 
 
-@pytest.mark.parametrize("resize, expected_columns", [("shorter_side_center_crop", slice(0, 8)),
-                                                      ("squash", slice(2, 6))])
-def test_masks_are_cropped_and_resized_as_the_images_were(tmp_path, resize, expected_columns):
-    """A 4x8 mask lit in columns 2-5: the centre crop keeps exactly those columns; squashing keeps them narrow."""
-    preprocessing = {**IMAGE_PREPROCESSING, "resize": resize}
+SHORTER_SIDE_CROP = [{"op": "resize_shortest", "size": 32, "interpolation": "bicubic"},
+                     {"op": "center_crop", "size": 32}]
+SQUASH = [{"op": "resize", "size": 32, "interpolation": "bicubic"}]
+PAPER = [{"op": "resize_longest", "size": 32, "interpolation": "area"}, {"op": "pad_square"},
+         {"op": "center_crop", "size": 28}]
+
+
+@pytest.mark.parametrize("geometry, expected_rows, expected_columns", [
+    (SHORTER_SIDE_CROP, slice(0, 8), slice(0, 8)), (SQUASH, slice(0, 8), slice(2, 6)), (PAPER, slice(2, 6), slice(2, 6)),
+])
+def test_masks_are_cropped_and_resized_as_the_images_were(tmp_path, geometry, expected_rows, expected_columns):
+    """A 4x8 mask lit in columns 2-5: the centre crop keeps exactly those columns; squashing keeps them narrow;
+    the paper's longest-side fit pads rows above and below (the crop to 28 of 32 keeps a 2-pixel margin)."""
+    preprocessing = {**IMAGE_PREPROCESSING, "geometry": geometry}
     toy = build_toy_dataset(tmp_path / "cache", with_text=False, preprocessing=preprocessing)
     wide = np.zeros((4, 8), dtype=bool)
     wide[:, 2:6] = True
@@ -64,7 +73,7 @@ def test_masks_are_cropped_and_resized_as_the_images_were(tmp_path, resize, expe
 
     [mask] = aligned_masks(rows, np.array([0]), 8)
     expected = np.zeros((8, 8), dtype=bool)
-    expected[:, expected_columns] = True
+    expected[expected_rows, expected_columns] = True
     np.testing.assert_array_equal(mask, expected)
 
 
