@@ -118,14 +118,18 @@ def load_registry(files: Iterable[Path] = ()) -> Registry:
     A name may be defined once: a file that redefines a built-in or another file's entry is
     refused, naming both files, so a store's backbone name always means one thing.
     """
+    origins = {entry.spec.name: entry.origin for entry in _builtin_entries()}
     user_entries: list[RegistryEntry] = []
-    entries = {entry.spec.name: entry for entry in _builtin_entries()}
+    read: set[Path] = set()
     for path in (*_environment_files(), *(Path(file) for file in files)):
+        if path.resolve() in read:  # the same file named twice (in ADAPTOR_REGISTRY and --registry)
+            continue
+        read.add(path.resolve())
         for name, towers in _group_by_name(_read_registry_file(path)).items():
-            if name in entries:
-                raise RegistryError(f"{path}: backbone {name!r} is already defined in {entries[name].origin}; "
+            if name in origins:
+                raise RegistryError(f"{path}: backbone {name!r} is already defined in {origins[name]}; "
                                     "give your entry another name")
-            entries.update({name: towers[0]})
+            origins[name] = str(path)
             user_entries.extend(towers)
     return Registry([*_builtin_entries(), *user_entries])
 

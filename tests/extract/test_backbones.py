@@ -106,6 +106,7 @@ def test_the_environment_variable_names_default_registry_files(user_registry, mo
     monkeypatch.setenv(REGISTRY_ENV, str(user_registry))
 
     assert get_spec("my-vit").dim == 64
+    assert get_spec("my-vit", registry=[user_registry]).dim == 64, "a file named twice is read once"
 
 
 def test_a_user_file_cannot_redefine_a_built_in_name(tmp_path):
@@ -227,3 +228,16 @@ def test_cli_refuses_a_bad_registry_file_in_one_line(tmp_path):
     assert result.exit_code == 2
     assert "bad.toml: backbone 'x' lacks 'source'" in result.output
     assert "Traceback" not in result.output
+
+
+def test_the_readmes_example_entry_is_a_valid_registry_file(tmp_path):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "my-backbones.toml"
+    path.write_text(example)
+
+    spec = get_spec("vit-b16-augreg", registry=[path])
+
+    assert spec.image_size == 224 and spec.image.steps[0].interpolation is Interpolation.AREA
