@@ -241,7 +241,8 @@ def _content_findings(store: CacheStore, markers: dict[int, ShardMarker], damage
             except StoreError as error:
                 findings.append(_shard_problem(f"{_where(span, name)}: unreadable ({error})", span.index))
                 continue
-            bad = ~np.isfinite(values[rows_valid]).reshape(int(rows_valid.sum()), -1).all(axis=1)
+            row_values = values[rows_valid]
+            bad = ~np.isfinite(row_values.reshape(len(row_values), int(np.prod(values.shape[1:])))).all(axis=1)
             if bad.any():
                 first = ids[span.rows][rows_valid][bad][:5]
                 findings.append(_shard_problem(f"{_where(span, name)}: non-finite values in valid rows, e.g. ids "

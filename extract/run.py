@@ -65,7 +65,7 @@ def run_extraction(job: ExtractionJob, overwrite: bool = False, scheduler: str =
     manifest_folder = dataset_dir(job.cache_dir, job.dataset)
     manifest = read_manifest(manifest_folder)
     rows = store_rows(manifest, job.modality)
-    with FolderLock.acquire(job.store, "store", on_note=lambda note: console.print(note, markup=False)):
+    with FolderLock.acquire(job.store, "store", on_note=lambda note: console.print(note, markup=False, soft_wrap=True)):
         encoder = load_encoder(job)
         store = open_store(job, encoder, manifest_folder, rows, overwrite=overwrite)
         pending = store.incomplete_shards()
