@@ -49,7 +49,7 @@ def info(
     path: Path = PATH_ARGUMENT,
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    """Summarise a store (rows, shards, splits, failures, arrays, provenance), or list a folder's manifests and stores."""
+    """Summarise a store (rows, shards, splits, failures, arrays, provenance), or list a folder's contents."""
     with input_errors_exit(StoreError):
         if is_store(path):
             summary = store_summary(path)
@@ -85,7 +85,7 @@ def verify(
 
 
 @app.command()
-def repair(path: Path = typer.Argument(..., help="A store folder that `adaptor cache verify` reports damaged.")) -> None:
+def repair(path: Path = typer.Argument(..., help="A store that `adaptor cache verify` reports damaged.")) -> None:
     """Mark the shards that fail verification incomplete (markers and their data removed) for the next run to redo."""
     with input_errors_exit(StoreError):
         if not is_store(path):

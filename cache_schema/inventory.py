@@ -194,9 +194,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     manifest = summary["manifest"]
     if manifest is not None and not manifest["problem"]:
         listed = f", listed in {manifest['excluded_file']}" if manifest["excluded_file"] else ""
+        reasons = "".join(f"\n             {n} x {reason}" for reason, n in manifest["excluded_by_reason"].items())
         lines.append(f"manifest   {manifest['path']}: {manifest['rows']} images, {manifest['excluded']} excluded"
-                     f"{listed}"
-                     + "".join(f"\n             {n} x {reason}" for reason, n in manifest["excluded_by_reason"].items()))
+                     f"{listed}{reasons}")
     lines += [f"size       {_mib(summary['bytes_on_disk'])}", "arrays"]
     for name, a in summary["arrays"].items():
         dims = ", ".join(f"{d}={n}" for d, n in zip(a["dims"], a["shape"]))

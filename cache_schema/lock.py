@@ -180,7 +180,9 @@ def _pid_runs(pid: int) -> bool:
 
 
 def _this_command() -> str:
-    return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else f"python (pid {os.getpid()})"
+    if not (sys.argv and sys.argv[0]):
+        return f"python (pid {os.getpid()})"
+    return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
 
 
 def _print_note(note: str) -> None:

@@ -508,7 +508,8 @@ class CacheStore:
         """Raises DamagedStore naming the store, the array, the shard and its rows, the problem and the remedy."""
         span = self.shards()[index]
         raise DamagedStore(f"{self.path}: shard {index} (rows {span.start}-{span.stop - 1}) of array "
-                           f"'{ArrayName(name).value}': {shard_key(name, index)} {problem}; " + damage_remedy(self.path))
+                           f"'{ArrayName(name).value}': {shard_key(name, index)} {problem}; "
+                           + damage_remedy(self.path))
 
     def _undecodable_shard(self, array: zarr.Array, shards: Sequence[int]) -> int | None:
         """The first of `shards` that zarr fails to decode (the failing read covered several)."""

@@ -88,8 +88,9 @@ def read_mimic_cxr(
     """One manifest row per image of the selected views that exists on disk, in metadata order.
 
     Images of other views, images not in the split table and missing image files are left out,
-    each recorded in `excluded` (ids, path, reason) and counted by reason in `exclusions`. A missing, empty or section-less report keeps its rows
-    with `report_issue` set. With `merge_validate_test`, test rows join the validate split.
+    each recorded in `excluded` (ids, path, reason) and counted by reason in `exclusions`. A
+    missing, empty, unreadable or section-less report keeps its rows with `report_issue` set.
+    With `merge_validate_test`, test rows join the validate split.
     """
     reports_root = root if reports_root is None else reports_root
     wanted_views = _parse_views(views)

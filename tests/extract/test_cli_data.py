@@ -144,7 +144,8 @@ def test_demo_downstream_refuses_a_used_folder(siim_demo_root):
 
 
 def test_the_summary_names_the_list_of_excluded_images(demo_root, tmp_path):
-    result = runner.invoke(app, ["manifest", "--dataset", "mimic-cxr", "--root", str(demo_root), "--out", str(tmp_path)])
+    result = runner.invoke(app, ["manifest", "--dataset", "mimic-cxr", "--root", str(demo_root),
+                                 "--out", str(tmp_path)])
     listed = tmp_path / "mimic-cxr" / "excluded.csv"
     assert f"images (each listed with ids, path and reason in {listed}):" in result.output
     excluded = read_exclusions(tmp_path / "mimic-cxr")

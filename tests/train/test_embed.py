@@ -81,7 +81,7 @@ def test_a_full_disk_keeps_the_written_shards_and_the_same_call_resumes(toy_cach
         return real_put(path, value, exclusive)
 
     monkeypatch.setattr(zarr.storage._local, "_put", disk_full_at_shard_one)
-    with pytest.raises(WriteFailed, match=r"no space left on the device .* 1 of \d+ shards of .* are complete and kept"):
+    with pytest.raises(WriteFailed, match=r"no space left on the device .* 1 of \d+ shards of .* complete and kept"):
         embed_store(trained_run, toy_cache.cache_dir, "toy-cxr", Modality.TEXT, device="cpu")
     monkeypatch.setattr(zarr.storage._local, "_put", real_put)
     resumed = embed_store(trained_run, toy_cache.cache_dir, "toy-cxr", Modality.TEXT, device="cpu")
