@@ -332,22 +332,16 @@ class CacheStore:
     def complete_shard_indices(self) -> set[int]:
         """Shards whose completion marker exists."""
         folder = self.path / MARKER_FOLDER
-        return {int(p.stem) for p in folder.glob("*.json")} if folder.is_dir() else set()
+        return {int(p.stem) for p in folder.glob("*.json") if p.stem.isdigit()} if folder.is_dir() else set()
 
     def marker_path(self, index: int) -> Path:
         """Where shard `index`'s completion marker lies (whether or not it exists)."""
         return self.path / MARKER_FOLDER / f"{index:06d}.json"
 
     def markers(self) -> list[ShardMarker]:
-        """The markers of every complete shard, in shard order; StoreError names a marker that cannot be read."""
-        markers = []
-        for path in sorted((self.path / MARKER_FOLDER).glob("*.json")):
-            try:
-                markers.append(ShardMarker.from_json(json.loads(path.read_text(encoding="utf-8"))))
-            except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
-                raise DamagedStore(f"{path}: completion marker unreadable ({type(error).__name__}: {error}); "
-                                   + damage_remedy(self.path)) from None
-        return markers
+        """The markers of every complete shard, in shard order; DamagedStore names a marker that cannot be read."""
+        return [marker for index in sorted(self.complete_shard_indices())
+                if (marker := self.marker(index)) is not None]
 
     def shard_file(self, name: ArrayName, index: int) -> Path:
         """The object holding shard `index` of array `name`."""

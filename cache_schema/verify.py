@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptor_vlp.cache_schema.layout import FEATURE_ARRAYS, MARKER_FOLDER, PER_SHARD_ARRAYS, ArrayName, shard_key
+from adaptor_vlp.cache_schema.layout import FEATURE_ARRAYS, PER_SHARD_ARRAYS, ArrayName, shard_key
 from adaptor_vlp.cache_schema.lock import lock_path, read_holder
 from adaptor_vlp.cache_schema.manifest import MANIFEST_CSV, MANIFEST_JSON, ManifestError, manifest_sha256
 from adaptor_vlp.cache_schema.provenance import IncompleteProvenance
@@ -152,21 +152,19 @@ def _markers(store: CacheStore, findings: list[Problem]) -> dict[int, ShardMarke
     """Every readable marker by shard; an unreadable or misplaced one is a problem of its shard."""
     spans = store.shards()
     markers = {}
-    for marker_file in sorted((store.path / MARKER_FOLDER).glob("*.json")):
+    for index in sorted(store.complete_shard_indices()):
         try:
-            index = int(marker_file.stem)
-            marker = ShardMarker.from_json(json.loads(marker_file.read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
-            shard = int(marker_file.stem) if marker_file.stem.isdigit() else None
-            findings.append(_shard_problem(f"{marker_file.name}: completion marker unreadable "
-                                           f"({type(error).__name__})", shard if shard is not None
-                                           and shard < len(spans) else None))
+            marker = store.marker(index)
+        except DamagedStore as error:
+            findings.append(_shard_problem(str(error), index if index < len(spans) else None))
+            continue
+        if marker is None:  # removed since it was listed (a repair or an --overwrite run)
             continue
         if index >= len(spans) or (marker.index, marker.start, marker.stop) != (index, spans[index].start,
                                                                                spans[index].stop):
-            findings.append(_shard_problem(f"{marker_file.name}: records shard {marker.index} rows {marker.start}-"
-                                           f"{marker.stop - 1}, which is not this store's shard {index}",
-                                           index if index < len(spans) else None))
+            findings.append(_shard_problem(f"{store.marker_path(index).name}: records shard {marker.index} rows "
+                                           f"{marker.start}-{marker.stop - 1}, which is not this store's shard "
+                                           f"{index}", index if index < len(spans) else None))
             continue
         markers[index] = marker
     return markers
@@ -218,16 +216,20 @@ def _content_findings(store: CacheStore, markers: dict[int, ShardMarker], damage
     """Unique ids; per complete, undamaged shard: the mask matches the recorded failures, valid rows are finite."""
     findings = []
     try:
-        ids, valid = store.ids, store.valid
+        ids = store.ids
     except DamagedStore as error:
-        return [Problem(str(error))]
+        return [Problem(f"{error}; {REBUILD}")]
     repeated = [i for i, count in Counter(ids).items() if count > 1]
     if repeated:
         findings.append(Problem(f"ids not unique: {repeated[:5]}; {REBUILD}"))
     for span in store.shards():
         if span.index not in markers or span.index in damaged:
             continue
-        rows_valid = valid[span.rows]
+        try:
+            rows_valid = store.read(ArrayName.VALID, span.rows)
+        except StoreError as error:
+            findings.append(_shard_problem(f"{_where(span, ArrayName.VALID)}: unreadable ({error})", span.index))
+            continue
         masked = set(ids[span.rows][~rows_valid])
         recorded = {failure.id for failure in markers[span.index].failures}
         if masked != recorded:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from adaptor_vlp.cache_schema import ArrayName, CacheStore, StoreError, require_finite, store_summary, verify_store
+from adaptor_vlp.cache_schema.verify import ProblemKind
 from tests.cache_schema.conftest import shard_arrays
 
 
@@ -127,3 +128,11 @@ def test_markers_without_checksums_are_noted_not_failed(full_store: CacheStore) 
         marker_file.write_text(json.dumps(marker))
     report = verify_store(full_store.path)
     assert report.ok and "3 shards' markers predate checksums" in report.notes[0]
+
+
+def test_a_damaged_validity_shard_is_repairable_like_any_per_shard_array(full_store: CacheStore) -> None:
+    valid_file = full_store.path / "valid" / "c" / "1"
+    valid_file.write_bytes(valid_file.read_bytes()[:-2])
+    report = verify_store(full_store.path)
+    assert report.damaged_shards == [1] and report.of_kind(ProblemKind.STORE) == []
+    assert "shard 1 (rows 4-7), array 'valid': valid/c/1 holds" in report.problems[0]
