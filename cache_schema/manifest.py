@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from adaptor_vlp.cache_schema.targets import TargetError, parse_target_header
-from adaptor_vlp.cache_schema.writes import write_bytes_atomically, write_text_atomically, writing
+from adaptor_vlp.cache_schema.writes import write_together, writing
 
 MANIFEST_CSV = "manifest.csv"
 MANIFEST_JSON = "manifest.json"
@@ -164,21 +164,16 @@ class Manifest:
 
 
 def write_manifest(manifest: Manifest, folder: Path) -> Path:
-    """Write `manifest.csv` and `manifest.json` into `folder` (created if needed); return the CSV path.
+    """Write `manifest.csv`, `excluded.csv` and `manifest.json` into `folder` (created if needed); return the CSV path.
 
-    The same manifest always gives the same bytes, so its hash identifies it.
+    The same manifest always gives the same bytes, so its hash identifies it. The files are
+    replaced together once all are written (`write_together`), so a failed write leaves the
+    previous manifest whole.
     """
     csv_bytes = _csv_bytes(manifest)
     csv_path = folder / MANIFEST_CSV
     excluded_path = folder / EXCLUDED_CSV
     listed = bool(manifest.excluded) or not manifest.exclusions
-    with writing(folder):
-        folder.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomically(csv_path, csv_bytes)
-    if listed:
-        write_bytes_atomically(excluded_path, _excluded_bytes(manifest.excluded))
-    else:  # counts without records (a manifest read back): an older list would not match them
-        excluded_path.unlink(missing_ok=True)
     description = {
         "dataset": manifest.dataset,
         "image_root": str(manifest.image_root),
@@ -192,7 +187,14 @@ def write_manifest(manifest: Manifest, folder: Path) -> Path:
         "report_issues": manifest.report_issue_counts(),
         "manifest_sha256": hashlib.sha256(csv_bytes).hexdigest(),
     }
-    write_text_atomically(folder / MANIFEST_JSON, json.dumps(description, indent=2) + "\n")
+    files = {csv_path: csv_bytes, folder / MANIFEST_JSON: (json.dumps(description, indent=2) + "\n").encode("utf-8")}
+    if listed:
+        files[excluded_path] = _excluded_bytes(manifest.excluded)
+    with writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+    write_together(files)
+    if not listed:  # counts without records (a manifest read back): an older list would not match them
+        excluded_path.unlink(missing_ok=True)
     return csv_path
 
 
