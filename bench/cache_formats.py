@@ -14,6 +14,12 @@ batch of random training rows. Contenders:
 - raw: the store's own shard files read into memory (`np.frombuffer` of their bytes), the floor
   any reader of those bytes pays.
 
+The store's checksums are measured beside them: SHA-256 (what its shard markers record) and
+crc32c (the fastest hash at hand, for comparison) over the store's data objects, as a share of
+the store's write (which includes computing the markers' digests) and of its full read (what
+verifying every shard on each read would add). The store's full read is also counted in system
+calls: `preadv` calls, shard files and the inner chunks they hold.
+
 A Hugging Face `datasets` Arrow table is measured only when that package is installed.
 All reads come from the page cache (the files were just written): the figures are CPU and
 memory costs, not disk bandwidth, which favours the larger float32 files.
@@ -21,7 +27,9 @@ memory costs, not disk bandwidth, which favours the larger float32 files.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.util
+import os
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
@@ -29,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import google_crc32c
 import h5py
 import numpy as np
 import typer
@@ -155,6 +164,29 @@ class StoreFormat(Format):
         """The data objects of the embedding array (one per shard)."""
         return sorted(p for p in (self.path / ArrayName.EMBEDDING.value / "c").rglob("*") if p.is_file())
 
+    def data_objects(self) -> list[Path]:
+        """Every array's shard objects: the files the completion markers' digests cover."""
+        return sorted(p for p in self.path.glob("*/c/**/*") if p.is_file())
+
+    def read_calls(self) -> "ReadCalls":
+        """System calls of one full read of the embeddings: `preadv` calls, shard files, inner chunks in them."""
+        calls = 0
+        real_preadv = os.preadv
+
+        def counting_preadv(descriptor: int, buffers: list, position: int) -> int:
+            nonlocal calls
+            calls += 1
+            return real_preadv(descriptor, buffers, position)
+
+        os.preadv = counting_preadv
+        try:
+            self.read_all()
+        finally:
+            os.preadv = real_preadv
+        array = CacheStore.open(self.path).zarr_array(ArrayName.EMBEDDING)
+        chunk_rows = array.metadata.to_dict()["codecs"][0]["configuration"]["chunk_shape"][0]
+        return ReadCalls(calls, len(self.shard_files()), -(-array.shape[0] // chunk_rows))
+
     def embedding_bytes(self) -> int:
         """Bytes of the embedding array alone; the rest of the store is ids, splits, validity and metadata."""
         return sum(path.stat().st_size for path in (self.path / ArrayName.EMBEDDING.value).rglob("*") if path.is_file())
@@ -214,6 +246,24 @@ def _in_order(dataset: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class ReadCalls:
+    """How a full read of the store's embeddings reaches the disk."""
+
+    preadv_calls: int
+    shard_files: int
+    inner_chunks: int
+
+
+@dataclass(frozen=True)
+class ChecksumFigures:
+    """Seconds to hash every data object of the store (best round), and how many bytes that is."""
+
+    sha256_seconds: float
+    crc32c_seconds: float
+    bytes: int
+
+
+@dataclass(frozen=True)
 class FormatFigures:
     """One format's measurements."""
 
@@ -233,6 +283,8 @@ class CacheFigures:
     raw_read_seconds: float
     store_embedding_bytes: int
     """The store's embedding array alone (its shard files and metadata)."""
+    checksums: ChecksumFigures
+    read_calls: ReadCalls
 
     def named(self, name: str) -> FormatFigures:
         return next(f for f in self.formats if f.name == name)
@@ -248,6 +300,9 @@ class CacheFigures:
                   direction=Direction.AT_MOST),
             Ratio("store read throughput / raw read of its shard files", self.raw_read_seconds / store.read_seconds,
                   goal=RAW_READ_GOAL),
+            Ratio("marker checksums / store write (sha256)", self.checksums.sha256_seconds / store.write_seconds),
+            Ratio("verify on read / store full read (sha256)", self.checksums.sha256_seconds / store.read_seconds),
+            Ratio("verify on read / store full read (crc32c)", self.checksums.crc32c_seconds / store.read_seconds),
         ]
 
 
@@ -263,15 +318,20 @@ def measure_formats(settings: Settings, folder: Path) -> CacheFigures:
     n_train = len(data.rows_of("train"))
     batches = [np.random.default_rng(seed).choice(n_train, size=min(settings.batch_rows, n_train), replace=False)
                for seed in range(settings.batches)]
-    shard_files = store.shard_files()
-    contenders: dict[str, Callable[[], float]] = {"raw": lambda: timed(lambda: _raw_read(shard_files))}
+    shard_files, objects = store.shard_files(), store.data_objects()
+    contenders: dict[str, Callable[[], float]] = {
+        "raw": lambda: timed(lambda: _raw_read(shard_files)),
+        "sha256": lambda: timed(lambda: [hashlib.sha256(path.read_bytes()).digest() for path in objects]),
+        "crc32c": lambda: timed(lambda: [google_crc32c.value(path.read_bytes()) for path in objects]),
+    }
     for f in formats:
         contenders[f"read {f.name}"] = lambda f=f: timed(f.read_all)
         contenders[f"batch {f.name}"] = lambda f=f: timed(lambda: f.read_batches(batches))
     best = best_seconds(contenders, settings.rounds)
     figures = [FormatFigures(f.name, f.bytes_on_disk(), write[f.name], best[f"read {f.name}"],
                              best[f"batch {f.name}"] / len(batches), f.keeps_ids_provenance_resume) for f in formats]
-    return CacheFigures(figures, best["raw"], store.embedding_bytes())
+    checksums = ChecksumFigures(best["sha256"], best["crc32c"], sum(path.stat().st_size for path in objects))
+    return CacheFigures(figures, best["raw"], store.embedding_bytes(), checksums, store.read_calls())
 
 
 def _raw_read(files: list[Path]) -> list[np.ndarray]:
@@ -304,6 +364,13 @@ def report_lines(figures: CacheFigures, settings: Settings) -> list[str]:
     lines.append(f"store bytes: embedding array {figures.store_embedding_bytes / 1e6:.1f} MB "
                  f"({figures.store_embedding_bytes / published.bytes:.3f} of npy), ids, join ids, splits, validity, "
                  f"provenance and markers {(store.bytes - figures.store_embedding_bytes) / 1e6:.1f} MB")
+    calls = figures.read_calls
+    lines.append(f"store full read: {calls.preadv_calls} preadv calls for {calls.shard_files} shard files holding "
+                 f"{calls.inner_chunks} inner chunks (adjacent inner chunks are read in one call)")
+    checks = figures.checksums
+    lines.append(f"checksums over the store's {checks.bytes / 1e6:.1f} MB of data objects: sha256 "
+                 f"{checks.sha256_seconds * 1e3:.1f} ms, crc32c {checks.crc32c_seconds * 1e3:.1f} ms "
+                 f"(best round; the store's write includes its markers' sha256)")
     if importlib.util.find_spec("datasets") is None:
         lines.append("Hugging Face datasets (Arrow): not installed here, not measured")
     lines += [ratio.line() for ratio in figures.ratios()]

@@ -1,14 +1,21 @@
 """The cache's on-disk format, owned in one place: every other package reads and writes stores through it."""
 from adaptor_vlp.cache_schema.layout import ArrayName, Modality, dataset_dir, store_path
 from adaptor_vlp.cache_schema.provenance import IncompleteProvenance, Provenance, ProvenanceMismatch
-from adaptor_vlp.cache_schema.store import CacheStore, FeatureShape, Failure, ShardSpan, StoreError
-from adaptor_vlp.cache_schema.verify import VerifyReport, require_finite, store_summary, verify_store
+from adaptor_vlp.cache_schema.inventory import store_summary
+from adaptor_vlp.cache_schema.lock import FolderLock, FolderLocked
+from adaptor_vlp.cache_schema.repair import repair_store
+from adaptor_vlp.cache_schema.store import CacheStore, DamagedStore, FeatureShape, Failure, ShardSpan, StoreError
+from adaptor_vlp.cache_schema.verify import VerifyReport, require_finite, verify_store
+from adaptor_vlp.cache_schema.writes import WriteFailed
 
 __all__ = [
     "ArrayName",
     "CacheStore",
+    "DamagedStore",
     "Failure",
     "FeatureShape",
+    "FolderLock",
+    "FolderLocked",
     "IncompleteProvenance",
     "Modality",
     "Provenance",
@@ -17,8 +24,10 @@ __all__ = [
     "StoreError",
     "VerifyReport",
     "dataset_dir",
+    "repair_store",
     "require_finite",
     "store_path",
     "store_summary",
     "verify_store",
+    "WriteFailed",
 ]

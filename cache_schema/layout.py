@@ -62,6 +62,20 @@ DEFAULT_CHUNK_BYTES = 2 * 2**20
 """Target size of an inner chunk: the smallest piece a random-access read decodes."""
 
 
+PER_SHARD_ARRAYS = (ArrayName.VALID, *FEATURE_ARRAYS, ArrayName.TOKEN_MASK)
+"""Arrays written with each shard (rewritten when a shard is redone); the row metadata is written once."""
+
+
+def shard_key(name: ArrayName, index: int) -> str:
+    """The object holding shard `index` of an array, relative to the store: `<array>/c/<index>/0...`.
+
+    Every array is sharded by rows only, so the key has a 0 for each further dimension (Zarr v3's
+    default chunk key encoding with "/" separators).
+    """
+    name = ArrayName(name)
+    return "/".join([name.value, "c", str(index), *("0" for _ in DIMENSION_NAMES[name][1:])])
+
+
 def store_path(cache_dir: Path, dataset: str, modality: Modality, backbone: str) -> Path:
     """Where the store for one (dataset, modality, backbone) lives under a cache folder.
 

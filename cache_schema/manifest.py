@@ -9,6 +9,10 @@ The label columns are the manifest's `label_names` (the 14 CheXpert labels unles
 others, e.g. COVIDx's classes), recorded in the JSON. Segmentation datasets add a `mask` column
 holding each row's target string (see `cache_schema.targets`); manifests without targets have no such
 column, so a MIMIC-CXR manifest's CSV is the same as before masks existed.
+
+What a reader left out is on record too: `excluded.csv` beside the manifest lists every excluded
+row (its ids as far as the tables give them, its image path, the reason), and the JSON counts
+them by reason and names the file. Neither is part of the manifest's identity (its hash).
 """
 from __future__ import annotations
 
@@ -23,9 +27,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from adaptor_vlp.cache_schema.targets import TargetError, parse_target_header
+from adaptor_vlp.cache_schema.writes import write_together, writing
 
 MANIFEST_CSV = "manifest.csv"
 MANIFEST_JSON = "manifest.json"
+EXCLUDED_CSV = "excluded.csv"
+"""Beside the manifest: one row per image a reader left out, with the reason."""
+EXCLUDED_COLUMNS = ("dicom_id", "study_id", "subject_id", "image_path", "reason")
 
 CHEXPERT_LABELS: tuple[str, ...] = (
     "Atelectasis",
@@ -66,6 +74,17 @@ class ManifestError(ValueError):
 
 
 @dataclass(frozen=True)
+class Exclusion:
+    """An image a reader left out: its ids as far as the dataset's tables give them ("" where not), path, why."""
+
+    dicom_id: str
+    study_id: str
+    subject_id: str
+    image_path: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class ManifestRow:
     """One image: its ids, split, view, where it lies, its study's report text, labels and segmentation target.
 
@@ -100,9 +119,18 @@ class Manifest:
     rows: tuple[ManifestRow, ...]
     options: Mapping[str, Any] = field(default_factory=dict, hash=False)
     exclusions: Mapping[str, int] = field(default_factory=dict, hash=False)
+    """Images left out, counted by reason (derived from `excluded` when that is given)."""
     label_names: tuple[str, ...] = CHEXPERT_LABELS
+    excluded: tuple[Exclusion, ...] = field(default=(), hash=False, compare=False)
+    """The images left out, one record each; empty for a manifest read back (see `read_exclusions`)."""
 
     def __post_init__(self) -> None:
+        if self.excluded:
+            counts = dict(sorted(Counter(e.reason for e in self.excluded).items()))
+            if self.exclusions and dict(self.exclusions) != counts:
+                raise ManifestError(f"exclusion counts {dict(self.exclusions)} disagree with the excluded rows "
+                                    f"given ({counts})")
+            object.__setattr__(self, "exclusions", counts)
         names = tuple(self.label_names)
         clashes = sorted(set(names) & {*ID_COLUMNS, MASK_COLUMN})
         if clashes or len(set(names)) != len(names) or "" in names:
@@ -136,14 +164,16 @@ class Manifest:
 
 
 def write_manifest(manifest: Manifest, folder: Path) -> Path:
-    """Write `manifest.csv` and `manifest.json` into `folder` (created if needed); return the CSV path.
+    """Write `manifest.csv`, `excluded.csv` and `manifest.json` into `folder` (created if needed); return the CSV path.
 
-    The same manifest always gives the same bytes, so its hash identifies it.
+    The same manifest always gives the same bytes, so its hash identifies it. The files are
+    replaced together once all are written (`write_together`), so a failed write leaves the
+    previous manifest whole.
     """
-    folder.mkdir(parents=True, exist_ok=True)
     csv_bytes = _csv_bytes(manifest)
     csv_path = folder / MANIFEST_CSV
-    csv_path.write_bytes(csv_bytes)
+    excluded_path = folder / EXCLUDED_CSV
+    listed = bool(manifest.excluded) or not manifest.exclusions
     description = {
         "dataset": manifest.dataset,
         "image_root": str(manifest.image_root),
@@ -153,11 +183,38 @@ def write_manifest(manifest: Manifest, folder: Path) -> Path:
         "n_rows": len(manifest.rows),
         "counts": manifest.split_counts(),
         "exclusions": dict(sorted(manifest.exclusions.items())),
+        "excluded_file": EXCLUDED_CSV if listed else None,
         "report_issues": manifest.report_issue_counts(),
         "manifest_sha256": hashlib.sha256(csv_bytes).hexdigest(),
     }
-    (folder / MANIFEST_JSON).write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
+    files = {csv_path: csv_bytes, folder / MANIFEST_JSON: (json.dumps(description, indent=2) + "\n").encode("utf-8")}
+    if listed:
+        files[excluded_path] = _excluded_bytes(manifest.excluded)
+    with writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+    write_together(files)
+    if not listed:  # counts without records (a manifest read back): an older list would not match them
+        excluded_path.unlink(missing_ok=True)
     return csv_path
+
+
+def excluded_file(folder: Path) -> Path | None:
+    """The list of excluded images beside the manifest in `folder`, or None when none was written."""
+    path = Path(folder) / EXCLUDED_CSV
+    return path if path.is_file() else None
+
+
+def read_exclusions(folder: Path) -> tuple[Exclusion, ...]:
+    """The excluded images listed beside the manifest in `folder` (empty when there is no list)."""
+    path = excluded_file(folder)
+    if path is None:
+        return ()
+    reader = csv.reader(io.StringIO(path.read_text(encoding="utf-8"), newline=""))
+    header = tuple(next(reader, ()))
+    if header != EXCLUDED_COLUMNS:
+        raise ManifestError(f"{path}: header {list(header)} differs from {list(EXCLUDED_COLUMNS)}; "
+                            "write the manifest again")
+    return tuple(Exclusion(*cells) for cells in reader if cells)
 
 
 def manifest_sha256(folder: Path) -> str:
@@ -241,6 +298,14 @@ def _csv_bytes(manifest: Manifest) -> bytes:
     return buffer.getvalue().encode("utf-8")
 
 
+def _excluded_bytes(excluded: tuple[Exclusion, ...]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(EXCLUDED_COLUMNS)
+    writer.writerows((e.dicom_id, e.study_id, e.subject_id, e.image_path, e.reason) for e in excluded)
+    return buffer.getvalue().encode("utf-8")
+
+
 def _read_bytes(path: Path) -> bytes:
     if not path.is_file():
         raise ManifestError(f"{path} not found: build the manifest first with `adaptor extract manifest`")
@@ -260,6 +325,8 @@ def _read_description(json_path: Path) -> dict[str, Any]:
 
 
 def _parse_rows(csv_bytes: bytes, csv_path: Path, label_names: tuple[str, ...]) -> tuple[ManifestRow, ...]:
+    # A report may be longer than csv's default cell limit (128 KiB); no cell is longer than the file.
+    csv.field_size_limit(max(csv.field_size_limit(), len(csv_bytes)))
     reader = csv.reader(io.StringIO(csv_bytes.decode("utf-8"), newline=""))
     header = tuple(next(reader, ()))
     with_mask = header[-1:] == (MASK_COLUMN,)

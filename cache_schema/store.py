@@ -1,22 +1,25 @@
 """One cache store: a Zarr v3 group of row-sharded arrays for one (dataset, modality, backbone).
 
 The shard is the unit of work and of writing: a writer fills every array's rows of one shard and
-only then drops the shard's completion marker. A killed run therefore leaves at worst shards
-without markers, which a resumed run rewrites whole.
+only then drops the shard's completion marker, which records the size and SHA-256 of every
+array's object for that shard. A killed run therefore leaves at worst shards without markers,
+which a resumed run rewrites whole; a shard changed after its marker was written is found by
+`cache_schema.verify` (digests) or, when cheaply visible (a missing or resized object, a broken
+shard index), by any read, which then names the store, the shard and the remedy.
 """
 from __future__ import annotations
 
-import contextlib
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NoReturn, Sequence
 
+import google_crc32c
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
@@ -32,8 +35,10 @@ from adaptor_vlp.cache_schema.layout import (
     SCHEMA_VERSION,
     SPLIT_NAMES,
     ArrayName,
+    shard_key,
 )
 from adaptor_vlp.cache_schema.provenance import Provenance, check_provenance, resume_expectation
+from adaptor_vlp.cache_schema.writes import WriteFailed, write_problem, write_text_atomically, writing
 
 MAX_SHARD_ROWS = 4096
 """Upper bound on rows per shard, so that even small embeddings give many resumable units of work."""
@@ -41,6 +46,88 @@ MAX_SHARD_ROWS = 4096
 
 class StoreError(RuntimeError):
     """A store is missing, malformed, or used in a way its layout does not allow."""
+
+
+class DamagedStore(StoreError):
+    """A complete shard's data no longer matches what its marker recorded (missing, resized, unreadable)."""
+
+
+def damage_remedy(store: Path) -> str:
+    """What to do about a damaged store, in the order to do it."""
+    return (f"run `adaptor cache verify {store}` to list the damage, `adaptor cache repair {store}` to mark the "
+            "damaged shards incomplete, then rerun the command that wrote the store: it rewrites only those shards")
+
+
+@dataclass(frozen=True)
+class ShardFile:
+    """One array's object of a complete shard as its marker records it: where, how many bytes, their SHA-256."""
+
+    key: str
+    bytes: int
+    sha256: str
+
+    @classmethod
+    def of(cls, store: Path, key: str) -> "ShardFile | None":
+        """The record of the object `key` as it is on disk now; None when there is no such object."""
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with open(Path(store) / key, "rb", buffering=0) as file:
+                for block in iter(lambda: file.read(_DIGEST_BLOCK_BYTES), b""):
+                    digest.update(block)
+                    size += len(block)
+        except FileNotFoundError:
+            return None
+        return cls(key, size, digest.hexdigest())
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.key, "bytes": self.bytes, "sha256": self.sha256}
+
+    @classmethod
+    def from_json(cls, record: Mapping[str, Any] | None) -> "ShardFile | None":
+        return None if record is None else cls(record["file"], int(record["bytes"]), record["sha256"])
+
+
+_DIGEST_BLOCK_BYTES = 4 * 2**20
+
+
+@dataclass(frozen=True)
+class ShardMarker:
+    """A complete shard's marker: its rows, its failures and, per array, its object's record.
+
+    `files` maps every array to its ShardFile, or to None where no object was written (every inner
+    chunk held the fill value, e.g. a token mask of a shard whose rows all failed). It is None
+    for a marker written before markers carried checksums.
+    """
+
+    index: int
+    start: int
+    stop: int
+    failures: tuple["Failure", ...]
+    files: Mapping[ArrayName, ShardFile | None] | None
+
+    def to_json(self) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "shard": self.index,
+            "start": self.start,
+            "stop": self.stop,
+            "failures": [{"id": f.id, "reason": f.reason} for f in self.failures],
+        }
+        if self.files is not None:
+            document["files"] = {name.value: None if record is None else record.to_json()
+                                 for name, record in self.files.items()}
+        return document
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any]) -> "ShardMarker":
+        files = document.get("files")
+        return cls(
+            index=int(document["shard"]),
+            start=int(document["start"]),
+            stop=int(document["stop"]),
+            failures=tuple(Failure(**f) for f in document["failures"]),
+            files=None if files is None else {ArrayName(n): ShardFile.from_json(r) for n, r in files.items()},
+        )
 
 
 @dataclass(frozen=True)
@@ -155,8 +242,9 @@ class CacheStore:
         if shard_rows < 1:
             raise StoreError(f"shard_rows must be at least 1, got {shard_rows}")
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        with writing(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
             group = zarr.open_group(staging, mode="w", zarr_format=3)
             id_rows = encode_ids(list(ids))
@@ -187,6 +275,10 @@ class CacheStore:
             }
             (staging / MARKER_FOLDER).mkdir()
             os.replace(staging, path)
+        except OSError as error:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise WriteFailed(f"{write_problem(path, error)}; nothing of the store was kept: free space and run "
+                              "the command again") from error
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -240,7 +332,20 @@ class CacheStore:
     def complete_shard_indices(self) -> set[int]:
         """Shards whose completion marker exists."""
         folder = self.path / MARKER_FOLDER
-        return {int(p.stem) for p in folder.glob("*.json")} if folder.is_dir() else set()
+        return {int(p.stem) for p in folder.glob("*.json") if p.stem.isdigit()} if folder.is_dir() else set()
+
+    def marker_path(self, index: int) -> Path:
+        """Where shard `index`'s completion marker lies (whether or not it exists)."""
+        return self.path / MARKER_FOLDER / f"{index:06d}.json"
+
+    def markers(self) -> list[ShardMarker]:
+        """The markers of every complete shard, in shard order; DamagedStore names a marker that cannot be read."""
+        return [marker for index in sorted(self.complete_shard_indices())
+                if (marker := self.marker(index)) is not None]
+
+    def shard_file(self, name: ArrayName, index: int) -> Path:
+        """The object holding shard `index` of array `name`."""
+        return self.path / shard_key(name, index)
 
     def incomplete_shards(self) -> list[ShardSpan]:
         """Shards still to be written (no completion marker)."""
@@ -286,39 +391,38 @@ class CacheStore:
             else:
                 values = values.astype(bool, copy=True)
                 values[failed_offsets] = False
-            self._group[name.value][span.rows] = values
-        self._group[ArrayName.VALID.value][span.rows] = valid
-        shard_ids = decode_ids(self._group[ArrayName.ID.value][span.rows])
-        marker = {
-            "shard": index,
-            "start": span.start,
-            "stop": span.stop,
-            "failures": [{"id": str(shard_ids[row - span.start]), "reason": failed_rows[row]}
-                         for row in sorted(failed_rows)],
-            "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        _write_atomically(self.path / MARKER_FOLDER / f"{index:06d}.json", json.dumps(marker, indent=1))
+            with writing(self.shard_file(name, index)):
+                self._group[name.value][span.rows] = values
+        with writing(self.shard_file(ArrayName.VALID, index)):
+            self._group[ArrayName.VALID.value][span.rows] = valid
+        shard_ids = decode_ids(self._read_zarr(ArrayName.ID, span.rows))
+        marker = ShardMarker(
+            index, span.start, span.stop,
+            failures=tuple(Failure(str(shard_ids[row - span.start]), failed_rows[row]) for row in sorted(failed_rows)),
+            files={name: ShardFile.of(self.path, shard_key(name, index)) for name in _array_names(self.features)},
+        )
+        write_text_atomically(self.marker_path(index), json.dumps(marker.to_json(), indent=1) + "\n")
 
     @property
     def ids(self) -> np.ndarray:
         """Every row's sample id (str)."""
-        return decode_ids(self._group[ArrayName.ID.value][:])
+        return decode_ids(self._read_zarr(ArrayName.ID, slice(None)))
 
     @property
     def group_ids(self) -> np.ndarray:
         """Every row's join id (str): the study an image belongs to, or a text's own study."""
-        return decode_ids(self._group[ArrayName.GROUP_ID.value][:])
+        return decode_ids(self._read_zarr(ArrayName.GROUP_ID, slice(None)))
 
     @property
     def splits(self) -> np.ndarray:
         """Every row's split name (str)."""
         names = np.array(self._block["split_names"])
-        return names[self._group[ArrayName.SPLIT.value][:]]
+        return names[self._read_zarr(ArrayName.SPLIT, slice(None))]
 
     @property
     def valid(self) -> np.ndarray:
         """True for rows that hold a real embedding (written, and not a recorded failure)."""
-        return self._group[ArrayName.VALID.value][:]
+        return self._read_zarr(ArrayName.VALID, slice(None))
 
     def has(self, name: ArrayName) -> bool:
         return ArrayName(name) in self.features.shapes(self.n_rows)
@@ -334,23 +438,13 @@ class CacheStore:
             raise StoreError(f"{self.path}: has no '{name.value}' array; it holds {sorted(self._block['arrays'])}"
                              + (" (extract with --tokens)" if name in (ArrayName.TOKENS, ArrayName.TOKEN_MASK) else "")
                              + (" (extract with --views K)" if name == ArrayName.VIEWS else ""))
-        array = self._group[name.value]
-        shard_files = _ShardFiles.of(array, self.path / name.value)
+        shard_files = _ShardFiles.of(self._group[name.value], self.path / name.value, _ShardCheck(self, name))
         if shard_files is not None:
             try:
                 return shard_files.read(rows)
             except _NotPlainLayout:
                 pass
-        if rows is None:
-            return array[:]
-        if isinstance(rows, slice):
-            return array[rows]
-        rows = np.asarray(rows, dtype=np.int64)
-        order = np.argsort(rows, kind="stable")
-        values = array.get_orthogonal_selection((rows[order],) + (slice(None),) * (array.ndim - 1))
-        result = np.empty_like(values)
-        result[order] = values
-        return result
+        return self._read_zarr(name, slice(None) if rows is None else rows)
 
     def rows_for_ids(self, ids: Sequence[str]) -> np.ndarray:
         """Row indices of the given ids, raising KeyError that names the first few unknown ids."""
@@ -366,10 +460,7 @@ class CacheStore:
 
     def failures(self) -> list[Failure]:
         """Every recorded failure of the complete shards, in row order."""
-        records = []
-        for marker in sorted((self.path / MARKER_FOLDER).glob("*.json")):
-            records.extend(Failure(**f) for f in json.loads(marker.read_text())["failures"])
-        return records
+        return [failure for marker in self.markers() for failure in marker.failures]
 
     def zarr_array(self, name: ArrayName) -> zarr.Array:
         """The underlying Zarr array, for readers that stream it (e.g. dask with one chunk per shard)."""
@@ -378,6 +469,77 @@ class CacheStore:
     def attributes(self) -> dict[str, Any]:
         """The store's attribute block as written (schema version, sizes, arrays, provenance)."""
         return json.loads(json.dumps(self._block))
+
+    def write_stopped(self, error: WriteFailed) -> WriteFailed:
+        """The error of a run whose write failed, with what of the store is kept and how to resume."""
+        return WriteFailed(f"{error}. {len(self.complete_shard_indices())} of {len(self.shards())} shards of "
+                           f"{self.path} are complete and kept (an unfinished shard has no completion marker and "
+                           "is rewritten whole); free space (or fix the folder) and rerun the same command: it "
+                           "writes only the shards still missing")
+
+    def check_missing_object(self, name: ArrayName, index: int) -> None:
+        """Raises DamagedStore when shard `index` is complete and its marker records an object of `name`.
+
+        Readers call this only for an object they did not find, so the marker is read only then; a
+        shard without a marker (incomplete) reads as the fill value, as in any Zarr store.
+        """
+        marker = self.marker(index)
+        if marker is not None and marker.files is not None and marker.files.get(ArrayName(name)) is not None:
+            self.raise_damaged(name, index, "is missing")
+
+    def marker(self, index: int) -> ShardMarker | None:
+        """Shard `index`'s completion marker, or None when the shard is incomplete."""
+        path = self.marker_path(index)
+        try:
+            return ShardMarker.from_json(json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
+            raise DamagedStore(f"{path}: completion marker unreadable ({type(error).__name__}: {error}); "
+                               + damage_remedy(self.path)) from None
+
+    def raise_damaged(self, name: ArrayName, index: int, problem: str) -> NoReturn:
+        """Raises DamagedStore naming the store, the array, the shard and its rows, the problem and the remedy."""
+        span = self.shards()[index]
+        raise DamagedStore(f"{self.path}: shard {index} (rows {span.start}-{span.stop - 1}) of array "
+                           f"'{ArrayName(name).value}': {shard_key(name, index)} {problem}; "
+                           + damage_remedy(self.path))
+
+    def _undecodable_shard(self, array: zarr.Array, shards: Sequence[int]) -> int | None:
+        """The first of `shards` that zarr fails to decode (the failing read covered several)."""
+        for index in shards:
+            try:
+                array[self.shards()[index].rows]
+            except Exception:  # any codec's error marks the shard
+                return index
+        return None
+
+    def _read_zarr(self, name: ArrayName, rows: slice | np.ndarray) -> np.ndarray:
+        """Rows of an array read through zarr, its shards' objects checked first, any decoding error named."""
+        array = self._group[name.value]
+        if isinstance(rows, slice):
+            start, stop, _ = rows.indices(self.n_rows)
+            touched = list(range(start // self.shard_rows, -(-max(start, stop) // self.shard_rows)))
+        else:
+            rows = np.asarray(rows, dtype=np.int64)
+            touched = np.unique(np.where(rows < 0, rows + self.n_rows, rows) // self.shard_rows).tolist()
+        for index in touched:
+            if not self.shard_file(name, index).is_file():
+                self.check_missing_object(name, index)
+        try:
+            if isinstance(rows, slice):
+                return array[rows]
+            order = np.argsort(rows, kind="stable")
+            values = array.get_orthogonal_selection((rows[order],) + (slice(None),) * (array.ndim - 1))
+        except (IndexError, TypeError):
+            raise
+        except Exception as error:  # a damaged object surfaces as any codec's error
+            index = self._undecodable_shard(array, touched)
+            self.raise_damaged(name, index if index is not None else (touched[0] if touched else 0),
+                               f"cannot be decoded ({type(error).__name__}: {error})")
+        result = np.empty_like(values)
+        result[order] = values
+        return result
 
 
 _SHARD_INDEX_ENTRY = np.dtype([("offset", "<u8"), ("nbytes", "<u8")])
@@ -396,29 +558,67 @@ class _NotPlainLayout(Exception):
     """A shard file does not hold raw inner chunks of whole rows where its index says: zarr reads instead."""
 
 
+class _ShardCheck:
+    """What a direct read verifies about one array's shard objects at no cost to a sound store.
+
+    A missing object is looked up in its shard's marker (only then is a marker read); a present
+    one has its shard index checked against the index's crc32c. Truncating or extending a shard
+    file moves the index (it is the file's last bytes), so that check also catches a file of the
+    wrong size; changed bytes within the data are found by `adaptor cache verify` (digests).
+    """
+
+    def __init__(self, store: CacheStore, name: ArrayName) -> None:
+        self._store = store
+        self._name = name
+
+    def missing(self, shard: int) -> None:
+        self._store.check_missing_object(self._name, shard)
+
+    def damaged(self, shard: int, problem: str) -> NoReturn:
+        self._store.raise_damaged(self._name, shard, problem)
+
+
+@dataclass(frozen=True)
+class _ChunkRun:
+    """Inner chunks lying back to back in a shard file: one read fills their rows of the result."""
+
+    first_row: int
+    last_row: int
+    position: int
+    """File offset of `first_row`'s bytes."""
+
+
 class _ShardFiles:
     """Reads rows of a row-sharded, uncompressed array straight from its shard files.
 
     In the layout `_create_array` and `_create_empty` write, a shard file (Zarr v3 sharding
     codec, index at the end) holds inner chunks of whole rows stored raw and little endian, each
-    at the offset its index entry gives. Reading those bytes straight into the result, rather than
-    through zarr's per-chunk decode and a second copy, makes a full read about 3x faster, within
-    10% of h5py on a contiguous dataset (`python -m bench.cache_formats`). Random rows are copied
-    from a memory map of each shard file, so only the rows asked for are read.
+    at the offset its index entry gives; zarr writes them in order, back to back. Reading those
+    bytes straight into the result, rather than through zarr's per-chunk decode and a second
+    copy, makes a full read about 3x faster, near h5py on a contiguous dataset
+    (`python -m bench.cache_formats`). A row range costs, per shard file, one open, one fstat,
+    one read of the index (checked against its crc32c) and one `preadv` per run of adjacent
+    inner chunks: one for a whole shard as written. Random rows are copied from a memory map of
+    each shard file, so only the rows asked for are read.
+
+    A missing, truncated or extended object of a complete shard is an error naming it, never
+    fill values or misplaced bytes (`_ShardCheck`).
     """
 
     def __init__(self, folder: Path, shape: tuple[int, ...], dtype: np.dtype, fill_value: Any,
-                 shard_rows: int, chunk_rows: int) -> None:
+                 shard_rows: int, chunk_rows: int, check: _ShardCheck) -> None:
         self.folder = folder
         self.shape = shape
         self.dtype = dtype
         self.fill_value = fill_value
         self.chunk_rows = chunk_rows
         self.chunks_per_shard = shard_rows // chunk_rows
+        self.shard_rows = shard_rows
         self.row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        self.check = check
 
     @classmethod
-    def of(cls, array: zarr.Array, folder: Path) -> "_ShardFiles | None":
+    def of(cls, array: zarr.Array, folder: Path, check: _ShardCheck) -> "_ShardFiles | None":
         """The direct reader of `array`, or None when its metadata is not the plain row-sharded layout."""
         metadata = array.metadata.to_dict()
         codecs = metadata.get("codecs", ())
@@ -441,7 +641,8 @@ class _ShardFiles:
         )
         if not plain:
             return None
-        return cls(folder, shape, dtype.newbyteorder("<"), array.metadata.fill_value, shard_shape[0], chunk_shape[0])
+        return cls(folder, shape, dtype.newbyteorder("<"), array.metadata.fill_value, shard_shape[0], chunk_shape[0],
+                   check)
 
     def read(self, rows: slice | np.ndarray | None) -> np.ndarray:
         """The rows asked for, as zarr would return them; raises _NotPlainLayout to leave the read to zarr."""
@@ -462,24 +663,44 @@ class _ShardFiles:
     def _read_range(self, start: int, stop: int) -> np.ndarray:
         result = np.empty((stop - start, *self.shape[1:]), dtype=self.dtype)
         flat = memoryview(result.reshape(-1).view(np.uint8))
-        shard_rows = self.chunks_per_shard * self.chunk_rows
-        for shard in range(start // shard_rows, -(-stop // shard_rows)):
-            offsets = self._chunk_offsets(shard)
-            with contextlib.ExitStack() as stack:
-                file = stack.enter_context(self._shard_path(shard).open("rb", buffering=0)) if offsets else None
-                for local in range(self.chunks_per_shard):
-                    chunk_start = (shard * self.chunks_per_shard + local) * self.chunk_rows
-                    low, high = max(start, chunk_start), min(stop, chunk_start + self.chunk_rows)
-                    if low >= high:
-                        continue
-                    if file is None or offsets[local] is None:
-                        result[low - start:high - start] = self.fill_value
-                        continue
-                    into = flat[(low - start) * self.row_bytes:(high - start) * self.row_bytes]
-                    position = offsets[local] + (low - chunk_start) * self.row_bytes
-                    if os.preadv(file.fileno(), [into], position) != len(into):
-                        raise _NotPlainLayout
+        for shard in range(start // self.shard_rows, -(-stop // self.shard_rows)):
+            low, high = max(start, shard * self.shard_rows), min(stop, (shard + 1) * self.shard_rows)
+            try:
+                descriptor = os.open(self._shard_path(shard), os.O_RDONLY)
+            except FileNotFoundError:
+                self.check.missing(shard)
+                result[low - start:high - start] = self.fill_value
+                continue
+            try:
+                offsets = self._chunk_offsets(shard, descriptor)
+                filled = low
+                for run in self._runs(shard, offsets, low, high):
+                    result[filled - start:run.first_row - start] = self.fill_value
+                    into = flat[(run.first_row - start) * self.row_bytes:(run.last_row - start) * self.row_bytes]
+                    _read_fully(descriptor, into, run.position)
+                    filled = run.last_row
+                result[filled - start:high - start] = self.fill_value
+            finally:
+                os.close(descriptor)
         return result
+
+    def _runs(self, shard: int, offsets: list[int | None], low: int, high: int) -> list[_ChunkRun]:
+        """The written inner chunks covering rows [low, high) of a shard, merged where they lie back to back."""
+        runs: list[_ChunkRun] = []
+        first_chunk = shard * self.chunks_per_shard
+        for local in range((low // self.chunk_rows) - first_chunk, -(-high // self.chunk_rows) - first_chunk):
+            if offsets[local] is None:
+                continue
+            chunk_start = (first_chunk + local) * self.chunk_rows
+            first, last = max(low, chunk_start), min(high, chunk_start + self.chunk_rows)
+            position = offsets[local] + (first - chunk_start) * self.row_bytes
+            previous = runs[-1] if runs else None
+            if (previous is not None and previous.last_row == first
+                    and previous.position + (first - previous.first_row) * self.row_bytes == position):
+                runs[-1] = _ChunkRun(previous.first_row, last, previous.position)
+            else:
+                runs.append(_ChunkRun(first, last, position))
+        return runs
 
     def _read_rows(self, rows: np.ndarray) -> np.ndarray:
         result = np.empty((len(rows), *self.shape[1:]), dtype=self.dtype)
@@ -490,9 +711,7 @@ class _ShardFiles:
         for chunk, positions in zip(chunks.tolist(), np.split(order, firsts[1:])):
             shard, local = divmod(chunk, self.chunks_per_shard)
             if shard not in shards:
-                offsets = self._chunk_offsets(shard)
-                data = np.memmap(self._shard_path(shard), dtype=np.uint8, mode="r") if offsets else None
-                shards[shard] = (offsets, data)
+                shards[shard] = self._mapped_shard(shard)
             offsets, data = shards[shard]
             if data is None or offsets[local] is None:
                 result[positions] = self.fill_value
@@ -502,24 +721,36 @@ class _ShardFiles:
             result[positions] = chunk_values[rows[positions] - chunk * self.chunk_rows]
         return result
 
-    def _chunk_offsets(self, shard: int) -> list[int | None]:
-        """Where each inner chunk of a shard starts in its file (None: never written); [] when no file.
-
-        Raises _NotPlainLayout unless every written chunk holds exactly its rows' raw bytes.
-        """
-        index_bytes = self.chunks_per_shard * _SHARD_INDEX_ENTRY.itemsize
+    def _mapped_shard(self, shard: int) -> tuple[list[int | None], np.ndarray | None]:
+        """A shard file's chunk offsets and a memory map of it; ([], None) when there is no file."""
         try:
-            with self._shard_path(shard).open("rb") as file:
-                data_bytes = file.seek(0, os.SEEK_END) - index_bytes - _SHARD_INDEX_CHECKSUM_BYTES
-                if data_bytes < 0:
-                    raise _NotPlainLayout
-                file.seek(data_bytes)
-                index = np.frombuffer(file.read(index_bytes), dtype=_SHARD_INDEX_ENTRY).tolist()
+            descriptor = os.open(self._shard_path(shard), os.O_RDONLY)
         except FileNotFoundError:
-            return []
+            self.check.missing(shard)
+            return [], None
+        try:
+            offsets = self._chunk_offsets(shard, descriptor)
+            return offsets, np.memmap(self._shard_path(shard), dtype=np.uint8, mode="r")
+        finally:
+            os.close(descriptor)
+
+    def _chunk_offsets(self, shard: int, descriptor: int) -> list[int | None]:
+        """Where each inner chunk of an open shard file starts (None: never written).
+
+        The index is checked against its crc32c (as zarr checks it on every read). Raises
+        _NotPlainLayout unless every written chunk holds exactly its rows' raw bytes.
+        """
+        file_bytes = os.fstat(descriptor).st_size
+        index_bytes = self.chunks_per_shard * _SHARD_INDEX_ENTRY.itemsize
+        data_bytes = file_bytes - index_bytes - _SHARD_INDEX_CHECKSUM_BYTES
+        if data_bytes < 0:
+            self.check.damaged(shard, f"holds {file_bytes} bytes, fewer than its shard index needs")
+        tail = os.pread(descriptor, index_bytes + _SHARD_INDEX_CHECKSUM_BYTES, data_bytes)
+        if int.from_bytes(tail[index_bytes:], "little") != google_crc32c.value(tail[:index_bytes]):
+            self.check.damaged(shard, "has a shard index that fails its crc32c checksum")
         chunk_bytes = self.chunk_rows * self.row_bytes
         offsets: list[int | None] = []
-        for offset, nbytes in index:
+        for offset, nbytes in np.frombuffer(tail[:index_bytes], dtype=_SHARD_INDEX_ENTRY).tolist():
             if offset == nbytes == _EMPTY_CHUNK:
                 offsets.append(None)
             elif nbytes == chunk_bytes and offset + nbytes <= data_bytes:
@@ -530,6 +761,15 @@ class _ShardFiles:
 
     def _shard_path(self, shard: int) -> Path:
         return self.folder.joinpath("c", str(shard), *("0" for _ in self.shape[1:]))
+
+
+def _read_fully(descriptor: int, into: memoryview, position: int) -> None:
+    """Fills `into` from the file at `position`; a read may return less (Linux caps one at ~2 GiB), so loop."""
+    while len(into):
+        count = os.preadv(descriptor, [into], position)
+        if count == 0:
+            raise _NotPlainLayout
+        into, position = into[count:], position + count
 
 
 def _array_names(features: FeatureShape) -> list[ArrayName]:
@@ -576,10 +816,3 @@ def _create_empty(
         dimension_names=DIMENSION_NAMES[name],
         fill_value=fill_value,
     )
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Writes a file so that readers see either nothing or the whole content."""
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)

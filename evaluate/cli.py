@@ -14,6 +14,7 @@ import typer
 
 from adaptor_vlp.cache_schema import IncompleteProvenance, Modality, ProvenanceMismatch, StoreError
 from adaptor_vlp.cache_schema.cli import input_errors_exit
+from adaptor_vlp.cache_schema.writes import WriteFailed
 from adaptor_vlp.evaluate.classify import (
     ClassificationError,
     ClassifySettings,
@@ -199,8 +200,14 @@ def report(
 
 def _finish(runs: Sequence[EvaluatedRun], out_dir: Path) -> None:
     """Writes each run's result file and prints where, then the table of these results."""
-    for evaluated in runs:
-        write_result(evaluated.record, out_dir, evaluated.arrays)
+    with input_errors_exit():
+        for written, evaluated in enumerate(runs):
+            try:
+                write_result(evaluated.record, out_dir, evaluated.arrays)
+            except WriteFailed as error:
+                raise WriteFailed(f"{error}. {written} of {len(runs)} result files of this command were written to "
+                                  f"{out_dir} and are kept; free space and rerun the same command (it evaluates "
+                                  "again and rewrites them all)") from error
     typer.echo(f"wrote {len(runs)} result file(s) to {out_dir / runs[0].record.context.dataset}")
     typer.echo(render_tables([evaluated.record for evaluated in runs]))
 

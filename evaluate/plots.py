@@ -16,6 +16,7 @@ from sklearn.metrics import roc_curve
 
 from adaptor_vlp.evaluate.report import METRIC_TITLES, feature_label
 from adaptor_vlp.evaluate.results import EvaluationTask, ResultRecord, StoredResult
+from adaptor_vlp.cache_schema.writes import write_atomically
 
 PLOTS_FOLDER = "plots"
 MAX_OVERLAYS = 4
@@ -143,6 +144,8 @@ def _describe(record: ResultRecord) -> str:
 
 def _save(pyplot: Any, figure: Any, path: Path) -> Path:
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    pyplot.close(figure)
+    try:
+        write_atomically(path, lambda temporary: figure.savefig(temporary, format="png", dpi=110))
+    finally:
+        pyplot.close(figure)
     return path

@@ -15,6 +15,7 @@ from typing import Iterable, Sequence
 
 from adaptor_vlp.evaluate.bootstrap import ConfidenceInterval
 from adaptor_vlp.evaluate.results import EvaluationTask, FeatureSpace, ResultRecord, StoredResult, read_results
+from adaptor_vlp.cache_schema.writes import write_text_atomically
 
 REPORT_FILE = "report.md"
 
@@ -79,7 +80,7 @@ def write_report(results_dir: Path, plots: Sequence[Path] = ()) -> Path:
     """Writes `RESULTS_DIR/report.md` from every result file under `results_dir`; returns its path."""
     results_dir = Path(results_dir)
     path = results_dir / REPORT_FILE
-    path.write_text(render_report(read_results(results_dir), plots, results_dir))
+    write_text_atomically(path, render_report(read_results(results_dir), plots, results_dir))
     return path
 
 

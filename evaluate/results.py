@@ -9,9 +9,9 @@ drawn later from files alone.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
@@ -21,6 +21,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from adaptor_vlp.cache_schema.provenance import code_version
+from adaptor_vlp.cache_schema.writes import write_together, writing
 from adaptor_vlp.evaluate.bootstrap import ConfidenceInterval
 
 RESULT_FORMAT = "adaptor-vlp/evaluation-result"
@@ -172,21 +173,22 @@ class StoredResult:
 def write_result(record: ResultRecord, out_dir: Path, arrays: Mapping[str, np.ndarray] | None = None) -> Path:
     """Writes `OUT/<dataset>/<name>.json` (and `<name>.npz` with `arrays`) atomically; returns the JSON path.
 
-    A rerun with the same task, features, method, fraction and seed replaces the earlier file.
+    A rerun with the same task, features, method, fraction and seed replaces the earlier file. A
+    failed write (a full disk) raises WriteFailed naming the file and leaves the earlier one whole.
     """
     folder = Path(out_dir) / record.context.dataset
-    folder.mkdir(parents=True, exist_ok=True)
+    with writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
     json_path = folder / f"{record.name}.json"
     npz_path = json_path.with_suffix(".npz")
+    files = {json_path: (json.dumps(record.to_json(), indent=1, allow_nan=False) + "\n").encode("utf-8")}
     if arrays:
-        temporary = folder / f".{record.name}.tmp.npz"
-        np.savez_compressed(temporary, **{name: np.asarray(value) for name, value in arrays.items()})
-        os.replace(temporary, npz_path)
+        saved = io.BytesIO()
+        np.savez_compressed(saved, **{name: np.asarray(value) for name, value in arrays.items()})
+        files = {npz_path: saved.getvalue(), **files}
     elif npz_path.exists():
         npz_path.unlink()
-    temporary = folder / f".{record.name}.json.tmp"
-    temporary.write_text(json.dumps(record.to_json(), indent=1, allow_nan=False) + "\n")
-    os.replace(temporary, json_path)
+    write_together(files)
     return json_path
 
 

@@ -18,13 +18,14 @@ from adaptor_vlp.extract.demo.siim_tree import write_demo_siim
 from adaptor_vlp.extract.downstream import BlankPolicy, UncertainPolicy, read_chexpert, read_covidx, read_rsna, read_siim
 from adaptor_vlp.extract.job import ExtractionJob
 from adaptor_vlp.extract.precision import Precision
-from adaptor_vlp.cache_schema.manifest import Manifest, ManifestError, write_manifest
+from adaptor_vlp.cache_schema.manifest import Manifest, ManifestError, excluded_file, write_manifest
 from adaptor_vlp.extract.mimic import DEFAULT_VIEWS, read_mimic_cxr
+from adaptor_vlp.extract.pipeline import ReportEncodingFailed
 from adaptor_vlp.extract.run import run_extraction
 from adaptor_vlp.extract.weights import IncompatibleWeights, MissingWeights, weights_available
 
 RUN_ERRORS = (ManifestError, MissingWeights, IncompatibleWeights, UnknownBackbone, SpecError, ProvenanceMismatch,
-              StoreError, SchedulerError)
+              StoreError, SchedulerError, ReportEncodingFailed)
 """Errors caused by the command's input: reported as one clear line and exit code 2, not a traceback."""
 
 CACHE_OPTION = typer.Option(Path("cache"), "--cache", help="Cache folder holding <dataset>/manifest.csv and the stores.")
@@ -263,7 +264,9 @@ def _read_dataset(dataset: ManifestDataset, root: Path, given: Mapping[str, Any]
 def _manifest_report(manifest: Manifest, csv_path: Path) -> list[str]:
     lines = [f"wrote {csv_path}: {len(manifest.rows)} images, {len(manifest.studies())} studies"]
     lines += [f"  {split:<9} {count:>7}" for split, count in manifest.split_counts().items()]
-    lines.append(f"excluded {sum(manifest.exclusions.values())} images:")
+    listed = excluded_file(csv_path.parent)
+    where = f" (each listed with ids, path and reason in {listed})" if listed else ""
+    lines.append(f"excluded {sum(manifest.exclusions.values())} images{where}:")
     lines += [f"  {count:>7}  {reason}" for reason, count in manifest.exclusions.items()]
     positives = {name: sum(row.labels.get(name) == 1.0 for row in manifest.rows) for name in manifest.label_names}
     lines.append("positive labels: " + ", ".join(f"{name} {count}" for name, count in positives.items()))

@@ -6,23 +6,20 @@ images at `files/p10/p10000032/s50414267/<dicom_id>.jpg` and reports at
 reports root. One manifest row per selected image; the report text is shared by a study's images.
 
 The tables are streamed with the csv module, so the 377k-row metadata reads in seconds. Each
-selected image costs one `stat` (missing files are excluded and counted) and each study one
+selected image costs one `stat` (missing files are excluded and listed) and each study one
 report read; neither decodes an image (corrupt images are found and recorded at extraction).
 """
 from __future__ import annotations
 
-import csv
-import gzip
 import os
-import zlib
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence, TextIO
+from typing import Iterator, Sequence
 
-from adaptor_vlp.cache_schema.manifest import CHEXPERT_LABELS, Manifest, ManifestRow, Split, parse_label
+from adaptor_vlp.cache_schema.manifest import CHEXPERT_LABELS, Exclusion, Manifest, ManifestRow, Split, parse_label
 from adaptor_vlp.extract.report_sections import DEFAULT_MIN_WORDS, DEFAULT_SECTIONS, ReportText, Section, parse_section_names
 from adaptor_vlp.extract.report_sections import report_text as select_report_text
+from adaptor_vlp.extract.tables import read_csv_records
 
 DATASET = "mimic-cxr"
 
@@ -51,6 +48,7 @@ DEFAULT_VIEWS: tuple[str, ...] = ("PA", "AP")
 """Frontal views, as the paper uses."""
 
 MISSING_REPORT = "missing report file"
+UNREADABLE_REPORT = "report file unreadable"
 IMAGE_MISSING = "image file missing"
 NOT_IN_SPLIT = "not in the official split"
 NO_VIEW_POSITION = "no view position"
@@ -89,22 +87,23 @@ def read_mimic_cxr(
 ) -> Manifest:
     """One manifest row per image of the selected views that exists on disk, in metadata order.
 
-    Images of other views, images not in the split table and missing image files are left out
-    and counted by reason in `exclusions`. A missing, empty or section-less report keeps its rows
-    with `report_issue` set. With `merge_validate_test`, test rows join the validate split.
+    Images of other views, images not in the split table and missing image files are left out,
+    each recorded in `excluded` (ids, path, reason) and counted by reason in `exclusions`. A
+    missing, empty, unreadable or section-less report keeps its rows with `report_issue` set.
+    With `merge_validate_test`, test rows join the validate split.
     """
     reports_root = root if reports_root is None else reports_root
     wanted_views = _parse_views(views)
     reports = _StudyReports(reports_root, parse_section_names(sections), min_words)
     splits = _read_splits(_find_table(root, SPLIT_TABLE))
     labels = _read_labels(_find_table(root, CHEXPERT_TABLE))
-    exclusions: Counter[str] = Counter()
+    excluded: list[Exclusion] = []
     rows: list[ManifestRow] = []
     for image in _read_images(_find_table(root, METADATA_TABLE)):
         split = splits.get(image.dicom_id)
         reason = _exclusion_reason(image, wanted_views, split, root)
         if reason:
-            exclusions[reason] += 1
+            excluded.append(Exclusion(image.dicom_id, image.study_id, image.subject_id, image.path, reason))
             continue
         report = reports.text_of(image.subject_id, image.study_id)
         rows.append(
@@ -126,7 +125,7 @@ def read_mimic_cxr(
         "sections": [section.value for section in reports.sections],
         "min_words": min_words,
     }
-    return Manifest(DATASET, root, reports_root, tuple(rows), options, dict(sorted(exclusions.items())))
+    return Manifest(DATASET, root, reports_root, tuple(rows), options, excluded=tuple(excluded))
 
 
 @dataclass(frozen=True)
@@ -159,6 +158,8 @@ class _StudyReports:
                 raw = path.read_text(encoding="utf-8", errors="replace")
             except FileNotFoundError:
                 self._texts[study_id] = ReportText("", MISSING_REPORT)
+            except OSError as error:  # a folder, no permission, an I/O error: the study keeps its images
+                self._texts[study_id] = ReportText("", f"{UNREADABLE_REPORT} ({type(error).__name__})")
             else:
                 self._texts[study_id] = select_report_text(raw, self.sections, self.min_words)
         return self._texts[study_id]
@@ -194,7 +195,8 @@ def _parse_views(views: Sequence[str]) -> tuple[str, ...]:
 
 
 def _read_images(path: Path) -> Iterator[_ImageRecord]:
-    for line_number, record in _read_table(path, ("dicom_id", "subject_id", "study_id", "ViewPosition")):
+    columns = ("dicom_id", "subject_id", "study_id", "ViewPosition")
+    for line_number, record in read_csv_records(path, columns, MimicLayoutError):
         image = _ImageRecord(record["dicom_id"], record["subject_id"], record["study_id"], record["ViewPosition"])
         if not (image.subject_id.isdigit() and image.study_id.isdigit() and image.dicom_id):
             raise MimicLayoutError(
@@ -206,7 +208,7 @@ def _read_images(path: Path) -> Iterator[_ImageRecord]:
 
 def _read_splits(path: Path) -> dict[str, Split]:
     splits = {}
-    for line_number, record in _read_table(path, SPLIT_COLUMNS):
+    for line_number, record in read_csv_records(path, SPLIT_COLUMNS, MimicLayoutError):
         try:
             splits[record["dicom_id"]] = Split(record["split"])
         except ValueError as error:
@@ -218,39 +220,9 @@ def _read_splits(path: Path) -> dict[str, Split]:
 
 def _read_labels(path: Path) -> dict[str, dict[str, float | None]]:
     labels = {}
-    for line_number, record in _read_table(path, CHEXPERT_COLUMNS):
+    for line_number, record in read_csv_records(path, CHEXPERT_COLUMNS, MimicLayoutError):
         try:
             labels[record["study_id"]] = {name: parse_label(record[name]) for name in CHEXPERT_LABELS}
         except ValueError as error:
             raise MimicLayoutError(f"{path} line {line_number}: {error}") from error
     return labels
-
-
-def _read_table(path: Path, required: Sequence[str]) -> Iterator[tuple[int, dict[str, str]]]:
-    """(line number, the required columns' stripped values) for each data row of a table."""
-    try:
-        with _open_text(path) as stream:
-            yield from _table_records(path, stream, required)
-    except (OSError, EOFError, zlib.error, UnicodeDecodeError, csv.Error) as error:
-        raise MimicLayoutError(f"{path} cannot be read as a CSV table ({error}): download it again") from error
-
-
-def _table_records(path: Path, stream: TextIO, required: Sequence[str]) -> Iterator[tuple[int, dict[str, str]]]:
-    reader = csv.reader(stream)
-    header = [name.strip() for name in next(reader, [])]
-    missing = [name for name in required if name not in header]
-    if missing:
-        raise MimicLayoutError(f"{path} lacks column(s) {', '.join(missing)}; its header is {header}")
-    positions = [(name, header.index(name)) for name in required]
-    for cells in reader:
-        if not cells:
-            continue
-        if len(cells) != len(header):
-            raise MimicLayoutError(f"{path} line {reader.line_num}: {len(cells)} cells, the header has {len(header)}")
-        yield reader.line_num, {name: cells[index].strip() for name, index in positions}
-
-
-def _open_text(path: Path) -> TextIO:
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return path.open(encoding="utf-8", newline="")

@@ -23,7 +23,7 @@ from adaptor_vlp.cache_schema import ArrayName, CacheStore, FeatureShape, Modali
 from adaptor_vlp.extract.encoders import ImageEncoder, TextEncoder, load_image_encoder, load_text_encoder
 from adaptor_vlp.extract.job import ExtractionJob
 from adaptor_vlp.cache_schema.manifest import Manifest, ManifestRow, manifest_sha256, read_manifest
-from adaptor_vlp.extract.sources import Decoders, ImageRows, image_batches, text_batch
+from adaptor_vlp.extract.sources import Decoders, ImageRows, TextBatch, image_batches, text_batch
 
 Encoder = ImageEncoder | TextEncoder
 ShardDone = Callable[[ShardSpan, int], None]
@@ -189,7 +189,7 @@ def _embedded_batches(
     if job.modality is Modality.TEXT:
         for batch_rows in batches:
             batch = text_batch([rows.manifest_rows[r] for r in batch_rows], batch_rows)
-            outputs = _encoder_arrays(encoder.encode(batch.texts, with_tokens=job.tokens)) if batch.texts else {}
+            outputs = _encoded_reports(encoder, batch, rows, job.tokens) if batch.texts else {}
             yield batch_rows[0] // shard_rows, batch.rows, outputs, batch.failures
         return
     dataset = ImageRows(rows.manifest_rows, image_root, encoder.spec, views=job.views)
@@ -203,6 +203,31 @@ def _embedded_batches(
                 pooled = encoder.encode(batch.views.flatten(0, 1)).pooled
                 outputs[ArrayName.VIEWS] = pooled.reshape(n, k, -1).numpy()
         yield batch_rows[0] // shard_rows, batch.rows, outputs, batch.failures
+
+
+class ReportEncodingFailed(RuntimeError):
+    """The text encoder raised on a batch of reports; the message names the studies, never their text."""
+
+
+def _encoded_reports(encoder: Encoder, batch: TextBatch, rows: StoreRows, tokens: bool) -> dict[ArrayName, np.ndarray]:
+    """The batch's reports through the encoder; an encoder error is re-raised naming studies by id only.
+
+    Reports are credentialed data (MIMIC-CXR): an error message that quoted one would carry it into
+    logs, so every report of the batch is cut out of the message before it is shown.
+    """
+    try:
+        return _encoder_arrays(encoder.encode(batch.texts, with_tokens=tokens))
+    except Exception as error:
+        studies = [rows.ids[row] for row in batch.rows]
+        message = str(error)
+        for study, text in zip(studies, batch.texts):
+            if text:
+                message = message.replace(text, f"<report of study {study}>")
+        raise ReportEncodingFailed(
+            f"the text encoder failed on the reports of studies {', '.join(studies[:8])}"
+            f"{' ...' if len(studies) > 8 else ''} (store rows {batch.rows[0]}-{batch.rows[-1]}): "
+            f"{type(error).__name__}: {message}; the complete shards are kept and the same command resumes"
+        ) from None
 
 
 def shard_batches(spans: Iterable[ShardSpan], batch_size: int) -> list[list[int]]:

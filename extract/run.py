@@ -16,6 +16,8 @@ from rich.text import Text
 
 from adaptor_vlp.cache_schema import CacheStore, ShardSpan, dataset_dir
 from adaptor_vlp.cache_schema.cluster import Scheduler, parse_scheduler, run_on_dask
+from adaptor_vlp.cache_schema.lock import FolderLock
+from adaptor_vlp.cache_schema.writes import WriteFailed
 from adaptor_vlp.extract.job import ExtractionJob
 from adaptor_vlp.cache_schema.manifest import read_manifest
 from adaptor_vlp.extract.pipeline import (
@@ -51,25 +53,36 @@ class ExtractionSummary:
 
 def run_extraction(job: ExtractionJob, overwrite: bool = False, scheduler: str = "none",
                    console: Console | None = None) -> ExtractionSummary:
-    """Embeds every incomplete shard of the job's store; a complete store is left untouched."""
+    """Embeds every incomplete shard of the job's store; a complete store is left untouched.
+
+    The run holds the store's lock throughout (`cache_schema.lock`): a second run on the same
+    store is refused with FolderLocked naming this one; the shard tasks it places on Dask workers
+    write without taking it. A failed write (a full disk) stops the run with WriteFailed saying
+    how many shards are complete and kept and that the same command resumes.
+    """
     console = console or Console(stderr=True)
     placement = parse_scheduler(scheduler)
     manifest_folder = dataset_dir(job.cache_dir, job.dataset)
     manifest = read_manifest(manifest_folder)
     rows = store_rows(manifest, job.modality)
-    encoder = load_encoder(job)
-    store = open_store(job, encoder, manifest_folder, rows, overwrite=overwrite)
-    pending = store.incomplete_shards()
-    summary = ExtractionSummary(store.path, store.n_rows, len(store.shards()), len(store.shards()) - len(pending))
-    if pending:
-        started = time.perf_counter()
-        with _progress(console) as progress:
-            task = progress.add_task(f"{job.modality.value} {job.backbone}", total=sum(s.stop - s.start for s in pending))
-            _run_pending(job, encoder, store, rows, resolve_image_root(job, manifest), pending, placement,
-                         on_rows=lambda n: progress.advance(task, n))
-        summary.seconds = time.perf_counter() - started
-        summary.rows_done = sum(s.stop - s.start for s in pending)
-    summary.failures = Counter(f.kind for f in CacheStore.open(store.path).failures())
+    with FolderLock.acquire(job.store, "store", on_note=lambda note: console.print(note, markup=False, soft_wrap=True)):
+        encoder = load_encoder(job)
+        store = open_store(job, encoder, manifest_folder, rows, overwrite=overwrite)
+        pending = store.incomplete_shards()
+        summary = ExtractionSummary(store.path, store.n_rows, len(store.shards()), len(store.shards()) - len(pending))
+        if pending:
+            started = time.perf_counter()
+            try:
+                with _progress(console) as progress:
+                    task = progress.add_task(f"{job.modality.value} {job.backbone}",
+                                             total=sum(s.stop - s.start for s in pending))
+                    _run_pending(job, encoder, store, rows, resolve_image_root(job, manifest), pending, placement,
+                                 on_rows=lambda n: progress.advance(task, n))
+            except WriteFailed as error:
+                raise store.write_stopped(error) from error
+            summary.seconds = time.perf_counter() - started
+            summary.rows_done = sum(s.stop - s.start for s in pending)
+        summary.failures = Counter(f.kind for f in CacheStore.open(store.path).failures())
     return summary
 
 

@@ -12,16 +12,16 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
+from adaptor_vlp.cache_schema.writes import write_together
 from adaptor_vlp.train.model import Adaptor, AdaptorConfig
 
 CHECKPOINT_FORMAT = "adaptor-vlp/adaptor-checkpoint"
@@ -89,7 +89,12 @@ def save_checkpoint(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     record: CheckpointRecord,
 ) -> Path:
-    """Writes both files atomically, tensors first, so the JSON never names a tensor file it does not match."""
+    """Writes both files so the JSON never names a tensor file it does not match.
+
+    Both are written in full before either replaces its predecessor (`write_together`), so a
+    failed write (a full disk) raises WriteFailed naming the file and leaves the previous
+    checkpoint of this kind whole.
+    """
     tensor_path, json_path = checkpoint_paths(run_dir, kind)
     tensors = {MODEL_PREFIX + name: value.detach().cpu().contiguous() for name, value in model.state_dict().items()}
     optimizer_state = optimizer.state_dict()
@@ -104,17 +109,16 @@ def save_checkpoint(
         OPTIMIZER_GROUPS_KEY: json.dumps(optimizer_state["param_groups"]),
         SCHEDULER_KEY: json.dumps(scheduler.state_dict()),
     }
-    temporary = tensor_path.with_suffix(".safetensors.tmp")
-    save_file(tensors, temporary, metadata=metadata)
-    os.replace(temporary, tensor_path)
+    tensor_bytes = save(tensors, metadata=metadata)
     document = {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_FORMAT_VERSION,
         "weights_file": tensor_path.name,
-        "weights_sha256": file_sha256(tensor_path),
+        "weights_sha256": hashlib.sha256(tensor_bytes).hexdigest(),
         **asdict(record),
     }
-    _write_text_atomically(json_path, json.dumps(document, indent=1, default=_json_default))
+    record_bytes = json.dumps(document, indent=1, default=_json_default).encode("utf-8")
+    write_together({tensor_path: tensor_bytes, json_path: record_bytes})
     return tensor_path
 
 
@@ -202,8 +206,3 @@ def _json_default(value: Any) -> Any:
         return value.value
     raise TypeError(f"cannot store {type(value).__name__} in a checkpoint record")
 
-
-def _write_text_atomically(path: Path, text: str) -> None:
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)

@@ -4,7 +4,7 @@ The new store mirrors its source row for row and shard for shard (ids, study ids
 rows) under the backbone name `<backbone>+adaptor-<run>`. Its provenance names the checkpoint by
 the SHA-256 of its tensor file and records the source store's provenance, so embeddings from a
 retrained Adaptor are never mistaken for these. A killed run resumes by writing the shards still
-missing.
+missing; one run at a time holds the new store's lock.
 """
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ from adaptor_vlp.cache_schema import (
     FeatureShape,
     Modality,
     Provenance,
+    FolderLock,
     StoreError,
+    WriteFailed,
     store_path,
 )
 from adaptor_vlp.cache_schema.provenance import check_same_embedding_space
@@ -85,21 +87,26 @@ def embed_store(
         pooling=f"adaptor-{config.inputs.value}",
     )
     target_path = Path(out) if out is not None else store_path(cache_dir, dataset, modality, backbone)
-    target = CacheStore.create_or_resume(target_path, provenance, list(source.ids), list(source.group_ids),
-                                         list(source.splits), FeatureShape(config.projection_dim),
-                                         shard_rows=source.shard_rows)
-    pending = target.incomplete_shards()
-    valid, ids = source.valid, source.ids
-    reasons = {failure.id: failure.reason for failure in source.failures()}
-    for span in pending:
-        rows = np.arange(span.start, span.stop)
-        good = rows[valid[rows]]
-        embeddings = np.full((len(rows), config.projection_dim), np.nan, dtype=np.float32)
-        if len(good):
-            embeddings[good - span.start] = encode_rows(encode, reader, good, batch_size, torch_device).cpu().numpy()
-        failed = {int(row): f"source row invalid: {reasons.get(str(ids[row]), 'not embedded')}"
-                  for row in rows[~valid[rows]]}
-        target.write_shard(span.index, {ArrayName.EMBEDDING: embeddings}, failed)
+    with FolderLock.acquire(target_path, "store"):
+        target = CacheStore.create_or_resume(target_path, provenance, list(source.ids), list(source.group_ids),
+                                             list(source.splits), FeatureShape(config.projection_dim),
+                                             shard_rows=source.shard_rows)
+        pending = target.incomplete_shards()
+        valid, ids = source.valid, source.ids
+        reasons = {failure.id: failure.reason for failure in source.failures()}
+        for span in pending:
+            rows = np.arange(span.start, span.stop)
+            good = rows[valid[rows]]
+            embeddings = np.full((len(rows), config.projection_dim), np.nan, dtype=np.float32)
+            if len(good):
+                embeddings[good - span.start] = encode_rows(encode, reader, good, batch_size,
+                                                            torch_device).cpu().numpy()
+            failed = {int(row): f"source row invalid: {reasons.get(str(ids[row]), 'not embedded')}"
+                      for row in rows[~valid[rows]]}
+            try:
+                target.write_shard(span.index, {ArrayName.EMBEDDING: embeddings}, failed)
+            except WriteFailed as error:
+                raise target.write_stopped(error) from error
     return EmbedResult(target.path, target.n_rows, len(pending), len(target.shards()) - len(pending),
                        int((~valid).sum()))
 

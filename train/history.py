@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Mapping
+
+from adaptor_vlp.cache_schema.writes import write_atomically, write_text_atomically, writing
 
 METRICS_JSONL = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"
@@ -38,13 +41,16 @@ class MetricsHistory:
         return path
 
     def _write_tables(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / METRICS_JSONL).write_text("".join(json.dumps(row) + "\n" for row in self.rows))
-        with open(self.run_dir / METRICS_CSV, "w", newline="") as handle:
-            if self.rows:
-                writer = csv.DictWriter(handle, fieldnames=list(self.rows[0]))
-                writer.writeheader()
-                writer.writerows(self.rows)
+        """Rewrites both tables whole, each replaced only once written (a full disk leaves the previous ones)."""
+        with writing(self.run_dir):
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        table = io.StringIO()
+        if self.rows:
+            writer = csv.DictWriter(table, fieldnames=list(self.rows[0]), lineterminator="\r\n")
+            writer.writeheader()
+            writer.writerows(self.rows)
+        write_text_atomically(self.run_dir / METRICS_JSONL, "".join(json.dumps(row) + "\n" for row in self.rows))
+        write_text_atomically(self.run_dir / METRICS_CSV, table.getvalue())
 
 
 def plot_learning_curve(rows: list[dict[str, float]], path: Path) -> None:
@@ -65,4 +71,4 @@ def plot_learning_curve(rows: list[dict[str, float]], path: Path) -> None:
     recall_axes.set(xlabel="epoch", ylabel="recall (mean of image->text and text->image)",
                     title="Validation retrieval", ylim=(0, 1))
     recall_axes.legend()
-    figure.savefig(path, dpi=100)
+    write_atomically(path, lambda temporary: figure.savefig(temporary, format="png", dpi=100))

@@ -17,6 +17,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
+from adaptor_vlp.cache_schema.lock import FolderLock
+from adaptor_vlp.cache_schema.writes import WriteFailed, write_text_atomically, writing
 from adaptor_vlp.train.batches import PairedData
 from adaptor_vlp.train.checkpoint import (
     CheckpointKind,
@@ -110,9 +112,30 @@ def train_adaptor(
 
     `on_epoch` sees each epoch's metrics row after that epoch's checkpoints are on disk. With
     `resume`, a run folder holding a last checkpoint continues from it (its recipe, data subset and
-    store provenance must match this call's); a finished run is returned as recorded.
+    store provenance must match this call's); a finished run is returned as recorded. One run at a
+    time holds the folder's lock (`<run_dir>.lock`); a failed write (a full disk) raises
+    WriteFailed saying which epochs are kept and that --resume continues from them.
     """
     run_dir = Path(run_dir)
+    with FolderLock.acquire(run_dir, "training"):
+        try:
+            return _train_in_locked_folder(pairing, recipe, run_dir, device, resume, on_epoch)
+        except WriteFailed as error:
+            raise WriteFailed(f"{error}. {_epochs_kept(run_dir)}") from error
+
+
+def _epochs_kept(run_dir: Path) -> str:
+    """What a run stopped by a failed write keeps, and how to continue it."""
+    if not checkpoint_paths(run_dir, CheckpointKind.LAST)[1].is_file():
+        return "No epoch was complete; free space and run the same command again"
+    record, _ = read_record(run_dir, CheckpointKind.LAST)
+    return (f"Epochs 1-{record.epoch} are complete and kept (last checkpoint in {run_dir}); free space and rerun "
+            f"the same command with --resume: it continues with epoch {record.epoch + 1}")
+
+
+def _train_in_locked_folder(pairing: StorePairing, recipe: Recipe, run_dir: Path, device: str, resume: bool,
+                            on_epoch: Callable[[Mapping[str, float]], None] | None) -> TrainResult:
+    """`train_adaptor` once the run folder's lock is held."""
     torch_device = resolve_device(device)
     finished = read_completed(run_dir)
     has_checkpoint = checkpoint_paths(run_dir, CheckpointKind.LAST)[1].is_file()
@@ -126,8 +149,9 @@ def train_adaptor(
         _check_resumable(run_dir, recipe, provenance, data.subset.to_json())
     if finished:
         return finished
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / SUBSET_IDS_FILE).write_text("".join(f"{sample_id}\n" for sample_id in data.chosen_image_ids))
+    with writing(run_dir):
+        run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(run_dir / SUBSET_IDS_FILE, "".join(f"{sample_id}\n" for sample_id in data.chosen_image_ids))
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
@@ -163,7 +187,7 @@ def train_adaptor(
         history.plot()
     result = TrainResult(run_dir, progress.best_epoch, progress.best_metrics, progress.epoch, stopped_early,
                          parameters, progress.wall_seconds)
-    (run_dir / COMPLETED_MARKER).write_text(json.dumps(result.to_json(), indent=1))
+    write_text_atomically(run_dir / COMPLETED_MARKER, json.dumps(result.to_json(), indent=1))
     return result
 
 

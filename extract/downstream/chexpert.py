@@ -17,7 +17,6 @@ uncertain and blank policies below decide what the manifest records; None (an em
 from __future__ import annotations
 
 import os
-from collections import Counter
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Iterator, Mapping
 from adaptor_vlp.extract.downstream.rows import IMAGE_MISSING, image_row, require_images
 from adaptor_vlp.extract.downstream.splits import held_out, split_groups
 from adaptor_vlp.extract.downstream.tables import DownstreamLayoutError, find_file, read_csv_records
-from adaptor_vlp.cache_schema.manifest import CHEXPERT_LABELS, Manifest, ManifestRow, Split, parse_label
+from adaptor_vlp.cache_schema.manifest import CHEXPERT_LABELS, Exclusion, Manifest, ManifestRow, Split, parse_label
 
 DATASET = "chexpert"
 TRAIN_TABLE = "train.csv"
@@ -102,16 +101,16 @@ def read_chexpert(
     """One row per kept image of `train.csv` (train or validate split) then `valid.csv` (test split).
 
     Lateral images (when `frontal_only`) and images missing on disk are left out and counted by
-    reason. Labels follow the `uncertain` and `blank` policies; the validation patients are drawn
+    reason (listed in `excluded`). Labels follow the `uncertain` and `blank` policies; the validation patients are drawn
     from the training patients by `seed`.
     """
     fractions = held_out(val_fraction)
     hint = "point --root at the CheXpert-v1.0 or CheXpert-v1.0-small folder holding train.csv and valid.csv"
     train_table, valid_table = find_file(root, TRAIN_TABLE, hint), find_file(root, VALID_TABLE, hint)
-    exclusions: Counter[str] = Counter()
-    train_images = list(_kept_images(root, train_table, frontal_only, exclusions))
-    require_images(len(train_images), train_table, exclusions)
-    test_images = list(_kept_images(root, valid_table, frontal_only, exclusions))
+    excluded: list[Exclusion] = []
+    train_images = list(_kept_images(root, train_table, frontal_only, excluded))
+    require_images(len(train_images), train_table, excluded)
+    test_images = list(_kept_images(root, valid_table, frontal_only, excluded))
     train_splits = split_groups((image.patient for image in train_images), fractions, seed)
     rows = [_row(image, train_splits[image.patient], uncertain, blank) for image in train_images]
     rows += [_row(image, Split.TEST, uncertain, blank) for image in test_images]
@@ -124,7 +123,7 @@ def read_chexpert(
         "split_unit": "patient",
         "test_split": VALID_TABLE,
     }
-    return Manifest(DATASET, root, root, tuple(rows), options, dict(sorted(exclusions.items())))
+    return Manifest(DATASET, root, root, tuple(rows), options, excluded=tuple(excluded))
 
 
 def policy_label(value: float | None, name: str, uncertain: UncertainPolicy, blank: BlankPolicy) -> float | None:
@@ -143,16 +142,18 @@ def _row(image: _Image, split: Split, uncertain: UncertainPolicy, blank: BlankPo
     return image_row(image.image_id, image.study, image.patient, split, image.view, image.image_path, labels)
 
 
-def _kept_images(root: Path, table: Path, frontal_only: bool, exclusions: Counter[str]) -> Iterator[_Image]:
+def _kept_images(root: Path, table: Path, frontal_only: bool, excluded: list[Exclusion]) -> Iterator[_Image]:
     required = (PATH_COLUMN, FRONTAL_COLUMN, VIEW_COLUMN) + CHEXPERT_LABELS
     for line_number, record in read_csv_records(table, required):
         image = _image(record, table, line_number)
         if frontal_only and record[FRONTAL_COLUMN] != "Frontal":
-            exclusions[LATERAL_IMAGE] += 1
+            reason = LATERAL_IMAGE
         elif not os.path.isfile(root / image.image_path):
-            exclusions[IMAGE_MISSING] += 1
+            reason = IMAGE_MISSING
         else:
             yield image
+            continue
+        excluded.append(Exclusion(image.image_id, image.study, image.patient, image.image_path, reason))
 
 
 def _image(record: dict[str, str], table: Path, line_number: int) -> _Image:

@@ -15,14 +15,13 @@ which lets a patient's images straddle train and validation).
 from __future__ import annotations
 
 import os
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from adaptor_vlp.extract.downstream.rows import IMAGE_MISSING, image_row, require_images
 from adaptor_vlp.extract.downstream.splits import held_out, split_groups
 from adaptor_vlp.extract.downstream.tables import DownstreamLayoutError, read_text_lines
-from adaptor_vlp.cache_schema.manifest import Manifest, ManifestRow, Split
+from adaptor_vlp.cache_schema.manifest import Exclusion, Manifest, ManifestRow, Split
 
 DATASET = "covidx"
 THREE_CLASSES: tuple[str, ...] = ("normal", "pneumonia", "COVID-19")
@@ -54,7 +53,7 @@ class _Entry:
 def read_covidx(root: Path, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = 0) -> Manifest:
     """One row per listed image found on disk: train (or validate) from train.txt, validate from val.txt, test.
 
-    Images missing on disk, listed twice, or with a non-ASCII name are left out and counted. All
+    Images missing on disk, listed twice, or with a non-ASCII name are left out and listed in `excluded`. All
     label files must use one class vocabulary; the manifest's label names are its classes.
     """
     fractions = held_out(val_fraction)
@@ -66,9 +65,9 @@ def read_covidx(root: Path, val_fraction: float = DEFAULT_VAL_FRACTION, seed: in
     entries = {name: [_entry(path, number, line) for number, line in read_text_lines(path)]
                for name, path in files.items()}
     classes = _vocabulary([entry for listed in entries.values() for entry in listed])
-    exclusions: Counter[str] = Counter()
-    kept = _kept_entries(root, entries, exclusions)
-    require_images(len(kept[TRAIN_FILE]), files[TRAIN_FILE], exclusions)
+    excluded: list[Exclusion] = []
+    kept = _kept_entries(root, entries, excluded)
+    require_images(len(kept[TRAIN_FILE]), files[TRAIN_FILE], excluded)
     if VAL_FILE in kept:
         train_splits = {entry.patient: Split.TRAIN for entry in kept[TRAIN_FILE]}
     else:
@@ -81,7 +80,7 @@ def read_covidx(root: Path, val_fraction: float = DEFAULT_VAL_FRACTION, seed: in
         "validation": VAL_FILE if VAL_FILE in kept else {"val_fraction": val_fraction, "seed": seed},
         "split_unit": "patient",
     }
-    return Manifest(DATASET, root, root, tuple(rows), options, dict(sorted(exclusions.items())), classes)
+    return Manifest(DATASET, root, root, tuple(rows), options, label_names=classes, excluded=tuple(excluded))
 
 
 def _entry(label_file: Path, line_number: int, line: str) -> _Entry:
@@ -124,7 +123,7 @@ def _canonical(class_name: str, vocabulary: tuple[str, ...]) -> str:
     return next((name for name in vocabulary if name.lower() == class_name.lower()), "")
 
 
-def _kept_entries(root: Path, entries: dict[str, list[_Entry]], exclusions: Counter[str]) -> dict[str, list[_Entry]]:
+def _kept_entries(root: Path, entries: dict[str, list[_Entry]], excluded: list[Exclusion]) -> dict[str, list[_Entry]]:
     """Each label file's usable entries; a file name listed again (in any file, in train, val, test
     order) is dropped after its first listing, as image ids must be unique."""
     seen: set[str] = set()
@@ -133,14 +132,16 @@ def _kept_entries(root: Path, entries: dict[str, list[_Entry]], exclusions: Coun
         kept[name] = []
         for entry in listed:
             if not entry.file_name.isascii():
-                exclusions[NON_ASCII_NAME] += 1
+                reason = NON_ASCII_NAME
             elif entry.file_name in seen:
-                exclusions[DUPLICATE_FILE_NAME] += 1
+                reason = DUPLICATE_FILE_NAME
             elif not os.path.isfile(root / entry.image_path):
-                exclusions[IMAGE_MISSING] += 1
+                reason = IMAGE_MISSING
             else:
                 seen.add(entry.file_name)
                 kept[name].append(entry)
+                continue
+            excluded.append(Exclusion(entry.file_name, entry.file_name, entry.patient, entry.image_path, reason))
     return kept
 
 

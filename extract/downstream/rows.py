@@ -1,11 +1,12 @@
 """Manifest rows for downstream images, which come without reports, and the reasons shared readers exclude images."""
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from adaptor_vlp.extract.downstream.tables import DownstreamLayoutError
-from adaptor_vlp.cache_schema.manifest import ManifestRow, Split
+from adaptor_vlp.cache_schema.manifest import Exclusion, ManifestRow, Split
 from adaptor_vlp.extract.mimic import IMAGE_MISSING
 
 __all__ = ["IMAGE_MISSING", "NO_REPORT", "UNREADABLE_HEADER", "image_row", "require_images"]
@@ -40,10 +41,11 @@ def image_row(
     )
 
 
-def require_images(kept: int, label_file: Path, exclusions: Mapping[str, int]) -> None:
+def require_images(kept: int, label_file: Path, excluded: Sequence[Exclusion]) -> None:
     """Raise when none of the images a label file lists could be kept: the tree is elsewhere or incomplete."""
     if kept == 0:
-        reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(exclusions.items())) or "none listed"
+        counts = Counter(exclusion.reason for exclusion in excluded)
+        reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(counts.items())) or "none listed"
         raise DownstreamLayoutError(
             f"no usable image among those {label_file} lists ({reasons}): check that --root holds the images"
         )

@@ -11,7 +11,6 @@ target records the true image size, so masks decode without opening the image.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from adaptor_vlp.extract.downstream.dicom_header import UnreadableHeader, read_d
 from adaptor_vlp.extract.downstream.rows import IMAGE_MISSING, UNREADABLE_HEADER, image_row, require_images
 from adaptor_vlp.extract.downstream.splits import held_out, split_groups
 from adaptor_vlp.extract.downstream.tables import DownstreamLayoutError, find_file, read_csv_records
-from adaptor_vlp.cache_schema.manifest import Manifest
+from adaptor_vlp.cache_schema.manifest import Exclusion, Manifest
 from adaptor_vlp.cache_schema.targets import Box, encode_boxes_target
 
 DATASET = "rsna"
@@ -37,18 +36,18 @@ def read_rsna(
 ) -> Manifest:
     """One row per labelled image (label-file order): Pneumonia 1.0 when it has boxes, the boxes as its mask.
 
-    Images missing on disk or whose DICOM header cannot be read are left out and counted.
+    Images missing on disk or whose DICOM header cannot be read are left out and listed in `excluded`.
     """
     fractions = held_out(val_fraction, test_fraction)
     hint = f"point --root at the RSNA Pneumonia folder holding {LABELS_TABLE} and {IMAGES_FOLDER}/"
     table = find_file(root, LABELS_TABLE, hint)
-    exclusions: Counter[str] = Counter()
+    excluded: list[Exclusion] = []
     images = [
         image
         for patient, boxes in _boxes_per_image(table).items()
-        if (image := _read_image(root, patient, boxes, exclusions)) is not None
+        if (image := _read_image(root, patient, boxes, excluded)) is not None
     ]
-    require_images(len(images), table, exclusions)
+    require_images(len(images), table, excluded)
     splits = split_groups((image.patient for image in images), fractions, seed)
     rows = [
         image_row(image.patient, image.patient, image.patient, splits[image.patient], image.view, image.image_path,
@@ -56,7 +55,7 @@ def read_rsna(
         for image in images
     ]
     options = {"fractions": fractions.as_dict(), "seed": seed, "split_unit": "patient"}
-    return Manifest(DATASET, root, root, tuple(rows), options, dict(sorted(exclusions.items())), LABEL_NAMES)
+    return Manifest(DATASET, root, root, tuple(rows), options, label_names=LABEL_NAMES, excluded=tuple(excluded))
 
 
 @dataclass(frozen=True)
@@ -70,16 +69,16 @@ class _Image:
     mask: str
 
 
-def _read_image(root: Path, patient: str, boxes: list[Box], exclusions: Counter[str]) -> _Image | None:
-    """The image with its header read, or None (and the reason counted) when it cannot be used."""
+def _read_image(root: Path, patient: str, boxes: list[Box], excluded: list[Exclusion]) -> _Image | None:
+    """The image with its header read, or None (and the reason recorded) when it cannot be used."""
     image_path = f"{IMAGES_FOLDER}/{patient}.dcm"
     if not (root / image_path).is_file():
-        exclusions[IMAGE_MISSING] += 1
+        excluded.append(Exclusion(patient, patient, patient, image_path, IMAGE_MISSING))
         return None
     try:
         header = read_dicom_header(root / image_path)
     except UnreadableHeader:
-        exclusions[UNREADABLE_HEADER] += 1
+        excluded.append(Exclusion(patient, patient, patient, image_path, UNREADABLE_HEADER))
         return None
     mask = encode_boxes_target(boxes, header.rows, header.columns)
     return _Image(patient, image_path, header.view, tuple(boxes), mask)

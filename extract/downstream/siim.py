@@ -13,7 +13,6 @@ PatientID, or by image where a header names no patient.
 from __future__ import annotations
 
 import os
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from adaptor_vlp.extract.downstream.dicom_header import DicomHeader, UnreadableH
 from adaptor_vlp.extract.downstream.rows import IMAGE_MISSING, UNREADABLE_HEADER, image_row, require_images
 from adaptor_vlp.extract.downstream.splits import held_out, split_groups
 from adaptor_vlp.extract.downstream.tables import DownstreamLayoutError, find_file, read_csv_records
-from adaptor_vlp.cache_schema.manifest import Manifest
+from adaptor_vlp.cache_schema.manifest import Exclusion, Manifest
 from adaptor_vlp.cache_schema.targets import TargetError, decode_siim_rle, encode_rle_target
 
 DATASET = "siim"
@@ -62,7 +61,7 @@ def read_siim(
     """One row per labelled image (first-appearance order): Pneumothorax 1.0 when its mask is not empty.
 
     Images without a DICOM file, with several, or with an unreadable header are left out and
-    counted. A run-length that does not fit its image is an error naming the table line.
+    listed in `excluded`. A run-length that does not fit its image is an error naming the table line.
     """
     fractions = held_out(val_fraction, test_fraction)
     hint = f"point --root at the SIIM-ACR Pneumothorax folder holding {LABELS_TABLE} and {IMAGES_FOLDER}/"
@@ -71,16 +70,16 @@ def read_siim(
     if not images_folder.is_dir():
         raise DownstreamLayoutError(f"{images_folder} is not a folder: {hint}")
     files, duplicates = _index_dicoms(root, images_folder)
-    exclusions: Counter[str] = Counter()
+    excluded: list[Exclusion] = []
     images = []
     for image_id, components in _components_per_image(table).items():
         if image_id in duplicates:
-            exclusions[DUPLICATE_FILE] += 1
+            excluded.append(Exclusion(image_id, image_id, "", duplicates[image_id], DUPLICATE_FILE))
         elif image_id not in files:
-            exclusions[IMAGE_MISSING] += 1
-        elif (image := _read_image(root, image_id, files[image_id], components, table, exclusions)) is not None:
+            excluded.append(Exclusion(image_id, image_id, "", "", IMAGE_MISSING))
+        elif (image := _read_image(root, image_id, files[image_id], components, table, excluded)) is not None:
             images.append(image)
-    require_images(len(images), table, exclusions)
+    require_images(len(images), table, excluded)
     splits = split_groups((_patient(image) for image in images), fractions, seed)
     rows = [
         image_row(image.image_id, image.image_id, _patient(image), splits[_patient(image)], image.header.view,
@@ -88,7 +87,7 @@ def read_siim(
         for image in images
     ]
     options = {"fractions": fractions.as_dict(), "seed": seed, "split_unit": "patient (DICOM PatientID, else image)"}
-    return Manifest(DATASET, root, root, tuple(rows), options, dict(sorted(exclusions.items())), LABEL_NAMES)
+    return Manifest(DATASET, root, root, tuple(rows), options, label_names=LABEL_NAMES, excluded=tuple(excluded))
 
 
 def _patient(image: _Image) -> str:
@@ -96,13 +95,13 @@ def _patient(image: _Image) -> str:
 
 
 def _read_image(
-    root: Path, image_id: str, image_path: str, components: list[_Component], table: Path, exclusions: Counter[str]
+    root: Path, image_id: str, image_path: str, components: list[_Component], table: Path, excluded: list[Exclusion]
 ) -> _Image | None:
-    """The image with its header and joined mask, or None (and the reason counted) when its header is unreadable."""
+    """The image with its header and joined mask, or None (and the reason recorded) when its header is unreadable."""
     try:
         header = read_dicom_header(root / image_path)
     except UnreadableHeader:
-        exclusions[UNREADABLE_HEADER] += 1
+        excluded.append(Exclusion(image_id, image_id, "", image_path, UNREADABLE_HEADER))
         return None
     mask = np.zeros((header.rows, header.columns), dtype=bool)
     for component in components:
@@ -127,18 +126,19 @@ def _components_per_image(table: Path) -> dict[str, list[_Component]]:
     return components
 
 
-def _index_dicoms(root: Path, folder: Path) -> tuple[dict[str, str], set[str]]:
+def _index_dicoms(root: Path, folder: Path) -> tuple[dict[str, str], dict[str, str]]:
     """Each `.dcm` file under `folder` by its stem (the image id), as a POSIX path relative to `root`;
-    and the stems found more than once."""
+    and the stems found more than once, with their paths joined by ' | '."""
     files: dict[str, str] = {}
-    duplicates: set[str] = set()
+    duplicates: dict[str, str] = {}
     for directory, subdirectories, names in os.walk(folder):
         subdirectories.sort()
         for name in sorted(names):
             stem, suffix = os.path.splitext(name)
             if suffix.lower() != ".dcm":
                 continue
+            path = Path(directory, name).relative_to(root).as_posix()
             if stem in files:
-                duplicates.add(stem)
-            files[stem] = Path(directory, name).relative_to(root).as_posix()
+                duplicates[stem] = f"{duplicates.get(stem, files[stem])} | {path}"
+            files[stem] = path
     return files, duplicates

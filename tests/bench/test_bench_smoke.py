@@ -49,8 +49,11 @@ def test_cache_formats_benchmark_prints_size_and_read_ratios() -> None:
         "store full read / fastest",
         "store bytes / published float32 npy bytes",
         "store read throughput / raw read of its shard files",
+        "marker checksums / store write",
+        "verify on read / store full read",
     }
     assert all(value > 0 for value in ratios.values())
+    assert "preadv calls for" in output
     for contender in ("store (zarr v3 f16)", "npy per split (f32)", "hdf5 (f16)", "hdf5 (f32)",
                       "hdf5 (f16, shuffle+gzip)"):
         assert any(line.startswith(contender) for line in output.splitlines()), contender

@@ -1,11 +1,14 @@
 """Round trips, resumable shards, failures and concurrent writers of a cache store."""
+import errno
 import multiprocessing
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from adaptor_vlp.cache_schema import ArrayName, CacheStore, FeatureShape, ProvenanceMismatch, StoreError
+from adaptor_vlp.cache_schema import (
+    ArrayName, CacheStore, DamagedStore, FeatureShape, ProvenanceMismatch, StoreError, WriteFailed,
+)
 from tests.cache_schema.conftest import FEATURES, SHARD_ROWS, make_provenance, shard_arrays
 
 
@@ -125,3 +128,79 @@ def test_direct_shard_reads_equal_zarr_reads_for_slices_rows_and_unwritten_shard
         for rows in selections:
             expected = through_zarr if rows is None else through_zarr[rows]
             np.testing.assert_array_equal(empty_store.read(name, rows), expected, err_msg=f"{name} {rows}")
+
+
+def _multi_chunk_store(path: Path) -> CacheStore:
+    """Tokens of 1 MiB a row, 4 rows a shard: each shard file holds two inner chunks of 2 rows."""
+    features = FeatureShape(embedding_dim=8, token_count=512, token_dim=1024)
+    store = CacheStore.create(path, make_provenance(), [f"id{i}" for i in range(10)], [f"g{i}" for i in range(10)],
+                              ["train"] * 10, features, shard_rows=4)
+    rng = np.random.default_rng(0)
+    for span in store.shards():
+        n = span.stop - span.start
+        arrays = {ArrayName.EMBEDDING: rng.standard_normal((n, 8), dtype=np.float32),
+                  ArrayName.TOKENS: rng.standard_normal((n, 512, 1024), dtype=np.float32),
+                  ArrayName.TOKEN_MASK: np.ones((n, 512), dtype=bool)}
+        failed = {4: "unreadable image: x", 5: "unreadable image: y"} if span.index == 1 else {}
+        store.write_shard(span.index, arrays, failed)
+    return store
+
+
+def test_a_range_read_issues_one_read_per_run_of_adjacent_inner_chunks(tmp_path: Path, monkeypatch) -> None:
+    store = _multi_chunk_store(tmp_path / "s.zarr")
+    through_zarr = store.zarr_array(ArrayName.TOKENS)[:]
+    reads: list[int] = []
+    real_preadv = __import__("os").preadv
+
+    def counting_preadv(descriptor, buffers, position):
+        reads.append(position)
+        return real_preadv(descriptor, buffers, position)
+
+    monkeypatch.setattr("os.preadv", counting_preadv)
+    for rows in (None, slice(1, 7), slice(0, 4), slice(5, 10), slice(3, 3)):
+        reads.clear()
+        expected = through_zarr if rows is None else through_zarr[rows]
+        np.testing.assert_array_equal(store.read(ArrayName.TOKENS, rows), expected, err_msg=str(rows))
+        if rows is None:
+            # shard 0: chunks 0-1 in one read; shard 1: chunk 2 is all failed rows (NaN, never written), so
+            # only chunk 3 is read; shard 2: one chunk of two rows. Three reads where per-chunk reading took four.
+            assert len(reads) == 3, reads
+    assert store.shards()[1].start == 4
+    assert np.isnan(store.read(ArrayName.TOKENS, slice(4, 6))).all()
+
+
+def test_reading_a_truncated_shard_names_store_shard_rows_and_remedy(full_store: CacheStore) -> None:
+    shard_file = full_store.path / "embedding" / "c" / "1" / "0"
+    shard_file.write_bytes(shard_file.read_bytes()[:-7])
+    with pytest.raises(DamagedStore) as caught:
+        full_store.read(ArrayName.EMBEDDING)
+    message = str(caught.value)
+    assert message.startswith(f"{full_store.path}: shard 1 (rows 4-7) of array 'embedding': embedding/c/1/0 ")
+    assert f"adaptor cache verify {full_store.path}" in message and f"adaptor cache repair {full_store.path}" in message
+    np.testing.assert_array_equal(full_store.read(ArrayName.EMBEDDING, slice(0, 4)),
+                                  shard_arrays(full_store, 0)[ArrayName.EMBEDDING].astype(np.float16))
+
+
+def test_a_missing_object_of_a_complete_shard_is_an_error_of_an_incomplete_one_the_fill(empty_store) -> None:
+    empty_store.write_shard(0, shard_arrays(empty_store, 0))
+    assert np.isnan(empty_store.read(ArrayName.TOKENS, slice(4, 8))).all()
+    (empty_store.path / "tokens" / "c" / "0" / "0" / "0").unlink()
+    with pytest.raises(DamagedStore, match=r"shard 0 \(rows 0-3\) of array 'tokens': tokens/c/0/0/0 is missing"):
+        empty_store.read(ArrayName.TOKENS, np.array([2]))
+
+
+def test_damaged_row_metadata_names_the_array_instead_of_a_codec_error(full_store: CacheStore) -> None:
+    id_file = full_store.path / "id" / "c" / "2" / "0"
+    id_file.write_bytes(id_file.read_bytes()[:-3])
+    with pytest.raises(DamagedStore, match=r"shard 2 \(rows 8-9\) of array 'id': id/c/2/0 cannot be decoded .*repair"):
+        CacheStore.open(full_store.path).ids
+
+
+def test_a_failed_shard_write_names_the_file_and_leaves_the_shard_incomplete(empty_store, monkeypatch) -> None:
+    def full_disk(path, value, exclusive=False):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("zarr.storage._local._put", full_disk)
+    with pytest.raises(WriteFailed, match=r"cannot write .*embedding/c/1/0: no space left on the device \(errno 28\)"):
+        empty_store.write_shard(1, shard_arrays(empty_store, 1))
+    assert empty_store.complete_shard_indices() == set()

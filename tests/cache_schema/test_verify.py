@@ -1,4 +1,5 @@
 """verify_store catches what would make a store untrustworthy, and store_summary describes it."""
+import hashlib
 import json
 from pathlib import Path
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 
 from adaptor_vlp.cache_schema import ArrayName, CacheStore, StoreError, require_finite, store_summary, verify_store
+from adaptor_vlp.cache_schema.verify import ProblemKind
 from tests.cache_schema.conftest import shard_arrays
 
 
@@ -74,3 +76,63 @@ def test_require_finite_names_the_count_and_first_bad_sample(full_store: CacheSt
     values[2, 0] = np.nan
     with pytest.raises(StoreError, match=f"2 rows .* e.g. sample {ids[5]}"):
         require_finite(full_store, rows, values)
+
+
+def _flip_a_byte(path: Path, offset: int = 10) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_markers_record_each_array_object_size_and_sha256_and_hold_no_timestamp(full_store: CacheStore) -> None:
+    marker = json.loads((full_store.path / "_shards" / "000001.json").read_text())
+    embedding = marker["files"]["embedding"]
+    shard_file = full_store.path / "embedding" / "c" / "1" / "0"
+    assert embedding == {"file": "embedding/c/1/0", "bytes": shard_file.stat().st_size,
+                         "sha256": hashlib.sha256(shard_file.read_bytes()).hexdigest()}
+    assert set(marker["files"]) == {"id", "group_id", "split", "valid", "embedding", "tokens", "token_mask", "views"}
+    assert set(marker) == {"shard", "start", "stop", "failures", "files"}
+
+
+def test_changed_bytes_of_the_same_length_are_caught_by_the_digest_not_by_quick(full_store: CacheStore) -> None:
+    _flip_a_byte(full_store.path / "views" / "c" / "1" / "0" / "0")
+    assert verify_store(full_store.path, quick=True).ok
+    report = verify_store(full_store.path)
+    assert report.damaged_shards == [1]
+    [problem] = report.problems
+    assert problem.startswith("shard 1 (rows 4-7), array 'views': views/c/1/0/0 content changed since its marker "
+                              "was written (SHA-256 ")
+
+
+def test_a_truncated_object_is_caught_by_quick_too(full_store: CacheStore) -> None:
+    shard_file = full_store.path / "embedding" / "c" / "2" / "0"
+    size = shard_file.stat().st_size
+    shard_file.write_bytes(shard_file.read_bytes()[:size // 2])
+    report = verify_store(full_store.path, quick=True)
+    assert report.damaged_shards == [2]
+    assert f"shard 2 (rows 8-9), array 'embedding': embedding/c/2/0 holds {size // 2} bytes where its marker " \
+           f"records {size}" in report.problems[0]
+
+
+def test_damaged_row_metadata_is_not_repairable_by_a_rewrite(full_store: CacheStore) -> None:
+    _flip_a_byte(full_store.path / "id" / "c" / "0" / "0", offset=2)
+    report = verify_store(full_store.path)
+    assert report.damaged_shards == [] and not report.ok
+    assert "array 'id'" in report.problems[0] and "--overwrite" in report.problems[0]
+
+
+def test_markers_without_checksums_are_noted_not_failed(full_store: CacheStore) -> None:
+    for marker_file in (full_store.path / "_shards").glob("*.json"):
+        marker = json.loads(marker_file.read_text())
+        del marker["files"]
+        marker_file.write_text(json.dumps(marker))
+    report = verify_store(full_store.path)
+    assert report.ok and "3 shards' markers predate checksums" in report.notes[0]
+
+
+def test_a_damaged_validity_shard_is_repairable_like_any_per_shard_array(full_store: CacheStore) -> None:
+    valid_file = full_store.path / "valid" / "c" / "1"
+    valid_file.write_bytes(valid_file.read_bytes()[:-2])
+    report = verify_store(full_store.path)
+    assert report.damaged_shards == [1] and report.of_kind(ProblemKind.STORE) == []
+    assert "shard 1 (rows 4-7), array 'valid': valid/c/1 holds" in report.problems[0]

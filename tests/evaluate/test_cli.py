@@ -1,9 +1,11 @@
 """`adaptor evaluate ...` end to end on the toy cache: results written, tables printed, bad input exits 2."""
+import errno
 import json
 import pkgutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -136,3 +138,24 @@ def test_head_training_imports_no_image_decoder_or_backbone_library(toy, tmp_pat
     completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_full_disk_while_writing_results_says_what_was_kept(toy, toy_run, tmp_path, monkeypatch):
+    real_write_bytes = Path.write_bytes
+    written: list[str] = []
+
+    def disk_full_at_the_second_result(self: Path, data: bytes) -> int:
+        if self.name.endswith(".tmp") and ".json." in self.name:
+            written.append(self.name)
+            if len(written) == 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write_bytes(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", disk_full_at_the_second_result)
+    result = _invoke("classify", "--cache", toy.cache_dir, "--dataset", DATASET, "--resamples", "5", "--out",
+                     tmp_path, "--run", toy_run, "--fractions", "100", "--space", "backbone", "--space", "adaptor")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    message = result.output.strip().splitlines()[-1]
+    assert message.startswith(f"error: cannot write {tmp_path / DATASET}/") and "no space left on the device" in message
+    assert f"1 of 2 result files of this command were written to {tmp_path} and are kept" in message
+    assert len(list((tmp_path / DATASET).glob("*.json"))) == 1 and not list((tmp_path / DATASET).glob(".*"))

@@ -1,4 +1,5 @@
 """A tiny dataset in the cache layout: a manifest over a few JPEGs, with a missing, a corrupt and an empty case."""
+import gzip
 from pathlib import Path
 
 import numpy as np
@@ -60,3 +61,19 @@ def hub_cache(tmp_path, monkeypatch) -> Path:
     cache.mkdir(parents=True)
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
     return cache
+
+
+def resave_like_a_spreadsheet(path: Path) -> None:
+    """Rewrites a table as spreadsheet programs save it: a UTF-8 byte-order mark, CRLF line endings, and
+    blank lines after the last row (for a CSV, also a row of empty cells, as spreadsheets write them).
+
+    A `.gz` table stays gzip-compressed.
+    """
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as stream:
+        lines = stream.read().decode("utf-8").splitlines()
+    trailer = ["", "   "]
+    if ".csv" in path.suffixes:
+        trailer.insert(1, "," * lines[0].count(","))
+    with opener(path, "wb") as stream:
+        stream.write(("\ufeff" + "\r\n".join(lines + trailer) + "\r\n").encode("utf-8"))

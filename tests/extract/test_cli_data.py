@@ -1,11 +1,12 @@
 """`adaptor extract demo-data` and `adaptor extract manifest`, end to end through the Typer app."""
 import json
+import shutil
 
 import pytest
 from typer.testing import CliRunner
 
 from adaptor_vlp.extract.cli import app
-from adaptor_vlp.cache_schema.manifest import Split, read_manifest
+from adaptor_vlp.cache_schema.manifest import Split, read_exclusions, read_manifest
 
 runner = CliRunner()
 
@@ -140,3 +141,39 @@ def test_demo_downstream_refuses_a_used_folder(siim_demo_root):
     result = runner.invoke(app, ["demo-downstream", str(siim_demo_root)])
     assert result.exit_code == 2
     assert "not empty" in result.output
+
+
+def test_the_summary_names_the_list_of_excluded_images(demo_root, tmp_path):
+    result = runner.invoke(app, ["manifest", "--dataset", "mimic-cxr", "--root", str(demo_root),
+                                 "--out", str(tmp_path)])
+    listed = tmp_path / "mimic-cxr" / "excluded.csv"
+    assert f"images (each listed with ids, path and reason in {listed}):" in result.output
+    excluded = read_exclusions(tmp_path / "mimic-cxr")
+    [missing] = [e for e in excluded if e.reason == "image file missing"]
+    assert missing.dicom_id and missing.study_id and missing.subject_id
+    assert missing.image_path.endswith(f"{missing.dicom_id}.jpg") and not (demo_root / missing.image_path).exists()
+    description = json.loads((tmp_path / "mimic-cxr" / "manifest.json").read_text())
+    assert description["excluded_file"] == "excluded.csv" and sum(description["exclusions"].values()) == len(excluded)
+
+
+def test_failing_reports_are_named_by_study_and_their_text_never_printed(demo_root, tmp_path):
+    root = tmp_path / "mimic"
+    shutil.copytree(demo_root, root)
+    short, unreadable = sorted(root.glob("files/p*/p*/s*.txt"))[:2]
+    short.write_text("FINDINGS: SECRETWORD lungs.\n")
+    unreadable.unlink()
+    unreadable.mkdir()  # a folder where the report should be: it cannot be read
+    result = runner.invoke(app, ["manifest", "--dataset", "mimic-cxr", "--root", str(root), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "too short (2 words)" in result.output and "report file unreadable (IsADirectoryError)" in result.output
+    folder = tmp_path / "mimic-cxr"
+    for text in (result.output, (folder / "manifest.json").read_text(), (folder / "excluded.csv").read_text()):
+        assert "SECRETWORD" not in text
+    issues = {row.study_id: row.report_issue for row in read_manifest(folder).rows}
+    assert issues[short.stem[1:]] == "too short (2 words)"
+
+    texts = runner.invoke(app, ["texts", "--cache", str(tmp_path), "--backbone", "tiny-bert", "--device", "cpu"])
+    assert texts.exit_code == 0, texts.output
+    assert "report unusable: too short" in texts.output and "SECRETWORD" not in texts.output
+    store = folder / "text" / "tiny-bert.zarr"
+    assert not any(b"SECRETWORD" in path.read_bytes() for path in store.rglob("*") if path.is_file())

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from adaptor_vlp.extract.demo import Fault, write_demo_dataset
-from adaptor_vlp.cache_schema.manifest import CHEXPERT_LABELS, MANIFEST_CSV, Split, write_manifest
+from adaptor_vlp.cache_schema.manifest import CHEXPERT_LABELS, MANIFEST_CSV, Split, read_exclusions, write_manifest
 from adaptor_vlp.extract.mimic import (
     CHEXPERT_COLUMNS,
+    IMAGE_MISSING,
     METADATA_COLUMNS,
     SPLIT_COLUMNS,
     MimicLayoutError,
@@ -17,6 +18,7 @@ from adaptor_vlp.extract.mimic import (
     read_mimic_cxr,
     report_relpath,
 )
+from tests.extract.conftest import resave_like_a_spreadsheet
 
 FULL_REPORT = """                                 FINAL REPORT
  EXAMINATION:  CHEST (PA AND LAT)
@@ -256,3 +258,21 @@ def test_demo_tree_with_reports_moved_to_their_own_root(demo, tmp_path):
     together, apart = read_mimic_cxr(root), read_mimic_cxr(images, reports_root=reports)
     assert [row.report_text for row in apart.rows] == [row.report_text for row in together.rows]
     assert [row.report_issue for row in apart.rows] == [row.report_issue for row in together.rows]
+
+
+def test_tables_saved_by_a_spreadsheet_read_the_same(tree):
+    """A UTF-8 byte-order mark, CRLF line endings and trailing blank lines (and empty rows) change nothing."""
+    before = read_mimic_cxr(tree)
+    for table in tree.glob("mimic-cxr-2.0.0-*.csv.gz"):
+        resave_like_a_spreadsheet(table)
+    after = read_mimic_cxr(tree)
+    assert after == before and after.excluded == before.excluded
+
+
+def test_every_left_out_image_is_listed_with_its_ids_path_and_reason(tree, tmp_path):
+    manifest = read_mimic_cxr(tree)
+    missing = [e for e in manifest.excluded if e.reason == IMAGE_MISSING]
+    assert len(missing) == manifest.exclusions[IMAGE_MISSING] == 1
+    assert not (tree / missing[0].image_path).exists() and missing[0].image_path.endswith(f"{missing[0].dicom_id}.jpg")
+    write_manifest(manifest, tmp_path)
+    assert read_exclusions(tmp_path) == manifest.excluded

@@ -1,7 +1,10 @@
 """Extraction runs: faults masked and reported, resume after kill -9, reruns, Dask equals in-process."""
+import errno
+import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -9,12 +12,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zarr.storage._local
+from typer.testing import CliRunner
 
 from adaptor_vlp.cache_schema import ArrayName, CacheStore, Modality, ProvenanceMismatch, verify_store
+from adaptor_vlp.cache_schema.lock import lock_path, read_holder
+from adaptor_vlp.cli import app
+from adaptor_vlp.extract.encoders import TextEncoder
 from adaptor_vlp.extract.job import ExtractionJob
 from adaptor_vlp.extract.precision import Precision
 from adaptor_vlp.extract.run import run_extraction
 from tests.extract.conftest import CORRUPT_ROW, EMPTY_REPORT_STUDY, MISSING_ROW, N_IMAGES
+
+runner = CliRunner()
 
 
 def _copy_cache(cache: Path, destination: Path) -> Path:
@@ -29,9 +39,18 @@ def _image_job(cache: Path, **overrides) -> ExtractionJob:
 
 
 def _array_bytes(store: Path) -> dict[str, bytes]:
-    """Every data object of a store (the shard files of each array), by relative path."""
+    """Every data object (the shard files of each array) and completion marker of a store, by relative path.
+
+    Only the `zarr.json` files are left out: the group's holds the store's creation time. Markers hold
+    no time, so they compare byte for byte (they carry each shard file's SHA-256).
+    """
     return {str(p.relative_to(store)): p.read_bytes() for p in sorted(store.rglob("*"))
-            if p.is_file() and "/c/" in f"/{p.relative_to(store)}"}
+            if p.is_file() and p.name != "zarr.json"}
+
+
+IMAGE_COMMAND = ["extract", "images", "--dataset", "tiny", "--backbone", "tiny-vit", "--tokens", "--views", "2",
+                 "--batch-size", "4", "--workers", "0", "--shard-rows", "4", "--device", "cpu"]
+"""The CLI spelling of `_image_job(cache)`."""
 
 
 def test_faults_are_masked_recorded_and_summarised(tiny_dataset, tmp_path) -> None:
@@ -100,6 +119,7 @@ def test_killed_run_resumes_to_byte_identical_arrays(tiny_dataset, tmp_path) -> 
     assert resumed.shards_skipped == done_before_kill
     expected = _array_bytes(uninterrupted / "tiny" / "image" / "tiny-vit.zarr")
     assert expected and _array_bytes(markers.parent) == expected
+    assert any("_shards" in name for name in expected)
 
 
 def test_local_dask_cluster_writes_the_same_store_as_one_process(tiny_dataset, tmp_path) -> None:
@@ -111,3 +131,105 @@ def test_local_dask_cluster_writes_the_same_store_as_one_process(tiny_dataset, t
     assert summary.shards_skipped == 0 and verify_store(summary.store).ok
     assert _array_bytes(on_dask / "tiny" / "image" / "tiny-vit.zarr") == \
         _array_bytes(in_process / "tiny" / "image" / "tiny-vit.zarr")
+
+
+def _store(cache: Path) -> Path:
+    return cache / "tiny" / "image" / "tiny-vit.zarr"
+
+
+def test_damaged_shards_are_named_repaired_and_rewritten_to_a_clean_runs_bytes(tiny_dataset, tmp_path) -> None:
+    clean = _copy_cache(tiny_dataset[0], tmp_path / "clean")
+    run_extraction(_image_job(clean))
+    cache = _copy_cache(tiny_dataset[0], tmp_path / "damaged")
+    run_extraction(_image_job(cache))
+    store = _store(cache)
+    flipped = store / "tokens" / "c" / "1" / "0" / "0"
+    data = bytearray(flipped.read_bytes())
+    data[100] ^= 0x10
+    flipped.write_bytes(bytes(data))
+    truncated = store / "embedding" / "c" / "2" / "0"
+    truncated.write_bytes(truncated.read_bytes()[:-40])
+
+    verify = runner.invoke(app, ["cache", "verify", str(cache)])
+    assert verify.exit_code == 1
+    assert f"problem: {store}: shard 1 (rows 4-7), array 'tokens': tokens/c/1/0/0 content changed" in verify.output
+    assert f"problem: {store}: shard 2 (rows 8-11), array 'embedding': embedding/c/2/0 holds" in verify.output
+    repair = runner.invoke(app, ["cache", "repair", str(store)])
+    assert repair.exit_code == 0 and "shards 1, 2 marked incomplete" in repair.output
+    rerun = runner.invoke(app, [*IMAGE_COMMAND, "--cache", str(cache)])
+    assert rerun.exit_code == 0, rerun.output
+    assert "in 2 shards (1 already complete)" in rerun.output
+    assert _array_bytes(store) == _array_bytes(_store(clean))
+
+
+def test_a_full_disk_stops_with_what_is_kept_and_the_same_command_resumes(tiny_dataset, tmp_path, monkeypatch) -> None:
+    clean = _copy_cache(tiny_dataset[0], tmp_path / "clean")
+    run_extraction(_image_job(clean))
+    cache = _copy_cache(tiny_dataset[0], tmp_path / "full")
+    real_put = zarr.storage._local._put
+
+    def disk_full_at_the_third_shard(path, value, exclusive=False):
+        if "embedding/c/2/" in path.as_posix():
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_put(path, value, exclusive)
+
+    monkeypatch.setattr(zarr.storage._local, "_put", disk_full_at_the_third_shard)
+    failed = runner.invoke(app, [*IMAGE_COMMAND, "--cache", str(cache)])
+    assert failed.exit_code == 1
+    message = failed.output.strip().splitlines()[-1]
+    assert message.startswith(f"error: cannot write {_store(cache)}/") and "no space left on the device" in message
+    assert f"2 of 3 shards of {_store(cache)} are complete and kept" in message
+    assert "rerun the same command" in message and "Traceback" not in failed.output
+    assert CacheStore.open(_store(cache)).complete_shard_indices() == {0, 1}
+
+    monkeypatch.setattr(zarr.storage._local, "_put", real_put)
+    resumed = runner.invoke(app, [*IMAGE_COMMAND, "--cache", str(cache)])
+    assert resumed.exit_code == 0 and "(2 already complete)" in resumed.output
+    assert _array_bytes(_store(cache)) == _array_bytes(_store(clean))
+
+
+def test_a_second_run_on_the_same_store_is_refused_naming_the_first(tiny_dataset, tmp_path) -> None:
+    cache = _copy_cache(tiny_dataset[0], tmp_path)
+    command = [sys.executable, "-m", "adaptor_vlp", *IMAGE_COMMAND, "--shard-rows", "1", "--batch-size", "1",
+               "--cache", str(cache)]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    lock = lock_path(_store(cache))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and first.poll() is None and read_holder(lock) is None:
+        time.sleep(0.005)
+    second = runner.invoke(app, [*IMAGE_COMMAND, "--shard-rows", "1", "--batch-size", "1", "--cache", str(cache)])
+    output, _ = first.communicate(timeout=300)
+    assert first.returncode == 0, output
+    assert second.exit_code == 2
+    assert f"error: {_store(cache)}: another store run holds its lock {lock} (pid {first.pid} on" in second.output
+    assert verify_store(_store(cache)).ok and not lock.exists()
+
+
+def test_a_lock_left_by_a_killed_run_is_taken_over_with_a_note(tiny_dataset, tmp_path) -> None:
+    cache = _copy_cache(tiny_dataset[0], tmp_path)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock = lock_path(_store(cache))
+    lock.parent.mkdir(parents=True)
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "command": "adaptor extract images",
+                                "started": "2024-01-01T00:00:00+00:00"}))
+    result = runner.invoke(app, [*IMAGE_COMMAND, "--cache", str(cache)])
+    assert result.exit_code == 0, result.output
+    assert f"note: took over the lock {lock} of a store run that is gone (pid {dead.pid}" in result.output
+
+
+def test_an_encoder_error_names_studies_by_id_and_never_prints_a_report(tiny_dataset, tmp_path, monkeypatch) -> None:
+    cache = _copy_cache(tiny_dataset[0], tmp_path)
+
+    def quoting_encoder(self, texts, with_tokens=False):
+        raise ValueError(f"cannot tokenize {texts[0]!r}")
+
+    monkeypatch.setattr(TextEncoder, "encode", quoting_encoder)
+    result = runner.invoke(app, ["extract", "texts", "--cache", str(cache), "--dataset", "tiny", "--backbone",
+                                 "tiny-bert", "--batch-size", "4", "--device", "cpu"])
+    assert result.exit_code == 2
+    assert ("the text encoder failed on the reports of studies 50000000, 50000001, 50000003 (store rows 0-3): "
+            "ValueError: cannot tokenize '<report of study 50000000>'") in result.output
+    reports = [row.report_text for row in tiny_dataset[1].rows if row.report_text]
+    assert reports and not any(text in result.output for text in reports)

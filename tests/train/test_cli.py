@@ -1,4 +1,6 @@
 """`adaptor train run | sweep | embed` end to end, one-line errors, and no image or backbone library imported."""
+import errno
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -7,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from adaptor_vlp.cli import app
-from adaptor_vlp.cache_schema import CacheStore, FeatureShape, Modality, store_path
+from adaptor_vlp.cache_schema import CacheStore, FeatureShape, FolderLock, Modality, store_path
 from tests.train.conftest import DATASET, TEXT, VISION, ToyCache, provenance
 
 runner = CliRunner()
@@ -106,3 +108,48 @@ def test_the_train_package_imports_no_image_decoder_backbone_library_or_other_st
     imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
 
     assert imported.stdout.strip() == "[]"
+
+
+def test_a_truncated_shard_stops_training_naming_store_shard_and_remedy(toy_cache: ToyCache, tmp_path: Path) -> None:
+    shard_file = toy_cache.image_store.path / "embedding" / "c" / "3" / "0"
+    shard_file.write_bytes(shard_file.read_bytes()[:-100])
+
+    result = runner.invoke(app, train_command(toy_cache, tmp_path / "run"))
+
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    store = toy_cache.image_store.path
+    assert result.output.startswith(f"error: {store}: shard 3 (rows 96-127) of array 'embedding': embedding/c/3/0 ")
+    assert f"`adaptor cache verify {store}`" in result.output and f"`adaptor cache repair {store}`" in result.output
+    assert "checksum do not match" not in result.output
+
+
+def test_a_full_disk_keeps_the_finished_epochs_and_resume_continues(toy_cache: ToyCache, tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    real_write_bytes = Path.write_bytes
+    saves: list[str] = []
+
+    def disk_full_in_epoch_two(self: Path, data: bytes) -> int:
+        if self.name.startswith(".last.safetensors."):
+            saves.append(self.name)
+            if len(saves) == 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write_bytes(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", disk_full_in_epoch_two)
+    failed = runner.invoke(app, train_command(toy_cache, tmp_path / "run"))
+    monkeypatch.setattr(Path, "write_bytes", real_write_bytes)
+
+    assert failed.exit_code == 1 and "Traceback" not in failed.output
+    message = failed.output.strip().splitlines()[-1]
+    assert message.startswith(f"error: cannot write {tmp_path / 'run' / 'last.safetensors'}: no space left")
+    assert "Epochs 1-1 are complete and kept" in message and "with --resume: it continues with epoch 2" in message
+    resumed = runner.invoke(app, train_command(toy_cache, tmp_path / "run", "--resume"))
+    assert resumed.exit_code == 0, resumed.output
+    assert resumed.output.startswith("epoch   2/2") and not list((tmp_path / "run").glob(".*.tmp"))
+
+
+def test_a_second_training_run_into_the_same_folder_is_refused(toy_cache: ToyCache, tmp_path: Path) -> None:
+    with FolderLock.acquire(tmp_path / "run", "training"):
+        result = runner.invoke(app, train_command(toy_cache, tmp_path / "run"))
+    assert result.exit_code == 2
+    assert f"another training run holds its lock {tmp_path / 'run.lock'} (pid {os.getpid()}" in result.output

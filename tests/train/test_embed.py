@@ -1,11 +1,13 @@
 """Embedding a store with a trained Adaptor: a new cache store, row for row, named and traced to the checkpoint."""
+import errno
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import zarr.storage._local
 
-from adaptor_vlp.cache_schema import ArrayName, CacheStore, Modality, ProvenanceMismatch, store_path
+from adaptor_vlp.cache_schema import ArrayName, CacheStore, Modality, ProvenanceMismatch, WriteFailed, store_path
 from tests.train.conftest import TOY_RECIPE, VISION, ToyCache, build_toy_cache
 from adaptor_vlp.train.checkpoint import file_sha256, load_adaptor
 from adaptor_vlp.train.embed import embed_store
@@ -67,3 +69,20 @@ def test_a_store_from_other_weights_is_refused_naming_the_field(trained_run: Pat
 
     with pytest.raises(ProvenanceMismatch, match="weights_sha256"):
         embed_store(trained_run, tmp_path / "other", "rsna", Modality.IMAGE, device="cpu")
+
+
+def test_a_full_disk_keeps_the_written_shards_and_the_same_call_resumes(toy_cache: ToyCache, trained_run: Path,
+                                                                       monkeypatch) -> None:
+    real_put = zarr.storage._local._put
+
+    def disk_full_at_shard_one(path, value, exclusive=False):
+        if "embedding/c/1/" in path.as_posix():
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_put(path, value, exclusive)
+
+    monkeypatch.setattr(zarr.storage._local, "_put", disk_full_at_shard_one)
+    with pytest.raises(WriteFailed, match=r"no space left on the device .* 1 of \d+ shards of .* complete and kept"):
+        embed_store(trained_run, toy_cache.cache_dir, "toy-cxr", Modality.TEXT, device="cpu")
+    monkeypatch.setattr(zarr.storage._local, "_put", real_put)
+    resumed = embed_store(trained_run, toy_cache.cache_dir, "toy-cxr", Modality.TEXT, device="cpu")
+    assert resumed.shards_already_done == 1 and CacheStore.open(resumed.store).is_complete

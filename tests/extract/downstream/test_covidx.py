@@ -8,6 +8,7 @@ from PIL import Image
 from adaptor_vlp.extract.downstream import DownstreamLayoutError, read_covidx
 from adaptor_vlp.extract.downstream.covidx import DUPLICATE_FILE_NAME, NON_ASCII_NAME
 from adaptor_vlp.cache_schema.manifest import Split, read_manifest, write_manifest
+from tests.extract.conftest import resave_like_a_spreadsheet
 
 OLD_CLASSES = ("normal", "pneumonia", "COVID-19")
 SOURCES = ("cohen", "rsna", "sirm")
@@ -105,3 +106,16 @@ def test_missing_label_file_or_images_are_named(tmp_path):
     with pytest.raises(DownstreamLayoutError, match=r"no usable image among those .*train\.txt lists "
                                                     r"\(2 image file missing\)"):
         read_covidx(tmp_path)
+
+
+def test_label_files_saved_by_a_spreadsheet_read_the_same(tmp_path):
+    """A UTF-8 byte-order mark, CRLF line endings and trailing blank lines change nothing."""
+    files = {"train.txt": _lines("t", 30, OLD_CLASSES), "test.txt": _lines("s", 6, OLD_CLASSES)}
+    _write_tree(tmp_path / "plain", files, missing=("t-4.png",))
+    _write_tree(tmp_path / "saved", files, missing=("t-4.png",))
+    for name in files:
+        resave_like_a_spreadsheet(tmp_path / "saved" / name)
+    before, after = read_covidx(tmp_path / "plain"), read_covidx(tmp_path / "saved")
+    assert after.rows == before.rows and after.exclusions == before.exclusions == {"image file missing": 1}
+    [missing] = after.excluded
+    assert (missing.dicom_id, missing.subject_id, missing.image_path) == ("t-4.png", "t2", "train/t-4.png")

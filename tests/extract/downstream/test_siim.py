@@ -1,4 +1,5 @@
 """SIIM-ACR reader on a tree built from real train-rle.csv rows: joined components, patients, faults, errors."""
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ from adaptor_vlp.extract.downstream.rows import UNREADABLE_HEADER
 from adaptor_vlp.extract.downstream.siim import DUPLICATE_FILE
 from adaptor_vlp.cache_schema.manifest import read_manifest, write_manifest
 from adaptor_vlp.cache_schema.targets import decode_mask, decode_siim_rle
+from tests.extract.conftest import resave_like_a_spreadsheet
 from tests.extract.downstream.conftest import write_csv, write_dicom
 
 SINGLE_ROW_IMAGES = 24
@@ -107,3 +109,14 @@ def test_layout_errors_are_named(tmp_path, labels):
     write_csv(tmp_path / "train-rle.csv", [["ImageId", "Mask"]])
     with pytest.raises(DownstreamLayoutError, match=r"lacks column\(s\) EncodedPixels"):
         read_siim(tmp_path)
+
+
+def test_tables_saved_by_a_spreadsheet_read_the_same(tree, tmp_path):
+    """A UTF-8 byte-order mark, CRLF line endings and trailing blank lines (and empty rows) change nothing."""
+    copy = tmp_path / "siim"
+    shutil.copytree(tree, copy)
+    for table in ("train-rle.csv",):
+        resave_like_a_spreadsheet(copy / table)
+    before, after = read_siim(tree), read_siim(copy)
+    assert after.rows == before.rows and after.exclusions == before.exclusions
+    assert after.excluded == before.excluded and len(after.excluded) == sum(after.exclusions.values())
