@@ -146,6 +146,10 @@ class ManifestStep(Step):
             manifest = read_manifest(self.folder)
         except (ManifestError, OSError):
             manifest = None
+        if manifest is not None and Path(manifest.image_root).resolve() != self.dataset.root.resolve():
+            return StepState(Status.BLOCKED, f"{self.folder} holds a manifest read from {manifest.image_root}, the "
+                                             f"spec reads {self.dataset.root}: give the study another --cache, or "
+                                             f"move {self.folder} away to read the spec's tree")
         if manifest is not None:
             return StepState(Status.DONE, f"{len(manifest.rows)} images in {self.folder}")
         if not self.dataset.root.is_dir():
