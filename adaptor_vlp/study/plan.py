@@ -48,12 +48,16 @@ class StudyPlan:
         return {step.key: step for step in self.steps}
 
     def states(self) -> dict[str, StepState]:
-        """Every step's state from the records on disk; a pending step waiting on a step that cannot run says so."""
+        """Every step's state from the records on disk; a pending step that needs a step that cannot run cannot run
+        either, and says which step is the cause and why."""
         states = {step.key: step.state() for step in self.steps}
+        cause = {key: (key, state.detail) for key, state in states.items() if state.status is Status.BLOCKED}
         for step in self.steps:
-            blocked = [key for key in step.depends_on if states[key].status is Status.BLOCKED]
+            blocked = [key for key in step.depends_on if key in cause]
             if states[step.key].status is Status.PENDING and blocked:
-                states[step.key] = StepState(Status.BLOCKED, f"waits on a step that cannot run: {blocked[0]}")
+                cause[step.key] = cause[blocked[0]]
+                root, reason = cause[step.key]
+                states[step.key] = StepState(Status.BLOCKED, f"needs {root}, which cannot run: {reason}")
         return states
 
     def head_steps(self) -> list[HeadStep]:

@@ -205,11 +205,11 @@ def _task_table(plan: StudyPlan, task: TaskSpec, metric: Metric, heads: Mapping[
                     cells[(row, image, fraction)] = Cell(CellStatus.LEFT_OUT, published=published, reason=left_out)
                     continue
                 steps = [heads[head_key(task, image, text, fraction, seed)] for seed in task.seeds]
-                cells[(row, image, fraction)] = _cell(steps, metric, states, latest, published)
+                cells[(row, image, fraction)] = _cell(plan, steps, metric, states, latest, published)
     return TaskTable(task, metric, rows, spec.image_backbones, cells, compared)
 
 
-def _cell(steps: Sequence[HeadStep], metric: Metric, states: Mapping[str, StepState],
+def _cell(plan: StudyPlan, steps: Sequence[HeadStep], metric: Metric, states: Mapping[str, StepState],
           latest: Mapping[str, LogEntry], published: float | None) -> Cell:
     """A cell from its seeds' head steps: the computed seeds' values, or the first seed's reason for having none."""
     values, lows, highs, seeds, reasons = [], [], [], [], []
@@ -217,7 +217,7 @@ def _cell(steps: Sequence[HeadStep], metric: Metric, states: Mapping[str, StepSt
         state = states[step.key]
         stored = step.result() if state.status is Status.DONE else None
         if stored is None:
-            reasons.append(_missing_reason(state, latest.get(step.key)))
+            reasons.append(_missing_reason(plan, step.key, states, latest))
             continue
         interval = stored.record.metrics.get(metric.result_key)
         if stored.record.skipped:
@@ -237,12 +237,31 @@ def _cell(steps: Sequence[HeadStep], metric: Metric, states: Mapping[str, StepSt
                 seed_values=tuple(values), published=published, reason=reason)
 
 
-def _missing_reason(state: StepState, entry: LogEntry | None) -> str:
-    if state.status is Status.BLOCKED:
-        return f"cannot run: {state.detail}"
-    if entry is not None and entry.outcome is Outcome.FAILED:
-        return f"failed: {entry.detail}"
+def _missing_reason(plan: StudyPlan, key: str, states: Mapping[str, StepState],
+                    latest: Mapping[str, LogEntry]) -> str:
+    """Why a step has no result: it cannot run, it (or a step it needs) failed, or it has not run yet."""
+    if states[key].status is Status.BLOCKED:
+        return f"cannot run: {states[key].detail}"
+    failed = _failed_step(plan, key, states, latest)
+    if failed == key:
+        return f"failed: {latest[key].detail}"
+    if failed is not None:
+        return f"not run: it needs {failed}, which failed: {latest[failed].detail}"
     return "not run yet (run `adaptor study run`)"
+
+
+def _failed_step(plan: StudyPlan, key: str, states: Mapping[str, StepState],
+                 latest: Mapping[str, LogEntry]) -> str | None:
+    """The step itself, or the first step it needs (directly or not), that is not done and last failed."""
+    entry = latest.get(key)
+    if states[key].status is not Status.DONE and entry is not None and entry.outcome is Outcome.FAILED:
+        return key
+    for dependency in plan.step(key).depends_on:
+        if states[dependency].status is not Status.DONE:
+            found = _failed_step(plan, dependency, states, latest)
+            if found is not None:
+                return found
+    return None
 
 
 def _mean_or_none(values: list[float]) -> float | None:

@@ -81,7 +81,9 @@ def test_plan_on_a_cache_with_some_of_the_papers_stores_lists_what_is_missing(tm
     assert "vit_base_patch14_dinov2.lvd142m" in states["extract image dinov2-b on mimic-cxr"].detail
     assert "huggingface-cli download" in states["extract text biobert on mimic-cxr"].detail
     assert "data missing: data/rsna-pneumonia" in states["manifest rsna"].detail
-    assert states["train dinov2-b+bert"].status is Status.BLOCKED  # waits on the dinov2-b store
+    assert states["train dinov2-b+bert"].status is Status.BLOCKED
+    assert states["train resnet-ae+bert"].detail.startswith(
+        "needs extract image resnet-ae on mimic-cxr, which cannot run: unknown backbone 'resnet-ae'")
     trains = [step for step in plan.steps if isinstance(step, TrainStep)]
     assert len(trains) == 15 and len(plan.left_out) == 2
     assert sum(isinstance(step, HeadStep) for step in plan.steps) == 4 * 3 * 6 * 3 - 2 * 6 * 3

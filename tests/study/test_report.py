@@ -92,4 +92,8 @@ def test_a_cell_not_computed_says_why_and_is_never_filled(finished_study, tmp_pa
     assert cell.reason == "failed: something broke"
     baseline = table.cells[("baseline", "tiny-vit", 100.0)]
     assert baseline.reason == "not run yet (run `adaptor study run`)"
+    train = next(step for step in plan.steps if step.key.startswith("train tiny-resnet+tiny-bert"))
+    RunLog(plan.spec.out).append(LogEntry("test", train.key, "train", Outcome.FAILED, "", 1.0, "diverged"))
+    cell = build_report(plan).tables[0].cells[("tiny-bert", "tiny-resnet", 100.0)]
+    assert cell.reason == f"not run: it needs {train.key}, which failed: diverged"
     assert source_results.is_dir()
