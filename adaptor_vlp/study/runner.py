@@ -105,7 +105,7 @@ def run_study(plan: StudyPlan, scheduler: str = "none", on_event: Callable[[str]
     on_event(f"study {plan.spec.name}: {summary.total} steps, {summary.done_before} done, "
              f"{len(summary.blocked)} cannot run, {summary.total - summary.done_before - len(summary.blocked)} to run")
     ran: set[str] = set()
-    with _cluster(placement) as address:
+    with _cluster(placement) as address, _torch_threads_restored():
         while ready := _ready(plan, states, ran):
             for outcome in _run_wave(ready, address, plan.spec.torch_threads, on_event):
                 ran.add(outcome.key)
@@ -173,6 +173,16 @@ def _not_run(plan: StudyPlan, states: dict, ran: set[str]) -> dict[str, str]:
             waiting = next((key for key in step.depends_on if states[key].status is not Status.DONE), "")
             not_run[step.key] = f"waits on {waiting}"
     return not_run
+
+
+@contextmanager
+def _torch_threads_restored() -> Iterator[None]:
+    """Puts this process's torch thread count back after a run whose steps set their own (`study.torch_threads`)."""
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @contextmanager

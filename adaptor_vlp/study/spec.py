@@ -230,6 +230,9 @@ def load_spec(path: Path) -> StudySpec:
         tasks=(),
     )
     study.finish(), pretraining.finish(), backbones.finish()
+    if spec.pretraining.name in spec.datasets:
+        raise SpecError(f"{path}: datasets.{spec.pretraining.name}: has the pretraining dataset's cache name; "
+                        "give it another name")
     tasks = tuple(_task(table, name, spec) for name, table in root.table("tasks").tables())
     if not tasks:
         raise SpecError(f"{path}: tasks: the study has no downstream task; add a [tasks.NAME] table")

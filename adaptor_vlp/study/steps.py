@@ -304,6 +304,13 @@ class HeadStep(Step):
         stored = self.result()
         if stored is None:
             return StepState(Status.PENDING, f"writes a result into {self.folder}")
+        try:
+            manifest = manifest_sha256(dataset_dir(self.cache, self.task.dataset))
+        except (ManifestError, OSError):
+            manifest = None
+        if stored.record.context.provenance.get("image", {}).get("manifest_sha256") != manifest:
+            return StepState(Status.PENDING, f"recomputes {stored.path.name}: it was made from another manifest of "
+                                             f"{self.task.dataset}")
         if self.text is not None:
             current = self.adaptor_weights_sha256()
             if current != (stored.record.context.adaptor or {}).get("weights_sha256"):
