@@ -229,7 +229,8 @@ def load_spec(path: Path) -> StudySpec:
         datasets={name: _dataset(table, name) for name, table in root.table("datasets").tables()},
         tasks=(),
     )
-    study.finish(), pretraining.finish(), backbones.finish()
+    for table in (study, pretraining, backbones):
+        table.finish()
     if spec.pretraining.name in spec.datasets:
         raise SpecError(f"{path}: datasets.{spec.pretraining.name}: has the pretraining dataset's cache name; "
                         "give it another name")

@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from adaptor_vlp.study.log import Outcome, RunLog
 from adaptor_vlp.study.plan import plan_study
