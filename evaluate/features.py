@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+import torch
 
 from adaptor_vlp.cache_schema import (
     ArrayName, CacheStore, Modality, ProvenanceMismatch, StoreError, dataset_dir, require_finite, store_path,
@@ -24,10 +25,12 @@ from adaptor_vlp.evaluate.results import FeatureSpace
 from adaptor_vlp.cache_schema.manifest import Manifest, manifest_sha256, read_manifest
 from adaptor_vlp.train.batches import DataSubset, FeatureReader, choose_subset
 from adaptor_vlp.train.checkpoint import CheckpointKind, LoadedAdaptor, load_adaptor
-from adaptor_vlp.train.encoding import encode_rows, resolve_device
+from adaptor_vlp.train.encoding import autocast, encode_rows, resolve_device
 from adaptor_vlp.train.model import AdaptorInputs
 
 ENCODE_BATCH_ROWS = 1024
+ENCODE_TOKEN_ROWS = 128
+"""Images whose token sequences go through the Adaptor at once (a DINOv2-S image is 256 tokens)."""
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,27 @@ def adaptor_embeddings(store: CacheStore, store_rows: np.ndarray, run: AdaptorRu
         return np.empty((0, model.config.projection_dim), dtype=np.float32)
     torch_device = resolve_device(device)
     return encode_rows(encode, reader, store_rows, ENCODE_BATCH_ROWS, torch_device).cpu().numpy()
+
+
+def adaptor_token_embeddings(run: AdaptorRun, tokens: np.ndarray, mask: np.ndarray, device: str = "cpu",
+                             chunk_rows: int = ENCODE_TOKEN_ROWS) -> np.ndarray:
+    """(N, T, P) per-token Adaptor embeddings of (N, T, D) patch tokens with their (N, T) mask, as float16.
+
+    Every image's tokens go through the trained Adaptor's image path on their own
+    (`Adaptor.encode_image_tokens`), `chunk_rows` images at a time; the result is kept in float16,
+    the cache's own dtype for tokens, so a dataset's embeddings take no more memory than needed.
+    """
+    model = run.loaded.model
+    torch_device = resolve_device(device)
+    embeddings = np.empty((*tokens.shape[:2], model.config.projection_dim), dtype=np.float16)
+    with torch.no_grad():
+        for start in range(0, len(tokens), chunk_rows):
+            chunk = slice(start, start + chunk_rows)
+            features = torch.from_numpy(tokens[chunk].astype(np.float32)).to(torch_device)
+            with autocast(torch_device):
+                encoded = model.encode_image_tokens(features, torch.from_numpy(mask[chunk]).to(torch_device))
+            embeddings[chunk] = encoded.float().cpu().numpy()
+    return embeddings
 
 
 def _label_value(value: float | None) -> float:

@@ -27,8 +27,10 @@ METRIC_TITLES = {
     "iou_positive": "IoU, positive images only",
     "iou_all": "IoU, all scorable images",
     "empty_gt_false_positive_rate": "false-positive rate on empty masks",
+    "dice_published": "Dice as published (empty mask predicted empty scores 1)",
 }
-SEGMENTATION_METRICS = ("dice_positive", "dice_all", "iou_positive", "iou_all", "empty_gt_false_positive_rate")
+SEGMENTATION_METRICS = ("dice_positive", "dice_all", "iou_positive", "iou_all", "empty_gt_false_positive_rate",
+                        "dice_published")
 TASK_TITLES = {
     EvaluationTask.CLASSIFY: "classification",
     EvaluationTask.ZEROSHOT: "zero-shot classification",
@@ -85,10 +87,11 @@ def write_report(results_dir: Path, plots: Sequence[Path] = ()) -> Path:
 
 
 def feature_label(record: ResultRecord) -> str:
-    """What the head saw: 'dinov2-s + Adaptor', 'dinov2-s (baseline)', or 'dinov2-s patch tokens' (segmentation)."""
+    """What the head saw: 'dinov2-s + Adaptor', 'dinov2-s (baseline)', or, for segmentation, 'dinov2-s patch tokens'
+    or 'dinov2-s patch tokens + Adaptor'."""
     backbone = record.context.provenance.get("image", {}).get("backbone", "image backbone")
     if record.feature_space is FeatureSpace.ADAPTOR:
-        return f"{backbone} + Adaptor"
+        return f"{backbone} patch tokens + Adaptor" if record.task is EvaluationTask.SEGMENT else f"{backbone} + Adaptor"
     return f"{backbone} patch tokens" if record.task is EvaluationTask.SEGMENT else f"{backbone} (baseline)"
 
 

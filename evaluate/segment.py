@@ -1,15 +1,20 @@
 """Segmentation from cached patch tokens at 1, 10 and 100% of the training split, Dice and IoU with intervals.
 
-A light decoder (`fit_segmentation_head`) learns masks from the frozen backbone's patch tokens
-(an image store extracted with `--tokens`); masks come from the manifest's target strings, so no
-image is read. A mask is brought into the token grid's frame the way the extract stage brought
-the image into the backbone's: the same centre crop to a square (or none, for squashed inputs),
-then a nearest-neighbour resize to the decoder's output size.
+A light decoder (`fit_segmentation_head`) learns masks from patch tokens of an image store
+extracted with `--tokens`: the frozen backbone's own tokens (the baseline), or, as the paper
+segments, those tokens after the trained Adaptor's image path (projection, then the blocks over
+each image's own tokens; `Adaptor.encode_image_tokens`). Masks come from the manifest's target
+strings, so no image is read. A mask is brought into the token grid's frame the way the extract
+stage brought the image into the backbone's: the same centre crop to a square (or none, for
+squashed inputs), then a nearest-neighbour resize to the decoder's output size.
 
 Dice and IoU are reported over all scorable images and over positive images only (see
 `evaluate.metrics.segmentation_report`), each with a 95% bootstrap interval over patients; the
 per-image scores come from `segmentation_report` applied to each image on its own, so the point
-values are exactly its averages.
+values are exactly its averages. `dice_published` is the published code's Dice, where an image
+whose mask and prediction are both empty scores 1: reported only to compare with published
+tables (predicting nothing scores the share of empty masks, recorded beside it), never as the
+headline.
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ from torch.nn import functional
 from adaptor_vlp.cache_schema import ArrayName, StoreError
 from adaptor_vlp.evaluate.bootstrap import ConfidenceInterval, bootstrap_ci
 from adaptor_vlp.evaluate.classify import TEST_SPLIT, TRAIN_SPLIT, VALIDATION_SPLIT
-from adaptor_vlp.evaluate.features import DatasetRows
+from adaptor_vlp.evaluate.features import AdaptorRun, DatasetRows, adaptor_token_embeddings
 from adaptor_vlp.evaluate.metrics import segmentation_report
 from adaptor_vlp.evaluate.results import EvaluatedRun, EvaluationTask, FeatureSpace, ResultRecord, RunContext
 from adaptor_vlp.evaluate.segmentation_head import fit_segmentation_head
@@ -77,9 +82,23 @@ def aligned_masks(rows: DatasetRows, positions: np.ndarray, size: int) -> np.nda
     return masks
 
 
-def run_segmentation(rows: DatasetRows, context: RunContext, settings: SegmentSettings) -> list[EvaluatedRun]:
-    """Fits and scores one decoder per training fraction on the rows that have a mask target."""
+def run_segmentation(rows: DatasetRows, context: RunContext, settings: SegmentSettings,
+                     adaptor: AdaptorRun | None = None, device: str = "cpu") -> list[EvaluatedRun]:
+    """Fits and scores one decoder per training fraction on the rows that have a mask target.
+
+    Without `adaptor` the decoder reads the backbone's patch tokens (feature space "backbone");
+    with it, the tokens after that Adaptor's image path (feature space "adaptor").
+    """
     grid = token_grid(rows)
+    space = FeatureSpace.BACKBONE if adaptor is None else FeatureSpace.ADAPTOR
+    if adaptor is not None and rows.store.features.token_dim != adaptor.loaded.model.config.image_dim:
+        raise SegmentationError(f"{rows.store.path}: its patch tokens are {rows.store.features.token_dim} wide but the "
+                                f"Adaptor of {adaptor.run_dir} projects {adaptor.loaded.model.config.image_dim}-wide "
+                                "image features; segment through an Adaptor trained on this backbone's features")
+
+    def inputs(positions: np.ndarray) -> np.ndarray:
+        return _decoder_inputs(rows, positions, adaptor, device)
+
     size = settings.mask_size or 4 * grid
     has_mask = rows.mask_targets != ""
     if not has_mask.any():
@@ -90,17 +109,18 @@ def run_segmentation(rows: DatasetRows, context: RunContext, settings: SegmentSe
     for split, positions in ((TRAIN_SPLIT, train), (VALIDATION_SPLIT, val), (TEST_SPLIT, test)):
         if len(positions) == 0:
             raise SegmentationError(f"the {rows.manifest.dataset} dataset has no '{split}' rows with a mask target")
-    val_tokens, val_masks = _tokens(rows, val), aligned_masks(rows, val, size)
-    test_tokens, test_masks = _tokens(rows, test), aligned_masks(rows, test, size)
+    val_tokens, val_masks = inputs(val), aligned_masks(rows, val, size)
+    test_tokens, test_masks = inputs(test), aligned_masks(rows, test, size)
     dropped = {**rows.dropped, "no mask target": int((~has_mask).sum())}
     runs = []
     for pct in settings.fractions:
         chosen, subset = rows.training_subset(train, pct, settings.seed)
-        record_fields = dict(task=EvaluationTask.SEGMENT, context=context, feature_space=FeatureSpace.BACKBONE,
+        record_fields = dict(task=EvaluationTask.SEGMENT, context=context, feature_space=space,
                              method=METHOD, split=TEST_SPLIT, data_pct=pct, subset=subset.to_json(),
                              seed=settings.seed, headline="dice_positive")
         details = {"grid": grid, "mask_size": size, "n_train": len(chosen), "n_validate": len(val),
                    "n_test": len(test), "n_test_positive": int(test_masks.any(axis=(1, 2)).sum()),
+                   "dice_published_predicting_nothing": float((~test_masks.any(axis=(1, 2))).mean()),
                    "rows_dropped": dropped}
         arrays = {"subset_ids": rows.ids[chosen]}
         if len(chosen) < 2:
@@ -108,7 +128,7 @@ def run_segmentation(rows: DatasetRows, context: RunContext, settings: SegmentSe
             runs.append(EvaluatedRun(ResultRecord(**record_fields, metrics={}, details=details, skipped=skipped),
                                      arrays))
             continue
-        segmenter = fit_segmentation_head(_tokens(rows, chosen), aligned_masks(rows, chosen, size), val_tokens,
+        segmenter = fit_segmentation_head(inputs(chosen), aligned_masks(rows, chosen, size), val_tokens,
                                           val_masks, grid=grid, out_size=size, seed=settings.seed,
                                           epochs=settings.epochs)
         predicted = segmenter.predict_masks(test_tokens)
@@ -125,9 +145,11 @@ def run_segmentation(rows: DatasetRows, context: RunContext, settings: SegmentSe
 
 def _metrics(predicted: np.ndarray, truth: np.ndarray, groups: np.ndarray,
              settings: SegmentSettings) -> dict[str, ConfidenceInterval]:
-    """Dice, IoU and the empty-mask false-positive rate, each averaged over its population, with intervals."""
+    """Dice, IoU, the empty-mask false-positive rate and the published Dice, each averaged over its population,
+    with intervals."""
     reports = [segmentation_report(predicted[[index]], truth[[index]]) for index in range(len(truth))]
     dice = np.array([report.dice_all for report in reports])
+    dice_published = np.array([1.0 if report.n_empty_gt_predicted_empty else report.dice_all for report in reports])
     iou = np.array([report.iou_all for report in reports])
     positive = np.array([report.n_positive == 1 for report in reports])
     predicted_any = predicted.any(axis=(1, 2))
@@ -141,6 +163,7 @@ def _metrics(predicted: np.ndarray, truth: np.ndarray, groups: np.ndarray,
         "dice_positive": interval(_mean_where, dice, positive),
         "iou_positive": interval(_mean_where, iou, positive),
         "empty_gt_false_positive_rate": interval(_mean_where, predicted_any.astype(float), ~positive),
+        "dice_published": interval(_mean_defined, dice_published),
     }
 
 
@@ -153,6 +176,15 @@ def _mean_defined(values: np.ndarray) -> float:
 def _mean_where(values: np.ndarray, selected: np.ndarray) -> float:
     """Mean of the selected values; NaN when none is selected."""
     return float(values[selected].mean()) if selected.any() else math.nan
+
+
+def _decoder_inputs(rows: DatasetRows, positions: np.ndarray, adaptor: AdaptorRun | None, device: str) -> np.ndarray:
+    """(N, T, D) tokens the decoder reads: the store's patch tokens, or their per-token Adaptor embeddings."""
+    tokens = _tokens(rows, positions)
+    if adaptor is None:
+        return tokens
+    mask = rows.store.read(ArrayName.TOKEN_MASK, rows.rows[positions])
+    return adaptor_token_embeddings(adaptor, tokens, mask, device)
 
 
 def _tokens(rows: DatasetRows, positions: np.ndarray) -> np.ndarray:

@@ -12,9 +12,7 @@ from adaptor_vlp.cache_schema.cli import input_errors_exit
 from adaptor_vlp.cache_schema.cluster import SCHEDULER_HELP, SchedulerError
 from adaptor_vlp.extract.backbones import REGISTRY_ENV, SpecError, UnknownBackbone, load_registry
 from adaptor_vlp.extract.demo import MIN_SUBJECTS, write_demo_dataset
-from adaptor_vlp.extract.demo.siim_tree import DEFAULT_IMAGES as SIIM_DEMO_IMAGES
-from adaptor_vlp.extract.demo.siim_tree import MIN_IMAGES as SIIM_DEMO_MIN_IMAGES
-from adaptor_vlp.extract.demo.siim_tree import write_demo_siim
+from adaptor_vlp.extract.demo.downstream_trees import DEMO_TREES, DemoTree
 from adaptor_vlp.extract.downstream import BlankPolicy, UncertainPolicy, read_chexpert, read_covidx, read_rsna, read_siim
 from adaptor_vlp.extract.job import ExtractionJob
 from adaptor_vlp.extract.precision import Precision
@@ -294,13 +292,22 @@ def demo_data_command(
 
 @app.command("demo-downstream")
 def demo_downstream_command(
-    out: Path = typer.Argument(..., help="New or empty folder to write the demo SIIM-ACR Pneumothorax tree into."),
-    images: int = typer.Option(SIIM_DEMO_IMAGES, "--images", min=SIIM_DEMO_MIN_IMAGES, help="Number of images listed."),
+    out: Path = typer.Argument(..., help="New or empty folder to write the demo downstream tree into."),
+    dataset: DemoTree = typer.Option(DemoTree.SIIM, "--dataset", help="Layout to write: siim (SIIM-ACR "
+                                     "Pneumothorax: DICOMs, run-length masks), rsna (RSNA Pneumonia: DICOMs, "
+                                     "opacity boxes) or covidx (COVIDx CXR: images, split text files, 3 classes)."),
+    images: int = typer.Option(None, "--images", help="Number of images listed [default: "
+                               + ", ".join(f"{tree.value} {DEMO_TREES[tree].default_images}" for tree in DemoTree)
+                               + "]."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same bytes."),
 ) -> None:
-    """Write a synthetic downstream dataset in the SIIM-ACR Pneumothorax layout: DICOMs, pneumothorax masks."""
+    """Write a synthetic downstream dataset in a public layout (SIIM-ACR, RSNA Pneumonia or COVIDx), findings visible."""
+    writer = DEMO_TREES[dataset]
+    if images is not None and images < writer.min_images:
+        raise typer.BadParameter(f"the {dataset.value} demo needs at least {writer.min_images} images",
+                                 param_hint="--images")
     with input_errors_exit(FileExistsError):
-        summary = write_demo_siim(out, images=images, seed=seed)
+        summary = writer(out, images=images, seed=seed)
     for line in summary.lines():
         typer.echo(line)
-    typer.echo(f"next: adaptor extract manifest --dataset siim --root {out} --out cache")
+    typer.echo(f"next: adaptor extract manifest --dataset {dataset.value} --root {out} --out cache")

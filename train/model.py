@@ -28,7 +28,9 @@ first token, because not every backbone has a summary token in position 0 (the c
 autoencoder's feature map has none), and padded tokens must not count.
 
 The image-only path (`Adaptor.encode_image`) computes exactly the image embedding of `forward`
-in both modes, for each sample independently of its batch-mates. The published code handed
+in both modes, for each sample independently of its batch-mates. Its dense counterpart
+(`Adaptor.encode_image_tokens`), for segmentation as the paper does it, runs an image's patch
+tokens through the same projection and blocks and keeps one output per token instead of pooling. The published code handed
 nn.MultiheadAttention (B, D) batches, which it reads as one unbatched sequence of length B, in
 pre-training and downstream alike, so each embedding depended on the rest of its batch; here a
 pooled batch is always B sequences of length 1.
@@ -243,15 +245,34 @@ class Adaptor(nn.Module):
         """Unit-norm text embeddings (B, P) without images; the text counterpart of `encode_image`."""
         return self._encode(self.text_projection, text, text_mask, "text")
 
+    def encode_image_tokens(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Unit-norm per-token image embeddings (B, T, P) for dense tasks such as segmentation.
+
+        Each image's patch tokens (B, T, image_dim) go through the image projection, then the
+        blocks in self-attention mode over that image's own real tokens (`mask` (B, T), True for
+        real tokens; omitted: all real), and every output token is L2-normalised; padded
+        positions come out as zeros. This works whichever inputs the Adaptor was trained on: a
+        POOLED Adaptor applies its projection to each patch token, as the paper's segmentation
+        does. No token attends to another image of the batch, so a token's embedding does not
+        depend on its batch-mates.
+        """
+        stream, mask = self._project_tokens(self.image_projection, tokens, mask, "image")
+        stream = F.normalize(self._attend_within(stream, mask), dim=-1)
+        return stream.masked_fill(~mask.unsqueeze(-1), 0.0)
+
     def clamped_logit_scale(self) -> Tensor:
         """The log of the logit scale, clamped to [0, logit_scale_max]."""
         return self.logit_scale.clamp(0.0, self.config.logit_scale_max)
 
     def _encode(self, projection: nn.Linear, features: Tensor, mask: Tensor | None, modality: str) -> Tensor:
         stream, mask = self._project(projection, features, mask, modality)
+        return _pool_and_normalise(self._attend_within(stream, mask), mask)
+
+    def _attend_within(self, stream: Tensor, mask: Tensor | None) -> Tensor:
+        """The blocks in self-attention mode over each sample's own (real) positions."""
         for block in self.blocks:
             stream = block(stream, stream_mask=mask)
-        return _pool_and_normalise(stream, mask)
+        return stream
 
     def _project(
         self, projection: nn.Linear, features: Tensor, mask: Tensor | None, modality: str
@@ -269,15 +290,22 @@ class Adaptor(nn.Module):
                     f"Adaptor ({self.config.inputs.value} inputs): a {modality} mask makes sense only for "
                     "tokens; pass None or build the Adaptor with inputs='tokens'."
                 )
-            features = features.unsqueeze(1)
-        else:
-            if features.dim() != 3 or features.shape[2] != expected_dim:
-                raise ValueError(
-                    f"Adaptor ({self.config.inputs.value} inputs): {modality} features must be "
-                    f"(batch, tokens, {expected_dim}), got {tuple(features.shape)}; check {modality}_dim and inputs."
-                )
-            mask = self._checked_mask(features, mask, modality)
-            features = features.masked_fill(~mask.unsqueeze(-1), 0.0)
+            stream = projection(features.unsqueeze(1).to(projection.weight.dtype))
+            return F.normalize(stream, dim=-1), None
+        return self._project_tokens(projection, features, mask, modality)
+
+    def _project_tokens(
+        self, projection: nn.Linear, features: Tensor, mask: Tensor | None, modality: str
+    ) -> tuple[Tensor, Tensor]:
+        """(B, T, D) token features as a unit-norm (B, T, P) stream, padded tokens zeroed, and the checked mask."""
+        expected_dim = projection.in_features
+        if features.dim() != 3 or features.shape[2] != expected_dim:
+            raise ValueError(
+                f"Adaptor: {modality} token features must be (batch, tokens, {expected_dim}), got "
+                f"{tuple(features.shape)}; check {modality}_dim and inputs ({self.config.inputs.value})."
+            )
+        mask = self._checked_mask(features, mask, modality)
+        features = features.masked_fill(~mask.unsqueeze(-1), 0.0)
         stream = projection(features.to(projection.weight.dtype))
         return F.normalize(stream, dim=-1), mask
 

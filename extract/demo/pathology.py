@@ -76,15 +76,28 @@ def paint_edema(density: np.ndarray, certainty: Certainty, chest: Chest, rng: np
 
 def paint_airspace(density: np.ndarray, airspace: AirspaceDisease, chest: Chest, rng: np.random.Generator) -> None:
     """A dense, patchy lower-lobe opacity that wipes out the lung markings it covers."""
-    anatomy, grid = chest.anatomy, chest.grid
-    texture = smooth_noise(rng, grid.side, 28)
-    for image_side in image_sides(airspace.side):
+    texture = smooth_noise(rng, chest.grid.side, 28)
+    for image_side, radius_squared in _opacity_radii_squared(airspace, chest):
         lung = chest.lungs[image_side]
+        weight = np.clip(1.2 - radius_squared + 0.35 * texture, 0.0, 1.0)
+        density[lung] = np.maximum(density[lung], (0.12 + 0.42 * weight)[lung])
+
+
+def airspace_regions(airspace: AirspaceDisease, chest: Chest) -> list[np.ndarray]:
+    """Where `paint_airspace` makes each affected lung dense (the opacity's core, inside the lung), one boolean map
+    per affected lung on the chest's grid: what an annotator would box."""
+    return [chest.lungs[image_side] & (radius_squared < 1.0)
+            for image_side, radius_squared in _opacity_radii_squared(airspace, chest)]
+
+
+def _opacity_radii_squared(airspace: AirspaceDisease, chest: Chest) -> Iterator[tuple[int, np.ndarray]]:
+    """For each affected lung, every pixel's squared elliptical radius from the lower-lobe opacity's centre
+    (1 on its rim)."""
+    anatomy, grid = chest.anatomy, chest.grid
+    for image_side in image_sides(airspace.side):
         centre_x = anatomy.lung_centre(image_side) + image_side * 0.15 * anatomy.lung_half_width
         centre_y = anatomy.diaphragm - 0.13
-        radius = ((grid.x - centre_x) / (0.8 * anatomy.lung_half_width)) ** 2 + ((grid.y - centre_y) / 0.12) ** 2
-        weight = np.clip(1.2 - radius + 0.35 * texture, 0.0, 1.0)
-        density[lung] = np.maximum(density[lung], (0.12 + 0.42 * weight)[lung])
+        yield image_side, ((grid.x - centre_x) / (0.8 * anatomy.lung_half_width)) ** 2 + ((grid.y - centre_y) / 0.12) ** 2
 
 
 def paint_atelectasis(density: np.ndarray, certainty: Certainty, chest: Chest) -> None:

@@ -36,7 +36,8 @@ MASK_SIDE = 32
 LATENT_DIM = 6
 IMAGE_DIM = 16
 TEXT_DIM = 12
-TOKEN_DIM = 8
+TOKEN_DIM = IMAGE_DIM
+"""Patch tokens are as wide as the pooled embedding, as a real backbone's are."""
 UNREADABLE_ROWS = (0, 5)
 """Image store rows recorded as failed at extraction."""
 TOY_RECIPE = DEMO.with_overrides(dict(epochs=12, batch_size=32, projection_dim=32, num_heads=4, ffn_dim=64,

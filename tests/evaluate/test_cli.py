@@ -32,7 +32,8 @@ def results(toy, toy_run, tmp_path_factory):
         "classify": _invoke("classify", *common, "--run", toy_run, "--fractions", "10,100", "--head", "mlp"),
         "retrieval": _invoke("retrieval", *common, "--run", toy_run),
         "zeroshot": _invoke("zeroshot", *common, "--run", toy_run, "--prompts-name", PROMPTS),
-        "segment": _invoke("segment", *common, "--vision", VISION, "--fractions", "100", "--epochs", "5"),
+        "segment": _invoke("segment", *common, "--run", toy_run, "--vision", VISION, "--fractions", "100",
+                           "--epochs", "5"),
     }
     return out, outputs
 
@@ -45,9 +46,11 @@ def test_each_command_writes_its_results_and_prints_its_table(results):
     assert "| chance |" in outputs["retrieval"].output
     assert "macro AUROC" in outputs["zeroshot"].output
     assert "Dice, positive images only" in outputs["segment"].output
+    assert "patch tokens + Adaptor" in outputs["segment"].output
     names = sorted(path.name for path in (out / DATASET).glob("*.json"))
     assert names == sorted([f"classify-{space}-mlp-{pct}pct-seed0.json" for space in ("adaptor", "backbone")
                             for pct in (10, 100)] + ["retrieval-adaptor-cosine-seed0.json",
+                                                     "segment-adaptor-decoder-100pct-seed0.json",
                                                      "segment-backbone-decoder-100pct-seed0.json",
                                                      f"zeroshot-adaptor-{PROMPTS}-seed0.json"])
 
@@ -74,7 +77,7 @@ def test_report_writes_markdown_and_plots_and_prints_the_tables(results):
     for title in ("classification", "image-text retrieval", "zero-shot classification", "segmentation",
                   "## Provenance"):
         assert title in report
-    assert sorted(path.suffix for path in (out / "plots").iterdir()) == [".png"] * 5
+    assert sorted(path.suffix for path in (out / "plots").iterdir()) == [".png"] * 6  # overlays of both decoders
     assert "| method | features | 10% | 100% |" in result.output
 
 

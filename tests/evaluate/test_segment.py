@@ -1,11 +1,13 @@
-"""Masks line up with the token grid as the images did, and a decoder on toy patch tokens segments well."""
+"""Masks line up with the token grid as the images did; a decoder on toy patch tokens, raw or through the
+Adaptor's image path, segments well."""
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from adaptor_vlp.evaluate.features import DatasetRows, open_dataset_rows
-from adaptor_vlp.evaluate.results import RunContext
+from adaptor_vlp.cache_schema import ArrayName
+from adaptor_vlp.evaluate.features import DatasetRows, adaptor_token_embeddings, open_adaptor_run, open_dataset_rows
+from adaptor_vlp.evaluate.results import FeatureSpace, RunContext
 from adaptor_vlp.evaluate.segment import SegmentationError, SegmentSettings, aligned_masks, run_segmentation, token_grid
 from adaptor_vlp.cache_schema.targets import encode_rle_target
 from tests.evaluate.conftest import DATASET, GRID, IMAGE_PREPROCESSING, VISION, build_toy_dataset
@@ -28,9 +30,35 @@ def test_a_decoder_on_patch_tokens_segments_the_positive_images(segmented):
     assert record.metrics["dice_positive"].point >= DICE_FLOOR
     assert record.details["n_test_positive"] > 0
     assert set(record.metrics) == {"dice_all", "iou_all", "dice_positive", "iou_positive",
-                                   "empty_gt_false_positive_rate"}
+                                   "empty_gt_false_positive_rate", "dice_published"}
     for interval in record.metrics.values():
         assert interval.low <= interval.point <= interval.high
+    assert 0 < record.details["dice_published_predicting_nothing"] < 1
+
+
+def test_the_decoder_learns_from_tokens_through_the_adaptor_too(toy, toy_run):
+    run = open_adaptor_run(toy_run)
+    rows = open_dataset_rows(toy.cache_dir, DATASET, VISION, run)
+    settings = SegmentSettings(fractions=(100.0,), seed=2, n_resamples=20, epochs=30)
+    [evaluated] = run_segmentation(rows, RunContext(DATASET, {"image": {}}, run.reference()), settings, run)
+    record = evaluated.record
+    assert record.feature_space is FeatureSpace.ADAPTOR and record.name == "segment-adaptor-decoder-100pct-seed2"
+    assert record.metrics["dice_positive"].point >= DICE_FLOOR
+
+
+def test_a_patch_embedding_does_not_depend_on_the_other_images_in_its_batch(toy, toy_run):
+    """Image 0's per-token Adaptor embeddings are the same alone, beside images 1-2, and beside images 3-9."""
+    run = open_adaptor_run(toy_run)
+    rows = open_dataset_rows(toy.cache_dir, DATASET, VISION, run)
+    tokens = rows.store.read(ArrayName.TOKENS, rows.rows[:10])
+    mask = rows.store.read(ArrayName.TOKEN_MASK, rows.rows[:10])
+    mask[5, 3:] = False  # a batch-mate with padded tokens changes nothing either
+    alone = adaptor_token_embeddings(run, tokens[:1], mask[:1])
+    for others in (slice(1, 3), slice(3, 10)):
+        batch = np.concatenate([tokens[:1], tokens[others]]), np.concatenate([mask[:1], mask[others]])
+        np.testing.assert_allclose(adaptor_token_embeddings(run, *batch)[0], alone[0], atol=2e-3)
+    assert not np.allclose(adaptor_token_embeddings(run, tokens[1:2], mask[1:2])[0], alone[0], atol=2e-3)
+    assert alone.shape == (1, GRID * GRID, run.loaded.model.config.projection_dim)
 
 
 def test_overlays_keep_a_few_test_masks_positives_first(segmented):

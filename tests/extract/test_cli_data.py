@@ -177,3 +177,19 @@ def test_failing_reports_are_named_by_study_and_their_text_never_printed(demo_ro
     assert "report unusable: too short" in texts.output and "SECRETWORD" not in texts.output
     store = folder / "text" / "tiny-bert.zarr"
     assert not any(b"SECRETWORD" in path.read_bytes() for path in store.rglob("*") if path.is_file())
+
+
+@pytest.mark.parametrize("dataset, images, table", [("rsna", 14, "stage_2_train_labels.csv"),
+                                                    ("covidx", 24, "train.txt")])
+def test_demo_downstream_writes_each_layout_then_its_manifest_reads(tmp_path, dataset, images, table):
+    root = tmp_path / dataset
+    result = runner.invoke(app, ["demo-downstream", str(root), "--dataset", dataset, "--images", str(images)])
+    assert result.exit_code == 0, result.output
+    assert (root / table).is_file() and f"--dataset {dataset} --root {root}" in result.output
+    result = runner.invoke(app, ["manifest", "--dataset", dataset, "--root", str(root), "--out", str(tmp_path / "c")])
+    assert result.exit_code == 0, result.output
+
+
+def test_demo_downstream_refuses_too_few_images_naming_the_minimum(tmp_path):
+    result = runner.invoke(app, ["demo-downstream", str(tmp_path / "c"), "--dataset", "covidx", "--images", "5"])
+    assert result.exit_code == 2 and "at least 24 images" in result.output

@@ -273,3 +273,29 @@ def test_same_seed_gives_the_same_model_and_training_mode_output(inputs: Adaptor
 
     torch.testing.assert_close(run(7), run(7), rtol=0, atol=0)
     assert not torch.allclose(run(7), run(8))
+
+
+@pytest.mark.parametrize("inputs", [AdaptorInputs.POOLED, AdaptorInputs.TOKENS])
+def test_per_token_image_embeddings_do_not_depend_on_batch_mates_and_respect_masks(inputs):
+    """encode_image_tokens: one unit vector per real patch, zeros at padding, the same whatever else is in the batch;
+    a padded token's value changes nothing."""
+    torch.manual_seed(0)
+    model = Adaptor(AdaptorConfig(image_dim=12, text_dim=10, projection_dim=16, num_heads=4, ffn_dim=32,
+                                  inputs=inputs)).eval()
+    tokens = torch.randn(4, 6, 12)
+    mask = torch.ones(4, 6, dtype=torch.bool)
+    mask[2, 4:] = False
+    with torch.no_grad():
+        together = model.encode_image_tokens(tokens, mask)
+        alone = model.encode_image_tokens(tokens[:1], mask[:1])
+        other_mates = model.encode_image_tokens(torch.cat([tokens[:1], torch.randn(5, 6, 12)]))
+        changed_padding = tokens.clone()
+        changed_padding[2, 4:] = 100.0
+        padded = model.encode_image_tokens(changed_padding, mask)
+    torch.testing.assert_close(together[0], alone[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(together[0], other_mates[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(padded, together, atol=1e-5, rtol=0)
+    assert together.shape == (4, 6, 16)
+    assert torch.allclose(together[mask].norm(dim=-1), torch.ones(int(mask.sum())), atol=1e-5)
+    assert torch.count_nonzero(together[2, 4:]) == 0
+    assert not torch.allclose(together[0, 0], together[0, 1])  # each patch keeps its own embedding

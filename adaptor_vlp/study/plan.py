@@ -1,0 +1,145 @@
+"""A study's steps in dependency order, derived from its spec, and where each one stands.
+
+Manifests first (the pretraining dataset, then each downstream dataset), then extractions (every
+image and text backbone over the pretraining dataset, every image backbone over each downstream
+dataset, with patch tokens where a segmentation task needs them), then one Adaptor per backbone
+pair (per grid combination), then one head per task, image backbone, text backbone or raw-backbone
+baseline, data fraction and seed. Cells a task leaves out (`left_out` in the spec) get no step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Iterator
+
+from adaptor_vlp.cache_schema import Modality
+from adaptor_vlp.extract.job import ExtractionJob
+from adaptor_vlp.study.spec import StudySpec, TaskKind, TaskSpec
+from adaptor_vlp.study.steps import (
+    ExtractStep, HeadStep, ManifestStep, Status, Step, StepState, TrainStep,
+)
+from adaptor_vlp.train.encoding import resolve_device
+from adaptor_vlp.train.recipe import RECIPES
+from adaptor_vlp.train.sweep import SweepRun, expand_grid
+
+
+@dataclass(frozen=True)
+class LeftOutCell:
+    """A task's cells of one image backbone that the spec leaves out, and why."""
+
+    task: str
+    image: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """Every step of a study in dependency order, and the cells left out by the spec."""
+
+    spec: StudySpec
+    steps: tuple[Step, ...]
+    left_out: tuple[LeftOutCell, ...]
+
+    def step(self, key: str) -> Step:
+        return self._by_key[key]
+
+    @cached_property
+    def _by_key(self) -> dict[str, Step]:
+        return {step.key: step for step in self.steps}
+
+    def states(self) -> dict[str, StepState]:
+        """Every step's state from the records on disk; a pending step that needs a step that cannot run cannot run
+        either, and says which step is the cause and why."""
+        states = {step.key: step.state() for step in self.steps}
+        cause = {key: (key, state.detail) for key, state in states.items() if state.status is Status.BLOCKED}
+        for step in self.steps:
+            blocked = [key for key in step.depends_on if key in cause]
+            if states[step.key].status is Status.PENDING and blocked:
+                cause[step.key] = cause[blocked[0]]
+                root, reason = cause[step.key]
+                states[step.key] = StepState(Status.BLOCKED, f"needs {root}, which cannot run: {reason}")
+        return states
+
+    def head_steps(self) -> list[HeadStep]:
+        return [step for step in self.steps if isinstance(step, HeadStep)]
+
+
+def plan_study(spec: StudySpec) -> StudyPlan:
+    """The study's steps, in dependency order."""
+    extract_device = str(resolve_device(spec.extract.device))
+    manifests = [ManifestStep(_manifest_key(dataset.name), dataset, spec.cache)
+                 for dataset in (spec.pretraining, *spec.datasets.values())]
+    extracts = list(_extract_steps(spec, extract_device))
+    trains = [_train_step(spec, run) for run in _sweep_runs(spec)]
+    heads = list(_head_steps(spec, trains))
+    left_out = tuple(LeftOutCell(task.name, entry.image, entry.reason) for task in spec.tasks for entry in task.left_out)
+    return StudyPlan(spec, (*manifests, *extracts, *trains, *heads), left_out)
+
+
+def _extract_steps(spec: StudySpec, device: str) -> Iterator[ExtractStep]:
+    pretraining = spec.pretraining.name
+    for modality, backbones in ((Modality.IMAGE, spec.image_backbones), (Modality.TEXT, spec.text_backbones)):
+        for backbone in backbones:
+            views = spec.views if modality is Modality.IMAGE else 0
+            yield _extract_step(spec, pretraining, modality, backbone, device, tokens=False, views=views)
+    for dataset in spec.datasets:
+        tasks = [task for task in spec.tasks if task.dataset == dataset]
+        for backbone in spec.image_backbones:
+            computed = [task for task in tasks if task.left_out_reason(backbone) is None]
+            if computed:
+                tokens = any(task.kind is TaskKind.SEGMENT for task in computed)
+                yield _extract_step(spec, dataset, Modality.IMAGE, backbone, device, tokens=tokens, views=0)
+
+
+def _extract_step(spec: StudySpec, dataset: str, modality: Modality, backbone: str, device: str, tokens: bool,
+                  views: int) -> ExtractStep:
+    job = ExtractionJob(spec.cache, dataset, modality, backbone, tokens=tokens, views=views,
+                        batch_size=spec.extract.batch_size,
+                        num_workers=spec.extract.workers if modality is Modality.IMAGE else 0,
+                        device=device, precision=spec.extract.precision)
+    return ExtractStep(extract_key(dataset, modality, backbone), job, (_manifest_key(dataset),))
+
+
+def _sweep_runs(spec: StudySpec) -> Iterator[SweepRun]:
+    for vision in spec.image_backbones:
+        for text in spec.text_backbones:
+            yield from expand_grid(spec.adaptor.sweep_grid(vision, text), spec.adaptor.recipe,
+                                   source=f"{spec.path}: adaptor")
+
+
+def _train_step(spec: StudySpec, run: SweepRun) -> TrainStep:
+    dataset = spec.pretraining.name
+    return TrainStep(f"train {run.name}", run, spec.cache, dataset, spec.runs_dir, spec.device,
+                     (extract_key(dataset, Modality.IMAGE, run.vision), extract_key(dataset, Modality.TEXT, run.text)))
+
+
+def _head_steps(spec: StudySpec, trains: list[TrainStep]) -> Iterator[HeadStep]:
+    rank_by = spec.adaptor.rank_by or RECIPES[spec.adaptor.recipe].select_by
+    for task in spec.tasks:
+        for vision in spec.image_backbones:
+            if task.left_out_reason(vision) is not None:
+                continue
+            extraction = extract_key(task.dataset, Modality.IMAGE, vision)
+            for text in (*spec.text_backbones, None):
+                pair_trains = [step for step in trains if (step.run.vision, step.run.text) == (vision, text)]
+                for fraction in task.fractions:
+                    for seed in task.seeds:
+                        yield HeadStep(
+                            head_key(task, vision, text, fraction, seed), task, vision, text, fraction, seed,
+                            spec.cache, spec.results_dir, spec.runs_dir, tuple(step.run for step in pair_trains),
+                            rank_by, spec.device, (extraction, *(step.key for step in pair_trains)))
+
+
+def _manifest_key(dataset: str) -> str:
+    return f"manifest {dataset}"
+
+
+def extract_key(dataset: str, modality: Modality, backbone: str) -> str:
+    """The key of the step that extracts `backbone` over `dataset`."""
+    return f"extract {modality.value} {backbone} on {dataset}"
+
+
+def head_key(task: TaskSpec, vision: str, text: str | None, fraction: float, seed: int) -> str:
+    """The key of one head step: task, features (pair, or the image backbone's baseline), fraction, seed."""
+    features = f"{vision} baseline" if text is None else f"{vision}+{text}"
+    return f"head {task.name} {features} {fraction:g}% seed {seed}"

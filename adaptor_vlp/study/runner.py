@@ -1,0 +1,212 @@
+"""Running a study's pending steps in dependency order, in this process or on a Dask cluster.
+
+The runner works in waves: it reads every step's state from the records on disk, runs the steps
+that are pending and whose dependencies are done, and reads the states again. So a rerun after a
+kill at any point redoes only what has no record yet (each stage resumes its own half-done work:
+extraction by shard, training from its last checkpoint), and a second run finds nothing to do.
+
+A step that fails is logged with its reason; steps that do not depend on it go on, steps that do
+are reported as not run. With `--scheduler local:N` or a Dask address, manifests and extractions
+run in this process one at a time, their shards spread over the cluster as `adaptor extract`
+spreads them, while the independent training runs and heads of a wave run as Dask tasks side by
+side (Dask workers may not start the DataLoader processes a whole extraction run uses).
+"""
+from __future__ import annotations
+
+import functools
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+from adaptor_vlp.cache_schema.cluster import Scheduler, local_cluster, parse_scheduler, run_on_dask
+from adaptor_vlp.study.log import LogEntry, Outcome, RunLog
+from adaptor_vlp.study.plan import StudyPlan
+from adaptor_vlp.study.steps import Status, Step, StepKind
+
+IN_PROCESS_KINDS = (StepKind.MANIFEST, StepKind.EXTRACT)
+"""Steps that always run in the runner's process (extraction places its own shards on the cluster)."""
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """How one step run ended: its account or its failure's reason, when it started and how long it took."""
+
+    key: str
+    kind: StepKind
+    succeeded: bool
+    started: str
+    seconds: float
+    detail: str
+
+
+@dataclass
+class RunSummary:
+    """What one `study run` did: the steps it ran, how many were done already, and what could not run and why."""
+
+    run_id: str
+    total: int
+    done_before: int
+    outcomes: list[StepOutcome] = field(default_factory=list)
+    blocked: dict[str, str] = field(default_factory=dict)
+    not_run: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[StepOutcome]:
+        return [outcome for outcome in self.outcomes if not outcome.succeeded]
+
+    @property
+    def complete(self) -> bool:
+        """True when every step of the study is done."""
+        return not (self.failed or self.blocked or self.not_run)
+
+    def lines(self) -> list[str]:
+        """The closing account: counts, then every step that failed, cannot run or was not run, with why."""
+        if not self.outcomes and not self.blocked:
+            return [f"nothing to do: all {self.total} steps are done"]
+        seconds = sum(outcome.seconds for outcome in self.outcomes)
+        lines = [f"ran {len(self.outcomes)} steps in {seconds:.1f} s ({len(self.failed)} failed); "
+                 f"{self.done_before} were done before this run; {len(self.blocked)} cannot run; "
+                 f"{len(self.not_run)} not run because a step they need failed"]
+        lines += [f"failed      {outcome.key}: {outcome.detail}" for outcome in self.failed]
+        lines += [f"cannot run  {key}: {reason}" for key, reason in self.blocked.items()]
+        lines += [f"not run     {key}: {reason}" for key, reason in self.not_run.items()]
+        return lines
+
+
+def execute_step(step: Step, scheduler: str, torch_threads: int | None = None) -> StepOutcome:
+    """Runs one step and says how it went; an error becomes a failed outcome with its reason, never a raise.
+
+    `torch_threads` sets this process's torch intra-op threads first (a Dask worker's, for a task).
+    """
+    if torch_threads is not None:
+        torch.set_num_threads(torch_threads)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    clock = time.perf_counter()
+    try:
+        detail, succeeded = step.execute(scheduler), True
+    except Exception as error:  # a failing step is reported and the study goes on (see the module docstring)
+        detail, succeeded = _reason(error), False
+    return StepOutcome(step.key, step.kind, succeeded, started, time.perf_counter() - clock, detail)
+
+
+def run_study(plan: StudyPlan, scheduler: str = "none", on_event: Callable[[str], None] = print) -> RunSummary:
+    """Runs every pending step whose dependencies are done, wave after wave, until none is left to run."""
+    placement = parse_scheduler(scheduler)
+    log = RunLog(plan.spec.out)
+    states = plan.states()
+    summary = RunSummary(uuid.uuid4().hex[:12], len(plan.steps),
+                         sum(state.status is Status.DONE for state in states.values()))
+    summary.blocked = {key: state.detail for key, state in states.items() if state.status is Status.BLOCKED}
+    on_event(f"study {plan.spec.name}: {summary.total} steps, {summary.done_before} done, "
+             f"{len(summary.blocked)} cannot run, {summary.total - summary.done_before - len(summary.blocked)} to run")
+    ran: set[str] = set()
+    with _cluster(placement) as address, _torch_threads_restored():
+        while ready := _ready(plan, states, ran):
+            for outcome in _run_wave(ready, address, plan.spec.torch_threads, on_event):
+                ran.add(outcome.key)
+                log.append(LogEntry(summary.run_id, outcome.key, outcome.kind.value,
+                                    Outcome.DONE if outcome.succeeded else Outcome.FAILED, outcome.started,
+                                    outcome.seconds, outcome.detail))
+                summary.outcomes.append(outcome)
+            states = plan.states()
+            _fail_unrecorded(summary, states)
+    summary.blocked = {key: state.detail for key, state in states.items() if state.status is Status.BLOCKED}
+    summary.not_run = _not_run(plan, states, ran)
+    return summary
+
+
+def _ready(plan: StudyPlan, states: dict, ran: set[str]) -> list[Step]:
+    """Pending steps not yet tried by this run whose dependencies are all done."""
+    return [step for step in plan.steps if step.key not in ran and states[step.key].status is Status.PENDING
+            and all(states[key].status is Status.DONE for key in step.depends_on)]
+
+
+def _run_wave(ready: Sequence[Step], address: str | None, torch_threads: int | None,
+              on_event: Callable[[str], None]) -> Iterator[StepOutcome]:
+    """Runs one wave: in-process steps first, one at a time, then the rest (as Dask tasks when there is a cluster)."""
+    local = [step for step in ready if address is None or step.kind in IN_PROCESS_KINDS]
+    remote = [step for step in ready if step not in local]
+    for step in local:
+        on_event(f"-> {step.key}")
+        outcome = execute_step(step, address or "none", torch_threads)
+        on_event(_outcome_line(outcome))
+        yield outcome
+    if not remote:
+        return
+    on_event(f"-> {len(remote)} steps as Dask tasks on {address}: {', '.join(step.key for step in remote[:3])}"
+             f"{' ...' if len(remote) > 3 else ''}")
+    finished: set[str] = set()
+    task = functools.partial(execute_step, scheduler="none", torch_threads=torch_threads)
+    try:
+        for _, outcome in run_on_dask(Scheduler(address=address), task, remote):
+            finished.add(outcome.key)
+            on_event(_outcome_line(outcome))
+            yield outcome
+    except Exception as error:  # the cluster itself failed (a worker died): the unfinished steps failed with it
+        reason = f"its Dask task did not finish: {_reason(error)}"
+        for step in remote:
+            if step.key not in finished:
+                outcome = StepOutcome(step.key, step.kind, False, "", 0.0, reason)
+                on_event(_outcome_line(outcome))
+                yield outcome
+
+
+def _fail_unrecorded(summary: RunSummary, states: dict) -> None:
+    """A step that ran without error but whose records still do not show it done has failed (and is not rerun)."""
+    for index, outcome in enumerate(summary.outcomes):
+        if outcome.succeeded and states[outcome.key].status is not Status.DONE:
+            summary.outcomes[index] = StepOutcome(outcome.key, outcome.kind, False, outcome.started, outcome.seconds,
+                                                  f"ran, but its records do not show it done: "
+                                                  f"{states[outcome.key].detail}")
+
+
+def _not_run(plan: StudyPlan, states: dict, ran: set[str]) -> dict[str, str]:
+    """Pending steps this run could not reach, each with the first step it waits on that is not done."""
+    not_run = {}
+    for step in plan.steps:
+        if states[step.key].status is Status.PENDING and step.key not in ran:
+            waiting = next((key for key in step.depends_on if states[key].status is not Status.DONE), "")
+            not_run[step.key] = f"waits on {waiting}"
+    return not_run
+
+
+@contextmanager
+def _torch_threads_restored() -> Iterator[None]:
+    """Puts this process's torch thread count back after a run whose steps set their own (`study.torch_threads`)."""
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@contextmanager
+def _cluster(placement: Scheduler) -> Iterator[str | None]:
+    """The Dask scheduler address the study's steps use (one local cluster for the whole run), or None in-process."""
+    if placement.in_process:
+        yield None
+    elif placement.address is not None:
+        yield placement.address
+    else:
+        cluster = local_cluster(placement.local_workers)
+        try:
+            yield cluster.scheduler_address
+        finally:
+            cluster.close()
+
+
+def _outcome_line(outcome: StepOutcome) -> str:
+    verdict = "done" if outcome.succeeded else "FAILED"
+    return f"   {verdict} in {outcome.seconds:.1f} s: {outcome.key}: {outcome.detail}"
+
+
+def _reason(error: BaseException) -> str:
+    """An error as one line: the message alone for the project's own input errors, else its type too."""
+    message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return message if type(error).__module__.startswith("adaptor_vlp") and message else \
+        f"{type(error).__name__}: {message or 'no message'}"

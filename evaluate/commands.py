@@ -1,0 +1,65 @@
+"""What `adaptor evaluate classify` and `adaptor evaluate segment` compute, callable without the command line.
+
+Each function opens a dataset's image store (checked against its manifest and, for Adaptor
+features, against the store the Adaptor was trained on), runs the heads for every feature space
+asked for, and returns the results for the caller to write. The CLI and the study runner
+(`adaptor study run`) both call these, so a study's head is computed by exactly the code of the
+stage command.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from adaptor_vlp.evaluate.classify import ClassifySettings, UncertainPolicy, classification_targets, run_classification
+from adaptor_vlp.evaluate.features import AdaptorRun, DatasetRows, open_dataset_rows, pooled_features
+from adaptor_vlp.evaluate.heads import TaskKind
+from adaptor_vlp.evaluate.results import EvaluatedRun, FeatureSpace, RunContext
+from adaptor_vlp.evaluate.segment import SegmentSettings, run_segmentation
+
+
+@dataclass(frozen=True)
+class DatasetEvaluation:
+    """The results of one command, and the store rows it left out by reason."""
+
+    runs: list[EvaluatedRun]
+    dropped: Mapping[str, int]
+
+
+def classify_dataset(cache_dir: Path, dataset: str, vision: str, run: AdaptorRun | None,
+                     spaces: Sequence[FeatureSpace], settings: ClassifySettings, task: TaskKind | None = None,
+                     labels: Sequence[str] | None = None, uncertain: UncertainPolicy = UncertainPolicy.ZEROS,
+                     device: str = "cpu") -> DatasetEvaluation:
+    """A head per (fraction, feature space) on the dataset's `vision` store; `run` is needed for Adaptor features."""
+    rows = _rows(cache_dir, dataset, vision, run, spaces)
+    targets = classification_targets(rows, task, labels, uncertain)
+    adaptor = run if FeatureSpace.ADAPTOR in spaces else None
+    features = {space: pooled_features(rows, np.arange(len(rows)), space, adaptor, device) for space in spaces}
+    contexts = {space: _context(dataset, rows, run, space) for space in spaces}
+    return DatasetEvaluation(run_classification(rows, targets, features, contexts, settings), rows.dropped)
+
+
+def segment_dataset(cache_dir: Path, dataset: str, vision: str, run: AdaptorRun | None,
+                    spaces: Sequence[FeatureSpace], settings: SegmentSettings, device: str = "cpu") -> DatasetEvaluation:
+    """A decoder per (fraction, feature space) on the dataset's `vision` store's patch tokens, raw or through `run`."""
+    rows = _rows(cache_dir, dataset, vision, run, spaces)
+    runs = []
+    for space in spaces:
+        adaptor = run if space is FeatureSpace.ADAPTOR else None
+        runs += run_segmentation(rows, _context(dataset, rows, run, space), settings, adaptor, device)
+    return DatasetEvaluation(runs, rows.dropped)
+
+
+def _rows(cache_dir: Path, dataset: str, vision: str, run: AdaptorRun | None,
+          spaces: Sequence[FeatureSpace]) -> DatasetRows:
+    if FeatureSpace.ADAPTOR in spaces and run is None:
+        raise ValueError("Adaptor features need a trained Adaptor: pass --run RUN_DIR")
+    return open_dataset_rows(cache_dir, dataset, vision, run if FeatureSpace.ADAPTOR in spaces else None)
+
+
+def _context(dataset: str, rows: DatasetRows, run: AdaptorRun | None, space: FeatureSpace) -> RunContext:
+    adaptor = run.reference() if space is FeatureSpace.ADAPTOR and run is not None else None
+    return RunContext(dataset, {"image": rows.store.provenance.to_json()}, adaptor)

@@ -1,0 +1,102 @@
+"""Running a study: dependency order, done steps skipped (by hand too), idempotent reruns, failures isolated, and a
+run killed at any point resumed without redoing a finished step."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from adaptor_vlp.study.log import Outcome, RunLog
+from adaptor_vlp.study.plan import plan_study
+from adaptor_vlp.study.runner import run_study
+from adaptor_vlp.study.spec import load_spec
+from adaptor_vlp.study.steps import HeadStep, Status, TrainStep
+from tests.study.conftest import TASKS, write_spec
+
+KILL_AFTER_STEPS = 11
+"""Steps finished before the kill: the 4 manifests, 5 extractions, the Adaptor and a head."""
+
+
+def test_a_study_runs_every_step_in_dependency_order_skipping_one_done_by_hand(finished_study):
+    plan = plan_study(load_spec(finished_study.spec))
+    assert all(state.status is Status.DONE for state in plan.states().values())
+    entries = RunLog(plan.spec.out).entries()
+    order = [entry.step for entry in entries]
+    assert finished_study.done_by_hand not in order
+    assert set(order) == {step.key for step in plan.steps} - {finished_study.done_by_hand}
+    for step in plan.steps:
+        for dependency in step.depends_on:
+            if dependency in order and step.key in order:
+                assert order.index(dependency) < order.index(step.key), (dependency, step.key)
+    assert all(entry.outcome is Outcome.DONE and entry.seconds >= 0 for entry in entries)
+
+
+def test_a_second_run_does_nothing_and_says_so(finished_study):
+    plan = plan_study(load_spec(finished_study.spec))
+    before = RunLog(plan.spec.out).entries()
+    lines = []
+    summary = run_study(plan, on_event=lines.append)
+    assert summary.outcomes == [] and summary.complete
+    assert summary.lines() == [f"nothing to do: all {len(plan.steps)} steps are done"]
+    assert RunLog(plan.spec.out).entries() == before
+
+
+def test_a_failing_step_is_reported_and_independent_steps_still_run_on_a_dask_cluster(demo_trees, tmp_path):
+    """COVIDx's tree lists images that are not there: its manifest fails; every other task is computed anyway."""
+    broken = tmp_path / "covidx-without-images"
+    broken.mkdir()
+    for name in ("train.txt", "test.txt"):
+        (broken / name).write_text((demo_trees.covidx / name).read_text())
+    tasks = {name: TASKS[name] for name in ("rsna-classification", "covidx-classification")}
+    plan = plan_study(load_spec(write_spec(tmp_path / "study", demo_trees, tasks=tasks, covidx_root=broken)))
+    events = []
+    summary = run_study(plan, scheduler="local:1", on_event=events.append)
+
+    [failed] = summary.failed
+    assert failed.key == "manifest covidx" and "no usable image" in failed.detail and str(broken) in failed.detail
+    states = plan.states()
+    rsna_heads = [step.key for step in plan.steps if isinstance(step, HeadStep) and step.task.dataset == "rsna"]
+    assert rsna_heads and all(states[key].status is Status.DONE for key in rsna_heads)
+    assert set(summary.not_run) == {step.key for step in plan.steps if "covidx" in step.key} - {"manifest covidx"}
+    assert summary.not_run["extract image tiny-vit on covidx"] == "waits on manifest covidx"
+    assert not summary.complete
+    assert RunLog(plan.spec.out).latest()["manifest covidx"].outcome is Outcome.FAILED
+    assert any("steps as Dask tasks on tcp://" in line for line in events)  # the heads ran as Dask tasks
+
+
+def test_a_run_killed_mid_way_is_resumed_without_redoing_a_finished_step(demo_trees, tmp_path):
+    spec_path = write_spec(tmp_path, demo_trees)
+    plan = plan_study(load_spec(spec_path))
+    log = RunLog(plan.spec.out)
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "adaptor_vlp", "study", "run", str(spec_path)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment,
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while len(log.entries()) < KILL_AFTER_STEPS and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    finished = {entry.step for entry in log.entries() if entry.outcome is Outcome.DONE}
+    assert len(finished) >= KILL_AFTER_STEPS and len(finished) < len(plan.steps), "the kill came too late"
+    records = _record_times(plan, finished)
+
+    summary = run_study(plan, on_event=lambda line: None)
+    rerun = {outcome.key for outcome in summary.outcomes}
+    assert summary.complete and not summary.failed
+    assert rerun.isdisjoint(finished)
+    assert rerun == {step.key for step in plan.steps} - finished
+    assert _record_times(plan, finished) == records
+
+
+def _record_times(plan, keys: set[str]) -> dict[str, float]:
+    """Modification times of the records finished steps wrote: result files and training completion markers."""
+    times = {}
+    for step in plan.steps:
+        if step.key in keys and isinstance(step, HeadStep):
+            times[step.key] = step.result().path.stat().st_mtime_ns
+        elif step.key in keys and isinstance(step, TrainStep):
+            times[step.key] = (step.run_dir / "completed.json").stat().st_mtime_ns
+    return times

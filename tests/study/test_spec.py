@@ -1,0 +1,109 @@
+"""Study specs: the shipped ones load, and every kind of mistake is refused with the file and the key named."""
+from pathlib import Path
+
+import pytest
+
+from adaptor_vlp.study.spec import Metric, SpecError, TaskKind, load_spec
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+MINIMAL = """
+[study]
+name = "s"
+out = "out"
+
+[pretraining]
+root = "mimic"
+
+[backbones]
+image = ["tiny-vit"]
+text = ["tiny-bert"]
+
+[datasets.rsna]
+layout = "rsna"
+root = "rsna"
+
+[tasks.t]
+dataset = "rsna"
+kind = "classify"
+metric = "auroc"
+"""
+
+
+def _load(tmp_path: Path, text: str):
+    path = tmp_path / "spec.toml"
+    path.write_text(text)
+    return load_spec(path)
+
+
+def test_the_shipped_specs_load_with_the_papers_shape():
+    paper = load_spec(REPOSITORY / "studies" / "paper.toml")
+    assert paper.image_backbones == ("resnet-ae", "dinov2-s", "dinov2-b")
+    assert paper.text_backbones == ("bert", "biobert", "clinicalbert", "pubmedbert", "cxrbert")
+    assert [(task.name, task.kind, task.metric) for task in paper.tasks] == [
+        ("rsna-classification", TaskKind.CLASSIFY, Metric.AUROC),
+        ("covidx-classification", TaskKind.CLASSIFY, Metric.ACCURACY),
+        ("siim-segmentation", TaskKind.SEGMENT, Metric.DICE_PUBLISHED),
+        ("rsna-segmentation", TaskKind.SEGMENT, Metric.DICE_PUBLISHED)]
+    assert all(task.fractions == (1.0, 10.0, 100.0) for task in paper.tasks)
+    rsna = paper.tasks[0]
+    assert paper.published.value(rsna, "dinov2-b", "biobert", 1.0) == 84.4  # published-results.md, RSNA AUROC table
+    assert paper.published.value(paper.tasks[2], "dinov2-s", "clinicalbert", 1.0) == 41.9
+    assert paper.published.value(paper.tasks[3], "resnet-ae", "cxrbert", 100.0) == 75.5
+    assert "holajoa/Adaptor-VL-SSL" in paper.published.source
+    assert {method.name for method in paper.published.methods} >= {"ConVIRT", "MGCA (ViT-B/16)"}
+    assert paper.tasks[2].left_out_reason("resnet-ae") and paper.tasks[2].left_out_reason("dinov2-s") is None
+    demo = load_spec(REPOSITORY / "studies" / "demo.toml")
+    assert [task.name for task in demo.tasks] == [task.name for task in paper.tasks]
+    assert demo.published is None
+
+
+def test_a_minimal_spec_gets_the_documented_defaults(tmp_path):
+    spec = _load(tmp_path, MINIMAL)
+    assert (spec.cache, spec.out, spec.device, spec.views) == (Path("cache"), Path("out"), "auto", 0)
+    assert spec.pretraining.name == "mimic-cxr" and spec.tasks[0].fractions == (1.0, 10.0, 100.0)
+    assert spec.tasks[0].seeds == (0,) and spec.tasks[0].title == "t"
+
+
+@pytest.mark.parametrize("change, message", [
+    (('out = "out"', 'out = "out"\ndevise = "cpu"'), "study.devise: unknown key"),
+    (('name = "s"\n', ""), "study.name: missing"),
+    (('image = ["tiny-vit"]', 'image = "tiny-vit"'), "backbones.image: must be a list"),
+    (('image = ["tiny-vit"]', 'image = []'), "backbones.image: must not be empty"),
+    (('metric = "auroc"', 'metric = "dice-positive"'), "tasks.t.metric: 'dice-positive' does not fit a classify task"),
+    (('metric = "auroc"', 'metric = "f1"'), "tasks.t.metric: 'f1' is not one of"),
+    (('dataset = "rsna"\nkind', 'dataset = "siim"\nkind'), "tasks.t.dataset: 'siim' is not a dataset of the study"),
+    (('layout = "rsna"', 'layout = "kaggle"'), "datasets.rsna.layout: 'kaggle' is not one of"),
+    (('metric = "auroc"', 'metric = "auroc"\nfractions = [0, 10]'), "tasks.t.fractions: must be distinct percentages"),
+    (('metric = "auroc"', 'metric = "auroc"\nepochs = 5'), "tasks.t.epochs: unknown key"),
+    (('metric = "auroc"', 'metric = "auroc"\nleft_out = [{ image = "dinov2-b", reason = "x" }]'),
+     "tasks.t.left_out[0].image: 'dinov2-b' is not one of the study's image backbones"),
+])
+def test_a_mistake_is_refused_naming_the_file_and_the_key(tmp_path, change, message):
+    old, new = change
+    assert old in MINIMAL
+    with pytest.raises(SpecError, match="spec.toml: " + message.replace("[", r"\[").replace("(", r"\(")):
+        _load(tmp_path, MINIMAL.replace(old, new, 1))
+
+
+@pytest.mark.parametrize("extra, message", [
+    ('[adaptor]\nrecipe = "fast"', "adaptor.recipe: 'fast' is not one of paper, demo"),
+    ('[adaptor]\n[adaptor.settings]\nlr = "high"', "adaptor.settings: lr='high' must be of type float"),
+    ('[adaptor]\n[adaptor.grid]\npair = [["a", "b"]]', "adaptor.grid.pair: the study's \\[backbones\\] choose"),
+    ('[adaptor]\n[adaptor.grid]\nlearning_rate = [1e-3]', "unknown recipe setting"),
+    ('[published]\nsource = "s"\n[published.results.t.tiny-vit]\ntiny-bert = [1.0, 2.0]',
+     "published.results.t.tiny-vit.tiny-bert: must list 3 numbers, one per fraction of task t"),
+    ('[published]\nsource = "s"\n[published.results.t.dinov2-s]\ntiny-bert = [1.0, 2.0, 3.0]',
+     "published.results.t.dinov2-s: not a image backbone of the study"),
+    ('[published]\nsource = "s"\n[published.results.other]', "published.results.other: not a task of the study"),
+    ('[published]\nnote = "n"', "published.source: missing"),
+    ("[study\n", "not valid TOML"),
+    ('[datasets.mimic-cxr]\nlayout = "rsna"\nroot = "r"', "datasets.mimic-cxr: has the pretraining dataset's cache name"),
+])
+def test_mistakes_in_the_optional_tables_name_their_key(tmp_path, extra, message):
+    with pytest.raises(SpecError, match=message):
+        _load(tmp_path, MINIMAL + "\n" + extra + "\n")
+
+
+def test_a_missing_spec_file_is_named(tmp_path):
+    with pytest.raises(SpecError, match="no such study spec"):
+        load_spec(tmp_path / "absent.toml")
