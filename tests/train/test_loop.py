@@ -20,12 +20,14 @@ class Interrupted(Exception):
     pass
 
 
-def train(cache: ToyCache, run_dir: Path, resume: bool = False, stop_after: int | None = None, **overrides):
+def train(cache: ToyCache, run_dir: Path, resume: bool = False, stop_after: int | None = None,
+          checkpoint_seconds: float = 0.0, **overrides):
     def maybe_stop(row: dict) -> None:
         if row["epoch"] == stop_after:
             raise Interrupted
     return train_adaptor(pair_stores(cache.image_store, cache.text_store), TOY_RECIPE.with_overrides(overrides),
-                         run_dir, device="cpu", resume=resume, on_epoch=maybe_stop)
+                         run_dir, device="cpu", resume=resume, on_epoch=maybe_stop,
+                         checkpoint_seconds=checkpoint_seconds)
 
 
 def tensors(run_dir: Path, kind: str = "last") -> dict[str, torch.Tensor]:

@@ -273,3 +273,23 @@ def test_same_seed_gives_the_same_model_and_training_mode_output(inputs: Adaptor
 
     torch.testing.assert_close(run(7), run(7), rtol=0, atol=0)
     assert not torch.allclose(run(7), run(8))
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_training_on_one_key_computes_the_attention_module_math_without_query_and_key(dropout: float) -> None:
+    """The single-key shortcut gives nn.MultiheadAttention's training output from the same dropout draws,
+    and an exact zero gradient to the query and key projections (only weight decay moves them)."""
+    width = 16
+    block = CrossAttentionBlock(width, num_heads=4, ffn_dim=32, dropout=dropout).train()
+    stream, queries = torch.randn(8, 1, width), torch.randn(8, 1, width)
+
+    torch.manual_seed(3)
+    expected, _ = block.attention(queries, stream, stream, need_weights=False)
+    torch.manual_seed(3)
+    shortcut = block._single_key_attention(stream)
+    block(stream, queries=queries).sum().backward()
+
+    assert torch.allclose(shortcut, expected, atol=1e-6)
+    assert torch.count_nonzero(block.attention.in_proj_weight.grad[:2 * width]) == 0
+    assert torch.count_nonzero(block.attention.in_proj_bias.grad[:2 * width]) == 0
+    assert torch.count_nonzero(block.attention.in_proj_weight.grad[2 * width:]) > 0
