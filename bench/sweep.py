@@ -220,7 +220,7 @@ def measure_demo(settings: Settings, folder: Path, deadline: Deadline) -> DemoFi
         source = f"cache {cache} ({dataset}: {vision} + {text})"
     runs = demo_runs(settings, vision, text)
     sweep = functools.partial(run_sweep, runs, cache, dataset, device=settings.device.value)
-    sweep(folder / "warm-up", stack_size=max(settings.groups))
+    run_sweep(runs[:2], cache, dataset, folder / "warm-up", device=settings.device.value, stack_size=2)
     contenders = {EVERY_EPOCH: dict(stack_size=1, checkpoint_seconds=0.0), ONE_AT_A_TIME: dict(stack_size=1),
                   **{f"stacked, groups of {group}": dict(stack_size=group) for group in settings.groups}}
     rounds = itertools.count()

@@ -69,37 +69,112 @@ def train_stacked(
 
     Each run behaves as `train_adaptor(pairing, recipes[i], run_dirs[i], device, resume, ...)`
     would: the same folder checks, resume rules, checkpoint schedule and results. `on_epoch` sees
-    (run folder, metrics row) after each point's epoch. Raises StackError when the recipes do not
+    (run folder, metrics row) after each run's epoch. Raises StackError when the recipes do not
     share the `STACK_SETTINGS` or use token inputs.
     """
-    _check_stackable(recipes, run_dirs)
-    torch_device = resolve_device(device)
-    run_dirs = [Path(run_dir) for run_dir in run_dirs]
-    for run_dir in run_dirs:
-        check_run_folder(run_dir, resume)
-    shared = PairedData(pairing, recipes[0])
-    results: dict[int, TrainResult] = {}
-    points = []
-    for index, (recipe, run_dir) in enumerate(zip(recipes, run_dirs)):
-        with _forked_generators(torch_device):
-            run = start_run(run_dir, shared.with_recipe(recipe), pairing.provenance(), torch_device,
-                            checkpoint_seconds)
-            if isinstance(run, TrainResult):
-                results[index] = run
-            else:
-                points.append(_Point(index, run, _Randomness.of_process(torch_device)))
-    group = _Group(points, torch_device)
-    plotter = LearningCurvePlotter()
-    while True:
-        for point in group.leave_when_done():
-            with point.randomness.installed():
-                results[point.index] = point.run.finish(plotter)
-        if not group.points:
-            break
-        for point, row in group.train_epoch():
+    runs = StackedRuns(pairing, recipes, run_dirs, device, resume, checkpoint_seconds)
+    while runs.finish_done():
+        started = time.perf_counter()
+        losses = runs.train_steps()
+        for run_dir, row in runs.end_epochs(losses, started):
             if on_epoch is not None:
-                on_epoch(point.run.run_dir, row)
-    return [results[index] for index in range(len(recipes))]
+                on_epoch(run_dir, row)
+    return runs.results()
+
+
+class StackedRuns:
+    """The runs of one stack, started (fresh or from their checkpoints) and trained together an epoch at a time.
+
+    `train_stacked` drives it: `finish_done` completes the runs with no epoch left (they leave
+    the stack) and says whether any still train, `train_steps` trains every remaining run's next
+    epoch, `end_epochs` validates and records them. A benchmark may time `train_steps` alone.
+    """
+
+    def __init__(self, pairing: StorePairing, recipes: Sequence[Recipe], run_dirs: Sequence[Path],
+                 device: str = "auto", resume: bool = False,
+                 checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS) -> None:
+        _check_stackable(recipes, run_dirs)
+        self.device = resolve_device(device)
+        run_dirs = [Path(run_dir) for run_dir in run_dirs]
+        for run_dir in run_dirs:
+            check_run_folder(run_dir, resume)
+        shared = PairedData(pairing, recipes[0])
+        self._results: dict[int, TrainResult] = {}
+        self._points: list[_Point] = []
+        for index, (recipe, run_dir) in enumerate(zip(recipes, run_dirs)):
+            with _forked_generators(self.device):
+                run = start_run(run_dir, shared.with_recipe(recipe), pairing.provenance(), self.device,
+                                checkpoint_seconds)
+                if isinstance(run, TrainResult):
+                    self._results[index] = run
+                else:
+                    self._points.append(_Point(index, run, _Randomness.of_process(self.device)))
+        self._count = len(recipes)
+        self._stack = StackedAdaptors([point.run.model for point in self._points]) if self._points else None
+        self._plotter = LearningCurvePlotter()
+
+    def finish_done(self) -> bool:
+        """Completes every run with no epoch left (all trained, or stopped early) and restacks the rest.
+
+        Returns whether any run still trains.
+        """
+        done = []
+        for point in self._points:
+            epoch = point.run.next_epoch()
+            if epoch is None:
+                done.append(point)
+            else:
+                point.epoch = epoch
+        for point in done:
+            with point.randomness.installed():
+                self._results[point.index] = point.run.finish(self._plotter)
+        if done:
+            self._points = [point for point in self._points if point not in done]
+            self._stack = StackedAdaptors([point.run.model for point in self._points]) if self._points else None
+        return bool(self._points)
+
+    def train_steps(self) -> list[float]:
+        """Trains every training run's current epoch on its own batches; returns each one's mean training loss."""
+        losses: list[list[float]] = [[] for _ in self._points]
+        for batches in zip(*(point.run.data.epoch_batches(point.epoch) for point in self._points)):
+            for point_losses, value in zip(losses, self._step(batches)):
+                point_losses.append(value)
+        return [float(np.mean(point_losses)) for point_losses in losses]
+
+    def end_epochs(self, losses: Sequence[float], started: float) -> Iterator[tuple[Path, dict[str, float]]]:
+        """Validates and records each training run's epoch (trained since perf_counter `started`); yields its row."""
+        for point, loss in zip(self._points, losses):
+            with point.randomness.installed():
+                yield point.run.run_dir, point.run.end_epoch(point.epoch, loss, started)
+
+    def results(self) -> list[TrainResult]:
+        """Every run's result, in the order of the recipes; only once all have finished."""
+        return [self._results[index] for index in range(self._count)]
+
+    def _step(self, batches: Sequence[PairBatch]) -> list[float]:
+        """One training step of every training run on its batch; returns each run's loss."""
+        points, stack = self._points, self._stack
+        image = torch.stack([batch.image for batch in batches]).to(self.device)
+        text = torch.stack([batch.text for batch in batches]).to(self.device)
+        with autocast(self.device):
+            output = stack.forward(image, text, [point.randomness.dropout for point in points])
+            losses = torch.stack([
+                contrastive_loss(image.float(), text.float(), scale, point.run.recipe.image_weight).loss
+                for point, image, text, scale in zip(points, output.image_embeds.unbind(),
+                                                      output.text_embeds.unbind(), output.logit_scale.unbind())])
+        stack.zero_grad()
+        losses.sum().backward()
+        stack.clip_gradients([point.run.recipe.grad_clip for point in points])
+        stack.share_gradients()
+        for point in points:
+            point.run.optimizer.step()
+            point.run.scheduler.step()
+        values = losses.tolist()
+        for point, value in zip(points, values):
+            if not math.isfinite(value):
+                raise TrainingDiverged(f"{point.run.run_dir}: training diverged in epoch {point.epoch} "
+                                       f"(loss {value}); lower --lr")
+        return values
 
 
 def _check_stackable(recipes: Sequence[Recipe], run_dirs: Sequence[Path]) -> None:
@@ -152,7 +227,9 @@ class _Randomness:
 
 def _forked_generators(device: torch.device) -> contextlib.AbstractContextManager:
     """The process's CPU generator (and the device's, on CUDA) restored on leaving."""
-    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+    if device.type != "cuda":
+        return torch.random.fork_rng(devices=[])
+    return torch.random.fork_rng(devices=[torch.cuda.current_device() if device.index is None else device.index])
 
 
 @dataclass
@@ -163,62 +240,3 @@ class _Point:
     run: TrainingRun
     randomness: _Randomness
     epoch: int = 0
-
-
-class _Group:
-    """The points still training and their stacked model; they step together, an epoch at a time."""
-
-    def __init__(self, points: list[_Point], device: torch.device) -> None:
-        self.points = points
-        self.device = device
-        self.stack = StackedAdaptors([point.run.model for point in points]) if points else None
-
-    def leave_when_done(self) -> list[_Point]:
-        """Removes and returns the points with no epoch left to train; the rest are restacked."""
-        done = []
-        for point in self.points:
-            epoch = point.run.next_epoch()
-            if epoch is None:
-                done.append(point)
-            else:
-                point.epoch = epoch
-        if done:
-            self.points = [point for point in self.points if point not in done]
-            self.stack = StackedAdaptors([point.run.model for point in self.points]) if self.points else None
-        return done
-
-    def train_epoch(self) -> Iterator[tuple[_Point, dict[str, float]]]:
-        """Trains every point's current epoch on its own batches, then validates and records each point's epoch."""
-        started = time.perf_counter()
-        losses: list[list[float]] = [[] for _ in self.points]
-        epoch_batches = zip(*(point.run.data.epoch_batches(point.epoch) for point in self.points))
-        for batches in epoch_batches:
-            for point_losses, value in zip(losses, self._step(batches)):
-                point_losses.append(value)
-        for point, point_losses in zip(self.points, losses):
-            with point.randomness.installed():
-                yield point, point.run.end_epoch(point.epoch, float(np.mean(point_losses)), started)
-
-    def _step(self, batches: Sequence[PairBatch]) -> list[float]:
-        """One training step of every point on its batch; returns each point's loss."""
-        image = torch.stack([batch.image for batch in batches]).to(self.device)
-        text = torch.stack([batch.text for batch in batches]).to(self.device)
-        with autocast(self.device):
-            output = self.stack.forward(image, text, [point.randomness.dropout for point in self.points])
-            losses = torch.stack([
-                contrastive_loss(image.float(), text.float(), scale, point.run.recipe.image_weight).loss
-                for point, image, text, scale in zip(self.points, output.image_embeds.unbind(),
-                                                      output.text_embeds.unbind(), output.logit_scale.unbind())])
-        self.stack.zero_grad()
-        losses.sum().backward()
-        self.stack.clip_gradients([point.run.recipe.grad_clip for point in self.points])
-        self.stack.share_gradients()
-        for point in self.points:
-            point.run.optimizer.step()
-            point.run.scheduler.step()
-        values = losses.tolist()
-        for point, value in zip(self.points, values):
-            if not math.isfinite(value):
-                raise TrainingDiverged(f"{point.run.run_dir}: training diverged in epoch {point.epoch} "
-                                       f"(loss {value}); lower --lr")
-        return values
