@@ -1,7 +1,8 @@
 """Sweep throughput: sweep points trained as stacked groups against one run at a time, results checked equal.
 
 `python -m bench.sweep [--quick] [--cache DIR --dataset NAME --vision V --text T] [--points N] [--groups 4,8,16]
-[--rounds R] [--scale-points G] [--steps S] [--device cpu|cuda] [--time-limit SECONDS]` prints, in one run:
+[--rounds R] [--scale-points G] [--steps S] [--device cpu|cuda] [--time-limit SECONDS] [--threads N]
+[--parts demo,scale,stacking]` prints, in one run:
 
 1. Demo sweep: one grid of N points (the DEMO recipe; learning rate x weight decay x seed x dropout) swept
    by `run_sweep` into fresh folders, in interleaved rounds: one run at a time with checkpoints every
@@ -14,7 +15,8 @@
    recipe (batch 1024, P=768, L=2): Adaptor steps of one run against a stacked group of G runs,
    interleaved rounds of `--steps` steps (an epoch of 360 steps is too long for this shared machine);
    the cache load (once per run, once per group) and one end of epoch (validation and both
-   checkpoints) measured once; one epoch per point extrapolated from them.
+   checkpoints) measured once; one epoch per point extrapolated from them; and the tensor operations
+   each step dispatches (on CUDA about one kernel launch each, which bounds a small model's GPU step).
 3. The other way to stack: `torch.func.stack_module_state` + `functional_call` + `vmap` against the
    grouped products of `train.stacked_model`, forward and backward of G Adaptors, at the demo's and the
    paper's sizes. (vmap draws dropout masks for all points from one generator, so it cannot reproduce
@@ -35,8 +37,9 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import typer
@@ -75,8 +78,24 @@ STACK_GOAL = 4.0
 """Goal: sweep points per hour stacked at least this many times one run at a time's (demo, this CPU)."""
 EVERY_EPOCH = "one at a time, checkpoints every epoch"
 ONE_AT_A_TIME = "one at a time"
+METADATA_OPERATIONS = frozenset({
+    "aten::view", "aten::t", "aten::transpose", "aten::select", "aten::slice", "aten::unsqueeze", "aten::squeeze",
+    "aten::as_strided", "aten::expand", "aten::_reshape_alias", "aten::reshape", "aten::permute", "aten::detach",
+    "aten::alias", "aten::unbind", "aten::split", "aten::chunk", "aten::unflatten", "aten::numpy_T", "aten::diagonal",
+    "aten::split_with_sizes", "aten::_unsafe_view", "aten::lift_fresh", "aten::empty", "aten::empty_like",
+    "aten::empty_strided", "aten::resize_", "aten::_local_scalar_dense"})
+"""Profiler events that only make a view, allocate or read a scalar back: no kernel of their own."""
+FOREACH_PREFIX = "aten::_foreach_"
 SCALE_LR = (2e-5, 5e-5, 1e-4, 2e-4)
 """Learning rates of the stacked MIMIC-sized group's points, repeated when it has more."""
+
+
+class Part(str, Enum):
+    """The benchmark's parts, each runnable alone (`--parts`)."""
+
+    DEMO = "demo"
+    SCALE = "scale"
+    STACKING = "stacking"
 
 
 @dataclass(frozen=True)
@@ -102,6 +121,7 @@ class Settings:
     """Recipe overrides of the Adaptor's shape for parts 2 and 3's paper size; empty = the paper's Adaptor."""
     device: Device
     time_limit: float
+    parts: tuple[Part, ...] = tuple(Part)
 
     def command(self, quick: bool) -> str:
         """The command line that repeats this run."""
@@ -109,7 +129,8 @@ class Settings:
                  if self.cache else "")
         return (f"python -m bench.sweep{' --quick' if quick else ''}{cache} --points {self.points} --groups "
                 f"{','.join(map(str, self.groups))} --rounds {self.rounds} --scale-points {self.scale_points} "
-                f"--steps {self.steps} --device {self.device.value} --time-limit {self.time_limit:g}")
+                f"--steps {self.steps} --device {self.device.value} --time-limit {self.time_limit:g} "
+                f"--threads {torch.get_num_threads()} --parts {','.join(part.value for part in self.parts)}")
 
 
 FULL = Settings(cache=None, dataset=SYNTHETIC_DATASET, vision=None, text=None, points=16, groups=(4, 8, 16), rounds=2,
@@ -119,8 +140,10 @@ FULL = Settings(cache=None, dataset=SYNTHETIC_DATASET, vision=None, text=None, p
 QUICK = dataclasses.replace(
     FULL, points=2, groups=(2,), rounds=1, demo_epochs=1, scale_images=6000, scale_studies=3600, scale_dim=64,
     scale_batch_size=64, scale_points=2, steps=2, time_limit=120.0,
-    adaptor_shape={"projection_dim": 64, "num_layers": 1, "num_heads": 4, "ffn_dim": 128},
+    adaptor_shape={"projection_dim": 64, "num_heads": 4, "ffn_dim": 128},
 )
+"""Part 2 keeps the paper's two layers, so its count of dispatched operations is the paper Adaptor's (widths do not
+change it)."""
 
 
 class Deadline:
@@ -271,6 +294,8 @@ class ScaleFigures:
     stacked_step: Timings
     load_seconds: float
     end_of_epoch_seconds: float
+    operations_per_step: tuple[float, float]
+    """Dispatched tensor operations per step: one run's, the stacked group's."""
 
     @property
     def steps_per_epoch(self) -> int:
@@ -294,6 +319,10 @@ class ScaleFigures:
             f"stacked {self.stacked_step.text('s')} per step of all {self.points} = {per_point:.3f} s per point-step",
             f"   measured once: cache load (open, join, read) {self.load_seconds:.1f} s, once per run or per group; "
             f"end of epoch (validation, best and last checkpoints) {self.end_of_epoch_seconds:.1f} s per point",
+            f"   tensor operations dispatched per step (profiler leaf ops, a foreach op once; on CUDA about one kernel "
+            f"each): one run "
+            f"{self.operations_per_step[0]:.0f}, stacked group {self.operations_per_step[1]:.0f} = "
+            f"{self.operations_per_step[1] / self.points:.0f} per point",
             f"   extrapolated epoch of {self.steps_per_epoch} steps per point, from opening the stores: one run "
             f"{self.epoch_seconds(False) / 60:.1f} min, stacked {self.epoch_seconds(True) / 60:.1f} min",
             Ratio(f"one run / stacked, time per point for one epoch (MIMIC-sized, groups of {self.points}, "
@@ -341,10 +370,35 @@ def measure_scale(settings: Settings, folder: Path, deadline: Deadline) -> Scale
 
     solo_steps(), stacked_steps()
     timings = deadline.rounds({"one run": solo_steps, "stacked": stacked_steps}, settings.rounds)
+    operations = (dispatched_operations(solo_steps) / settings.steps,
+                  dispatched_operations(stacked_steps) / settings.steps)
     end_of_epoch = synchronised(device, lambda: solo.end_epoch(1, 0.0, time.perf_counter()))
     return ScaleFigures(settings.scale_images, settings.scale_dim, n_train, subset.with_overrides({"data_pct": 100.0}),
                         settings.scale_points, settings.steps, timings["one run"], timings["stacked"],
-                        load_seconds, end_of_epoch)
+                        load_seconds, end_of_epoch, operations)
+
+
+def dispatched_operations(work: Callable[[], object]) -> int:
+    """Tensor operations `work` dispatches that do work: torch profiler leaf ops, views and allocations aside.
+
+    A multi-tensor (foreach) op counts once: on the CPU it loops over per-tensor kernels, on CUDA it
+    is one kernel over all tensors. On CUDA each counted op is about one kernel launch, which bounds
+    a small model's step when the GPU waits on them.
+    """
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        work()
+
+    def counts(event: Any) -> bool:
+        ancestor = event.cpu_parent
+        while ancestor is not None:
+            if ancestor.name.startswith(FOREACH_PREFIX):
+                return False
+            ancestor = ancestor.cpu_parent
+        if event.name.startswith(FOREACH_PREFIX):
+            return True
+        return event.name.startswith("aten::") and not event.cpu_children and event.name not in METADATA_OPERATIONS
+
+    return sum(1 for event in profiler.events() if counts(event))
 
 
 @dataclass(frozen=True)
@@ -413,14 +467,19 @@ def run_benchmark(settings: Settings) -> list[str]:
 
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as name:
         folder = Path(name)
-        report(measure_demo(settings, folder / "demo", deadline).lines())
-        report(measure_scale(settings, folder / "scale", deadline).lines())
-    demo = DEMO.adaptor_config(DEMO_IMAGE_DIM, DEMO_TEXT_DIM)
-    paper = PAPER.with_overrides(dict(settings.adaptor_shape)).adaptor_config(settings.scale_dim, settings.scale_dim)
-    report(["3. stacking G Adaptors: grouped products (train.stacked_model) against torch.func vmap of functional_call"])
-    report(measure_stacking(demo, "demo size", max(settings.groups), DEMO.batch_size, settings, deadline).lines())
-    report(measure_stacking(paper, "paper size" if not settings.adaptor_shape else "reduced paper size",
-                            settings.scale_points, settings.scale_batch_size, settings, deadline).lines())
+        if Part.DEMO in settings.parts:
+            report(measure_demo(settings, folder / "demo", deadline).lines())
+        if Part.SCALE in settings.parts:
+            report(measure_scale(settings, folder / "scale", deadline).lines())
+    if Part.STACKING in settings.parts:
+        demo = DEMO.adaptor_config(DEMO_IMAGE_DIM, DEMO_TEXT_DIM)
+        paper = PAPER.with_overrides(dict(settings.adaptor_shape)).adaptor_config(settings.scale_dim,
+                                                                                 settings.scale_dim)
+        report(["3. stacking G Adaptors: grouped products (train.stacked_model) against torch.func vmap of "
+                "functional_call"])
+        report(measure_stacking(demo, "demo size", max(settings.groups), DEMO.batch_size, settings, deadline).lines())
+        report(measure_stacking(paper, "paper size" if not settings.adaptor_shape else "reduced paper size",
+                                settings.scale_points, settings.scale_batch_size, settings, deadline).lines())
     return lines
 
 
@@ -445,6 +504,10 @@ def main(
     device: Device = typer.Option(Device.CPU, "--device", help="Where the Adaptors train."),
     time_limit: float | None = typer.Option(None, "--time-limit", min=0.0, help="Start no new round after this many "
                                             "seconds (default 1800)."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="torch intra-op threads (default torch's: one "
+                                       "per core). On a shared machine 1 keeps tiny Adaptors from spinning."),
+    parts: str | None = typer.Option(None, "--parts", help="Comma-separated parts to run: demo, scale, stacking "
+                                     "(default all)."),
 ) -> None:
     """Sweep points trained as stacked groups against one run at a time, with their results checked equal."""
     if device is Device.CUDA and not torch.cuda.is_available():
@@ -457,8 +520,15 @@ def main(
         raise typer.BadParameter(f"{groups!r} is not a comma-separated list of group sizes", param_hint="--groups")
     if group_sizes is not None and min(group_sizes) < 2:
         raise typer.BadParameter("a stacked group has at least 2 points", param_hint="--groups")
+    try:
+        chosen_parts = None if parts is None else tuple(Part(part.strip()) for part in parts.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"{parts!r}: parts are {[part.value for part in Part]}", param_hint="--parts")
+    if threads is not None:
+        torch.set_num_threads(threads)
     chosen = {"cache": cache, "vision": vision, "text": text, "points": points, "groups": group_sizes,
-              "rounds": rounds, "scale_points": scale_points, "steps": steps, "time_limit": time_limit}
+              "rounds": rounds, "scale_points": scale_points, "steps": steps, "time_limit": time_limit,
+              "parts": chosen_parts}
     settings = dataclasses.replace(QUICK if quick else FULL, device=device, dataset=dataset,
                                    **{name: value for name, value in chosen.items() if value is not None})
     typer.echo("bench.sweep: sweep points trained as stacked groups against one run at a time")

@@ -52,7 +52,7 @@ from adaptor_vlp.cache_schema.manifest import read_manifest
 from adaptor_vlp.extract.report_sections import report_text
 from adaptor_vlp.extract.sources import ImageRows, collate_images
 from adaptor_vlp.train.batches import TRAIN_SPLIT, VALIDATION_SPLIT, PairBatch, PairedData, steps_per_epoch
-from adaptor_vlp.train.loop import TrainResult, train_epoch, linear_warmup_decay, train_adaptor
+from adaptor_vlp.train.loop import TrainResult, adamw, linear_warmup_decay, train_adaptor, train_epoch
 from adaptor_vlp.train.model import Adaptor, AdaptorConfig, count_trainable_parameters
 from adaptor_vlp.train.pairs import pair_stores
 from adaptor_vlp.train.recipe import DEMO, PAPER, Recipe
@@ -359,7 +359,7 @@ class _Trainer:
         torch.manual_seed(recipe.seed)
         self.device = device
         self.model = Adaptor(config).to(device)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+        self.optimizer = adamw(self.model, recipe)
         self.scheduler = linear_warmup_decay(self.optimizer, SCHEDULE_STEPS, recipe.warmup_fraction)
 
     def epoch(self, data: PairedData | LivePairs, epoch: int) -> float:

@@ -104,6 +104,15 @@ DEFAULT_CHECKPOINT_SECONDS = 60.0
 about this much training, and a short run does not spend its time writing an optimiser state per epoch."""
 
 
+def adamw(model: Adaptor, recipe: Recipe) -> torch.optim.AdamW:
+    """The recipe's AdamW over the model's parameters, in its multi-tensor (foreach) form.
+
+    foreach does the per-tensor loop's arithmetic (bit for bit on the CPU, tested against it) in a
+    few calls over all parameters instead of about ten per parameter; CUDA picks it by default.
+    """
+    return torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay, foreach=True)
+
+
 def train_adaptor(
     pairing: StorePairing,
     recipe: Recipe,
@@ -166,7 +175,7 @@ def start_run(run_dir: Path, data: PairedData, provenance: Mapping[str, Any], de
     (run_dir / SUBSET_IDS_FILE).write_text("".join(f"{sample_id}\n" for sample_id in data.chosen_image_ids))
     torch.manual_seed(recipe.seed)
     model = Adaptor(recipe.adaptor_config(data.image.dim, data.text.dim)).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    optimizer = adamw(model, recipe)
     scheduler = linear_warmup_decay(optimizer, data.steps_per_epoch * recipe.epochs, recipe.warmup_fraction)
     progress = _Progress()
     if has_checkpoint:

@@ -43,7 +43,8 @@ LEADERBOARD_CSV = "leaderboard.csv"
 LEADERBOARD_MARKDOWN = "leaderboard.md"
 LEADERBOARD_METRICS = ("val_loss", "val_recall@1", "val_recall@5", "val_recall@10")
 DEFAULT_STACK_SIZE = 8
-"""Runs trained as one stacked model at most (`--stack`): see BENCHMARKS.md for how sweep throughput grows with it."""
+"""Runs trained as one stacked model at most (`--stack`). On a CPU groups of 4 to 16 train alike; on a GPU a larger
+group shares each kernel launch among more runs (BENCHMARKS.md, "Stacked sweeps")."""
 
 
 class GridError(ValueError):
