@@ -14,8 +14,8 @@
 2. MIMIC-CXR-sized cache (377,110 images x 768, 227,835 studies x 768, synthetic float16), the paper's
    recipe (batch 1024, P=768, L=2): Adaptor steps of one run against a stacked group of G runs,
    interleaved rounds of `--steps` steps (an epoch of 360 steps is too long for this shared machine);
-   the cache load (once per run, once per group) and one end of epoch (validation and both
-   checkpoints) measured once; one epoch per point extrapolated from them; and the tensor operations
+   an end of epoch (validation, checkpoints) in the same rounds; the cache load (once per run, once per
+   group) measured once; one epoch per point extrapolated from them; and the tensor operations
    each step dispatches (on CUDA about one kernel launch each, which bounds a small model's GPU step).
 3. The other way to stack: `torch.func.stack_module_state` + `functional_call` + `vmap` against the
    grouped products of `train.stacked_model`, forward and backward of G Adaptors, at the demo's and the
@@ -45,6 +45,7 @@ import torch
 import typer
 from safetensors.torch import load_file
 from torch.func import functional_call, stack_module_state, vmap
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from bench.common import Ratio, describe_machine
 from bench.extract import Device
@@ -79,13 +80,11 @@ STACK_GOAL = 4.0
 EVERY_EPOCH = "one at a time, checkpoints every epoch"
 ONE_AT_A_TIME = "one at a time"
 METADATA_OPERATIONS = frozenset({
-    "aten::view", "aten::t", "aten::transpose", "aten::select", "aten::slice", "aten::unsqueeze", "aten::squeeze",
-    "aten::as_strided", "aten::expand", "aten::_reshape_alias", "aten::reshape", "aten::permute", "aten::detach",
-    "aten::alias", "aten::unbind", "aten::split", "aten::chunk", "aten::unflatten", "aten::numpy_T", "aten::diagonal",
-    "aten::split_with_sizes", "aten::_unsafe_view", "aten::lift_fresh", "aten::empty", "aten::empty_like",
-    "aten::empty_strided", "aten::resize_", "aten::_local_scalar_dense"})
-"""Profiler events that only make a view, allocate or read a scalar back: no kernel of their own."""
-FOREACH_PREFIX = "aten::_foreach_"
+    "view", "t", "transpose", "select", "slice", "unsqueeze", "squeeze", "as_strided", "expand", "_reshape_alias",
+    "reshape", "permute", "detach", "alias", "unbind", "split", "chunk", "unflatten", "diagonal", "split_with_sizes",
+    "_unsafe_view", "lift_fresh", "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided",
+    "resize_", "_local_scalar_dense", "is_same_size", "sym_size", "sym_stride", "sym_numel", "sym_storage_offset"})
+"""Operations that only make a view, allocate or read a scalar back: no kernel of their own."""
 SCALE_LR = (2e-5, 5e-5, 1e-4, 2e-4)
 """Learning rates of the stacked MIMIC-sized group's points, repeated when it has more."""
 
@@ -293,7 +292,8 @@ class ScaleFigures:
     solo_step: Timings
     stacked_step: Timings
     load_seconds: float
-    end_of_epoch_seconds: float
+    end_of_epoch: Timings
+    """Validation and checkpoints (the last one, and the best one when the epoch improves) of one run."""
     operations_per_step: tuple[float, float]
     """Dispatched tensor operations per step: one run's, the stacked group's."""
 
@@ -305,8 +305,8 @@ class ScaleFigures:
         """One epoch per point from opening the stores: load (shared by a group), steps, end of epoch."""
         if stacked:
             return (self.load_seconds / self.points + self.steps_per_epoch * self.stacked_step.best / self.points
-                    + self.end_of_epoch_seconds)
-        return self.load_seconds + self.steps_per_epoch * self.solo_step.best + self.end_of_epoch_seconds
+                    + self.end_of_epoch.best)
+        return self.load_seconds + self.steps_per_epoch * self.solo_step.best + self.end_of_epoch.best
 
     def lines(self) -> list[str]:
         per_point = self.stacked_step.best / self.points
@@ -317,10 +317,10 @@ class ScaleFigures:
             f"(learning rates {sorted(set(SCALE_LR[:self.points]))})",
             f"   measured, {self.steps_per_round} steps a round: one run {self.solo_step.text('s')} per step; "
             f"stacked {self.stacked_step.text('s')} per step of all {self.points} = {per_point:.3f} s per point-step",
-            f"   measured once: cache load (open, join, read) {self.load_seconds:.1f} s, once per run or per group; "
-            f"end of epoch (validation, best and last checkpoints) {self.end_of_epoch_seconds:.1f} s per point",
-            f"   tensor operations dispatched per step (profiler leaf ops, a foreach op once; on CUDA about one kernel "
-            f"each): one run "
+            f"   measured: end of epoch (validation, last checkpoint and best when improved) "
+            f"{self.end_of_epoch.text('s')} per point; once: cache load (open, join, read) {self.load_seconds:.1f} s, "
+            "once per run or per group",
+            f"   tensor operations dispatched per step (a foreach op once; on CUDA about one kernel each): one run "
             f"{self.operations_per_step[0]:.0f}, stacked group {self.operations_per_step[1]:.0f} = "
             f"{self.operations_per_step[1] / self.points:.0f} per point",
             f"   extrapolated epoch of {self.steps_per_epoch} steps per point, from opening the stores: one run "
@@ -368,37 +368,44 @@ def measure_scale(settings: Settings, folder: Path, deadline: Deadline) -> Scale
     def stacked_steps() -> float:
         return synchronised(device, group.train_steps) / settings.steps
 
+    def end_of_epoch() -> float:
+        return synchronised(device, lambda: solo.end_epoch(solo.progress.epoch + 1, 0.0, time.perf_counter()))
+
     solo_steps(), stacked_steps()
-    timings = deadline.rounds({"one run": solo_steps, "stacked": stacked_steps}, settings.rounds)
+    timings = deadline.rounds({"one run": solo_steps, "stacked": stacked_steps, "end of epoch": end_of_epoch},
+                              settings.rounds)
     operations = (dispatched_operations(solo_steps) / settings.steps,
                   dispatched_operations(stacked_steps) / settings.steps)
-    end_of_epoch = synchronised(device, lambda: solo.end_epoch(1, 0.0, time.perf_counter()))
     return ScaleFigures(settings.scale_images, settings.scale_dim, n_train, subset.with_overrides({"data_pct": 100.0}),
                         settings.scale_points, settings.steps, timings["one run"], timings["stacked"],
-                        load_seconds, end_of_epoch, operations)
+                        load_seconds, timings["end of epoch"], operations)
 
 
 def dispatched_operations(work: Callable[[], object]) -> int:
-    """Tensor operations `work` dispatches that do work: torch profiler leaf ops, views and allocations aside.
+    """Tensor operations `work` dispatches that do work (views, allocations and scalar reads aside).
 
-    A multi-tensor (foreach) op counts once: on the CPU it loops over per-tensor kernels, on CUDA it
-    is one kernel over all tensors. On CUDA each counted op is about one kernel launch, which bounds
-    a small model's step when the GPU waits on them.
+    Counted below autograd, so the backward pass's operations count too, and a multi-tensor
+    (foreach) operation counts once: on CUDA it is one kernel over all its tensors. On CUDA each
+    counted operation is about one kernel launch, which bounds a small model's step when the GPU
+    waits on them.
     """
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+    counter = _OperationCounter()
+    with counter:
         work()
+    return counter.count
 
-    def counts(event: Any) -> bool:
-        ancestor = event.cpu_parent
-        while ancestor is not None:
-            if ancestor.name.startswith(FOREACH_PREFIX):
-                return False
-            ancestor = ancestor.cpu_parent
-        if event.name.startswith(FOREACH_PREFIX):
-            return True
-        return event.name.startswith("aten::") and not event.cpu_children and event.name not in METADATA_OPERATIONS
 
-    return sum(1 for event in profiler.events() if counts(event))
+class _OperationCounter(TorchDispatchMode):
+    """Counts the aten operations dispatched inside it, except METADATA_OPERATIONS."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        if func.overloadpacket.__name__ not in METADATA_OPERATIONS:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
 
 
 @dataclass(frozen=True)
