@@ -25,7 +25,7 @@ from adaptor_vlp.train.recipe import RECIPES, Recipe, RecipeError, RecipeName, S
 from adaptor_vlp.cache_schema.cluster import SCHEDULER_HELP, SchedulerError
 from adaptor_vlp.cache_schema.cli import input_errors_exit
 from adaptor_vlp.train.stacked_model import StackError
-from adaptor_vlp.train.sweep import DEFAULT_STACK_SIZE, GridError, SweepOutcome, expand_grid, read_grid, run_sweep
+from adaptor_vlp.train.sweep import CUDA_STACK_SIZE, GridError, SweepOutcome, expand_grid, read_grid, run_sweep
 
 INPUT_ERRORS = (StoreError, ProvenanceMismatch, IncompleteProvenance, PairingError, RecipeError, RunFolderError,
                 CheckpointError, GridError, SchedulerError, DeviceError, TrainingDiverged, StackError)
@@ -110,9 +110,10 @@ def sweep(
     text: Optional[str] = typer.Option(None, "--text", help="Text backbone where the grid names none."),
     rank_by: Selection = typer.Option(Selection.RECALL, "--rank-by", help="Leaderboard order."),
     scheduler: str = typer.Option("none", "--scheduler", help=SCHEDULER_HELP),
-    stack: int = typer.Option(DEFAULT_STACK_SIZE, "--stack", min=1, help="Train up to this many combinations as one "
-                              "stacked model when they share stores, Adaptor shape, batch size and data subset "
-                              "(same results as one at a time); 1: one at a time."),
+    stack: Optional[int] = typer.Option(None, "--stack", min=1, help="Train up to this many combinations as one "
+                                        "stacked model when they share stores, Adaptor shape, batch size and data "
+                                        "subset (same results as one at a time); 1: one at a time. Default: "
+                                        f"{CUDA_STACK_SIZE} on CUDA, 1 on the CPU (no faster there)."),
     checkpoint_seconds: float = CHECKPOINT_SECONDS_OPTION,
     device: str = DEVICE_OPTION,
 ) -> None:

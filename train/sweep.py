@@ -28,6 +28,7 @@ from typing import Any, Callable, Mapping, Sequence
 import yaml
 
 from adaptor_vlp.cache_schema.cluster import parse_scheduler, run_on_dask
+from adaptor_vlp.train.encoding import resolve_device
 from adaptor_vlp.train.loop import DEFAULT_CHECKPOINT_SECONDS, TrainResult, read_completed, train_adaptor
 from adaptor_vlp.train.pairs import open_pair_stores, pair_stores
 from adaptor_vlp.train.recipe import RECIPES, Recipe, RecipeError, RecipeName, Selection
@@ -42,9 +43,10 @@ BACKBONE_KEYS = (PAIR_KEY, VISION_KEY, TEXT_KEY)
 LEADERBOARD_CSV = "leaderboard.csv"
 LEADERBOARD_MARKDOWN = "leaderboard.md"
 LEADERBOARD_METRICS = ("val_loss", "val_recall@1", "val_recall@5", "val_recall@10")
-DEFAULT_STACK_SIZE = 8
-"""Runs trained as one stacked model at most (`--stack`). On a CPU groups of 4 to 16 train alike; on a GPU a larger
-group shares each kernel launch among more runs (BENCHMARKS.md, "Stacked sweeps")."""
+CUDA_STACK_SIZE = 8
+"""Runs trained as one stacked model at most by default on CUDA, where a step of the paper's Adaptor waits on kernel
+launches and a stacked group shares them: a step of one run dispatches about 340 operations, a stacked group of 4
+about 170 per run, of 16 about 110 (BENCHMARKS.md, "Stacked sweeps")."""
 
 
 class GridError(ValueError):
@@ -132,16 +134,17 @@ def run_sweep(
     scheduler: str = "none",
     rank_by: Selection = Selection.RECALL,
     on_outcome: Callable[[SweepOutcome], None] | None = None,
-    stack_size: int = DEFAULT_STACK_SIZE,
+    stack_size: int | None = None,
     checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
 ) -> list[SweepOutcome]:
     """Trains every unfinished run, skips finished ones, and writes the leaderboard; returns outcomes in rank order.
 
     Every backbone pair's stores are opened and paired first, so a missing or mismatched store
     stops the sweep before anything trains. Unfinished runs that can share a stacked model train
-    in groups of up to `stack_size` (`plan_groups`; 1 trains every run alone); each group is one
-    task for the scheduler.
+    in groups of up to `stack_size` (`plan_groups`; 1 trains every run alone; None:
+    `default_stack_size`); each group is one task for the scheduler.
     """
+    stack_size = default_stack_size(device) if stack_size is None else stack_size
     if stack_size < 1:
         raise GridError(f"stack size must be at least 1, got {stack_size}")
     placement = parse_scheduler(scheduler)
@@ -172,6 +175,12 @@ def run_sweep(
     ranked = rank_outcomes(outcomes, rank_by)
     write_leaderboard(ranked, Path(out_dir), rank_by)
     return ranked
+
+
+def default_stack_size(device: str) -> int:
+    """CUDA_STACK_SIZE on CUDA; 1 on the CPU, where an Adaptor step is bound by arithmetic and memory traffic that
+    stacking does not reduce (measured at parity: BENCHMARKS.md, "Stacked sweeps")."""
+    return CUDA_STACK_SIZE if resolve_device(device).type == "cuda" else 1
 
 
 def plan_groups(runs: Sequence[SweepRun], stack_size: int) -> list[list[SweepRun]]:

@@ -52,7 +52,7 @@ def test_sweep_from_the_command_line_writes_the_leaderboard(toy_cache: ToyCache,
 
     result = runner.invoke(app, ["train", "sweep", "--grid", str(grid), "--out", str(tmp_path / "sweep"), "--cache",
                                  str(toy_cache.cache_dir), "--dataset", DATASET, "--vision", VISION, "--text", TEXT,
-                                 "--recipe", "demo", "--device", "cpu"])
+                                 "--recipe", "demo", "--device", "cpu", "--stack", "2", "--checkpoint-seconds", "0"])
 
     assert result.exit_code == 0, result.output
     assert result.output.startswith("2 combinations") and "leaderboard:" in result.output

@@ -9,6 +9,7 @@ from tests.train.conftest import DATASET, TEXT, VISION, ToyCache, build_toy_cach
 from adaptor_vlp.train.recipe import RecipeName, Selection
 from adaptor_vlp.train.sweep import (
     GridError,
+    default_stack_size,
     expand_grid,
     plan_groups,
     read_grid,
@@ -150,3 +151,4 @@ def test_runs_are_grouped_by_stores_and_shared_settings_in_grid_order() -> None:
         (group[0].vision, group[0].text, group[0].recipe.batch_size)} for group in groups)
     assert [len(group) for group in groups[-2:]] == [1, 1]
     assert len(plan_groups(runs, stack_size=1)) == len(runs)
+    assert default_stack_size("cpu") == 1
