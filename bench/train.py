@@ -398,7 +398,8 @@ def write_synthetic_stores(folder: Path, images: int, studies: int, image_dim: i
     study_of_image = np.arange(images) * studies // images
     image_path, text_path = folder / "image.zarr", folder / "text.zarr"
     if cache_layout:
-        image_path = store_path(folder, SYNTHETIC_DATASET, Modality.IMAGE, synthetic_backbone(Modality.IMAGE, image_dim))
+        image_path = store_path(folder, SYNTHETIC_DATASET, Modality.IMAGE,
+                                synthetic_backbone(Modality.IMAGE, image_dim))
         text_path = store_path(folder, SYNTHETIC_DATASET, Modality.TEXT, synthetic_backbone(Modality.TEXT, text_dim))
     image_store = write_store(image_path, _synthetic_provenance(Modality.IMAGE, image_dim),
                               [f"i{image:08d}" for image in range(images)],

@@ -189,7 +189,8 @@ class PairedData:
         """
         for name in DATA_SETTINGS:
             if getattr(recipe, name) != getattr(self.recipe, name):
-                raise ValueError(f"{name}={getattr(recipe, name)!r} selects other data than {getattr(self.recipe, name)!r}")
+                raise ValueError(f"{name}={getattr(recipe, name)!r} selects other data than "
+                                 f"{getattr(self.recipe, name)!r}")
         twin = copy.copy(self)
         twin.recipe = recipe
         return twin

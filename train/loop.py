@@ -228,7 +228,7 @@ class TrainingRun:
         return progress.epoch + 1
 
     def end_epoch(self, epoch: int, train_loss: float, started: float) -> dict[str, float]:
-        """Validates the epoch just trained (begun at perf_counter `started`), records it, and returns its metrics row."""
+        """Validates the epoch just trained (begun at perf_counter `started`), records it; returns its metrics row."""
         row = {
             "epoch": epoch,
             "step": epoch * self.data.steps_per_epoch,
@@ -258,7 +258,7 @@ class TrainingRun:
         return row
 
     def finish(self, plotter: LearningCurvePlotter | None = None) -> TrainResult:
-        """Writes what is not saved yet, the learning curve (drawn by `plotter` when given) and the completion marker."""
+        """Writes what is not saved yet, the learning curve (by `plotter` when given) and the completion marker."""
         if not self._last_saved:
             self._save_checkpoints()
         self.history.plot(plotter)

@@ -131,7 +131,8 @@ class StackedAdaptors:
     def _value_projection(self, layer: int) -> tuple[Tensor, Tensor]:
         """The value rows of layer `layer`'s packed query/key/value projection (weight, bias), sliced once per pass.
 
-        Both modalities' blocks use them, so their gradients add up on the slice before one scatter into the packed tensor.
+        Both modalities' blocks use them, so their gradients add up on the slice before one scatter into the
+        packed tensor.
         """
         prefix = f"blocks.{layer}.attention."
         width = self.shape.projection_dim

@@ -1,4 +1,4 @@
-"""Smoke run of `python -m bench.sweep --quick`: it finishes, checks the stacked results equal, and prints every ratio."""
+"""Smoke run of `python -m bench.sweep --quick`: it finishes, finds the stacked results equal, prints every ratio."""
 import re
 
 import pytest

@@ -1,4 +1,4 @@
-"""StackedAdaptors: each point computes what its own Adaptor computes, with the same dropout draws, gradients and clipping."""
+"""StackedAdaptors: each point computes what its own Adaptor does, with the same dropout draws, gradients, clipping."""
 import dataclasses
 
 import pytest
