@@ -96,6 +96,7 @@ bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.dask_extract
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.cache_formats
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.train
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.sweep
 
 test: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q

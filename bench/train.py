@@ -43,7 +43,7 @@ import bench.cache_formats as cache_formats
 from bench.common import Ratio, best_seconds, describe_machine, timed
 from bench.extract import DATASET as IMAGE_SET_DATASET
 from bench.extract import Device, write_image_set
-from adaptor_vlp.cache_schema import ArrayName, CacheStore, FeatureShape, Modality, Provenance, dataset_dir
+from adaptor_vlp.cache_schema import ArrayName, CacheStore, FeatureShape, Modality, Provenance, dataset_dir, store_path
 from adaptor_vlp.extract.backbones import MINILM_NAME, BackboneSpec, RandomTextConfig, get_spec
 from adaptor_vlp.extract.demo.findings import sample_findings, sample_traits
 from adaptor_vlp.extract.demo.reports import ReportForm, StudyContext, write_report
@@ -52,7 +52,7 @@ from adaptor_vlp.cache_schema.manifest import read_manifest
 from adaptor_vlp.extract.report_sections import report_text
 from adaptor_vlp.extract.sources import ImageRows, collate_images
 from adaptor_vlp.train.batches import TRAIN_SPLIT, VALIDATION_SPLIT, PairBatch, PairedData, steps_per_epoch
-from adaptor_vlp.train.loop import TrainResult, train_epoch, linear_warmup_decay, train_adaptor
+from adaptor_vlp.train.loop import TrainResult, adamw, linear_warmup_decay, train_adaptor, train_epoch
 from adaptor_vlp.train.model import Adaptor, AdaptorConfig, count_trainable_parameters
 from adaptor_vlp.train.pairs import pair_stores
 from adaptor_vlp.train.recipe import DEMO, PAPER, Recipe
@@ -359,7 +359,7 @@ class _Trainer:
         torch.manual_seed(recipe.seed)
         self.device = device
         self.model = Adaptor(config).to(device)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+        self.optimizer = adamw(self.model, recipe)
         self.scheduler = linear_warmup_decay(self.optimizer, SCHEDULE_STEPS, recipe.warmup_fraction)
 
     def epoch(self, data: PairedData | LivePairs, epoch: int) -> float:
@@ -383,25 +383,41 @@ def synthetic_embeddings(rows: int, dim: int, seed: int) -> np.ndarray:
 
 
 def write_synthetic_stores(folder: Path, images: int, studies: int, image_dim: int, text_dim: int,
-                           split_shares: Mapping[str, int], seed: int = 0) -> tuple[CacheStore, CacheStore]:
-    """An image store and a text store shaped like a real pair: images spread over studies, split by study."""
+                           split_shares: Mapping[str, int], seed: int = 0,
+                           cache_layout: bool = False) -> tuple[CacheStore, CacheStore]:
+    """An image store and a text store shaped like a real pair: images spread over studies, split by study.
+
+    They are `folder`/image.zarr and text.zarr, or with `cache_layout` the stores of dataset
+    SYNTHETIC_DATASET and backbones `synthetic_backbone(...)` in the cache folder `folder`, where
+    `adaptor train` commands find them.
+    """
     counts = np.floor(np.array(list(split_shares.values())) / sum(split_shares.values()) * studies).astype(int)
     counts[0] += studies - counts.sum()
     study_splits = np.random.default_rng(seed).permutation(np.repeat(list(split_shares), counts))
     study_ids = [f"s{study:08d}" for study in range(studies)]
     study_of_image = np.arange(images) * studies // images
-    image_store = write_store(folder / "image.zarr", _synthetic_provenance(Modality.IMAGE, image_dim),
+    image_path, text_path = folder / "image.zarr", folder / "text.zarr"
+    if cache_layout:
+        image_path = store_path(folder, SYNTHETIC_DATASET, Modality.IMAGE,
+                                synthetic_backbone(Modality.IMAGE, image_dim))
+        text_path = store_path(folder, SYNTHETIC_DATASET, Modality.TEXT, synthetic_backbone(Modality.TEXT, text_dim))
+    image_store = write_store(image_path, _synthetic_provenance(Modality.IMAGE, image_dim),
                               [f"i{image:08d}" for image in range(images)],
                               [study_ids[study] for study in study_of_image], list(study_splits[study_of_image]),
                               synthetic_embeddings(images, image_dim, seed))
-    text_store = write_store(folder / "text.zarr", _synthetic_provenance(Modality.TEXT, text_dim), study_ids,
+    text_store = write_store(text_path, _synthetic_provenance(Modality.TEXT, text_dim), study_ids,
                              study_ids, list(study_splits), synthetic_embeddings(studies, text_dim, seed + 1))
     return image_store, text_store
 
 
+def synthetic_backbone(modality: Modality, dim: int) -> str:
+    """The backbone name a synthetic store of this modality and width records."""
+    return f"synthetic-{modality.value}-{dim}"
+
+
 def _synthetic_provenance(modality: Modality, dim: int) -> Provenance:
     return Provenance(dataset=SYNTHETIC_DATASET, manifest_sha256="0" * 64, modality=modality,
-                      backbone=f"synthetic-{modality.value}-{dim}", weights_id="synthetic", weights_sha256="0" * 64,
+                      backbone=synthetic_backbone(modality, dim), weights_id="synthetic", weights_sha256="0" * 64,
                       preprocessing={}, pooling="synthetic")
 
 

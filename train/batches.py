@@ -11,6 +11,7 @@ batches from the pairs in memory (pairs left over at a window's end join the nex
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from adaptor_vlp.train.recipe import Recipe
 
 TRAIN_SPLIT = "train"
 VALIDATION_SPLIT = "validate"
+DATA_SETTINGS = ("data_pct", "subset_seed", "use_views", "inputs")
+"""Recipe settings that decide which pairs and features a run loads (the seed only orders its batches)."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,19 @@ class PairedData:
     @property
     def steps_per_epoch(self) -> int:
         return steps_per_epoch(len(self.train), self.recipe.batch_size)
+
+    def with_recipe(self, recipe: Recipe) -> PairedData:
+        """These pairs and loaded features under another recipe that selects the same data (its own batches).
+
+        Raises ValueError naming the first setting that would select other data.
+        """
+        for name in DATA_SETTINGS:
+            if getattr(recipe, name) != getattr(self.recipe, name):
+                raise ValueError(f"{name}={getattr(recipe, name)!r} selects other data than "
+                                 f"{getattr(self.recipe, name)!r}")
+        twin = copy.copy(self)
+        twin.recipe = recipe
+        return twin
 
     def epoch_batches(self, epoch: int) -> Iterator[PairBatch]:
         """The `steps_per_epoch` training batches of one epoch, fresh but reproducible from (seed, epoch)."""

@@ -1,11 +1,12 @@
 """Checkpoints: tensors in safetensors, everything else in JSON beside them; never a pickle.
 
-`<run>/<kind>.safetensors` holds the model's parameters, the optimiser's per-parameter state,
+`<run>/last.safetensors` holds the model's parameters, the optimiser's per-parameter state,
 the scheduler's step count and the random number generators' states, which is all a resumed run
 needs to continue bit for bit; the optimiser's and scheduler's plain settings ride along in the
-file's string metadata. `<run>/<kind>.json` holds what a reader needs to know: the Adaptor config,
-the recipe, epoch and step, metrics, the provenance of the two stores it was trained on, the data
-subset, and the SHA-256 of the tensor file, checked on every load.
+file's string metadata. `<run>/best.safetensors` holds the best epoch's parameters alone
+(`save_weights`): nothing resumes from it. `<run>/<kind>.json` holds what a reader needs to
+know: the Adaptor config, the recipe, epoch and step, metrics, the provenance of the two stores
+it was trained on, the data subset, and the SHA-256 of the tensor file, checked on every load.
 """
 from __future__ import annotations
 
@@ -89,14 +90,8 @@ def save_checkpoint(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     record: CheckpointRecord,
 ) -> Path:
-    """Writes both files so the JSON never names a tensor file it does not match.
-
-    Both are written in full before either replaces its predecessor (`write_together`), so a
-    failed write (a full disk) raises WriteFailed naming the file and leaves the previous
-    checkpoint of this kind whole.
-    """
-    tensor_path, json_path = checkpoint_paths(run_dir, kind)
-    tensors = {MODEL_PREFIX + name: value.detach().cpu().contiguous() for name, value in model.state_dict().items()}
+    """Writes both files so the JSON never names a tensor file it does not match (see `_write_checkpoint`)."""
+    tensors = _model_tensors(model.state_dict())
     optimizer_state = optimizer.state_dict()
     for index, state in optimizer_state["state"].items():
         for name, value in state.items():
@@ -109,6 +104,25 @@ def save_checkpoint(
         OPTIMIZER_GROUPS_KEY: json.dumps(optimizer_state["param_groups"]),
         SCHEDULER_KEY: json.dumps(scheduler.state_dict()),
     }
+    return _write_checkpoint(run_dir, kind, tensors, metadata, record)
+
+
+def save_weights(run_dir: Path, kind: CheckpointKind, weights: Mapping[str, torch.Tensor],
+                 record: CheckpointRecord) -> Path:
+    """A checkpoint of an Adaptor's weights (a state dict) alone: loadable by `load_adaptor`, not resumable."""
+    return _write_checkpoint(run_dir, kind, _model_tensors(weights), {}, record)
+
+
+def _model_tensors(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {MODEL_PREFIX + name: value.detach().cpu().contiguous() for name, value in weights.items()}
+
+
+def _write_checkpoint(run_dir: Path, kind: CheckpointKind, tensors: dict[str, torch.Tensor],
+                      metadata: dict[str, str], record: CheckpointRecord) -> Path:
+    """Both files are written in full before either replaces its predecessor (`write_together`), so a
+    failed write (a full disk) raises WriteFailed naming the file and leaves the previous checkpoint
+    of this kind whole."""
+    tensor_path, json_path = checkpoint_paths(run_dir, kind)
     tensor_bytes = save(tensors, metadata=metadata)
     document = {
         "format": CHECKPOINT_FORMAT,
@@ -157,7 +171,9 @@ def restore_training_state(
 ) -> CheckpointRecord:
     """Puts model, optimiser, scheduler and random generators back where the checkpoint left them."""
     record, _ = read_record(run_dir, kind)
-    tensors, metadata, _, _ = _read_tensors(run_dir, kind)
+    tensors, metadata, tensor_path, _ = _read_tensors(run_dir, kind)
+    if OPTIMIZER_GROUPS_KEY not in metadata:
+        raise CheckpointError(f"{tensor_path}: holds an Adaptor's weights only, no training state to resume from")
     model.load_state_dict(_with_prefix(tensors, MODEL_PREFIX))
     state: dict[int, dict[str, torch.Tensor]] = {}
     for name, value in _with_prefix(tensors, OPTIMIZER_PREFIX).items():

@@ -12,22 +12,32 @@ from adaptor_vlp.cache_schema import IncompleteProvenance, Modality, Provenance,
 from adaptor_vlp.train.checkpoint import CheckpointError, CheckpointKind
 from adaptor_vlp.train.embed import embed_store
 from adaptor_vlp.train.encoding import DeviceError
-from adaptor_vlp.train.loop import RunFolderError, TrainingDiverged, TrainResult, train_adaptor
+from adaptor_vlp.train.loop import (
+    DEFAULT_CHECKPOINT_SECONDS,
+    RunFolderError,
+    TrainingDiverged,
+    TrainResult,
+    train_adaptor,
+)
 from adaptor_vlp.train.model import AdaptorInputs
 from adaptor_vlp.train.pairs import PairingError, open_pair_stores, pair_stores
 from adaptor_vlp.train.recipe import RECIPES, Recipe, RecipeError, RecipeName, Selection
 from adaptor_vlp.cache_schema.cluster import SCHEDULER_HELP, SchedulerError
 from adaptor_vlp.cache_schema.cli import input_errors_exit
-from adaptor_vlp.train.sweep import GridError, SweepOutcome, expand_grid, read_grid, run_sweep
+from adaptor_vlp.train.stacked_model import StackError
+from adaptor_vlp.train.sweep import CUDA_STACK_SIZE, GridError, SweepOutcome, expand_grid, read_grid, run_sweep
 
 INPUT_ERRORS = (StoreError, ProvenanceMismatch, IncompleteProvenance, PairingError, RecipeError, RunFolderError,
-                CheckpointError, GridError, SchedulerError, DeviceError, TrainingDiverged)
+                CheckpointError, GridError, SchedulerError, DeviceError, TrainingDiverged, StackError)
 """Errors caused by the command's input (stores, settings, folders): one clear line and exit code 2, no traceback."""
 
 CACHE_OPTION = typer.Option(Path("cache"), "--cache", help="Cache folder holding <dataset>/<modality>/<backbone>.zarr.")
 DATASET_OPTION = typer.Option("mimic-cxr", "--dataset", help="Dataset name: the folder under --cache.")
 DEVICE_OPTION = typer.Option("auto", "--device", help="cpu, cuda, cuda:N, or auto (cuda when available).")
 RECIPE_OPTION = typer.Option(RecipeName.PAPER, "--recipe", help="Starting settings: the paper's, or the quick demo's.")
+CHECKPOINT_SECONDS_OPTION = typer.Option(DEFAULT_CHECKPOINT_SECONDS, "--checkpoint-seconds", min=0.0,
+                                         help="Write checkpoints at most this often (and after the last epoch); "
+                                              "0: every epoch. A killed run redoes at most this much on --resume.")
 
 RECIPE_OPTION_NAMES = frozenset(field.name for field in fields(Recipe))
 """`run` options named after recipe settings; given ones override the chosen --recipe."""
@@ -71,6 +81,7 @@ def run(
                                            "must hold, e.g. weights_sha256=...; repeatable."),
     expect_text: list[str] = typer.Option([], "--expect-text", help="FIELD=VALUE for the text store; repeatable."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    checkpoint_seconds: float = CHECKPOINT_SECONDS_OPTION,
     device: str = DEVICE_OPTION,
 ) -> None:
     """Train an Adaptor on an image store and a text store joined by study id."""
@@ -83,7 +94,8 @@ def run(
         for reason, count in sorted(pairing.left_out.items()):
             typer.echo(f"left out {count:>6}  {reason}")
         result = train_adaptor(pairing, settings, out, device=device, resume=resume,
-                               on_epoch=lambda row: typer.echo(_epoch_line(row, settings.epochs)))
+                               on_epoch=lambda row: typer.echo(_epoch_line(row, settings.epochs)),
+                               checkpoint_seconds=checkpoint_seconds)
     typer.echo(_final_line(result))
 
 
@@ -98,6 +110,11 @@ def sweep(
     text: Optional[str] = typer.Option(None, "--text", help="Text backbone where the grid names none."),
     rank_by: Selection = typer.Option(Selection.RECALL, "--rank-by", help="Leaderboard order."),
     scheduler: str = typer.Option("none", "--scheduler", help=SCHEDULER_HELP),
+    stack: Optional[int] = typer.Option(None, "--stack", min=1, help="Train up to this many combinations as one "
+                                        "stacked model when they share stores, Adaptor shape, batch size and data "
+                                        "subset (same results as one at a time); 1: one at a time. Default: "
+                                        f"{CUDA_STACK_SIZE} on CUDA, 1 on the CPU (no faster there)."),
+    checkpoint_seconds: float = CHECKPOINT_SECONDS_OPTION,
     device: str = DEVICE_OPTION,
 ) -> None:
     """Train every combination of a grid (skipping finished ones) and write a leaderboard."""
@@ -105,7 +122,8 @@ def sweep(
         runs = expand_grid(read_grid(grid), recipe, vision, text, source=str(grid))
         typer.echo(f"{len(runs)} combinations in {grid}")
         ranked = run_sweep(runs, cache, dataset, out, device=device, scheduler=scheduler, rank_by=rank_by,
-                           on_outcome=lambda outcome: typer.echo(_outcome_line(outcome)))
+                           on_outcome=lambda outcome: typer.echo(_outcome_line(outcome)), stack_size=stack,
+                           checkpoint_seconds=checkpoint_seconds)
     best = ranked[0]
     typer.echo(f"leaderboard: {out / 'leaderboard.md'}; best {best.run.name} "
                f"(val recall@5 {best.result.best_metrics['val_recall@5']:.3f})")

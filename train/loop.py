@@ -27,9 +27,10 @@ from adaptor_vlp.train.checkpoint import (
     read_record,
     restore_training_state,
     save_checkpoint,
+    save_weights,
 )
 from adaptor_vlp.train.encoding import autocast, encode_rows, resolve_device
-from adaptor_vlp.train.history import MetricsHistory
+from adaptor_vlp.train.history import LearningCurvePlotter, MetricsHistory
 from adaptor_vlp.train.loss import contrastive_loss
 from adaptor_vlp.train.model import Adaptor, count_trainable_parameters
 from adaptor_vlp.train.pairs import StorePairing
@@ -100,6 +101,20 @@ def linear_warmup_decay(optimizer: torch.optim.Optimizer, total_steps: int, warm
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+DEFAULT_CHECKPOINT_SECONDS = 60.0
+"""How often, at most, a run writes its checkpoints (besides after its last epoch): a killed run loses at most
+about this much training, and a short run does not spend its time writing an optimiser state per epoch."""
+
+
+def adamw(model: Adaptor, recipe: Recipe) -> torch.optim.AdamW:
+    """The recipe's AdamW over the model's parameters, in its multi-tensor (foreach) form.
+
+    foreach does the per-tensor loop's arithmetic (bit for bit on the CPU, tested against it) in a
+    few calls over all parameters instead of about ten per parameter; CUDA picks it by default.
+    """
+    return torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay, foreach=True)
+
+
 def train_adaptor(
     pairing: StorePairing,
     recipe: Recipe,
@@ -107,19 +122,23 @@ def train_adaptor(
     device: str = "auto",
     resume: bool = False,
     on_epoch: Callable[[Mapping[str, float]], None] | None = None,
+    checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
 ) -> TrainResult:
     """Trains an Adaptor on the paired stores into `run_dir` and returns how it went.
 
-    `on_epoch` sees each epoch's metrics row after that epoch's checkpoints are on disk. With
-    `resume`, a run folder holding a last checkpoint continues from it (its recipe, data subset and
-    store provenance must match this call's); a finished run is returned as recorded. One run at a
-    time holds the folder's lock (`<run_dir>.lock`); a failed write (a full disk) raises
-    WriteFailed saying which epochs are kept and that --resume continues from them.
+    `on_epoch` sees each epoch's metrics row once it is in the run folder's metrics files. The
+    checkpoints (best and last) are written after the first epoch that ends at least
+    `checkpoint_seconds` after the previous write, and after the last epoch; 0 writes them every
+    epoch. With `resume`, a run folder holding a last checkpoint continues from it (its recipe,
+    data subset and store provenance must match this call's), redoing the epochs after it exactly;
+    a finished run is returned as recorded. One run at a time holds the folder's lock
+    (`<run_dir>.lock`); a failed write (a full disk) raises WriteFailed saying which epochs are
+    kept and that --resume continues from them.
     """
     run_dir = Path(run_dir)
     with FolderLock.acquire(run_dir, "training"):
         try:
-            return _train_in_locked_folder(pairing, recipe, run_dir, device, resume, on_epoch)
+            return _train_in_locked_folder(pairing, recipe, run_dir, device, resume, on_epoch, checkpoint_seconds)
         except WriteFailed as error:
             raise WriteFailed(f"{error}. {_epochs_kept(run_dir)}") from error
 
@@ -134,17 +153,44 @@ def _epochs_kept(run_dir: Path) -> str:
 
 
 def _train_in_locked_folder(pairing: StorePairing, recipe: Recipe, run_dir: Path, device: str, resume: bool,
-                            on_epoch: Callable[[Mapping[str, float]], None] | None) -> TrainResult:
+                            on_epoch: Callable[[Mapping[str, float]], None] | None,
+                            checkpoint_seconds: float) -> TrainResult:
     """`train_adaptor` once the run folder's lock is held."""
     torch_device = resolve_device(device)
+    check_run_folder(run_dir, resume)
+    data = PairedData(pairing, recipe)
+    with torch.random.fork_rng(devices=[]):
+        run = start_run(run_dir, data, pairing.provenance(), torch_device, checkpoint_seconds)
+        if isinstance(run, TrainResult):
+            return run
+        while (epoch := run.next_epoch()) is not None:
+            started = time.perf_counter()
+            train_loss = train_epoch(run.model, data, epoch, run.optimizer, run.scheduler, torch_device)
+            row = run.end_epoch(epoch, train_loss, started)
+            if on_epoch is not None:
+                on_epoch(row)
+        return run.finish()
+
+
+def check_run_folder(run_dir: Path, resume: bool) -> None:
+    """Refuses a folder that already holds a started or finished run unless the call resumes it."""
     finished = read_completed(run_dir)
-    has_checkpoint = checkpoint_paths(run_dir, CheckpointKind.LAST)[1].is_file()
-    if (finished or has_checkpoint) and not resume:
+    if (finished or checkpoint_paths(run_dir, CheckpointKind.LAST)[1].is_file()) and not resume:
         raise RunFolderError(f"{run_dir} already holds a {'finished' if finished else 'started'} run; "
                              "pass --resume to continue it, or choose another --out")
-    data = PairedData(pairing, recipe)
-    config = recipe.adaptor_config(data.image.dim, data.text.dim)
-    provenance = pairing.provenance()
+
+
+def start_run(run_dir: Path, data: PairedData, provenance: Mapping[str, Any], device: torch.device,
+              checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS) -> TrainingRun | TrainResult:
+    """The run in `run_dir`, ready for its next epoch (fresh or from its last checkpoint), or its recorded result.
+
+    Seeds the process's torch generator with the recipe's seed, initialises the Adaptor from it,
+    and on resume puts the generator where the checkpoint left it; the caller forks the generator
+    around the run (`torch.random.fork_rng`), and the run's dropout draws continue from there.
+    """
+    recipe = data.recipe
+    finished = read_completed(run_dir)
+    has_checkpoint = checkpoint_paths(run_dir, CheckpointKind.LAST)[1].is_file()
     if has_checkpoint:
         _check_resumable(run_dir, recipe, provenance, data.subset.to_json())
     if finished:
@@ -152,43 +198,116 @@ def _train_in_locked_folder(pairing: StorePairing, recipe: Recipe, run_dir: Path
     with writing(run_dir):
         run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomically(run_dir / SUBSET_IDS_FILE, "".join(f"{sample_id}\n" for sample_id in data.chosen_image_ids))
+    torch.manual_seed(recipe.seed)
+    model = Adaptor(recipe.adaptor_config(data.image.dim, data.text.dim)).to(device)
+    optimizer = adamw(model, recipe)
+    scheduler = linear_warmup_decay(optimizer, data.steps_per_epoch * recipe.epochs, recipe.warmup_fraction)
+    progress = _Progress()
+    if has_checkpoint:
+        progress = _Progress.of(restore_training_state(run_dir, CheckpointKind.LAST, model, optimizer, scheduler))
+    return TrainingRun(run_dir, data, provenance, device, model, optimizer, scheduler, progress, checkpoint_seconds)
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(recipe.seed)
-        model = Adaptor(config).to(torch_device)
-        parameters = count_trainable_parameters(model)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-        scheduler = linear_warmup_decay(optimizer, data.steps_per_epoch * recipe.epochs, recipe.warmup_fraction)
-        progress = _Progress()
-        if has_checkpoint:
-            progress = _Progress.of(restore_training_state(run_dir, CheckpointKind.LAST, model, optimizer, scheduler))
-        history = MetricsHistory(run_dir, keep_through_epoch=progress.epoch)
-        clock = time.perf_counter()
-        stopped_early = False
-        for epoch in range(progress.epoch + 1, recipe.epochs + 1):
-            if recipe.patience and progress.epoch - progress.best_epoch >= recipe.patience:
-                stopped_early = True
-                break
-            row = _run_epoch(model, data, epoch, optimizer, scheduler, torch_device)
-            progress = progress.after(epoch, row, recipe, time.perf_counter() - clock)
-            clock = time.perf_counter()
-            history.append(row)
-            record = CheckpointRecord(
-                adaptor_config=config.to_dict(), recipe=recipe.to_dict(), epoch=epoch, step=row["step"],
-                metrics=row, best_epoch=progress.best_epoch, best_metrics=progress.best_metrics,
-                provenance=provenance, data_subset=data.subset.to_json(), trainable_parameters=parameters,
-                wall_seconds=progress.wall_seconds,
-            )
-            kinds = [CheckpointKind.BEST] if progress.best_epoch == epoch else []
-            for kind in kinds + [CheckpointKind.LAST]:
-                save_checkpoint(run_dir, kind, model, optimizer, scheduler, record)
-            if on_epoch is not None:
-                on_epoch(row)
-        history.plot()
-    result = TrainResult(run_dir, progress.best_epoch, progress.best_metrics, progress.epoch, stopped_early,
-                         parameters, progress.wall_seconds)
-    write_text_atomically(run_dir / COMPLETED_MARKER, json.dumps(result.to_json(), indent=1))
-    return result
+
+class TrainingRun:
+    """One run folder's Adaptor, optimiser, schedule and bookkeeping between epochs, as if trained alone.
+
+    Whoever drives the training steps (`train_adaptor` one run at a time, `train.stacked` many at
+    once) asks `next_epoch` which epoch to train (None once the epochs are done or early stopping
+    has struck), trains it, and hands the mean training loss to `end_epoch`, which validates,
+    records the metrics and writes checkpoints when they are due; `finish` writes the final
+    checkpoints, the learning curve and the completion marker. Checkpoints record the process's
+    torch generators, which must hold this run's dropout stream while `end_epoch` and `finish` run.
+    """
+
+    def __init__(self, run_dir: Path, data: PairedData, provenance: Mapping[str, Any], device: torch.device,
+                 model: Adaptor, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+                 progress: _Progress, checkpoint_seconds: float) -> None:
+        self.run_dir = run_dir
+        self.data = data
+        self.recipe = data.recipe
+        self.provenance = provenance
+        self.device = device
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.progress = progress
+        self.checkpoint_seconds = checkpoint_seconds
+        self.trainable_parameters = count_trainable_parameters(model)
+        self.history = MetricsHistory(run_dir, keep_through_epoch=progress.epoch)
+        self.stopped_early = False
+        self._record: CheckpointRecord | None = None
+        self._best_record: CheckpointRecord | None = None
+        self._best_weights: Mapping[str, torch.Tensor] | None = None
+        self._last_saved = True
+        self._saved_at = time.perf_counter()
+        self._clock = time.perf_counter()
+
+    def next_epoch(self) -> int | None:
+        """The epoch to train next, or None when the run is done (all epochs, or no improvement for `patience`)."""
+        recipe, progress = self.recipe, self.progress
+        if progress.epoch >= recipe.epochs:
+            return None
+        if recipe.patience and progress.epoch - progress.best_epoch >= recipe.patience:
+            self.stopped_early = True
+            return None
+        return progress.epoch + 1
+
+    def end_epoch(self, epoch: int, train_loss: float, started: float) -> dict[str, float]:
+        """Validates the epoch just trained (begun at perf_counter `started`), records it; returns its metrics row."""
+        row = {
+            "epoch": epoch,
+            "step": epoch * self.data.steps_per_epoch,
+            "lr": self.scheduler.get_last_lr()[0],
+            "logit_scale": self.model.clamped_logit_scale().exp().item(),
+            "train_loss": train_loss,
+            **_validate(self.model, self.data, self.device),
+            "seconds": time.perf_counter() - started,
+        }
+        self.progress = self.progress.after(epoch, row, self.recipe, time.perf_counter() - self._clock)
+        self._clock = time.perf_counter()
+        self.history.append(row)
+        self._record = CheckpointRecord(
+            adaptor_config=self.model.config.to_dict(), recipe=self.recipe.to_dict(), epoch=epoch, step=row["step"],
+            metrics=row, best_epoch=self.progress.best_epoch, best_metrics=self.progress.best_metrics,
+            provenance=self.provenance, data_subset=self.data.subset.to_json(),
+            trainable_parameters=self.trainable_parameters, wall_seconds=self.progress.wall_seconds,
+        )
+        self._last_saved = False
+        due = time.perf_counter() - self._saved_at >= self.checkpoint_seconds
+        if self.progress.best_epoch == epoch:
+            weights = self.model.state_dict()
+            self._best_weights = weights if due else {name: value.detach().clone() for name, value in weights.items()}
+            self._best_record = self._record
+        if due:
+            self._save_checkpoints()
+        return row
+
+    def finish(self, plotter: LearningCurvePlotter | None = None) -> TrainResult:
+        """Writes what is not saved yet, the learning curve (by `plotter` when given) and the completion marker."""
+        if not self._last_saved:
+            self._save_checkpoints()
+        self.history.plot(plotter)
+        progress = self.progress
+        result = TrainResult(self.run_dir, progress.best_epoch, progress.best_metrics, progress.epoch,
+                             self.stopped_early, self.trainable_parameters, progress.wall_seconds)
+        write_text_atomically(self.run_dir / COMPLETED_MARKER, json.dumps(result.to_json(), indent=1))
+        return result
+
+    def _save_checkpoints(self) -> None:
+        """The best epoch's weights (when they changed since the last save), then the full last checkpoint.
+
+        The best checkpoint holds weights alone: resuming reads only the last one, whose record
+        names the best epoch, so a run resumed from an earlier last checkpoint rewrites the same
+        best weights when it gets there again.
+        """
+        if self._best_weights is not None and self._best_record is not None:
+            save_weights(self.run_dir, CheckpointKind.BEST, self._best_weights, self._best_record)
+            self._best_weights = None
+        if self._record is not None:
+            save_checkpoint(self.run_dir, CheckpointKind.LAST, self.model, self.optimizer, self.scheduler,
+                            self._record)
+        self._last_saved = True
+        self._saved_at = time.perf_counter()
 
 
 @dataclass(frozen=True)
@@ -211,22 +330,6 @@ class _Progress:
         improved = recipe.select_by.improves(row[metric], best)
         return _Progress(epoch, epoch if improved else self.best_epoch,
                          dict(row) if improved else self.best_metrics, self.wall_seconds + seconds)
-
-
-def _run_epoch(model: Adaptor, data: PairedData, epoch: int, optimizer: torch.optim.Optimizer,
-               scheduler: torch.optim.lr_scheduler.LRScheduler, device: torch.device) -> dict[str, float]:
-    """Trains one epoch, validates, and returns the epoch's metrics row."""
-    started = time.perf_counter()
-    train_loss = train_epoch(model, data, epoch, optimizer, scheduler, device)
-    return {
-        "epoch": epoch,
-        "step": epoch * data.steps_per_epoch,
-        "lr": scheduler.get_last_lr()[0],
-        "logit_scale": model.clamped_logit_scale().exp().item(),
-        "train_loss": train_loss,
-        **_validate(model, data, device),
-        "seconds": time.perf_counter() - started,
-    }
 
 
 def train_epoch(model: Adaptor, data: PairedData, epoch: int, optimizer: torch.optim.Optimizer,

@@ -173,10 +173,33 @@ class CrossAttentionBlock(nn.Module):
                 f"{tuple(stream.shape)}: the attention output at each query position is added to the "
                 "same position of the stream."
             )
-        key_padding_mask = None if stream_mask is None else ~stream_mask
-        attended, _ = self.attention(queries, stream, stream, key_padding_mask=key_padding_mask, need_weights=False)
+        if self.training and stream.shape[1] == 1:
+            attended = self._single_key_attention(stream)
+        else:
+            key_padding_mask = None if stream_mask is None else ~stream_mask
+            attended, _ = self.attention(queries, stream, stream, key_padding_mask=key_padding_mask,
+                                         need_weights=False)
         hidden = self.attention_norm(stream + self.attention_dropout(attended))
         return self.ffn_norm(hidden + self.ffn_dropout(self.ffn(hidden)))
+
+    def _single_key_attention(self, stream: Tensor) -> Tensor:
+        """The attention of a length-1 stream in training, computed as its math reduces: no query or key projection.
+
+        Over a single key the softmax is exactly 1, so each head's output is its dropped-out weight
+        (0 or 1 / (1 - p)) times its value, and the result is ``out_proj`` of that. This is what
+        nn.MultiheadAttention's math path computes, value for value, with the same dropout draws
+        (one mask over the (batch, heads) attention weights), but the query and key projections get
+        an exact zero gradient: the fused kernel it takes without dropout left them rounding noise,
+        which AdamW turned into updates of weights that never change an output. `train.stacked_model`
+        computes the same for many Adaptors at once.
+        """
+        attention = self.attention
+        batch, _, width = stream.shape
+        heads = attention.num_heads
+        value = F.linear(stream, attention.in_proj_weight[2 * width:], attention.in_proj_bias[2 * width:])
+        weights = F.dropout(stream.new_ones(batch, 1, heads, 1), attention.dropout, training=True)
+        value = (value.view(batch, 1, heads, width // heads) * weights).view(batch, 1, width)
+        return attention.out_proj(value)
 
 
 class Adaptor(nn.Module):

@@ -7,6 +7,11 @@ value stands for a one-element list. Each combination trains into `<out>/<name>`
 spells the combination's values of every grid key, so adding a value to the grid later keeps
 the names (and the finished runs) of the existing combinations. A run folder with a completion
 marker is skipped; one with only a last checkpoint is resumed.
+
+Runs on the same stores whose recipes differ only in settings a stacked model lets each point
+have its own (learning rate, weight decay, warm-up, epochs, patience, selection, gradient clip,
+loss weight, dropout, seed) train together as one stacked model (`train.stacked`), with the
+same weights, folders and results as one at a time.
 """
 from __future__ import annotations
 
@@ -23,9 +28,11 @@ from typing import Any, Callable, Mapping, Sequence
 import yaml
 
 from adaptor_vlp.cache_schema.cluster import parse_scheduler, run_on_dask
-from adaptor_vlp.train.loop import TrainResult, read_completed, train_adaptor
+from adaptor_vlp.train.encoding import resolve_device
+from adaptor_vlp.train.loop import DEFAULT_CHECKPOINT_SECONDS, TrainResult, read_completed, train_adaptor
 from adaptor_vlp.train.pairs import open_pair_stores, pair_stores
 from adaptor_vlp.train.recipe import RECIPES, Recipe, RecipeError, RecipeName, Selection
+from adaptor_vlp.train.stacked import stack_key, stackable, train_stacked
 
 PAIR_KEY = "pair"
 VISION_KEY = "vision"
@@ -36,6 +43,10 @@ BACKBONE_KEYS = (PAIR_KEY, VISION_KEY, TEXT_KEY)
 LEADERBOARD_CSV = "leaderboard.csv"
 LEADERBOARD_MARKDOWN = "leaderboard.md"
 LEADERBOARD_METRICS = ("val_loss", "val_recall@1", "val_recall@5", "val_recall@10")
+CUDA_STACK_SIZE = 8
+"""Runs trained as one stacked model at most by default on CUDA, where a step of the paper's Adaptor waits on kernel
+launches and a stacked group shares them: a step of one run dispatches about 340 operations, a stacked group of 4
+about 170 per run, of 16 about 110 (BENCHMARKS.md, "Stacked sweeps")."""
 
 
 class GridError(ValueError):
@@ -123,12 +134,19 @@ def run_sweep(
     scheduler: str = "none",
     rank_by: Selection = Selection.RECALL,
     on_outcome: Callable[[SweepOutcome], None] | None = None,
+    stack_size: int | None = None,
+    checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
 ) -> list[SweepOutcome]:
     """Trains every unfinished run, skips finished ones, and writes the leaderboard; returns outcomes in rank order.
 
     Every backbone pair's stores are opened and paired first, so a missing or mismatched store
-    stops the sweep before anything trains.
+    stops the sweep before anything trains. Unfinished runs that can share a stacked model train
+    in groups of up to `stack_size` (`plan_groups`; 1 trains every run alone; None:
+    `default_stack_size`); each group is one task for the scheduler.
     """
+    stack_size = default_stack_size(device) if stack_size is None else stack_size
+    if stack_size < 1:
+        raise GridError(f"stack size must be at least 1, got {stack_size}")
     placement = parse_scheduler(scheduler)
     for vision, text in sorted({(run.vision, run.text) for run in runs}):
         pair_stores(*open_pair_stores(cache_dir, dataset, vision, text))
@@ -146,20 +164,54 @@ def run_sweep(
             pending.append(run)
         else:
             record(SweepOutcome(run, finished, skipped=True))
-    train_one = functools.partial(train_sweep_run, cache_dir=cache_dir, dataset=dataset, out_dir=out_dir, device=device)
-    finished_runs = (((run, train_one(run)) for run in pending) if placement.in_process
-                     else run_on_dask(placement, train_one, pending))
-    for run, result in finished_runs:
-        record(SweepOutcome(run, result, skipped=False))
+    groups = plan_groups(pending, stack_size)
+    train_group = functools.partial(train_sweep_group, cache_dir=cache_dir, dataset=dataset, out_dir=out_dir,
+                                    device=device, checkpoint_seconds=checkpoint_seconds)
+    trained = (((group, train_group(group)) for group in groups) if placement.in_process
+               else run_on_dask(placement, train_group, groups))
+    for group, results in trained:
+        for run, result in zip(group, results):
+            record(SweepOutcome(run, result, skipped=False))
     ranked = rank_outcomes(outcomes, rank_by)
     write_leaderboard(ranked, Path(out_dir), rank_by)
     return ranked
 
 
-def train_sweep_run(run: SweepRun, cache_dir: Path, dataset: str, out_dir: Path, device: str) -> TrainResult:
+def default_stack_size(device: str) -> int:
+    """CUDA_STACK_SIZE on CUDA; 1 on the CPU, where an Adaptor step is bound by arithmetic and memory traffic that
+    stacking does not reduce (measured at parity: BENCHMARKS.md, "Stacked sweeps")."""
+    return CUDA_STACK_SIZE if resolve_device(device).type == "cuda" else 1
+
+
+def plan_groups(runs: Sequence[SweepRun], stack_size: int) -> list[list[SweepRun]]:
+    """The runs as training groups, in grid order: runs on the same stores whose recipes share the stacked
+    settings (`train.stacked.stack_key`) go together, at most `stack_size` at a time; the rest train alone."""
+    by_key: dict[tuple, list[SweepRun]] = {}
+    for run in runs:
+        stacks = stack_size > 1 and stackable(run.recipe)
+        key = (run.vision, run.text, stack_key(run.recipe)) if stacks else (run.name,)
+        by_key.setdefault(key, []).append(run)
+    return [members[start:start + stack_size] for members in by_key.values()
+            for start in range(0, len(members), stack_size)]
+
+
+def train_sweep_group(group: Sequence[SweepRun], cache_dir: Path, dataset: str, out_dir: Path, device: str,
+                      checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS) -> list[TrainResult]:
+    """Trains one group of `plan_groups` (stacked, or one run alone) into its folders, resuming interrupted runs."""
+    if len(group) == 1:
+        return [train_sweep_run(group[0], cache_dir, dataset, out_dir, device, checkpoint_seconds)]
+    first = group[0]
+    pairing = pair_stores(*open_pair_stores(cache_dir, dataset, first.vision, first.text))
+    return train_stacked(pairing, [run.recipe for run in group], [Path(out_dir) / run.name for run in group],
+                         device=device, resume=True, checkpoint_seconds=checkpoint_seconds)
+
+
+def train_sweep_run(run: SweepRun, cache_dir: Path, dataset: str, out_dir: Path, device: str,
+                    checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS) -> TrainResult:
     """Trains one combination into its folder, resuming it when an earlier sweep was interrupted."""
     pairing = pair_stores(*open_pair_stores(cache_dir, dataset, run.vision, run.text))
-    return train_adaptor(pairing, run.recipe, Path(out_dir) / run.name, device=device, resume=True)
+    return train_adaptor(pairing, run.recipe, Path(out_dir) / run.name, device=device, resume=True,
+                         checkpoint_seconds=checkpoint_seconds)
 
 
 def rank_outcomes(outcomes: Sequence[SweepOutcome], rank_by: Selection) -> list[SweepOutcome]:

@@ -16,6 +16,7 @@ from adaptor_vlp.train.checkpoint import (
     read_record,
     restore_training_state,
     save_checkpoint,
+    save_weights,
 )
 from adaptor_vlp.train.loop import linear_warmup_decay
 from adaptor_vlp.train.loss import contrastive_loss
@@ -105,3 +106,18 @@ def test_a_tensor_file_that_no_longer_matches_its_json_is_refused(tmp_path: Path
 def test_a_missing_checkpoint_says_where_it_looked(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="no best checkpoint"):
         read_record(tmp_path, CheckpointKind.BEST)
+
+
+def test_a_weights_only_checkpoint_loads_for_inference_but_is_no_resume_point(tmp_path: Path) -> None:
+    model, optimizer, scheduler = trained_state()
+    tensor_path = save_weights(tmp_path, CheckpointKind.BEST, model.state_dict(), record())
+
+    loaded = load_adaptor(tmp_path, CheckpointKind.BEST)
+
+    for name, value in model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[name], value), name
+    raw = tensor_path.read_bytes()
+    header = json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])
+    assert not any(name.startswith(("optimizer.", "rng.")) for name in header)
+    with pytest.raises(CheckpointError, match="weights only"):
+        restore_training_state(tmp_path, CheckpointKind.BEST, *trained_state(steps=0))

@@ -54,7 +54,7 @@ def test_sweep_from_the_command_line_writes_the_leaderboard(toy_cache: ToyCache,
 
     result = runner.invoke(app, ["train", "sweep", "--grid", str(grid), "--out", str(tmp_path / "sweep"), "--cache",
                                  str(toy_cache.cache_dir), "--dataset", DATASET, "--vision", VISION, "--text", TEXT,
-                                 "--recipe", "demo", "--device", "cpu"])
+                                 "--recipe", "demo", "--device", "cpu", "--stack", "2", "--checkpoint-seconds", "0"])
 
     assert result.exit_code == 0, result.output
     assert result.output.startswith("2 combinations") and "leaderboard:" in result.output
@@ -136,7 +136,7 @@ def test_a_full_disk_keeps_the_finished_epochs_and_resume_continues(toy_cache: T
         return real_write_bytes(self, data)
 
     monkeypatch.setattr(Path, "write_bytes", disk_full_in_epoch_two)
-    failed = runner.invoke(app, train_command(toy_cache, tmp_path / "run"))
+    failed = runner.invoke(app, train_command(toy_cache, tmp_path / "run", "--checkpoint-seconds", "0"))
     monkeypatch.setattr(Path, "write_bytes", real_write_bytes)
 
     assert failed.exit_code == 1 and "Traceback" not in failed.output

@@ -7,8 +7,9 @@ from safetensors.torch import load_file
 
 from tests.train.conftest import TOY_RECIPE, ToyCache, build_toy_cache
 from adaptor_vlp.train.checkpoint import load_adaptor
-from adaptor_vlp.train.loop import RunFolderError, linear_warmup_decay, read_completed, train_adaptor
-from adaptor_vlp.train.model import count_trainable_parameters
+from adaptor_vlp.train.loop import RunFolderError, adamw, linear_warmup_decay, read_completed, train_adaptor
+from adaptor_vlp.train.loss import contrastive_loss
+from adaptor_vlp.train.model import Adaptor, count_trainable_parameters
 from adaptor_vlp.train.pairs import pair_stores
 
 VAL_STUDIES = 40
@@ -20,12 +21,14 @@ class Interrupted(Exception):
     pass
 
 
-def train(cache: ToyCache, run_dir: Path, resume: bool = False, stop_after: int | None = None, **overrides):
+def train(cache: ToyCache, run_dir: Path, resume: bool = False, stop_after: int | None = None,
+          checkpoint_seconds: float = 0.0, **overrides):
     def maybe_stop(row: dict) -> None:
         if row["epoch"] == stop_after:
             raise Interrupted
     return train_adaptor(pair_stores(cache.image_store, cache.text_store), TOY_RECIPE.with_overrides(overrides),
-                         run_dir, device="cpu", resume=resume, on_epoch=maybe_stop)
+                         run_dir, device="cpu", resume=resume, on_epoch=maybe_stop,
+                         checkpoint_seconds=checkpoint_seconds)
 
 
 def tensors(run_dir: Path, kind: str = "last") -> dict[str, torch.Tensor]:
@@ -132,3 +135,23 @@ def test_learning_rate_warms_up_then_decays_linearly_over_all_steps() -> None:
     assert rates[50] == pytest.approx(50 / 98)
     assert rates[-1] == pytest.approx(1 / 98) and rates[-1] > 0
     assert all(later <= earlier for earlier, later in zip(rates[1:], rates[2:]))
+
+
+def test_the_multi_tensor_adamw_steps_exactly_as_the_per_tensor_loop() -> None:
+    """`adamw` uses foreach for fewer dispatches; it must not change a single bit of what training computes."""
+    recipe = TOY_RECIPE.with_overrides({"weight_decay": 0.1})
+    models = []
+    for foreach in (True, False):
+        torch.manual_seed(0)
+        model = Adaptor(recipe.adaptor_config(16, 12))
+        optimizer = adamw(model, recipe) if foreach else torch.optim.AdamW(
+            model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay, foreach=False)
+        generator = torch.Generator().manual_seed(1)
+        for _ in range(5):
+            output = model(torch.randn(8, 16, generator=generator), torch.randn(8, 12, generator=generator))
+            optimizer.zero_grad()
+            contrastive_loss(output.image_embeds, output.text_embeds, output.logit_scale).loss.backward()
+            optimizer.step()
+        models.append(model)
+
+    assert_same_tensors(models[0].state_dict(), models[1].state_dict())

@@ -299,3 +299,23 @@ def test_per_token_image_embeddings_do_not_depend_on_batch_mates_and_respect_mas
     assert torch.allclose(together[mask].norm(dim=-1), torch.ones(int(mask.sum())), atol=1e-5)
     assert torch.count_nonzero(together[2, 4:]) == 0
     assert not torch.allclose(together[0, 0], together[0, 1])  # each patch keeps its own embedding
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_training_on_one_key_computes_the_attention_module_math_without_query_and_key(dropout: float) -> None:
+    """The single-key shortcut gives nn.MultiheadAttention's training output from the same dropout draws,
+    and an exact zero gradient to the query and key projections (only weight decay moves them)."""
+    width = 16
+    block = CrossAttentionBlock(width, num_heads=4, ffn_dim=32, dropout=dropout).train()
+    stream, queries = torch.randn(8, 1, width), torch.randn(8, 1, width)
+
+    torch.manual_seed(3)
+    expected, _ = block.attention(queries, stream, stream, need_weights=False)
+    torch.manual_seed(3)
+    shortcut = block._single_key_attention(stream)
+    block(stream, queries=queries).sum().backward()
+
+    assert torch.allclose(shortcut, expected, atol=1e-6)
+    assert torch.count_nonzero(block.attention.in_proj_weight.grad[:2 * width]) == 0
+    assert torch.count_nonzero(block.attention.in_proj_bias.grad[:2 * width]) == 0
+    assert torch.count_nonzero(block.attention.in_proj_weight.grad[2 * width:]) > 0

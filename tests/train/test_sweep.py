@@ -3,12 +3,15 @@ import csv
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file
 
 from tests.train.conftest import DATASET, TEXT, VISION, ToyCache, build_toy_cache
 from adaptor_vlp.train.recipe import RecipeName, Selection
 from adaptor_vlp.train.sweep import (
     GridError,
+    default_stack_size,
     expand_grid,
+    plan_groups,
     read_grid,
     run_sweep,
 )
@@ -111,3 +114,41 @@ def test_bad_grids_are_refused_naming_the_file_and_key(tmp_path: Path, text: str
     with pytest.raises(GridError, match=message) as raised:
         expand_grid(read_grid(path), source=str(path))
     assert str(path) in str(raised.value)
+
+
+def leaderboard_without_times(out: Path) -> list[dict]:
+    with open(out / "leaderboard.csv") as handle:
+        return [{key: value for key, value in row.items() if key != "wall_seconds"} for row in csv.DictReader(handle)]
+
+
+def test_a_stacked_sweep_gives_the_weights_and_leaderboard_of_one_run_at_a_time(toy_cache: ToyCache,
+                                                                                tmp_path: Path) -> None:
+    grid = {"lr": [0.003, 0.01], "dropout": [0.1, 0.0], "seed": [1, 2], "epochs": [3], "batch_size": [32],
+            "projection_dim": [32], "num_heads": [4]}
+    runs = expand_grid(grid, RecipeName.DEMO, VISION, TEXT)
+
+    alone = run_sweep(runs, toy_cache.cache_dir, DATASET, tmp_path / "alone", device="cpu", stack_size=1)
+    stacked = run_sweep(runs, toy_cache.cache_dir, DATASET, tmp_path / "stacked", device="cpu", stack_size=3)
+
+    assert leaderboard_without_times(tmp_path / "alone") == leaderboard_without_times(tmp_path / "stacked")
+    assert [o.run.name for o in alone] == [o.run.name for o in stacked]
+    for run in runs:
+        first = load_file(tmp_path / "alone" / run.name / "best.safetensors")
+        second = load_file(tmp_path / "stacked" / run.name / "best.safetensors")
+        assert all((first[name] - second[name]).abs().max() <= 1e-5 for name in first), run.name
+
+
+def test_runs_are_grouped_by_stores_and_shared_settings_in_grid_order() -> None:
+    grid = {"pair": [["a", "b"], ["a", "c"]], "batch_size": [32, 64], "lr": [0.1, 0.2, 0.3]}
+    runs = expand_grid(grid, RecipeName.DEMO)
+    tokens = expand_grid({"pair": [["a", "b"]], "inputs": ["tokens"], "seed": [1, 2]}, RecipeName.DEMO)
+
+    groups = plan_groups(runs + tokens, stack_size=2)
+
+    assert [[run.name for run in group] for group in groups][:2] == [[runs[0].name, runs[1].name], [runs[2].name]]
+    assert len(groups) == 4 * 2 + 2
+    assert all({(run.vision, run.text, run.recipe.batch_size) for run in group} == {
+        (group[0].vision, group[0].text, group[0].recipe.batch_size)} for group in groups)
+    assert [len(group) for group in groups[-2:]] == [1, 1]
+    assert len(plan_groups(runs, stack_size=1)) == len(runs)
+    assert default_stack_size("cpu") == 1

@@ -1,0 +1,218 @@
+"""Many pooled-input Adaptors of one shape as one model: parameters stacked along a leading point axis.
+
+Sweep points that differ only in optimiser settings, loss weight, dropout or seed have parameter
+tensors of the same shapes, so G of them run as grouped matrix products (`torch.baddbmm`, one
+call for all G) instead of G separate models. Each point keeps exactly what it would have alone:
+
+- its parameters: `StackedAdaptors` stacks G ordinary `Adaptor`s and then makes each model's
+  parameters views of its slice of the stack, so the point's own optimiser, gradient clipping,
+  checkpoints and validation work on the model as in a solo run, and see every update;
+- its dropout masks: a solo CPU run draws every mask from the global generator, in a fixed order
+  (per layer the image block, then the text block; within a block the attention weights, the
+  attention output, the FFN's hidden layer, the FFN output), one `bernoulli_` call per mask,
+  scaled by ``1 / (1 - p)`` as `torch.nn.functional.dropout` does. Here each point draws the same
+  masks in the same order from its own generator, which starts where the solo run's global
+  generator stands after initialising the model, so the masks are the solo run's, bit for bit.
+
+The arithmetic follows the solo training forward op for op (`CrossAttentionBlock` in training:
+attention over a single key is ``out_proj`` of the dropped-out value). Batched products
+(`_GroupedLinear`) run one GEMM per point, as `F.linear` does for one model, and layer norms run
+per point (a batched affine sums its gradient in another order), so on this CPU each point's
+forward and gradients equal its solo model's bit for bit; the tests hold whole runs to 1e-5.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from adaptor_vlp.train.model import Adaptor, AdaptorConfig, AdaptorInputs
+
+LAYER_NORM_EPS = 1e-5
+"""nn.LayerNorm's default epsilon, which the Adaptor's blocks use."""
+
+
+class StackError(ValueError):
+    """Adaptors or recipes that cannot share one stack: other shapes, other data, or token inputs."""
+
+
+def stack_shape(config: AdaptorConfig) -> AdaptorConfig:
+    """The part of a config that all points of a stack must share (dropout and temperature may differ)."""
+    return replace(config, dropout=0.0, logit_scale_init=0.0)
+
+
+@dataclass(frozen=True)
+class StackedOutput:
+    """Per point unit-norm embeddings (G, B, P) and clamped log logit scales (G,)."""
+
+    image_embeds: Tensor
+    text_embeds: Tensor
+    logit_scale: Tensor
+
+
+class StackedAdaptors:
+    """G Adaptors of one shape with pooled inputs; `parameters[name]` is the (G, ...) stack of every point's tensor.
+
+    Building the stack copies the models' current parameters once and then points each model's
+    parameters at its slice, so a model and its slice are one tensor from then on.
+    """
+
+    def __init__(self, models: Sequence[Adaptor]) -> None:
+        shapes = {stack_shape(model.config) for model in models}
+        if len(shapes) != 1:
+            raise StackError(f"Adaptors of {len(shapes)} different shapes cannot share a stack")
+        self.shape = shapes.pop()
+        if self.shape.inputs is not AdaptorInputs.POOLED:
+            raise StackError("only pooled-input Adaptors stack; token inputs train one run at a time")
+        self.models = list(models)
+        self.dropouts = [model.config.dropout for model in models]
+        named = [dict(model.named_parameters()) for model in models]
+        self.parameters = {name: torch.stack([values[name].detach() for values in named]).requires_grad_()
+                           for name in named[0]}
+        for point, values in enumerate(named):
+            for name, parameter in values.items():
+                parameter.data = self.parameters[name].detach()[point]
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+    def zero_grad(self) -> None:
+        """Drops the stack's and the models' gradients (as `optimizer.zero_grad(set_to_none=True)` does)."""
+        for value in self.parameters.values():
+            value.grad = None
+        for model in self.models:
+            for parameter in model.parameters():
+                parameter.grad = None
+
+    @torch.no_grad()
+    def clip_gradients(self, max_norms: Sequence[float]) -> None:
+        """Point g's gradients scaled as `clip_grad_norm_(model_g.parameters(), max_norms[g])` scales them.
+
+        The same per-tensor norms, in the models' parameter order, their norm, and the clamped
+        coefficient, for all points at once.
+        """
+        grads = [value.grad for value in self.parameters.values()]
+        norms = torch._foreach_norm([grad[point] for point in range(len(self)) for grad in grads])
+        totals = torch.stack([torch.linalg.vector_norm(torch.stack(norms[start:start + len(grads)]))
+                              for start in range(0, len(norms), len(grads))])
+        limits = torch.tensor(max_norms, dtype=totals.dtype, device=totals.device)
+        coefficients = torch.clamp((totals + 1e-6).reciprocal() * limits, max=1.0)  # as `max_norm / tensor` computes
+        for grad in grads:
+            grad.mul_(coefficients.view(-1, *([1] * (grad.dim() - 1))))
+
+    def share_gradients(self) -> None:
+        """After a backward pass: each model's parameter gradients become views of its slice of the stack's."""
+        for point, model in enumerate(self.models):
+            for name, parameter in model.named_parameters():
+                parameter.grad = self.parameters[name].grad[point]
+
+    def forward(self, image: Tensor, text: Tensor, generators: Sequence[torch.Generator]) -> StackedOutput:
+        """Point g's training-mode embeddings of its batch `image[g]` (B, image_dim) and `text[g]` (B, text_dim).
+
+        Each point's dropout masks come from `generators[g]`, drawn as its solo run draws them.
+        """
+        masks = _MaskSource(self.dropouts, generators, image.device)
+        image_stream = self._project("image_projection.weight", image)
+        text_stream = self._project("text_projection.weight", text)
+        for layer in range(self.shape.num_layers):
+            value_projection = self._value_projection(layer)
+            image_stream = self._block(layer, image_stream, value_projection, masks)
+            text_stream = self._block(layer, text_stream, value_projection, masks)
+        scale = self.parameters["logit_scale"].clamp(0.0, self.shape.logit_scale_max)
+        return StackedOutput(F.normalize(image_stream, dim=-1), F.normalize(text_stream, dim=-1), scale)
+
+    def _project(self, name: str, features: Tensor) -> Tensor:
+        weight = self.parameters[name]
+        return F.normalize(_GroupedLinear.apply(features.to(weight.dtype), weight, None), dim=-1)
+
+    def _value_projection(self, layer: int) -> tuple[Tensor, Tensor]:
+        """The value rows of layer `layer`'s packed query/key/value projection (weight, bias), sliced once per pass.
+
+        Both modalities' blocks use them, so their gradients add up on the slice before one scatter into the
+        packed tensor.
+        """
+        prefix = f"blocks.{layer}.attention."
+        width = self.shape.projection_dim
+        return (self.parameters[prefix + "in_proj_weight"][:, 2 * width:],
+                self.parameters[prefix + "in_proj_bias"][:, 2 * width:])
+
+    def _block(self, layer: int, stream: Tensor, value_projection: tuple[Tensor, Tensor], masks: _MaskSource) -> Tensor:
+        """`CrossAttentionBlock` on a length-1 stream: the attention reduces to the value and output projections."""
+        prefix = f"blocks.{layer}."
+        width, heads = self.shape.projection_dim, self.shape.num_heads
+        points, batch = stream.shape[:2]
+        value = _GroupedLinear.apply(stream, *value_projection)
+        attention_weights = masks.draw((batch, heads))
+        if attention_weights is not None:
+            value = (value.view(points, batch, heads, width // heads) * attention_weights.unsqueeze(-1)
+                     ).view(points, batch, width)
+        attended = self._linear(prefix + "attention.out_proj", value)
+        hidden = self._norm(prefix + "attention_norm", stream + masks.apply(attended))
+        inner = masks.apply(torch.relu(self._linear(prefix + "ffn.0", hidden)))
+        return self._norm(prefix + "ffn_norm", hidden + masks.apply(self._linear(prefix + "ffn.3", inner)))
+
+    def _linear(self, prefix: str, inputs: Tensor) -> Tensor:
+        return _GroupedLinear.apply(inputs, self.parameters[prefix + ".weight"], self.parameters[prefix + ".bias"])
+
+    def _norm(self, prefix: str, inputs: Tensor) -> Tensor:
+        weights, biases = self.parameters[prefix + ".weight"].unbind(), self.parameters[prefix + ".bias"].unbind()
+        return torch.stack([F.layer_norm(point_inputs, inputs.shape[-1:], weight, bias, LAYER_NORM_EPS)
+                            for point_inputs, weight, bias in zip(inputs.unbind(), weights, biases)])
+
+
+class _GroupedLinear(torch.autograd.Function):
+    """Point g's `F.linear(inputs[g], weight[g], bias[g])` for every g: one batched GEMM forward, one per gradient back.
+
+    Written out because autograd's own gradient of ``baddbmm(bias, inputs, weight.mT)`` reaches the
+    weight transposed and pays a strided copy into the (G, out, in) layout on every step; here it is
+    computed in that layout, as F.linear's backward computes it for one model.
+    """
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda")
+    def forward(ctx: Any, inputs: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        ctx.save_for_backward(inputs, weight)
+        ctx.has_bias = bias is not None
+        if bias is None:
+            return torch.bmm(inputs, weight.mT)
+        return torch.baddbmm(bias.unsqueeze(1), inputs, weight.mT)
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        inputs, weight = ctx.saved_tensors
+        needs_inputs, needs_weight, needs_bias = ctx.needs_input_grad
+        return (torch.bmm(grad, weight) if needs_inputs else None,
+                torch.bmm(grad.mT, inputs) if needs_weight else None,
+                grad.sum(1) if ctx.has_bias and needs_bias else None)
+
+
+class _MaskSource:
+    """Every point's dropout masks for one forward pass, drawn in the solo run's order from its own generator."""
+
+    def __init__(self, rates: Sequence[float], generators: Sequence[torch.Generator], device: torch.device) -> None:
+        self.rates = rates
+        self.generators = generators
+        self.active = any(rate > 0 for rate in rates)
+        self.device = device
+
+    def draw(self, shape: tuple[int, ...]) -> Tensor | None:
+        """(G, *shape) masks, each point's scaled by 1 / (1 - p) like F.dropout's; None when no point drops out."""
+        if not self.active:
+            return None
+        masks = []
+        for rate, generator in zip(self.rates, self.generators):
+            if rate > 0:
+                noise = torch.empty(shape, device=self.device).bernoulli_(1 - rate, generator=generator)
+                masks.append(noise.div_(1 - rate))
+            else:
+                masks.append(torch.ones(shape, device=self.device))
+        return torch.stack(masks)
+
+    def apply(self, inputs: Tensor) -> Tensor:
+        """`inputs` (G, B, W) with each point's next dropout mask applied."""
+        mask = self.draw(tuple(inputs.shape[1:]))
+        return inputs if mask is None else inputs * mask
