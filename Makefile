@@ -28,7 +28,7 @@ RESULTS ?= $(RUN)/evaluation
 SEG_DATA ?= demo/siim-acr
 SEG_DATASET := siim
 
-.PHONY: all install demo-data manifest extract train evaluate sweep bench test clean
+.PHONY: all install demo-data manifest extract train evaluate sweep bench bench-gpu test clean
 
 all: evaluate
 
@@ -78,9 +78,18 @@ sweep: install
 
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.extract
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.multi_extract
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.multi_extract --backbones dinov2-s,dinov2-b,resnet-ae --images 64 --batch-size 8 --rounds 2
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.dask_extract
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.cache_formats
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.train
+
+# The prepared GPU check: on a machine with one GPU and this .venv (no install, nothing downloaded),
+# the extraction benchmarks and the stacked sweep on CUDA, within 8 minutes; not part of `make test`.
+# MERGE: GPU_SWEEP is the stacked-sweep benchmark of issue 14 item 2 (train/stacked.py); set its final command here.
+GPU_SWEEP ?= python -m bench.sweep --device cuda --quick
+bench-gpu:
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.gpu --device cuda --sweep '$(GPU_SWEEP)'
 
 test: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q

@@ -45,8 +45,8 @@ from adaptor_vlp.extract.images import read_grayscale
 from adaptor_vlp.extract.job import ExtractionJob
 from adaptor_vlp.extract.precision import Precision
 from adaptor_vlp.cache_schema.manifest import CHEXPERT_LABELS, Manifest, ManifestRow, Split, read_manifest, write_manifest
-from adaptor_vlp.extract.pipeline import StoreRows, extract_shards, open_store, shard_batches, store_rows
-from adaptor_vlp.extract.sources import Decoders, ImageBatch, ImageRows, image_batches
+from adaptor_vlp.extract.pipeline import StoreRows, Target, extract_shards, open_store, shard_batches, store_rows
+from adaptor_vlp.extract.sources import Decoders, ImageBatch, ImagePassRows, image_batches
 
 DATASET = "bench"
 RANDOM_INIT_SEED = 0
@@ -277,13 +277,13 @@ class ExtractionBenchmark:
                                  precision=settings.precision, shard_rows=settings.rows_per_shard)
         self.spans: list[ShardSpan] = self._fresh_store().shards()
         self.short_spans = self.spans[:len(self.spans) // 2]
-        self.batches = [batch.pixels for batch in self._checked(list(self._loader(self.spans)))]
+        self.batches = [batch.pixels for batch in self._checked([one for (one,) in self._loader(self.spans)])]
 
     def pipeline_seconds(self, spans: list[ShardSpan]) -> float:
         """Reader -> encoder -> shard buffer -> writer thread -> a fresh store, as `adaptor extract images` runs."""
         store = self._fresh_store()
-        seconds = timed(lambda: extract_shards(self.job, self.encoder, store, self.rows, self.image_set.image_root,
-                                               spans, on_shard_done=lambda span, failures: None))
+        seconds = timed(lambda: extract_shards([Target(self.job, self.encoder, store)], self.rows,
+                                               self.image_set.image_root, spans))
         if not all(store.valid[span.rows].all() for span in spans):
             raise RuntimeError(f"{store.path}: the pipeline left rows unwritten or failed; its timing is void")
         return seconds
@@ -326,9 +326,10 @@ class ExtractionBenchmark:
         return open_store(self.job, self.encoder, dataset_dir(self.image_set.cache_dir, DATASET), self.rows,
                           overwrite=True)
 
-    def _loader(self, spans: list[ShardSpan]) -> Iterator[ImageBatch]:
+    def _loader(self, spans: list[ShardSpan]) -> Iterator[tuple[ImageBatch]]:
         """The batches `extract.pipeline` decodes in one process: DataLoader worker processes."""
-        dataset = ImageRows(self.rows.manifest_rows, self.image_set.image_root, self.spec, views=0)
+        dataset = ImagePassRows(self.rows.manifest_rows, self.image_set.image_root, [self.spec], views=0,
+                                decode=self.job.decode)
         return image_batches(dataset, shard_batches(spans, self.settings.batch_size), self.settings.workers,
                              Decoders.PROCESSES, pin_memory=self.settings.device is Device.CUDA)
 

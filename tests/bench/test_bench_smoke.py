@@ -3,7 +3,7 @@ import re
 
 from typer.testing import CliRunner
 
-from bench import cache_formats, dask_extract, extract
+from bench import cache_formats, dask_extract, extract, multi_extract
 
 RATIO_LINE = re.compile(r"^ratio (?P<name>.+?): (?P<value>\d+\.\d+)x?( \(goal (>=|<=) [\d.]+x?: (met|MISSED)\))?$")
 
@@ -63,3 +63,18 @@ def test_dask_extract_benchmark_prints_the_decoder_ratios() -> None:
     ratios = _ratios(_run(dask_extract.app, "--quick"))
     assert set(ratios) == {"dask decoder threads/one process", "dask decoder threads/dask no decoders"}
     assert all(value > 0 for value in ratios.values())
+
+
+def test_multi_extract_benchmark_prints_the_one_pass_against_the_single_passes() -> None:
+    output = _run(multi_extract.app, "--quick")
+    assert set(_ratios(output)) == {"one pass/3 single passes", "one pass/its ceiling",
+                                    "reader of one pass/readers of the single passes"}
+    assert "one pass (decode at 168 px (shorter side))" in output
+    assert "single tiny-vit (decode at 64 px (shorter side))" in output
+    assert output.count("| bound: ") == 4
+    assert "speed-up the parts predict" in output
+
+
+def test_multi_extract_benchmark_refuses_an_unknown_backbone_before_drawing_images() -> None:
+    result = CliRunner().invoke(multi_extract.app, ["--quick", "--backbones", "tiny-vit,nope"])
+    assert result.exit_code == 2 and "unknown backbone 'nope'" in result.output

@@ -295,7 +295,7 @@ def cumulative_sum_area_resize(image: torch.Tensor, height: int, width: int) -> 
 
 
 @pytest.mark.parametrize("shape, size", [((3056, 2544), (256, 213)), ((97, 80), (64, 53)), ((50, 60), (130, 7)),
-                                         ((256, 256), (224, 224)), ((13, 9), (13, 20))])
+                                         ((256, 256), (224, 224)), ((13, 9), (13, 20)), ((1, 5), (3, 7))])
 def test_area_resize_of_whole_grey_levels_sums_blocks_to_the_cumulative_sums_bits(shape, size):
     grey_levels = torch.from_numpy(np.random.default_rng(1).integers(0, 256, shape).astype(np.float32)).unsqueeze(0)
     fast = area_resize(grey_levels, *size, whole_levels=True)

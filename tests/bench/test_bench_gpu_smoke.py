@@ -1,0 +1,30 @@
+"""The prepared GPU check's driver, run on the CPU at --quick sizes: every piece runs, is bounded and summarised."""
+import sys
+
+from typer.testing import CliRunner
+
+from bench import gpu
+from bench.extract import Device
+
+
+def test_the_gpu_check_runs_every_piece_and_prints_each_ratio_with_the_device_name() -> None:
+    result = CliRunner().invoke(gpu.app, ["--device", "cpu", "--quick", "--budget", "600",
+                                          "--sweep", "python -m bench.cache_formats --quick"])
+    assert result.exit_code == 0, result.output
+    summary = result.output.split("== summary on cpu: ", 1)[1]
+    name = gpu.device_name(Device.CPU)
+    assert summary.startswith(name)
+    for piece in gpu.planned_pieces(Device.CPU, quick=True, sweep="python -m bench.cache_formats --quick"):
+        assert f"{piece.name}: ok" in summary, piece.name
+    assert f"[{name}] extract dinov2-s: ratio pipeline/forward: " in summary
+    assert f"[{name}] one pass, paper backbones: ratio one pass/2 single passes: " in summary
+    assert f"[{name}] stacked sweep: ratio store full read / fastest" in summary
+
+
+def test_a_piece_past_its_limit_is_stopped_with_its_processes() -> None:
+    sleeper = f"{sys.executable} -c 'import time; time.sleep(120)'"
+    planned = gpu.planned_pieces(Device.CPU, quick=True, sweep=sleeper)
+    assert planned[-1].command[0] == sys.executable and [p.command[:3] for p in planned[:-1]] == \
+        [("python", "-m", b.module) for b in gpu.EXTRACTION_BENCHMARKS]
+    result = gpu.run_piece(planned[-1], limit=2)
+    assert result.outcome is gpu.Outcome.STOPPED and result.seconds < 20
