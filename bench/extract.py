@@ -156,6 +156,8 @@ class Rates:
     forward: float
     decode: float
     """Steady state, as the pipeline's."""
+    end_to_end: tuple[str, ...] = ()
+    """Contenders whose run over all shards was no faster than over half: their end-to-end rate stands in."""
 
     @property
     def bound(self) -> Bound:
@@ -192,7 +194,10 @@ class ExtractionFigures:
     def lines(self) -> list[str]:
         """The figures as printed: rates, the bound, the ratios, the JPEG comparison."""
         rates, draft = self.rates, self.draft
+        caveat = ([f"no steady state for {' and '.join(rates.end_to_end)} (too few images for this machine's noise; "
+                   "raise --images or --rounds): end-to-end rates used"] if rates.end_to_end else [])
         return [
+            *caveat,
             f"images/s (steady state): pipeline {rates.pipeline:.2f} | backbone forward {rates.forward:.2f} | "
             f"decode + preprocess {rates.decode:.2f} ({rates.decode / self.decode_cores:.1f} per decoding core); "
             f"pipeline end to end {rates.pipeline_end_to_end:.2f}",
@@ -311,15 +316,21 @@ class ExtractionBenchmark:
         }, rounds)
         long_rows = _rows(self.spans)
         extra_rows = long_rows - _rows(self.short_spans)
-        for contender in ("pipeline", "decode"):
-            if best[f"{contender} long"] <= best[f"{contender} short"]:
-                raise RuntimeError(f"the {contender} run over all shards was no slower than over half of them: "
-                                   "too few images for this machine's noise; raise --images or --rounds")
+        unsteady = tuple(contender for contender in ("pipeline", "decode")
+                         if best[f"{contender} long"] <= best[f"{contender} short"])
+
+        def steady(contender: str) -> float:
+            """Extra rows over extra seconds; end to end where noise hid the difference (small runs under load)."""
+            if contender in unsteady:
+                return long_rows / best[f"{contender} long"]
+            return extra_rows / (best[f"{contender} long"] - best[f"{contender} short"])
+
         return Rates(
-            pipeline=extra_rows / (best["pipeline long"] - best["pipeline short"]),
+            pipeline=steady("pipeline"),
             pipeline_end_to_end=long_rows / best["pipeline long"],
             forward=long_rows / best["forward"],
-            decode=extra_rows / (best["decode long"] - best["decode short"]),
+            decode=steady("decode"),
+            end_to_end=unsteady,
         )
 
     def _fresh_store(self) -> CacheStore:

@@ -55,11 +55,13 @@ class Benchmark:
     """Fraction of the budget it may use."""
 
 
+QUICK_EXTRACT = ("--quick", "--images", "64", "--batch-size", "4", "--rounds", "2")
+"""bench.extract at a small size that still shows a steady state: four shards of four batches, two rounds."""
 EXTRACTION_BENCHMARKS = (
     Benchmark("extract dinov2-s", "bench.extract", ("--backbone", "dinov2-s", "--images", "1024", "--batch-size",
-                                                    "128", "--rounds", "1"), ("--quick",), share=0.17),
+                                                    "128", "--rounds", "1"), QUICK_EXTRACT, share=0.17),
     Benchmark("extract dinov2-b", "bench.extract", ("--backbone", "dinov2-b", "--images", "1024", "--batch-size",
-                                                    "128", "--rounds", "1"), ("--quick", "--tokens"), share=0.17),
+                                                    "128", "--rounds", "1"), (*QUICK_EXTRACT, "--tokens"), share=0.17),
     Benchmark("one pass, tiny backbones", "bench.multi_extract", ("--images", "2048", "--rounds", "1"),
               ("--quick",), share=0.13),
     Benchmark("one pass, paper backbones", "bench.multi_extract",

@@ -1,4 +1,7 @@
-"""The prepared GPU check's driver, run on the CPU at --quick sizes: every piece runs, is bounded and summarised."""
+"""The prepared GPU check's driver, run on the CPU at --quick sizes: every piece runs, is bounded and summarised.
+
+Its pieces include `bench.multi_extract --quick`, whose printed figures are checked here too.
+"""
 import sys
 
 from typer.testing import CliRunner
@@ -17,8 +20,15 @@ def test_the_gpu_check_runs_every_piece_and_prints_each_ratio_with_the_device_na
     for piece in gpu.planned_pieces(Device.CPU, quick=True, sweep="python -m bench.cache_formats --quick"):
         assert f"{piece.name}: ok" in summary, piece.name
     assert f"[{name}] extract dinov2-s: ratio pipeline/forward: " in summary
-    assert f"[{name}] one pass, paper backbones: ratio one pass/2 single passes: " in summary
     assert f"[{name}] stacked sweep: ratio store full read / fastest" in summary
+    one_pass = [line.split(": ratio ", 1)[1] for line in summary.splitlines() if "one pass, tiny backbones: ratio" in line]
+    assert [ratio.split(":")[0] for ratio in one_pass] == [
+        "one pass/3 single passes", "one pass/its ceiling", "reader of one pass/readers of the single passes"]
+    assert f"[{name}] one pass, paper backbones: ratio one pass/2 single passes: " in summary
+    pieces_output = result.output.split("== summary", 1)[0]
+    assert "one pass (decode at 168 px (shorter side))" in pieces_output  # the largest first resize of the three
+    assert "single tiny-vit (decode at 64 px (shorter side))" in pieces_output
+    assert pieces_output.count("| bound: ") == 4 + 3
 
 
 def test_a_piece_past_its_limit_is_stopped_with_its_processes() -> None:

@@ -3,7 +3,7 @@ import re
 
 from typer.testing import CliRunner
 
-from bench import cache_formats, dask_extract, extract, multi_extract
+from bench import cache_formats, dask_extract, extract, multi_extract, preprocess, projection
 
 RATIO_LINE = re.compile(r"^ratio (?P<name>.+?): (?P<value>\d+\.\d+)x?( \(goal (>=|<=) [\d.]+x?: (met|MISSED)\))?$")
 
@@ -65,16 +65,26 @@ def test_dask_extract_benchmark_prints_the_decoder_ratios() -> None:
     assert all(value > 0 for value in ratios.values())
 
 
-def test_multi_extract_benchmark_prints_the_one_pass_against_the_single_passes() -> None:
-    output = _run(multi_extract.app, "--quick")
-    assert set(_ratios(output)) == {"one pass/3 single passes", "one pass/its ceiling",
-                                    "reader of one pass/readers of the single passes"}
-    assert "one pass (decode at 168 px (shorter side))" in output
-    assert "single tiny-vit (decode at 64 px (shorter side))" in output
-    assert output.count("| bound: ") == 4
-    assert "speed-up the parts predict" in output
-
-
 def test_multi_extract_benchmark_refuses_an_unknown_backbone_before_drawing_images() -> None:
     result = CliRunner().invoke(multi_extract.app, ["--quick", "--backbones", "tiny-vit,nope"])
     assert result.exit_code == 2 and "unknown backbone 'nope'" in result.output
+
+
+def test_preprocess_benchmark_prints_the_shared_and_block_sum_ratios() -> None:
+    output = _run(preprocess.app, "--quick")
+    assert set(_ratios(output)) == {"preprocess_each/each in turn", "area resize, block sums/cumulative sums"}
+    assert "decode at full resolution: " in output and "one core reads " in output
+
+
+def test_the_projection_prints_every_stage_both_totals_and_its_inputs() -> None:
+    result = CliRunner().invoke(projection.app, ["--forward", "8000,4000,4000", "--adaptor-step-ms", "4"])
+    assert result.exit_code == 0, result.output
+    stages = [line.split(" | ")[0].lstrip("| ") for line in result.output.splitlines() if line.startswith("| ")]
+    assert stages[1:] == ["images, dinov2-s alone", "images, dinov2-b alone", "images, resnet-ae alone",
+                          "images, all three in one pass", "texts", "Adaptors", "classification heads",
+                          "segmentation heads", "**study, images in three single passes**",
+                          "**study, images in one pass**"]
+    assert "forward 8,000/s" in result.output and "4 ms per step" in result.output
+    assert "One pass over the images is " in result.output
+    refused = CliRunner().invoke(projection.app, ["--forward", "8000,4000"])
+    assert refused.exit_code == 2 and "give 3 positive numbers" in refused.output
