@@ -33,7 +33,7 @@ DEMO_DOWNSTREAM := siim:demo/siim-acr rsna:demo/rsna-pneumonia covidx:demo/covid
 SEG_DATA ?= demo/siim-acr
 SEG_DATASET := siim
 
-.PHONY: all install demo-data study manifest extract train evaluate sweep bench test clean
+.PHONY: all install demo-data study manifest extract train evaluate sweep bench bench-gpu test clean
 
 all: study
 
@@ -93,10 +93,17 @@ sweep: install
 
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.extract
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.multi_extract
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.multi_extract --backbones dinov2-s,dinov2-b,resnet-ae --images 64 --batch-size 8 --rounds 2
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.dask_extract
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.cache_formats
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.train
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.sweep
+
+# The prepared GPU check: on a machine with one GPU and this .venv (no install, nothing downloaded),
+# the extraction benchmarks and the stacked sweep on CUDA, within 8 minutes; not part of `make test`.
+bench-gpu:
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.gpu --device cuda
 
 test: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q

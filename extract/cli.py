@@ -1,4 +1,5 @@
 """`adaptor extract`: the extract stage's commands."""
+import dataclasses
 import json
 from enum import Enum
 from pathlib import Path
@@ -14,16 +15,17 @@ from adaptor_vlp.extract.backbones import REGISTRY_ENV, SpecError, UnknownBackbo
 from adaptor_vlp.extract.demo import MIN_SUBJECTS, write_demo_dataset
 from adaptor_vlp.extract.demo.downstream_trees import DEMO_TREES, DemoTree
 from adaptor_vlp.extract.downstream import BlankPolicy, UncertainPolicy, read_chexpert, read_covidx, read_rsna, read_siim
-from adaptor_vlp.extract.job import ExtractionJob
+from adaptor_vlp.extract.image_transforms import DecodeSize, DecodeSizeTooSmall
+from adaptor_vlp.extract.job import ExtractionJob, PassError
 from adaptor_vlp.extract.precision import Precision
 from adaptor_vlp.cache_schema.manifest import Manifest, ManifestError, excluded_file, write_manifest
 from adaptor_vlp.extract.mimic import DEFAULT_VIEWS, read_mimic_cxr
 from adaptor_vlp.extract.pipeline import ReportEncodingFailed
-from adaptor_vlp.extract.run import run_extraction
+from adaptor_vlp.extract.run import ExtractionSummary, run_multi_extraction
 from adaptor_vlp.extract.weights import IncompatibleWeights, MissingWeights, weights_available
 
 RUN_ERRORS = (ManifestError, MissingWeights, IncompatibleWeights, UnknownBackbone, SpecError, ProvenanceMismatch,
-              StoreError, SchedulerError, ReportEncodingFailed)
+              StoreError, SchedulerError, ReportEncodingFailed, PassError, DecodeSizeTooSmall)
 """Errors caused by the command's input: reported as one clear line and exit code 2, not a traceback."""
 
 CACHE_OPTION = typer.Option(Path("cache"), "--cache", help="Cache folder holding <dataset>/manifest.csv and the stores.")
@@ -50,7 +52,8 @@ app = typer.Typer(no_args_is_help=True, help="Run frozen backbones once over a d
 @app.command()
 def images(
     backbone: str = typer.Option(..., "--backbone", help="Image backbone: a name from `adaptor extract backbones`, "
-                                 "timm:<model name with tag> or hf:<hub id>."),
+                                 "timm:<model name with tag> or hf:<hub id>; several, comma-separated, run in one "
+                                 "pass (each image decoded once) into one store each."),
     dataset: str = DATASET_OPTION,
     cache: Path = CACHE_OPTION,
     weights: Path = WEIGHTS_OPTION,
@@ -68,12 +71,32 @@ def images(
     overwrite: bool = OVERWRITE_OPTION,
     registry: list[Path] = REGISTRY_OPTION,
     verbose: bool = VERBOSE_OPTION,
+    decode_size: str = typer.Option("auto", "--decode-size", help="How large images are decoded before the "
+                                    "backbones' steps (recorded in each store): 'full', a shorter side in pixels "
+                                    "(JPEGs then decode at reduced DCT scale), or auto: what the largest input "
+                                    "among the backbones needs (full resolution for the paper's area resize)."),
 ) -> None:
-    """Embed every image of a dataset's manifest with a frozen image backbone."""
-    _extract(ExtractionJob(cache, dataset, Modality.IMAGE, backbone, weights=weights, tokens=tokens, views=views,
-                           batch_size=batch_size, num_workers=workers, device=_device(device), precision=precision,
-                           shard_rows=shard_rows, image_root=image_root, registry=tuple(registry), verbose=verbose),
-             overwrite, scheduler)
+    """Embed every image of a dataset's manifest with frozen image backbones, one store each."""
+    with input_errors_exit(ValueError):  # an option that does not parse, named
+        names = _backbone_names(backbone, weights)
+        decode = None if decode_size == "auto" else DecodeSize.parse(decode_size)
+    job = ExtractionJob(cache, dataset, Modality.IMAGE, names[0], weights=weights, tokens=tokens, views=views,
+                        batch_size=batch_size, num_workers=workers, device=_device(device), precision=precision,
+                        shard_rows=shard_rows, image_root=image_root, registry=tuple(registry), verbose=verbose,
+                        decode_size=decode)
+    _extract([dataclasses.replace(job, backbone=name) for name in names], overwrite, scheduler)
+
+
+def _backbone_names(option: str, weights: Path | None) -> list[str]:
+    """The --backbone list; ValueError naming the option when it is empty or --weights cannot say whose it is."""
+    names = [name.strip() for name in option.split(",")]
+    if not all(names):
+        raise ValueError(f"--backbone {option!r}: an empty name; separate backbone names by single commas")
+    if weights is not None and len(names) > 1:
+        raise ValueError("--weights names one backbone's checkpoint; with several backbones in --backbone, place "
+                         "each one's weights where it is looked up (the Hugging Face cache, torchxrayvision's "
+                         "folder) or extract that backbone in its own run")
+    return names
 
 
 @app.command()
@@ -96,23 +119,35 @@ def texts(
     verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """Embed every study's report (one row per study) with a frozen text backbone."""
-    _extract(ExtractionJob(cache, dataset, Modality.TEXT, backbone, weights=weights, tokens=tokens,
-                           batch_size=batch_size, device=_device(device), precision=precision,
-                           shard_rows=shard_rows, registry=tuple(registry), max_length=max_length, verbose=verbose),
+    _extract([ExtractionJob(cache, dataset, Modality.TEXT, backbone, weights=weights, tokens=tokens,
+                            batch_size=batch_size, device=_device(device), precision=precision,
+                            shard_rows=shard_rows, registry=tuple(registry), max_length=max_length,
+                            verbose=verbose)],
              overwrite, scheduler)
 
 
-def _extract(job: ExtractionJob, overwrite: bool, scheduler: str) -> None:
+def _extract(jobs: list[ExtractionJob], overwrite: bool, scheduler: str) -> None:
     with input_errors_exit(*RUN_ERRORS):
-        summary = run_extraction(job, overwrite=overwrite, scheduler=scheduler)
+        summaries = run_multi_extraction(jobs, overwrite=overwrite, scheduler=scheduler)
+    for summary in summaries:
+        _report(summary, several=len(summaries) > 1)
+    job = jobs[0]
+    empty = [summary.store for summary in summaries if sum(summary.failures.values()) == summary.rows]
+    if empty:
+        hint = (f"is the data where {job.cache_dir / job.dataset / 'manifest.json'} says? Use --image-root if the "
+                "images moved." if job.modality is Modality.IMAGE else "does this dataset have reports?")
+        typer.echo(f"error: no sample of {', '.join(map(str, empty))} could be embedded (reasons above); {hint}",
+                   err=True)
+        raise typer.Exit(1)
+
+
+def _report(summary: ExtractionSummary, several: bool) -> None:
+    """A store's skipped samples by reason and its final line (headed by the store when a pass wrote several)."""
+    if several:
+        typer.echo(f"{summary.store}:")
     for reason, count in sorted(summary.failures.items()):
         typer.echo(f"skipped {count:>5}  {reason}")
     typer.echo(summary.final_line())
-    if sum(summary.failures.values()) == summary.rows:
-        hint = (f"is the data where {job.cache_dir / job.dataset / 'manifest.json'} says? Use --image-root if the "
-                "images moved." if job.modality is Modality.IMAGE else "does this dataset have reports?")
-        typer.echo(f"error: no sample of {summary.store} could be embedded (reasons above); {hint}", err=True)
-        raise typer.Exit(1)
 
 
 def _device(name: str) -> str:

@@ -1,11 +1,19 @@
-"""What one extraction run does, as a small picklable value that every shard task receives."""
+"""What one extraction run does, as small picklable values that every shard task receives.
+
+An `ExtractionJob` fills one store. An `ExtractionPass` is one or more image jobs over the same
+dataset run together: each image is decoded once, at one decode size, for every job's backbone.
+"""
 from __future__ import annotations
 
+import dataclasses
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from adaptor_vlp.cache_schema import Modality, store_path
 from adaptor_vlp.extract.backbones import BackboneSpec, get_spec
+from adaptor_vlp.extract.image_transforms import DecodeSize, check_decode_size, decode_size, pass_decode_size
 from adaptor_vlp.extract.precision import Precision
 
 
@@ -15,7 +23,8 @@ class ExtractionJob:
 
     `registry` are the user's registry files (`--registry`), `max_length` caps a text
     backbone's tokens (`--max-length`), `verbose` lets the backbone libraries print their load
-    reports and progress bars.
+    reports and progress bars. `decode_size` is how large images are decoded before the
+    backbone's steps (recorded in the store); None: the backbone's own default (`decode`).
     """
 
     cache_dir: Path
@@ -34,6 +43,7 @@ class ExtractionJob:
     registry: tuple[Path, ...] = ()
     max_length: int | None = None
     verbose: bool = False
+    decode_size: DecodeSize | None = None
 
     @property
     def spec(self) -> BackboneSpec:
@@ -43,3 +53,69 @@ class ExtractionJob:
     @property
     def store(self) -> Path:
         return store_path(self.cache_dir, self.dataset, self.modality, self.backbone)
+
+    @property
+    def decode(self) -> DecodeSize:
+        """The decode size this job's images are read at: the one given, else the backbone's default."""
+        return self.decode_size or DecodeSize(decode_size(self.spec))
+
+
+PER_BACKBONE_FIELDS = frozenset({"backbone", "weights"})
+"""The fields in which the jobs of one pass may differ; everything else describes the pass itself."""
+
+
+class PassError(ValueError):
+    """Jobs that cannot run as one pass: none, a backbone named twice, a text backbone among image ones, differing settings."""
+
+
+@dataclass(frozen=True)
+class ExtractionPass:
+    """Jobs run together over one dataset, one store each: every image decoded once, for all their backbones.
+
+    Build it with `of`, which checks the jobs and fixes the decode size in each of them: the one
+    given (checked against every backbone), else what the largest of their inputs needs
+    (`image_transforms.pass_decode_size`). A pass of one job is a plain run of that job.
+    """
+
+    jobs: tuple[ExtractionJob, ...]
+
+    @classmethod
+    def of(cls, jobs: Sequence[ExtractionJob]) -> ExtractionPass:
+        """The checked pass; PassError (or the registry's UnknownBackbone) names what cannot run together."""
+        if not jobs:
+            raise PassError("no backbone to extract: name at least one")
+        first = jobs[0]
+        repeated = [name for name, count in Counter(job.backbone for job in jobs).items() if count > 1]
+        if repeated:
+            raise PassError(f"backbone {repeated[0]!r} is named more than once; name each backbone once")
+        for job in jobs[1:]:
+            differing = [f.name for f in dataclasses.fields(job)
+                         if f.name not in PER_BACKBONE_FIELDS and getattr(job, f.name) != getattr(first, f.name)]
+            if differing:
+                raise PassError(f"jobs {first.backbone!r} and {job.backbone!r} differ in {', '.join(differing)}; "
+                                "one pass shares every setting but the backbone and its weights")
+        specs = [job.spec for job in jobs]
+        for job, spec in zip(jobs, specs):
+            if spec.modality is not job.modality:
+                raise PassError(f"backbone {job.backbone!r} is a {spec.modality.value} backbone; "
+                                f"`adaptor extract {job.modality.value}s` takes {job.modality.value} backbones "
+                                f"(extract it with `adaptor extract {spec.modality.value}s`)")
+        if first.modality is Modality.TEXT:
+            if len(jobs) > 1:
+                raise PassError("one pass shares the decoding of images; extract each text backbone on its own")
+            return cls(tuple(jobs))
+        if first.decode_size is None:
+            chosen = pass_decode_size(specs)
+        else:
+            chosen = first.decode_size
+            check_decode_size(chosen, specs)
+        return cls(tuple(dataclasses.replace(job, decode_size=chosen) for job in jobs))
+
+    @property
+    def settings(self) -> ExtractionJob:
+        """The job whose shared settings (dataset, batches, decoders, device, ...) the whole pass uses."""
+        return self.jobs[0]
+
+    @property
+    def decode(self) -> DecodeSize:
+        return self.settings.decode

@@ -1,13 +1,16 @@
-"""Runs a frozen backbone over a dataset's manifest, shard by shard, into its cache store.
+"""Runs frozen backbones over a dataset's manifest, shard by shard, into their cache stores.
 
-Reader (extract.sources) -> encoder (extract.encoders) -> shard buffer -> writer thread -> store.
+Reader (extract.sources) -> encoders (extract.encoders) -> shard buffers -> writer threads -> stores.
 Batches never cross a shard boundary and are the same fixed row ranges in every run, so a run
 that was killed and resumed, or spread over Dask workers, writes the same bytes as one
-uninterrupted run.
+uninterrupted run. Several image backbones run in one pass (`Target`s sharing one reader): each
+batch is decoded once and embedded by every backbone, and each store gets its own buffers and
+writer thread, so each store is the one a single-backbone run at the same decode size writes.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import queue
 import shutil
 import threading
@@ -20,16 +23,35 @@ import numpy as np
 import torch
 
 from adaptor_vlp.cache_schema import ArrayName, CacheStore, FeatureShape, Modality, Provenance, ShardSpan, dataset_dir
-from adaptor_vlp.extract.encoders import ImageEncoder, TextEncoder, load_image_encoder, load_text_encoder
-from adaptor_vlp.extract.job import ExtractionJob
+from adaptor_vlp.extract.encoders import EncoderOutput, ImageEncoder, TextEncoder, load_image_encoder, load_text_encoder
+from adaptor_vlp.extract.job import ExtractionJob, ExtractionPass
 from adaptor_vlp.cache_schema.manifest import Manifest, ManifestRow, manifest_sha256, read_manifest
-from adaptor_vlp.extract.sources import Decoders, ImageRows, TextBatch, image_batches, text_batch
+from adaptor_vlp.extract.sources import Decoders, ImageBatch, ImagePassRows, TextBatch, image_batches, text_batch
 
 Encoder = ImageEncoder | TextEncoder
-ShardDone = Callable[[ShardSpan, int], None]
-"""Called after a shard is written, with its span and its number of failures."""
-BatchDone = Callable[[int], None]
-"""Called after each batch with the number of rows it covered (for progress bars)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One backbone's part of a pass: its job, its loaded encoder and the store it fills."""
+
+    job: ExtractionJob
+    encoder: Encoder
+    store: CacheStore
+
+
+ShardDone = Callable[[Target, ShardSpan, int], None]
+"""Called after a shard of a target's store is written, with its span and its number of failures."""
+BatchDone = Callable[[Target, int], None]
+"""Called after each batch, per target, with the number of rows it covered (for progress bars)."""
+
+
+def _ignore_shard(target: Target, span: ShardSpan, failures: int) -> None:
+    """The default ShardDone: nothing to report."""
+
+
+def _ignore_batch(target: Target, rows: int) -> None:
+    """The default BatchDone: nothing to report."""
 
 
 @dataclass(frozen=True)
@@ -61,10 +83,15 @@ def load_encoder(job: ExtractionJob) -> Encoder:
 
 def open_store(job: ExtractionJob, encoder: Encoder, manifest_folder: Path, rows: StoreRows,
                overwrite: bool = False) -> CacheStore:
-    """Creates the job's store, or reopens it to resume; refuses one built with other settings."""
+    """Creates the job's store, or reopens it to resume; refuses one built with other settings.
+
+    An image store records the decode size its images were read at (`preprocessing.decode_size`):
+    'full' or the shorter side in pixels.
+    """
     if overwrite and job.store.exists():
         shutil.rmtree(job.store)
-    preprocessing = {**encoder.preprocessing, "tokens": job.tokens, "views": job.views,
+    decoding = {"decode_size": job.decode.record()} if job.modality is Modality.IMAGE else {}
+    preprocessing = {**encoder.preprocessing, **decoding, "tokens": job.tokens, "views": job.views,
                      "forward_precision": encoder.precision.value}
     provenance = Provenance(
         dataset=job.dataset,
@@ -76,14 +103,18 @@ def open_store(job: ExtractionJob, encoder: Encoder, manifest_folder: Path, rows
         preprocessing=preprocessing,
         pooling=encoder.spec.pooling.value,
     )
-    features = FeatureShape(
+    return CacheStore.create_or_resume(job.store, provenance, rows.ids, rows.group_ids, rows.splits,
+                                       store_features(job, encoder), job.shard_rows)
+
+
+def store_features(job: ExtractionJob, encoder: Encoder) -> FeatureShape:
+    """The arrays the job's store holds beside the ids: their widths, token count and views."""
+    return FeatureShape(
         embedding_dim=encoder.dim,
         token_count=encoder.token_count if job.tokens else 0,
         token_dim=encoder.dim if job.tokens else 0,
         views=job.views,
     )
-    return CacheStore.create_or_resume(job.store, provenance, rows.ids, rows.group_ids, rows.splits,
-                                       features, job.shard_rows)
 
 
 class ShardBuffer:
@@ -148,61 +179,89 @@ class ShardWriter:
 
 
 def extract_shards(
-    job: ExtractionJob,
-    encoder: Encoder,
-    store: CacheStore,
+    targets: Sequence[Target],
     rows: StoreRows,
     image_root: Path,
     spans: Sequence[ShardSpan],
-    on_shard_done: ShardDone,
-    on_batch_done: BatchDone = lambda n: None,
+    on_shard_done: ShardDone = _ignore_shard,
+    on_batch_done: BatchDone = _ignore_batch,
     decoders: Decoders = Decoders.PROCESSES,
 ) -> None:
-    """Embeds and writes the given shards; every row ends embedded or recorded as a failure.
+    """Embeds the given shards with every target's backbone and writes them into its store.
 
-    `job.num_workers` decoders of the given kind read the images ahead of the forward pass.
+    Every row ends embedded or recorded as a failure in every target's store. The targets share
+    the pass's settings (`ExtractionPass`) and their stores' shard plan; `num_workers` decoders
+    of the given kind read each image once, ahead of the forward passes.
     """
     if not spans:
         return
-    writer = ShardWriter(store, on_shard_done)
-    buffers: dict[int, ShardBuffer] = {}
+    shard_rows = targets[0].store.shard_rows
+    if any(target.store.shard_rows != shard_rows for target in targets):
+        raise ValueError("the targets of one pass must share their stores' shard plan")
+    writers = [ShardWriter(target.store, functools.partial(on_shard_done, target)) for target in targets]
+    buffers: dict[tuple[int, int], ShardBuffer] = {}
     try:
-        for shard_index, batch_rows, outputs, failures in _embedded_batches(job, encoder, rows, image_root, spans,
-                                                                            store.shard_rows, decoders):
-            buffer = buffers.get(shard_index)
-            if buffer is None:  # allocated once per shard: a --tokens shard buffer is hundreds of MB
-                buffer = buffers[shard_index] = ShardBuffer(store, store.shards()[shard_index])
-            buffer.add(batch_rows, outputs, failures)
-            on_batch_done(len(batch_rows) + len(failures))
-            if buffer.complete:
-                writer.submit(buffers.pop(shard_index))
+        for shard_index, batch_rows, outputs, failures in _embedded_batches(targets, rows, image_root, spans,
+                                                                            shard_rows, decoders):
+            for position, (target, arrays) in enumerate(zip(targets, outputs)):
+                key = (position, shard_index)
+                buffer = buffers.get(key)
+                if buffer is None:  # allocated once per shard: a --tokens shard buffer is hundreds of MB
+                    buffer = buffers[key] = ShardBuffer(target.store, target.store.shards()[shard_index])
+                buffer.add(batch_rows, arrays, failures)
+                on_batch_done(target, len(batch_rows) + len(failures))
+                if buffer.complete:
+                    writers[position].submit(buffers.pop(key))
     finally:
-        writer.close()
+        _close_all(writers)
+
+
+def _close_all(writers: Sequence[ShardWriter]) -> None:
+    """Waits for every writer; the first write error is raised once all have stopped."""
+    first_error: BaseException | None = None
+    for writer in writers:
+        try:
+            writer.close()
+        except BaseException as error:  # the others still finish their shards
+            first_error = first_error or error
+    if first_error is not None:
+        raise first_error
 
 
 def _embedded_batches(
-    job: ExtractionJob, encoder: Encoder, rows: StoreRows, image_root: Path, spans: Sequence[ShardSpan],
-    shard_rows: int, decoders: Decoders,
-) -> Iterator[tuple[int, list[int], dict[ArrayName, np.ndarray], dict[int, str]]]:
-    """(shard index, embedded rows, their arrays, failed rows) for each fixed batch of the spans."""
-    batches = shard_batches(spans, job.batch_size)
-    if job.modality is Modality.TEXT:
+    targets: Sequence[Target], rows: StoreRows, image_root: Path, spans: Sequence[ShardSpan], shard_rows: int,
+    decoders: Decoders,
+) -> Iterator[tuple[int, list[int], list[dict[ArrayName, np.ndarray]], dict[int, str]]]:
+    """(shard index, embedded rows, each target's arrays, failed rows) for each fixed batch of the spans."""
+    settings = targets[0].job
+    batches = shard_batches(spans, settings.batch_size)
+    if settings.modality is Modality.TEXT:
+        (target,) = targets
         for batch_rows in batches:
             batch = text_batch([rows.manifest_rows[r] for r in batch_rows], batch_rows)
-            outputs = _encoded_reports(encoder, batch, rows, job.tokens) if batch.texts else {}
-            yield batch_rows[0] // shard_rows, batch.rows, outputs, batch.failures
+            outputs = _encoded_reports(target.encoder, batch, rows, settings.tokens) if batch.texts else {}
+            yield batch_rows[0] // shard_rows, batch.rows, [outputs], batch.failures
         return
-    dataset = ImageRows(rows.manifest_rows, image_root, encoder.spec, views=job.views)
-    loader = image_batches(dataset, batches, job.num_workers, decoders, pin_memory=encoder.device.type == "cuda")
-    for batch_rows, batch in zip(batches, loader):
-        outputs: dict[ArrayName, np.ndarray] = {}
-        if batch.pixels is not None:
-            outputs = _encoder_arrays(encoder.encode(batch.pixels, with_tokens=job.tokens))
-            if batch.views is not None:
-                n, k = batch.views.shape[:2]
-                pooled = encoder.encode(batch.views.flatten(0, 1)).pooled
-                outputs[ArrayName.VIEWS] = pooled.reshape(n, k, -1).numpy()
-        yield batch_rows[0] // shard_rows, batch.rows, outputs, batch.failures
+    dataset = ImagePassRows(rows.manifest_rows, image_root, [target.encoder.spec for target in targets],
+                            views=settings.views, decode=settings.decode)
+    pin_memory = any(target.encoder.device.type == "cuda" for target in targets)
+    loader = image_batches(dataset, batches, settings.num_workers, decoders, pin_memory=pin_memory)
+    for batch_rows, per_backbone in zip(batches, loader):
+        outputs = [_embedded_images(target.encoder, batch, settings.tokens)
+                   for target, batch in zip(targets, per_backbone)]
+        yield batch_rows[0] // shard_rows, per_backbone[0].rows, outputs, per_backbone[0].failures
+
+
+def _embedded_images(encoder: ImageEncoder, batch: ImageBatch, tokens: bool) -> dict[ArrayName, np.ndarray]:
+    """One backbone's arrays for a batch's readable images: pooled (and tokens), and its views' pooled embeddings."""
+    if batch.pixels is None:
+        return {}
+    outputs = _encoder_arrays(encoder.encode(batch.pixels, with_tokens=tokens))
+    if batch.views is not None:
+        n, k = batch.views.shape[:2]
+        pooled = encoder.encode(batch.views.flatten(0, 1)).pooled
+        outputs[ArrayName.VIEWS] = pooled.reshape(n, k, -1).numpy()
+    return outputs
 
 
 class ReportEncodingFailed(RuntimeError):
@@ -236,7 +295,7 @@ def shard_batches(spans: Iterable[ShardSpan], batch_size: int) -> list[list[int]
             for span in spans for start in range(span.start, span.stop, batch_size)]
 
 
-def _encoder_arrays(output) -> dict[ArrayName, np.ndarray]:
+def _encoder_arrays(output: EncoderOutput) -> dict[ArrayName, np.ndarray]:
     arrays = {ArrayName.EMBEDDING: output.pooled.numpy()}
     if output.tokens is not None:
         arrays[ArrayName.TOKENS] = output.tokens.numpy()
@@ -259,25 +318,41 @@ def worker_device(device: str) -> str:
     return f"cuda:{int(name) % torch.cuda.device_count()}" if str(name).isdigit() else device
 
 
-@lru_cache(maxsize=2)
+ENCODERS_PER_WORKER = 8
+"""Encoders a Dask worker process keeps loaded across its shard tasks: every backbone of a pass, and then some."""
+
+
+@lru_cache(maxsize=ENCODERS_PER_WORKER)
 def cached_encoder(job: ExtractionJob) -> Encoder:
     """One encoder per worker process and job, reused across that worker's shard tasks."""
     return load_encoder(job)
 
 
-def run_shard_task(job: ExtractionJob, span: ShardSpan) -> int:
-    """A self-contained shard task (for Dask workers): embeds and writes one shard; returns its failure count.
+@dataclass(frozen=True)
+class PendingShard:
+    """A shard some stores of a pass still lack: its span, and the positions (in the pass) of those stores' jobs."""
 
-    Its `job.num_workers` decoders are threads: a Dask worker process is daemonic (it may not
-    start processes), and its start method is spawn, so decoding processes would cost seconds of
-    start-up in every shard task.
+    span: ShardSpan
+    jobs: tuple[int, ...]
+
+
+def run_shard_task(extraction: ExtractionPass, shard: PendingShard) -> int:
+    """A self-contained shard task (for Dask workers): one shard for every store that lacks it; returns its failures.
+
+    The images are decoded once for all those stores' backbones (the same rows fail in each). Its `num_workers` decoders are
+    threads: a Dask worker process is daemonic (it may not start processes), and its start method
+    is spawn, so decoding processes would cost seconds of start-up in every shard task.
     """
-    manifest_folder = dataset_dir(job.cache_dir, job.dataset)
+    settings = extraction.settings
+    manifest_folder = dataset_dir(settings.cache_dir, settings.dataset)
     manifest = read_manifest(manifest_folder)
-    rows = store_rows(manifest, job.modality)
-    encoder = cached_encoder(dataclasses.replace(job, device=worker_device(job.device)))
-    store = CacheStore.open(job.store, writable=True)
-    written: list[int] = []
-    extract_shards(job, encoder, store, rows, resolve_image_root(job, manifest), [span],
-                   on_shard_done=lambda s, failures: written.append(failures), decoders=Decoders.THREADS)
-    return written[0]
+    rows = store_rows(manifest, settings.modality)
+    targets = []
+    for position in shard.jobs:
+        job = extraction.jobs[position]
+        encoder = cached_encoder(dataclasses.replace(job, device=worker_device(job.device)))
+        targets.append(Target(job, encoder, CacheStore.open(job.store, writable=True)))
+    failures: list[int] = []
+    extract_shards(targets, rows, resolve_image_root(settings, manifest), [shard.span],
+                   on_shard_done=lambda target, span, failed: failures.append(failed), decoders=Decoders.THREADS)
+    return failures[0]

@@ -2,7 +2,8 @@
 
 Decoders (worker processes in one run, threads inside Dask shard tasks) run these so that JPEG
 decoding overlaps the forward pass. A sample that cannot be read comes back as a failure
-with its reason, never as a blank input.
+with its reason, never as a blank input. One pass can feed several backbones: each image is
+decoded once, at one `DecodeSize`, and preprocessed for each backbone (`ImagePassRows`).
 """
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Sequence, TypeVar
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from adaptor_vlp.extract.backbones import BackboneSpec
-from adaptor_vlp.extract.image_transforms import augmented_view, decode_size, preprocess, view_seed
+from adaptor_vlp.extract.image_transforms import DecodeSize, augmented_view, decode_size, preprocess_each, view_seed
 from adaptor_vlp.extract.images import UnreadableImage, read_grayscale
 from adaptor_vlp.cache_schema.manifest import ManifestRow
 
@@ -52,28 +53,64 @@ class ImageBatch:
                                    views=None if self.views is None else self.views.pin_memory())
 
 
-class ImageRows(Dataset):
-    """A store's manifest rows, indexed by store row, as decoded, preprocessed images and seeded views."""
+class ImagePassRows(Dataset):
+    """A store's manifest rows, indexed by store row, each decoded once and preprocessed for several backbones.
 
-    def __init__(self, rows: Sequence[ManifestRow], image_root: Path, spec: BackboneSpec, views: int) -> None:
+    Item i is one `ImageSample` per spec, in order: the image decoded at `decode`, then each
+    spec's steps (those they share run once), and its seeded views (shared by specs with the
+    same image preprocessing). An unreadable image is a failure for every spec.
+    """
+
+    def __init__(self, rows: Sequence[ManifestRow], image_root: Path, specs: Sequence[BackboneSpec], views: int,
+                 decode: DecodeSize) -> None:
         self.rows = rows
         self.image_root = Path(image_root)
-        self.spec = spec
+        self.specs = tuple(specs)
         self.views = views
+        self.decode = decode
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index: int) -> ImageSample:
+    def __getitem__(self, index: int) -> tuple[ImageSample, ...]:
         row = self.rows[index]
         try:
-            gray = read_grayscale(self.image_root / row.image_path, decode_size(self.spec))
+            gray = read_grayscale(self.image_root / row.image_path, self.decode.pixels)
         except UnreadableImage as error:
-            return ImageSample(index, None, None, f"unreadable image: {error.reason} ({row.image_path})")
-        views = None
+            failure = f"unreadable image: {error.reason} ({row.image_path})"
+            return tuple(ImageSample(index, None, None, failure) for _ in self.specs)
+        views: dict = {}
         if self.views:
-            views = torch.stack([augmented_view(gray, self.spec, view_seed(row.dicom_id, k)) for k in range(self.views)])
-        return ImageSample(index, preprocess(gray, self.spec), views, None)
+            for spec in self.specs:
+                if spec.image not in views:
+                    views[spec.image] = torch.stack([augmented_view(gray, spec, view_seed(row.dicom_id, k))
+                                                     for k in range(self.views)])
+        return tuple(ImageSample(index, pixels, views.get(spec.image), None)
+                     for spec, pixels in zip(self.specs, preprocess_each(gray, self.specs)))
+
+    @staticmethod
+    def collate(samples: list[tuple[ImageSample, ...]]) -> tuple[ImageBatch, ...]:
+        """One batch per spec, all with the same rows and failures."""
+        return tuple(collate_images(list(column)) for column in zip(*samples))
+
+
+class ImageRows(Dataset):
+    """One backbone's rows: `ImagePassRows` of one spec, decoded at its own size unless `decode` says otherwise."""
+
+    def __init__(self, rows: Sequence[ManifestRow], image_root: Path, spec: BackboneSpec, views: int,
+                 decode: DecodeSize | None = None) -> None:
+        self.spec = spec
+        self._rows = ImagePassRows(rows, image_root, [spec], views, decode or DecodeSize(decode_size(spec)))
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, index: int) -> ImageSample:
+        return self._rows[index][0]
+
+    @staticmethod
+    def collate(samples: list[ImageSample]) -> ImageBatch:
+        return collate_images(samples)
 
 
 def collate_images(samples: list[ImageSample]) -> ImageBatch:
@@ -100,8 +137,13 @@ SAMPLES_AHEAD_PER_THREAD = 4
 """Samples queued per decoder thread beyond the batch in use: enough that no thread waits for work."""
 
 
-def image_batches(dataset: ImageRows, batches: Sequence[list[int]], decoders: int, kind: Decoders,
-                  pin_memory: bool) -> Iterator[ImageBatch]:
+Rows = TypeVar("Rows", ImageRows, ImagePassRows)
+Batch = ImageBatch | tuple[ImageBatch, ...]
+"""What `image_batches` yields: an `ImageRows` batch, or one batch per backbone of an `ImagePassRows`."""
+
+
+def image_batches(dataset: Rows, batches: Sequence[list[int]], decoders: int, kind: Decoders,
+                  pin_memory: bool) -> Iterator[Batch]:
     """The dataset's fixed batches, in order, decoded by `decoders` processes or threads ahead of use.
 
     The two kinds give the same batches, byte for byte; 0 decoders decode in the calling thread.
@@ -109,12 +151,12 @@ def image_batches(dataset: ImageRows, batches: Sequence[list[int]], decoders: in
     if kind is Decoders.THREADS and decoders:
         yield from _decoded_by_threads(dataset, batches, decoders, pin_memory)
         return
-    yield from DataLoader(dataset, batch_sampler=batches, num_workers=decoders, collate_fn=collate_images,
+    yield from DataLoader(dataset, batch_sampler=batches, num_workers=decoders, collate_fn=dataset.collate,
                           pin_memory=pin_memory, persistent_workers=False)
 
 
-def _decoded_by_threads(dataset: ImageRows, batches: Sequence[list[int]], threads: int,
-                       pin_memory: bool) -> Iterator[ImageBatch]:
+def _decoded_by_threads(dataset: Rows, batches: Sequence[list[int]], threads: int,
+                        pin_memory: bool) -> Iterator[Batch]:
     """The dataset's fixed batches, in order, decoded by a pool of `threads` threads working ahead.
 
     Threads decode in parallel because Pillow and torch release the GIL while decoding and
@@ -127,19 +169,21 @@ def _decoded_by_threads(dataset: ImageRows, batches: Sequence[list[int]], thread
     in_flight_limit = 2 + math.ceil(SAMPLES_AHEAD_PER_THREAD * threads / batch_size)
     with ThreadPoolExecutor(threads, thread_name_prefix="decode") as decode, \
             ThreadPoolExecutor(1, thread_name_prefix="collate") as collate:
-        in_flight: deque[Future[ImageBatch]] = deque()
+        in_flight: deque[Future[Batch]] = deque()
         for batch_rows in batches:
             samples = [decode.submit(dataset.__getitem__, row) for row in batch_rows]
-            in_flight.append(collate.submit(_collated, samples, pin_memory))
+            in_flight.append(collate.submit(_collated, dataset, samples, pin_memory))
             if len(in_flight) >= in_flight_limit:
                 yield in_flight.popleft().result()
         while in_flight:
             yield in_flight.popleft().result()
 
 
-def _collated(samples: list[Future[ImageSample]], pin_memory: bool) -> ImageBatch:
-    batch = collate_images([sample.result() for sample in samples])
-    return batch.pin_memory() if pin_memory else batch
+def _collated(dataset: Rows, samples: list[Future], pin_memory: bool) -> Batch:
+    batch = dataset.collate([sample.result() for sample in samples])
+    if not pin_memory:
+        return batch
+    return tuple(one.pin_memory() for one in batch) if isinstance(batch, tuple) else batch.pin_memory()
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ import re
 
 from typer.testing import CliRunner
 
-from bench import cache_formats, dask_extract, extract
+from bench import cache_formats, dask_extract, extract, multi_extract, preprocess, projection
 
 RATIO_LINE = re.compile(r"^ratio (?P<name>.+?): (?P<value>\d+\.\d+)x?( \(goal (>=|<=) [\d.]+x?: (met|MISSED)\))?$")
 
@@ -63,3 +63,28 @@ def test_dask_extract_benchmark_prints_the_decoder_ratios() -> None:
     ratios = _ratios(_run(dask_extract.app, "--quick"))
     assert set(ratios) == {"dask decoder threads/one process", "dask decoder threads/dask no decoders"}
     assert all(value > 0 for value in ratios.values())
+
+
+def test_multi_extract_benchmark_refuses_an_unknown_backbone_before_drawing_images() -> None:
+    result = CliRunner().invoke(multi_extract.app, ["--quick", "--backbones", "tiny-vit,nope"])
+    assert result.exit_code == 2 and "unknown backbone 'nope'" in result.output
+
+
+def test_preprocess_benchmark_prints_the_shared_and_block_sum_ratios() -> None:
+    output = _run(preprocess.app, "--quick")
+    assert set(_ratios(output)) == {"preprocess_each/each in turn", "area resize, block sums/cumulative sums"}
+    assert "decode at full resolution: " in output and "one core reads " in output
+
+
+def test_the_projection_prints_every_stage_both_totals_and_its_inputs() -> None:
+    result = CliRunner().invoke(projection.app, ["--forward", "8000,4000,4000", "--adaptor-step-ms", "4"])
+    assert result.exit_code == 0, result.output
+    stages = [line.split(" | ")[0].lstrip("| ") for line in result.output.splitlines() if line.startswith("| ")]
+    assert stages[1:] == ["images, dinov2-s alone", "images, dinov2-b alone", "images, resnet-ae alone",
+                          "images, all three in one pass", "texts", "Adaptors", "classification heads",
+                          "segmentation heads", "**study, images in three single passes**",
+                          "**study, images in one pass**"]
+    assert "forward 8,000/s" in result.output and "4 ms per step" in result.output
+    assert "One pass over the images is " in result.output
+    refused = CliRunner().invoke(projection.app, ["--forward", "8000,4000"])
+    assert refused.exit_code == 2 and "give 3 positive numbers" in refused.output

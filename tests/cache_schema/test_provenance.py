@@ -24,3 +24,10 @@ def test_dataset_extra_arrays_and_forward_precision_keep_the_embedding_space() -
 def test_other_weights_pooling_or_preprocessing_leave_the_space(overrides, field) -> None:
     with pytest.raises(ProvenanceMismatch, match=f"'{field}' differs"):
         check_same_embedding_space("other.zarr", make_provenance(**overrides), TRAINED_ON)
+
+
+def test_the_decode_size_keeps_the_embedding_space_and_a_store_from_before_it_was_recorded_too() -> None:
+    trained_on = make_provenance(preprocessing={"size": 64, "decode_size": "full"}).to_json()
+    check_same_embedding_space("reduced.zarr", make_provenance(preprocessing={"size": 64, "decode_size": 256}),
+                               trained_on)
+    check_same_embedding_space("older.zarr", make_provenance(preprocessing={"size": 64}), trained_on)

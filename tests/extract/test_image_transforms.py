@@ -16,7 +16,8 @@ from adaptor_vlp.extract.backbones import (
     BackboneSpec, ImagePreprocessing, ImageStep, Interpolation, Modality, Pooling, Source, StepOp, get_spec,
 )
 from adaptor_vlp.extract.image_transforms import (
-    apply_step, area_resize, augmented_view, decode_size, image_preprocessing, preprocess, view_seed,
+    DecodeSize, DecodeSizeTooSmall, apply_step, area_resize, augmented_view, check_decode_size, decode_size,
+    image_preprocessing, least_decode_size, pass_decode_size, preprocess, preprocess_each, view_seed,
 )
 from adaptor_vlp.extract.images import read_grayscale
 
@@ -275,3 +276,63 @@ def test_a_spec_with_other_geometry_is_a_different_record():
                             ImageStep(StepOp.CENTER_CROP, 224))))
 
     assert image_preprocessing(paper)["geometry"] != image_preprocessing(other)["geometry"]
+
+
+def cumulative_sum_area_resize(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The area resize as first written: a float64 cumulative sum along each axis, read at the output edges."""
+    def along(values: torch.Tensor, size: int, axis: int) -> torch.Tensor:
+        length = values.shape[axis]
+        if length == size:
+            return values
+        moved = values.movedim(axis, -1)
+        integral = torch.nn.functional.pad(moved.cumsum(dim=-1), (1, 0))
+        edges = torch.arange(size + 1, dtype=torch.float64) * (length / size)
+        whole = edges.floor().clamp_(max=length - 1).long()
+        at_edges = integral[..., whole] + (edges - whole).unsqueeze(0) * moved[..., whole]
+        return ((at_edges[..., 1:] - at_edges[..., :-1]) * (size / length)).movedim(-1, axis)
+
+    return along(along(image.to(torch.float64), height, -2), width, -1).to(image.dtype)
+
+
+@pytest.mark.parametrize("shape, size", [((3056, 2544), (256, 213)), ((97, 80), (64, 53)), ((50, 60), (130, 7)),
+                                         ((256, 256), (224, 224)), ((13, 9), (13, 20)), ((1, 5), (3, 7))])
+def test_area_resize_of_whole_grey_levels_sums_blocks_to_the_cumulative_sums_bits(shape, size):
+    grey_levels = torch.from_numpy(np.random.default_rng(1).integers(0, 256, shape).astype(np.float32)).unsqueeze(0)
+    fast = area_resize(grey_levels, *size, whole_levels=True)
+    assert torch.equal(fast, cumulative_sum_area_resize(grey_levels, *size))
+    assert torch.equal(area_resize(grey_levels / 7.3, *size), cumulative_sum_area_resize(grey_levels / 7.3, *size))
+
+
+def test_preprocess_each_gives_each_backbones_own_input_bit_for_bit(radiograph):
+    specs = [get_spec(name) for name in ("dinov2-s", "dinov2-b", "resnet-ae", "tiny-vit")]
+    for spec, shared in zip(specs, preprocess_each(radiograph, specs), strict=True):
+        assert torch.equal(shared, preprocess(radiograph, spec)), spec.name
+
+
+def test_a_pass_decodes_at_full_resolution_for_an_area_resize_else_at_the_largest_first_resize():
+    paper = [get_spec(name) for name in ("dinov2-s", "dinov2-b", "resnet-ae")]
+    assert pass_decode_size(paper) == DecodeSize(None)
+    assert pass_decode_size([SPEC, get_spec("rad-dino")]) == DecodeSize(518)
+    assert pass_decode_size([SPEC]) == DecodeSize(decode_size(SPEC)) == DecodeSize(SIZE)
+    assert pass_decode_size([SPEC, get_spec("dinov2-s")]) == DecodeSize(None)
+
+
+def test_a_decode_size_below_a_backbones_first_resize_or_before_a_fixed_crop_is_refused():
+    check_decode_size(DecodeSize(256), [get_spec("dinov2-s"), SPEC])  # a reduced decode above every first resize
+    with pytest.raises(DecodeSizeTooSmall, match="too small for backbone 'dinov2-s': its steps need at least 256 px"):
+        check_decode_size(DecodeSize(224), [get_spec("dinov2-s")])
+    crop_first = image_spec(ImageStep(StepOp.CENTER_CROP, 32), ImageStep(StepOp.RESIZE, 16, Interpolation.BICUBIC))
+    assert least_decode_size(crop_first) is None and decode_size(crop_first) is None
+    with pytest.raises(DecodeSizeTooSmall, match="its steps need full resolution"):
+        check_decode_size(DecodeSize(512), [crop_first])
+    check_decode_size(DecodeSize(None), [crop_first])
+    padded_first = image_spec(ImageStep(StepOp.PAD_SQUARE), ImageStep(StepOp.RESIZE, 16, Interpolation.BICUBIC))
+    assert least_decode_size(padded_first) == 16
+
+
+def test_decode_sizes_read_and_record_as_full_or_pixels():
+    assert DecodeSize.parse("full") == DecodeSize(None) and DecodeSize(None).record() == "full"
+    assert DecodeSize.parse("256") == DecodeSize(256) and DecodeSize(256).record() == 256
+    for text in ("0", "-3", "big", "25.5"):
+        with pytest.raises(ValueError, match=f"decode size '{text}'"):
+            DecodeSize.parse(text)

@@ -1,4 +1,4 @@
-"""Extraction runs: faults masked and reported, resume after kill -9, reruns, Dask equals in-process."""
+"""Extraction runs: faults masked and reported, resume after kill -9, reruns, Dask equals in-process, several backbones in one pass."""
 import errno
 import json
 import os
@@ -16,12 +16,13 @@ import zarr.storage._local
 from typer.testing import CliRunner
 
 from adaptor_vlp.cache_schema import ArrayName, CacheStore, Modality, ProvenanceMismatch, verify_store
-from adaptor_vlp.cache_schema.lock import lock_path, read_holder
+from adaptor_vlp.cache_schema.lock import FolderLock, lock_path, read_holder
 from adaptor_vlp.cli import app
 from adaptor_vlp.extract.encoders import TextEncoder
+from adaptor_vlp.extract.image_transforms import DecodeSize
 from adaptor_vlp.extract.job import ExtractionJob
 from adaptor_vlp.extract.precision import Precision
-from adaptor_vlp.extract.run import run_extraction
+from adaptor_vlp.extract.run import run_extraction, run_multi_extraction
 from tests.extract.conftest import CORRUPT_ROW, EMPTY_REPORT_STUDY, MISSING_ROW, N_IMAGES
 
 runner = CliRunner()
@@ -33,9 +34,9 @@ def _copy_cache(cache: Path, destination: Path) -> Path:
     return destination
 
 
-def _image_job(cache: Path, **overrides) -> ExtractionJob:
+def _image_job(cache: Path, backbone: str = "tiny-vit", **overrides) -> ExtractionJob:
     options = dict(tokens=True, views=2, batch_size=4, num_workers=0, shard_rows=4)
-    return ExtractionJob(cache, "tiny", Modality.IMAGE, "tiny-vit", **{**options, **overrides})
+    return ExtractionJob(cache, "tiny", Modality.IMAGE, backbone, **{**options, **overrides})
 
 
 def _array_bytes(store: Path) -> dict[str, bytes]:
@@ -233,3 +234,167 @@ def test_an_encoder_error_names_studies_by_id_and_never_prints_a_report(tiny_dat
             "ValueError: cannot tokenize '<report of study 50000000>'") in result.output
     reports = [row.report_text for row in tiny_dataset[1].rows if row.report_text]
     assert reports and not any(text in result.output for text in reports)
+
+
+# Several backbones in one pass ------------------------------------------------------------------
+
+PASS_BACKBONES = ("tiny-vit", "tiny-resnet", "tiny-vit-wide")
+WIDE_REGISTRY = """
+[backbones.tiny-vit-wide]
+modality = "image"
+source = "timm"
+model_id = "test_vit"
+dim = 64
+pooling = "cls"
+random_init_seed = 5
+[backbones.tiny-vit-wide.image]
+steps = [
+    { op = "resize_shortest", size = 96, interpolation = "bicubic" },
+    { op = "center_crop", size = 96 },
+]
+"""
+"""A third tiny backbone with a larger input (96 px against the others' 64), so a pass decodes at 96."""
+
+
+@pytest.fixture
+def wide_registry(tmp_path) -> tuple[Path, ...]:
+    path = tmp_path / "wide.toml"
+    path.write_text(WIDE_REGISTRY)
+    return (path,)
+
+
+def _pass_jobs(cache: Path, registry: tuple[Path, ...], backbones=PASS_BACKBONES, **overrides) -> list[ExtractionJob]:
+    return [_image_job(cache, backbone=name, registry=registry, **overrides) for name in backbones]
+
+
+def _image_store(cache: Path, backbone: str) -> Path:
+    return cache / "tiny" / "image" / f"{backbone}.zarr"
+
+
+def test_one_pass_writes_each_store_as_a_single_run_at_the_same_decode_size(tiny_dataset, tmp_path,
+                                                                             wide_registry) -> None:
+    one_pass = _copy_cache(tiny_dataset[0], tmp_path / "pass")
+    summaries = run_multi_extraction(_pass_jobs(one_pass, wide_registry))
+    assert [s.store for s in summaries] == [_image_store(one_pass, name) for name in PASS_BACKBONES]
+    assert all(s.rows_done == N_IMAGES and s.failures == summaries[0].failures for s in summaries)
+
+    singles = _copy_cache(tiny_dataset[0], tmp_path / "singles")
+    for name in PASS_BACKBONES:
+        run_extraction(_image_job(singles, backbone=name, registry=wide_registry, decode_size=DecodeSize(96)))
+        assert _array_bytes(_image_store(one_pass, name)) == _array_bytes(_image_store(singles, name)), name
+        store = CacheStore.open(_image_store(one_pass, name))
+        assert store.provenance.to_json() | {"created": None} == \
+            CacheStore.open(_image_store(singles, name)).provenance.to_json() | {"created": None}
+        assert store.provenance.preprocessing["decode_size"] == 96
+
+    default = _copy_cache(tiny_dataset[0], tmp_path / "default")
+    run_extraction(_image_job(default, backbone="tiny-vit-wide", registry=wide_registry))
+    assert _array_bytes(_image_store(default, "tiny-vit-wide")) == _array_bytes(_image_store(one_pass, "tiny-vit-wide")), \
+        "the backbone with the largest input decodes as it always did"
+
+
+def test_a_store_decoded_at_another_size_is_refused_naming_the_field(tiny_dataset, tmp_path, wide_registry) -> None:
+    cache = _copy_cache(tiny_dataset[0], tmp_path)
+    run_extraction(_image_job(cache))
+    assert CacheStore.open(_store(cache)).provenance.preprocessing["decode_size"] == 64
+    with pytest.raises(ProvenanceMismatch, match="'preprocessing.decode_size' differs: expected 96, found 64"):
+        run_multi_extraction(_pass_jobs(cache, wide_registry))
+    with pytest.raises(ProvenanceMismatch, match="'preprocessing.decode_size' differs: expected 'full', found 64"):
+        run_extraction(_image_job(cache, decode_size=DecodeSize(None)))
+
+    metadata = _store(cache) / "zarr.json"  # a store written before the decode size was recorded
+    document = json.loads(metadata.read_text())
+    del document["attributes"]["adaptor_vlp"]["provenance"]["preprocessing"]["decode_size"]
+    metadata.write_text(json.dumps(document))
+    with pytest.raises(ProvenanceMismatch, match="'preprocessing.decode_size' differs: expected 64, found '<absent>'"):
+        run_extraction(_image_job(cache))
+
+
+def test_a_killed_pass_resumes_every_store_to_a_clean_runs_bytes(tiny_dataset, tmp_path) -> None:
+    backbones = ("tiny-vit", "tiny-resnet")
+    clean = _copy_cache(tiny_dataset[0], tmp_path / "clean")
+    run_multi_extraction(_pass_jobs(clean, (), backbones, shard_rows=1, batch_size=1))
+
+    killed = _copy_cache(tiny_dataset[0], tmp_path / "killed")
+    command = [sys.executable, "-m", "adaptor_vlp", *IMAGE_COMMAND, "--backbone", ",".join(backbones),
+               "--shard-rows", "1", "--batch-size", "1", "--cache", str(killed)]
+    log = tmp_path / "killed.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        markers = _image_store(killed, backbones[-1]) / "_shards"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None and len(list(markers.glob("*.json"))) < 2:
+            time.sleep(0.002)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    done = [len(CacheStore.open(_image_store(killed, name)).complete_shard_indices()) for name in backbones]
+    assert all(count < N_IMAGES for count in done) and sum(done) >= 2, \
+        f"the pass must have been killed part way; shards done {done}, exit {process.returncode}: {log.read_text()}"
+
+    resumed = run_multi_extraction(_pass_jobs(killed, (), backbones, shard_rows=1, batch_size=1))
+    assert [s.shards_skipped for s in resumed] == done
+    for name in backbones:
+        assert _array_bytes(_image_store(killed, name)) == _array_bytes(_image_store(clean, name)), name
+
+
+def test_each_store_resumes_from_its_own_shards_in_dask_tasks_covering_the_stores_that_lack_them(
+        tiny_dataset, tmp_path) -> None:
+    backbones = ("tiny-vit", "tiny-resnet")
+    clean = _copy_cache(tiny_dataset[0], tmp_path / "clean")
+    run_multi_extraction(_pass_jobs(clean, (), backbones))
+    cache = _copy_cache(tiny_dataset[0], tmp_path / "behind")
+    run_multi_extraction(_pass_jobs(cache, (), backbones))
+    for name, shards in zip(backbones, ({1, 2}, {2})):  # as a kill at different shards of each store leaves them
+        for shard in shards:
+            (_image_store(cache, name) / "_shards" / f"{shard:06d}.json").unlink()
+
+    resumed = run_multi_extraction(_pass_jobs(cache, (), backbones, num_workers=2), scheduler="local:1")
+    assert [(s.shards_skipped, s.rows_done) for s in resumed] == [(1, 8), (2, 4)]
+    for name in backbones:
+        assert _array_bytes(_image_store(cache, name)) == _array_bytes(_image_store(clean, name)), name
+
+
+def test_a_pass_holds_every_stores_lock_and_starts_nothing_when_one_is_taken(tiny_dataset, tmp_path) -> None:
+    cache = _copy_cache(tiny_dataset[0], tmp_path)
+    taken = _image_store(cache, "tiny-resnet")
+    with FolderLock.acquire(taken, "store"):
+        result = runner.invoke(app, [*IMAGE_COMMAND, "--backbone", "tiny-vit,tiny-resnet", "--cache", str(cache)])
+    assert result.exit_code == 2
+    assert f"error: {taken}: another store run holds its lock {lock_path(taken)}" in result.output
+    assert not _store(cache).exists() and not lock_path(_store(cache)).exists()
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--backbone", "tiny-vit,nope"], "unknown backbone 'nope'"),
+    (["--backbone", "tiny-vit,minilm"], "backbone 'minilm' is a text backbone; `adaptor extract images` takes "
+                                        "image backbones (extract it with `adaptor extract texts`)"),
+    (["--backbone", "tiny-vit,tiny-resnet,tiny-vit"], "backbone 'tiny-vit' is named more than once"),
+    (["--backbone", "tiny-vit,,tiny-resnet"], "--backbone 'tiny-vit,,tiny-resnet': an empty name"),
+    (["--backbone", "tiny-vit,tiny-resnet", "--weights", "w.safetensors"], "--weights names one backbone's"),
+    (["--decode-size", "32"], "--decode-size 32 is too small for backbone 'tiny-vit': its steps need at least 64 px"),
+    (["--decode-size", "large"], "decode size 'large': give 'full' or the shorter side in pixels"),
+])
+def test_a_backbone_list_or_decode_size_that_cannot_run_gets_one_message(tiny_dataset, tmp_path, options,
+                                                                         message) -> None:
+    cache = _copy_cache(tiny_dataset[0], tmp_path)
+    result = runner.invoke(app, [*IMAGE_COMMAND, "--cache", str(cache), *options])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not (cache / "tiny" / "image").exists()
+
+
+def test_decode_size_on_the_command_line_reproduces_a_pass_and_each_store_is_reported(tiny_dataset, tmp_path,
+                                                                                       wide_registry) -> None:
+    cache = _copy_cache(tiny_dataset[0], tmp_path / "cli")
+    registry = ["--registry", str(wide_registry[0])]
+    result = runner.invoke(app, [*IMAGE_COMMAND, "--cache", str(cache), "--backbone", "tiny-vit,tiny-vit-wide",
+                                 *registry])
+    assert result.exit_code == 0, result.output
+    for name in ("tiny-vit", "tiny-vit-wide"):
+        assert f"{_image_store(cache, name)}:\n" in result.output
+        assert f"-> {_image_store(cache, name)}" in result.output
+    single = _copy_cache(tiny_dataset[0], tmp_path / "single")
+    alone = runner.invoke(app, [*IMAGE_COMMAND, "--cache", str(single), "--decode-size", "96"])
+    assert alone.exit_code == 0, alone.output
+    assert _array_bytes(_store(single)) == _array_bytes(_image_store(cache, "tiny-vit"))
