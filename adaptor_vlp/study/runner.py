@@ -9,7 +9,9 @@ A step that fails is logged with its reason; steps that do not depend on it go o
 are reported as not run. With `--scheduler local:N` or a Dask address, manifests and extractions
 run in this process one at a time, their shards spread over the cluster as `adaptor extract`
 spreads them, while the independent training runs and heads of a wave run as Dask tasks side by
-side (Dask workers may not start the DataLoader processes a whole extraction run uses).
+side (Dask workers may not start the DataLoader processes a whole extraction run uses). The image
+extractions of a wave that share a dataset and settings run as one pass, decoding each image once
+for all their backbones; each keeps its own step, store and log entry.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ import torch
 from adaptor_vlp.cache_schema.cluster import Scheduler, local_cluster, parse_scheduler, run_on_dask
 from adaptor_vlp.study.log import LogEntry, Outcome, RunLog
 from adaptor_vlp.study.plan import StudyPlan
-from adaptor_vlp.study.steps import Status, Step, StepKind
+from adaptor_vlp.study.steps import ExtractStep, Status, Step, StepFailed, StepKind, extract_in_one_pass
 
 IN_PROCESS_KINDS = (StepKind.MANIFEST, StepKind.EXTRACT)
 """Steps that always run in the runner's process (extraction places its own shards on the cluster)."""
@@ -94,6 +96,41 @@ def execute_step(step: Step, scheduler: str, torch_threads: int | None = None) -
     return StepOutcome(step.key, step.kind, succeeded, started, time.perf_counter() - clock, detail)
 
 
+def execute_pass(steps: Sequence[ExtractStep], scheduler: str, torch_threads: int | None = None) -> list[StepOutcome]:
+    """Runs extraction steps that share `pass_settings` as one pass: one outcome per step, never a raise.
+
+    Each step's time is the pass's time shared evenly among them, so a study's cost adds up to the
+    time it took; a failure of the pass fails every step of it with its reason.
+    """
+    if torch_threads is not None:
+        torch.set_num_threads(torch_threads)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    clock = time.perf_counter()
+    try:
+        summaries = extract_in_one_pass(steps, scheduler)
+    except Exception as error:  # as in execute_step: reported, and the study goes on
+        seconds = (time.perf_counter() - clock) / len(steps)
+        return [StepOutcome(step.key, step.kind, False, started, seconds, _reason(error)) for step in steps]
+    seconds = (time.perf_counter() - clock) / len(steps)
+    outcomes = []
+    for step, summary in zip(steps, summaries):
+        try:
+            detail, succeeded = step.account(summary), True
+        except StepFailed as error:
+            detail, succeeded = _reason(error), False
+        outcomes.append(StepOutcome(step.key, step.kind, succeeded, started, seconds, detail))
+    return outcomes
+
+
+def one_pass_groups(steps: Sequence[Step]) -> list[list[Step]]:
+    """The steps in order, with extraction steps of equal `pass_settings` gathered where the first of them stands."""
+    groups: dict[object, list[Step]] = {}
+    for position, step in enumerate(steps):
+        settings = step.pass_settings() if isinstance(step, ExtractStep) else None
+        groups.setdefault(position if settings is None else settings, []).append(step)
+    return list(groups.values())
+
+
 def run_study(plan: StudyPlan, scheduler: str = "none", on_event: Callable[[str], None] = print) -> RunSummary:
     """Runs every pending step whose dependencies are done, wave after wave, until none is left to run."""
     placement = parse_scheduler(scheduler)
@@ -131,11 +168,16 @@ def _run_wave(ready: Sequence[Step], address: str | None, torch_threads: int | N
     """Runs one wave: in-process steps first, one at a time, then the rest (as Dask tasks when there is a cluster)."""
     local = [step for step in ready if address is None or step.kind in IN_PROCESS_KINDS]
     remote = [step for step in ready if step not in local]
-    for step in local:
-        on_event(f"-> {step.key}")
-        outcome = execute_step(step, address or "none", torch_threads)
-        on_event(_outcome_line(outcome))
-        yield outcome
+    for group in one_pass_groups(local):
+        if len(group) == 1:
+            on_event(f"-> {group[0].key}")
+            outcomes = [execute_step(group[0], address or "none", torch_threads)]
+        else:
+            on_event(f"-> {len(group)} steps in one pass: {', '.join(step.key for step in group)}")
+            outcomes = execute_pass(group, address or "none", torch_threads)
+        for outcome in outcomes:
+            on_event(_outcome_line(outcome))
+            yield outcome
     if not remote:
         return
     on_event(f"-> {len(remote)} steps as Dask tasks on {address}: {', '.join(step.key for step in remote[:3])}"

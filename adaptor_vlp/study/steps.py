@@ -6,6 +6,8 @@ Four kinds of step, each a small picklable value, so a step can run in this proc
   `adaptor extract manifest`); done when the manifest's CSV matches the hash its JSON records.
 - `ExtractStep`: run a frozen backbone over a dataset (`extract.run.run_extraction`, the code of
   `adaptor extract images|texts`); done when the store's every shard has its completion marker.
+  Image steps of one dataset with the same settings run together (`extract_in_one_pass`, the code
+  of `adaptor extract images --backbone a,b,c`): each image is decoded once for all their backbones.
 - `TrainStep`: train one Adaptor (`train.sweep.train_sweep_run`, the code of `adaptor train run`
   and `sweep`, resuming an interrupted run); done when the run folder's completion marker exists.
 - `HeadStep`: fit one head or decoder for a task, backbone pair (or raw-backbone baseline), data
@@ -16,11 +18,12 @@ No step keeps a record of its own: a step done by hand with the stage commands c
 """
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 from adaptor_vlp.cache_schema import ArrayName, CacheStore, Modality, ProvenanceMismatch, StoreError, dataset_dir
 from adaptor_vlp.cache_schema.manifest import Manifest, ManifestError, manifest_sha256, read_manifest, write_manifest
@@ -35,9 +38,10 @@ from adaptor_vlp.evaluate.segment import SegmentSettings
 from adaptor_vlp.extract.backbones import BackboneSpec, UnknownBackbone, get_spec
 from adaptor_vlp.extract.cli import ManifestDataset
 from adaptor_vlp.extract.downstream import read_chexpert, read_covidx, read_rsna, read_siim
+from adaptor_vlp.extract.image_transforms import DecodeSize
 from adaptor_vlp.extract.job import ExtractionJob
 from adaptor_vlp.extract.mimic import read_mimic_cxr
-from adaptor_vlp.extract.run import run_extraction
+from adaptor_vlp.extract.run import ExtractionSummary, run_multi_extraction
 from adaptor_vlp.extract.weights import MissingWeights, locate_tokenizer, locate_weights, weights_origin
 from adaptor_vlp.study.spec import DatasetSpec, Metric, TaskKind, TaskSpec
 from adaptor_vlp.train.checkpoint import CheckpointError, CheckpointKind, checkpoint_paths, read_record
@@ -188,7 +192,30 @@ class ExtractStep(Step):
         return StepState(Status.PENDING, f"writes {self.job.store}{tokens}")
 
     def execute(self, scheduler: str) -> str:
-        summary = run_extraction(self.job, scheduler=scheduler)
+        return self.account(extract_in_one_pass([self], scheduler)[0])
+
+    def pass_settings(self) -> ExtractionJob | None:
+        """What this step must share with other image steps to run in one pass with them; None: it runs alone.
+
+        That is its job less the backbone and weights, with the decode size its store records if
+        the store is begun (it resumes only at that size), else none (the pass chooses it). Text
+        steps, and stores begun before the decode size was recorded, run alone.
+        """
+        if self.job.modality is not Modality.IMAGE:
+            return None
+        recorded = None
+        if (self.job.store / "zarr.json").is_file():
+            try:
+                recorded = CacheStore.open(self.job.store).provenance.preprocessing.get("decode_size")
+            except (StoreError, ValueError):
+                return None
+            if recorded is None:
+                return None
+        decode = None if recorded is None else DecodeSize.parse(str(recorded))
+        return dataclasses.replace(self.job, backbone="", weights=None, decode_size=decode)
+
+    def account(self, summary: ExtractionSummary) -> str:
+        """The step's one-line account of its run; StepFailed when no sample of its store could be embedded."""
         if summary.rows and sum(summary.failures.values()) == summary.rows:
             reasons = ", ".join(f"{count} {reason}" for reason, count in summary.failures.most_common(3))
             raise StepFailed(f"no sample of {summary.store} could be embedded ({reasons}); is the data where the "
@@ -220,6 +247,17 @@ class ExtractStep(Step):
                                              f"{len(store.shards())} shards complete")
         unreadable = len(store.failures())
         return StepState(Status.DONE, f"{store.n_rows} rows ({unreadable} unreadable) in {store_path}")
+
+
+def extract_in_one_pass(steps: Sequence[ExtractStep], scheduler: str) -> list[ExtractionSummary]:
+    """Runs extraction steps with equal `pass_settings` as one pass (one step: a plain run); a summary per step.
+
+    A failure of the pass raises (each store keeps its complete shards; the rerun resumes each).
+    """
+    settings = steps[0].pass_settings()
+    jobs = [step.job if settings is None else dataclasses.replace(step.job, decode_size=settings.decode_size)
+            for step in steps]
+    return run_multi_extraction(jobs, scheduler=scheduler)
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,20 @@
-"""Running a study: dependency order, done steps skipped (by hand too), idempotent reruns, failures isolated, and a
-run killed at any point resumed without redoing a finished step."""
+"""Running a study: dependency order, done steps skipped (by hand too), idempotent reruns, failures isolated, a
+run killed at any point resumed without redoing a finished step, and image extractions sharing one pass."""
+import dataclasses
 import os
 import signal
 import subprocess
 import sys
 import time
 
+from adaptor_vlp.cache_schema import CacheStore
+from adaptor_vlp.extract.image_transforms import DecodeSize
+from adaptor_vlp.extract.run import run_extraction
 from adaptor_vlp.study.log import Outcome, RunLog
 from adaptor_vlp.study.plan import plan_study
-from adaptor_vlp.study.runner import run_study
+from adaptor_vlp.study.runner import one_pass_groups, run_study
 from adaptor_vlp.study.spec import load_spec
-from adaptor_vlp.study.steps import HeadStep, Status, TrainStep
+from adaptor_vlp.study.steps import ExtractStep, HeadStep, Status, TrainStep
 from tests.study.conftest import TASKS, write_spec
 
 KILL_AFTER_STEPS = 11
@@ -39,6 +43,33 @@ def test_a_second_run_does_nothing_and_says_so(finished_study):
     assert summary.outcomes == [] and summary.complete
     assert summary.lines() == [f"nothing to do: all {len(plan.steps)} steps are done"]
     assert RunLog(plan.spec.out).entries() == before
+
+
+def test_image_extractions_of_one_dataset_ran_as_one_pass_each_with_its_own_step_and_store(finished_study):
+    pairs = "extract image tiny-vit on mimic-cxr, extract image tiny-resnet on mimic-cxr"
+    assert f"-> 2 steps in one pass: {pairs}" in finished_study.output
+    plan = plan_study(load_spec(finished_study.spec))
+    latest = RunLog(plan.spec.out).latest()
+    for step in plan.steps:
+        if isinstance(step, ExtractStep) and step.job.dataset == "mimic-cxr" and step.job.modality.value == "image":
+            assert latest[step.key].outcome is Outcome.DONE and str(step.job.store) in latest[step.key].detail
+            assert CacheStore.open(step.job.store).provenance.preprocessing["decode_size"] == 64
+
+
+def test_extractions_share_a_pass_only_with_equal_settings_and_decode_size(demo_trees, tmp_path):
+    plan = plan_study(load_spec(write_spec(tmp_path, demo_trees, image=("tiny-vit", "tiny-resnet"))))
+    extractions = [step for step in plan.steps if isinstance(step, ExtractStep)]
+    grouped = [[step.key for step in group] for group in one_pass_groups(extractions)]
+    assert ["extract image tiny-vit on mimic-cxr", "extract image tiny-resnet on mimic-cxr"] in grouped
+    assert ["extract text tiny-bert on mimic-cxr"] in grouped, "a text backbone runs alone"
+    assert ["extract image tiny-vit on rsna", "extract image tiny-resnet on rsna"] in grouped
+
+    begun = next(step for step in extractions if step.key == "extract image tiny-resnet on rsna")
+    next(step for step in plan.steps if step.key == "manifest rsna").execute("none")
+    run_extraction(dataclasses.replace(begun.job, decode_size=DecodeSize(96), shard_rows=10_000), scheduler="none")
+    grouped = [[step.key for step in group] for group in one_pass_groups(extractions)]
+    assert ["extract image tiny-resnet on rsna"] in grouped, "a begun store resumes only at the size it records"
+    assert ["extract image tiny-vit on rsna"] in grouped
 
 
 def test_a_failing_step_is_reported_and_independent_steps_still_run_on_a_dask_cluster(demo_trees, tmp_path):
