@@ -39,7 +39,7 @@ class Inputs:
     tokenizer_per_core: float = 2_100.0
     epochs: int = 50
     steps_per_epoch: int = 360
-    adaptor_step_ms: float = 5.0
+    adaptor_step_ms: float = 2.0
     epoch_overhead_s: float = 0.8
     run_overhead_s: float = 4.0
     classification_runs_per_adaptor: int = 6
@@ -71,9 +71,11 @@ class Inputs:
             f"{self.tokenizer_per_core:,.0f} reports/s on the feeding core (measured, BENCHMARKS 'Scale on paper'), "
             "in series",
             f"Adaptor, paper recipe: {self.epochs} epochs x {self.steps_per_epoch} steps at batch 1024; "
-            f"{self.adaptor_step_ms:g} ms per step on the GPU (assumed: ~74 GFLOP per step, 12 M parameters); "
-            f"{self.epoch_overhead_s:g} s per epoch (validation, checkpoint) and {self.run_overhead_s:g} s per run "
-            "(measured on this CPU, bench.train part 3)",
+            f"{self.adaptor_step_ms:g} ms per step on the GPU (assumed, BENCHMARKS 'Stacked sweeps': launch-bound, "
+            "340 operations x 5 us, plus 0.3 ms copying the batch; its 121 GFLOP are 0.3 ms at 40% of an H200's "
+            f"bf16 peak); {self.epoch_overhead_s:g} s per epoch (validation, checkpoint) and {self.run_overhead_s:g} s "
+            "per run (opening and loading the stores), both measured on this CPU at MIMIC-CXR's size (bench.train "
+            "part 3)",
             f"classification heads: {self.classification_runs_per_adaptor} per Adaptor (RSNA, COVIDx at 1/10/100%), "
             f"{self.classification_run_s:g} s each on pooled features (assumed)",
             f"segmentation heads: per image backbone (`evaluate segment --vision`), SIIM and RSNA with "
@@ -130,7 +132,7 @@ def later_rows(inputs: Inputs) -> list[Row]:
             f"{adaptor_run / 60:.1f} min per run", "Adaptor step", inputs.adaptors * adaptor_run),
         Row("classification heads", f"{classification_runs} runs", f"{inputs.classification_run_s:g} s per run",
             "assumed", classification_runs * inputs.classification_run_s),
-        Row("segmentation heads", f"3 backbones x 2 datasets x 1/10/100%", f"{segmentation:.0f} s per backbone",
+        Row("segmentation heads", "3 backbones x 2 datasets x 1/10/100%", f"{segmentation:.0f} s per backbone",
             "decoder steps", 3 * segmentation),
     ]
 
