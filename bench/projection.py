@@ -31,9 +31,9 @@ class Inputs:
     adaptors: int = 15
     cores: int = 16
     thread_scaling: float = 0.9
-    decode_ms: float = 38.0
+    decode_ms: float = 57.0
     jpeg_bytes_factor: float = 1.51 / 1.39
-    preprocess_ms: tuple[float, float, float, float] = (45.0, 45.0, 50.0, 55.0)
+    preprocess_ms: tuple[float, float, float, float] = (22.0, 17.0, 19.0, 20.0)
     forward: tuple[float, float, float] = (10_000.0, 5_000.0, 5_000.0)
     text_forward: float = 3_000.0
     tokenizer_per_core: float = 2_100.0
