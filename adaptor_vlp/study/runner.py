@@ -100,7 +100,8 @@ def execute_pass(steps: Sequence[ExtractStep], scheduler: str, torch_threads: in
     """Runs extraction steps that share `pass_settings` as one pass: one outcome per step, never a raise.
 
     Each step's time is the pass's time shared evenly among them, so a study's cost adds up to the
-    time it took; a failure of the pass fails every step of it with its reason.
+    time it took. If the pass fails, each step runs again alone (resuming what the pass wrote), so
+    one backbone's failure (weights that do not load, say) fails its own step and not the others.
     """
     if torch_threads is not None:
         torch.set_num_threads(torch_threads)
@@ -108,9 +109,8 @@ def execute_pass(steps: Sequence[ExtractStep], scheduler: str, torch_threads: in
     clock = time.perf_counter()
     try:
         summaries = extract_in_one_pass(steps, scheduler)
-    except Exception as error:  # as in execute_step: reported, and the study goes on
-        seconds = (time.perf_counter() - clock) / len(steps)
-        return [StepOutcome(step.key, step.kind, False, started, seconds, _reason(error)) for step in steps]
+    except Exception:  # each step alone says whose failure it was (see the docstring)
+        return [execute_step(step, scheduler, torch_threads) for step in steps]
     seconds = (time.perf_counter() - clock) / len(steps)
     outcomes = []
     for step, summary in zip(steps, summaries):

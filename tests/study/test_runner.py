@@ -12,7 +12,7 @@ from adaptor_vlp.extract.image_transforms import DecodeSize
 from adaptor_vlp.extract.run import run_extraction
 from adaptor_vlp.study.log import Outcome, RunLog
 from adaptor_vlp.study.plan import plan_study
-from adaptor_vlp.study.runner import one_pass_groups, run_study
+from adaptor_vlp.study.runner import execute_pass, one_pass_groups, run_study
 from adaptor_vlp.study.spec import load_spec
 from adaptor_vlp.study.steps import ExtractStep, HeadStep, Status, TrainStep
 from tests.study.conftest import TASKS, write_spec
@@ -70,6 +70,26 @@ def test_extractions_share_a_pass_only_with_equal_settings_and_decode_size(demo_
     grouped = [[step.key for step in group] for group in one_pass_groups(extractions)]
     assert ["extract image tiny-resnet on rsna"] in grouped, "a begun store resumes only at the size it records"
     assert ["extract image tiny-vit on rsna"] in grouped
+
+
+def test_a_backbone_that_fails_in_a_pass_fails_its_own_step_and_the_others_still_extract(demo_trees, tmp_path):
+    plan = plan_study(load_spec(write_spec(tmp_path, demo_trees, image=("tiny-vit", "tiny-resnet"))))
+    next(step for step in plan.steps if step.key == "manifest rsna").execute("none")
+    registry = tmp_path / "registry.toml"  # an entry whose model no library knows: it fails only when loaded
+    registry.write_text('[backbones.unbuildable]\nmodality = "image"\nsource = "timm"\nmodel_id = "no_such_model"\n'
+                        'dim = 8\npooling = "cls"\nrandom_init_seed = 1\n[backbones.unbuildable.image]\n'
+                        'steps = [{ op = "resize_shortest", size = 64, interpolation = "bicubic" }, '
+                        '{ op = "center_crop", size = 64 }]\n')
+    template = next(step for step in plan.steps if isinstance(step, ExtractStep) and step.job.dataset == "rsna")
+    healthy, broken = (dataclasses.replace(template, key=f"extract image {name} on rsna",
+                                           job=dataclasses.replace(template.job, backbone=name, registry=(registry,)))
+                       for name in ("tiny-vit", "unbuildable"))
+    assert len(one_pass_groups([healthy, broken])) == 1
+
+    outcomes = {outcome.key: outcome for outcome in execute_pass([healthy, broken], "none")}
+
+    assert outcomes[healthy.key].succeeded and CacheStore.open(healthy.job.store).is_complete
+    assert not outcomes[broken.key].succeeded and "no_such_model" in outcomes[broken.key].detail
 
 
 def test_a_failing_step_is_reported_and_independent_steps_still_run_on_a_dask_cluster(demo_trees, tmp_path):
