@@ -26,6 +26,7 @@ from adaptor_vlp.extract.demo.exposure import PORTABLE_RATE, Exposure, drawing_s
 from adaptor_vlp.extract.demo.findings import AirspaceAppearance, AirspaceDisease, Certainty, Side, StudyFindings
 from adaptor_vlp.extract.demo.radiograph import encode_jpeg
 from adaptor_vlp.extract.downstream.covidx import IMAGE_FOLDERS, TEST_FILE, THREE_CLASSES, TRAIN_FILE
+from adaptor_vlp.extract.demo.preflight import check_empty_folder, check_image_count
 
 MIN_IMAGES = 24
 """Enough images for a test list and a patient-wise validation carve-out with every class likely in each."""
@@ -94,10 +95,8 @@ class CovidxDemoSummary:
 
 def write_demo_covidx(out: Path, images: int = DEFAULT_IMAGES, seed: int = 0) -> CovidxDemoSummary:
     """Write a deterministic demo COVIDx tree (same seed, same bytes) into `out`, which must be empty or absent."""
-    if images < MIN_IMAGES:
-        raise ValueError(f"the COVIDx demo needs at least {MIN_IMAGES} images, got {images}")
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} is not empty: write the demo dataset into a new or empty folder")
+    check_image_count("COVIDx", images, MIN_IMAGES)
+    check_empty_folder(out)
     rng = np.random.default_rng(seed)
     planned = _plan_images(rng, images)
     missing, duplicated = (planned[int(index)] for index in rng.choice(len(planned), size=2, replace=False))

@@ -29,6 +29,7 @@ from adaptor_vlp.extract.demo.findings import (
 )
 from adaptor_vlp.extract.demo.pathology import airspace_regions
 from adaptor_vlp.extract.downstream.rsna import IMAGES_FOLDER, LABEL_COLUMNS, LABELS_TABLE
+from adaptor_vlp.extract.demo.preflight import check_empty_folder, check_image_count
 
 MIN_IMAGES = 12
 """Enough images for a patient-wise 70/15/15 split with both classes likely in each split."""
@@ -78,10 +79,8 @@ class RsnaDemoSummary:
 
 def write_demo_rsna(out: Path, images: int = DEFAULT_IMAGES, seed: int = 0) -> RsnaDemoSummary:
     """Write a deterministic demo RSNA tree (same seed, same bytes) into `out`, which must be empty or absent."""
-    if images < MIN_IMAGES:
-        raise ValueError(f"the RSNA demo needs at least {MIN_IMAGES} images, got {images}")
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} is not empty: write the demo dataset into a new or empty folder")
+    check_image_count("RSNA", images, MIN_IMAGES)
+    check_empty_folder(out)
     rng = np.random.default_rng(seed)
     planned = [_plan_image(rng) for _ in range(images)]
     missing = planned[int(rng.integers(len(planned)))]

@@ -24,6 +24,7 @@ from adaptor_vlp.extract.demo.findings import Pneumothorax, Severity, Side, samp
 from adaptor_vlp.extract.demo.pathology import pneumothorax_region
 from adaptor_vlp.extract.downstream.siim import IMAGES_FOLDER, LABELS_TABLE
 from adaptor_vlp.cache_schema.targets import SIIM_NO_MASK, encode_siim_rle
+from adaptor_vlp.extract.demo.preflight import check_empty_folder, check_image_count
 
 MIN_IMAGES = 12
 """Enough images for a patient-wise 70/15/15 split with both classes likely in each split."""
@@ -75,10 +76,8 @@ class SiimDemoSummary:
 
 def write_demo_siim(out: Path, images: int = DEFAULT_IMAGES, seed: int = 0) -> SiimDemoSummary:
     """Write a deterministic demo SIIM tree (same seed, same bytes) into `out`, which must be empty or absent."""
-    if images < MIN_IMAGES:
-        raise ValueError(f"the SIIM demo needs at least {MIN_IMAGES} images, got {images}")
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} is not empty: write the demo dataset into a new or empty folder")
+    check_image_count("SIIM", images, MIN_IMAGES)
+    check_empty_folder(out)
     rng = np.random.default_rng(seed)
     planned = _plan_images(rng, images)
     missing = planned[int(rng.integers(len(planned)))]

@@ -26,6 +26,7 @@ from adaptor_vlp.extract.demo.cohort import (
     SubjectPlan,
     plan_cohort,
 )
+from adaptor_vlp.extract.demo.preflight import check_empty_folder
 from adaptor_vlp.extract.demo.radiograph import IMAGE_SIDE, draw_frontal, draw_lateral, encode_jpeg
 from adaptor_vlp.extract.demo.reports import DemoReport, ReportForm, StudyContext, write_report
 from adaptor_vlp.cache_schema.manifest import CHEXPERT_LABELS, Split, format_label
@@ -80,8 +81,7 @@ class DemoSummary:
 
 def write_demo_dataset(out: Path, subjects: int = 60, seed: int = 0) -> DemoSummary:
     """Write a deterministic demo dataset (same seed, same bytes) into `out`, which must be empty or absent."""
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} is not empty: write the demo dataset into a new or empty folder")
+    check_empty_folder(out)
     cohort = plan_cohort(subjects, seed)
     out.mkdir(parents=True, exist_ok=True)
     reports = {}
