@@ -77,3 +77,8 @@ def resave_like_a_spreadsheet(path: Path) -> None:
         trailer.insert(1, "," * lines[0].count(","))
     with opener(path, "wb") as stream:
         stream.write(("\ufeff" + "\r\n".join(lines + trailer) + "\r\n").encode("utf-8"))
+
+
+def tree_bytes(root: Path) -> dict[Path, bytes]:
+    """Every file below `root` (relative path -> bytes): two trees are equal when these are."""
+    return {path.relative_to(root): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}

@@ -7,6 +7,7 @@ from adaptor_vlp.extract.demo.covidx_tree import MIN_IMAGES, write_demo_covidx
 from adaptor_vlp.extract.downstream import read_covidx
 from adaptor_vlp.extract.downstream.covidx import DUPLICATE_FILE_NAME, THREE_CLASSES
 from adaptor_vlp.extract.images import read_grayscale
+from tests.extract.conftest import tree_bytes
 
 IMAGES = 90
 SEED = 5
@@ -48,14 +49,10 @@ def test_the_classes_show_what_they_are(demo):
     assert covid[0] > normal[0] + 30 and covid[0] > pneumonia[0] + 30
 
 
-def _files(root):
-    return {path.relative_to(root): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
-
-
 def test_same_seed_same_bytes_and_refusals(demo, tmp_path):
     root, _ = demo
     write_demo_covidx(tmp_path / "again", images=IMAGES, seed=SEED)
-    assert _files(tmp_path / "again") == _files(root)
+    assert tree_bytes(tmp_path / "again") == tree_bytes(root)
     with pytest.raises(FileExistsError, match="not empty"):
         write_demo_covidx(root, images=IMAGES)
     with pytest.raises(ValueError, match=f"at least {MIN_IMAGES} images"):

@@ -7,6 +7,7 @@ from adaptor_vlp.cache_schema.targets import decode_mask
 from adaptor_vlp.extract.demo.rsna_tree import MIN_IMAGES, write_demo_rsna
 from adaptor_vlp.extract.downstream import read_rsna
 from adaptor_vlp.extract.images import read_grayscale
+from tests.extract.conftest import tree_bytes
 
 IMAGES = 30
 SEED = 3
@@ -16,10 +17,6 @@ SEED = 3
 def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("rsna-demo") / "rsna"
     return root, write_demo_rsna(root, images=IMAGES, seed=SEED)
-
-
-def _files(root):
-    return {path.relative_to(root): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
 
 
 def test_tree_is_in_the_kaggle_layout_and_reads_back(demo):
@@ -52,7 +49,7 @@ def test_boxes_agree_with_labels_and_cover_the_bright_opacity(demo):
 def test_same_seed_same_bytes_and_refusals(demo, tmp_path):
     root, _ = demo
     write_demo_rsna(tmp_path / "again", images=IMAGES, seed=SEED)
-    assert _files(tmp_path / "again") == _files(root)
+    assert tree_bytes(tmp_path / "again") == tree_bytes(root)
     with pytest.raises(FileExistsError, match="not empty"):
         write_demo_rsna(root, images=IMAGES)
     with pytest.raises(ValueError, match=f"at least {MIN_IMAGES} images"):

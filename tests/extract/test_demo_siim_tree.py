@@ -7,6 +7,7 @@ from adaptor_vlp.extract.demo.siim_tree import MIN_IMAGES, write_demo_siim
 from adaptor_vlp.extract.downstream import read_siim
 from adaptor_vlp.extract.images import read_grayscale
 from adaptor_vlp.cache_schema.targets import decode_mask
+from tests.extract.conftest import tree_bytes
 
 IMAGES = 16
 SEED = 1
@@ -16,10 +17,6 @@ SEED = 1
 def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("siim-demo") / "siim"
     return root, write_demo_siim(root, images=IMAGES, seed=SEED)
-
-
-def _files(root):
-    return {path.relative_to(root): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
 
 
 def test_tree_is_in_the_kaggle_layout_and_reads_back(demo):
@@ -52,7 +49,7 @@ def test_masks_agree_with_labels_and_lie_on_the_dark_pleural_air(demo):
 def test_same_seed_same_bytes_other_seed_other_images(demo, tmp_path):
     root, _ = demo
     write_demo_siim(tmp_path / "again", images=IMAGES, seed=SEED)
-    assert _files(tmp_path / "again") == _files(root)
+    assert tree_bytes(tmp_path / "again") == tree_bytes(root)
     write_demo_siim(tmp_path / "other", images=MIN_IMAGES, seed=SEED + 1)
     assert (tmp_path / "other" / "train-rle.csv").read_bytes() != (root / "train-rle.csv").read_bytes()
 

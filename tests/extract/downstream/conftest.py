@@ -2,14 +2,18 @@
 import csv
 import gzip
 import io
+import shutil
 import zipfile
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 import pytest
 
+from adaptor_vlp.cache_schema.manifest import Manifest
 from adaptor_vlp.extract.demo.dicom import DicomIdentity, encode_dicom
+from tests.extract.conftest import resave_like_a_spreadsheet
 
 XRV_DATA = Path(find_spec("torchxrayvision").submodule_search_locations[0]) / "data"
 
@@ -52,3 +56,17 @@ def rsna_rows() -> list[list[str]]:
 @pytest.fixture(scope="session")
 def chexpert_rows() -> list[list[str]]:
     return real_rows("chexpert_train.csv.gz")
+
+
+def assert_reads_the_same_once_resaved(read: Callable[[Path], Manifest], tree: Path, copy: Path,
+                                       tables: Sequence[str]) -> None:
+    """Copies `tree` to `copy`, resaves its `tables` as a spreadsheet would, and checks both read the same.
+
+    The same rows, exclusion counts and excluded images (each listed once).
+    """
+    shutil.copytree(tree, copy)
+    for table in tables:
+        resave_like_a_spreadsheet(copy / table)
+    before, after = read(tree), read(copy)
+    assert after.rows == before.rows and after.exclusions == before.exclusions
+    assert after.excluded == before.excluded and len(after.excluded) == sum(after.exclusions.values())

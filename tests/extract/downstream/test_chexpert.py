@@ -1,5 +1,4 @@
 """CheXpert reader on trees built from the real train.csv's rows: paths, frontal filter, label policies, splits."""
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +8,7 @@ from PIL import Image
 from adaptor_vlp.extract.downstream import BlankPolicy, DownstreamLayoutError, UncertainPolicy, read_chexpert
 from adaptor_vlp.extract.downstream.chexpert import COMPETITION_TASKS, LATERAL_IMAGE
 from adaptor_vlp.cache_schema.manifest import CHEXPERT_LABELS, Split, read_manifest, write_manifest
-from tests.extract.conftest import resave_like_a_spreadsheet
-from tests.extract.downstream.conftest import write_csv
+from tests.extract.downstream.conftest import assert_reads_the_same_once_resaved, write_csv
 
 TRAIN_ROWS = 40
 MISSING = "train/patient00003/study1/view1_frontal.jpg"
@@ -121,10 +119,4 @@ def test_layout_errors_name_the_file_line_or_column(tree, tmp_path, chexpert_row
 
 def test_tables_saved_by_a_spreadsheet_read_the_same(tree, tmp_path):
     """A UTF-8 byte-order mark, CRLF line endings and trailing blank lines (and empty rows) change nothing."""
-    copy = tmp_path / "CheXpert-v1.0-small"
-    shutil.copytree(tree, copy)
-    for table in ("train.csv", "valid.csv"):
-        resave_like_a_spreadsheet(copy / table)
-    before, after = read_chexpert(tree), read_chexpert(copy)
-    assert after.rows == before.rows and after.exclusions == before.exclusions
-    assert after.excluded == before.excluded and len(after.excluded) == sum(after.exclusions.values())
+    assert_reads_the_same_once_resaved(read_chexpert, tree, tmp_path / "CheXpert-v1.0-small", ("train.csv", "valid.csv"))

@@ -1,5 +1,4 @@
 """RSNA Pneumonia reader on a tree built from the real stage-2 label rows: labels, boxes as masks, splits, faults."""
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +8,7 @@ from adaptor_vlp.extract.downstream import DownstreamLayoutError, read_rsna
 from adaptor_vlp.extract.downstream.rows import UNREADABLE_HEADER
 from adaptor_vlp.cache_schema.manifest import Split, read_manifest, write_manifest
 from adaptor_vlp.cache_schema.targets import decode_mask
-from tests.extract.conftest import resave_like_a_spreadsheet
-from tests.extract.downstream.conftest import write_csv, write_dicom
+from tests.extract.downstream.conftest import assert_reads_the_same_once_resaved, write_csv, write_dicom
 
 LABEL_ROWS = 60
 
@@ -105,10 +103,4 @@ def test_missing_table_or_column_is_named(tmp_path, labels):
 
 def test_tables_saved_by_a_spreadsheet_read_the_same(tree, tmp_path):
     """A UTF-8 byte-order mark, CRLF line endings and trailing blank lines (and empty rows) change nothing."""
-    copy = tmp_path / "rsna"
-    shutil.copytree(tree, copy)
-    for table in ("stage_2_train_labels.csv",):
-        resave_like_a_spreadsheet(copy / table)
-    before, after = read_rsna(tree), read_rsna(copy)
-    assert after.rows == before.rows and after.exclusions == before.exclusions
-    assert after.excluded == before.excluded and len(after.excluded) == sum(after.exclusions.values())
+    assert_reads_the_same_once_resaved(read_rsna, tree, tmp_path / "rsna", ("stage_2_train_labels.csv",))

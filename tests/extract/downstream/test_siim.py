@@ -1,5 +1,4 @@
 """SIIM-ACR reader on a tree built from real train-rle.csv rows: joined components, patients, faults, errors."""
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +9,7 @@ from adaptor_vlp.extract.downstream.rows import UNREADABLE_HEADER
 from adaptor_vlp.extract.downstream.siim import DUPLICATE_FILE
 from adaptor_vlp.cache_schema.manifest import read_manifest, write_manifest
 from adaptor_vlp.cache_schema.targets import decode_mask, decode_siim_rle
-from tests.extract.conftest import resave_like_a_spreadsheet
-from tests.extract.downstream.conftest import write_csv, write_dicom
+from tests.extract.downstream.conftest import assert_reads_the_same_once_resaved, write_csv, write_dicom
 
 SINGLE_ROW_IMAGES = 24
 MULTI_COMPONENT_IMAGES = 3
@@ -113,10 +111,4 @@ def test_layout_errors_are_named(tmp_path, labels):
 
 def test_tables_saved_by_a_spreadsheet_read_the_same(tree, tmp_path):
     """A UTF-8 byte-order mark, CRLF line endings and trailing blank lines (and empty rows) change nothing."""
-    copy = tmp_path / "siim"
-    shutil.copytree(tree, copy)
-    for table in ("train-rle.csv",):
-        resave_like_a_spreadsheet(copy / table)
-    before, after = read_siim(tree), read_siim(copy)
-    assert after.rows == before.rows and after.exclusions == before.exclusions
-    assert after.excluded == before.excluded and len(after.excluded) == sum(after.exclusions.values())
+    assert_reads_the_same_once_resaved(read_siim, tree, tmp_path / "siim", ("train-rle.csv",))
