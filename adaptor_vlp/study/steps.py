@@ -45,7 +45,7 @@ from adaptor_vlp.extract.run import ExtractionSummary, run_multi_extraction
 from adaptor_vlp.extract.weights import MissingWeights, locate_tokenizer, locate_weights, weights_origin
 from adaptor_vlp.study.spec import DatasetSpec, Metric, TaskKind, TaskSpec
 from adaptor_vlp.train.checkpoint import CheckpointError, CheckpointKind, checkpoint_paths, read_record
-from adaptor_vlp.train.loop import read_completed
+from adaptor_vlp.train.loop import TrainResult, read_completed
 from adaptor_vlp.train.recipe import Selection
 from adaptor_vlp.train.sweep import SweepOutcome, SweepRun, rank_outcomes, train_sweep_run
 
@@ -290,16 +290,14 @@ class TrainStep(Step):
                                              f"{recorded.get(differing)!r}, the spec asks for {wanted[differing]!r}; "
                                              "move that folder away or change the spec")
         if result is not None:
-            return StepState(Status.DONE, f"best epoch {result.best_epoch} of {result.epochs_run}, val recall@5 "
-                                          f"{result.best_metrics['val_recall@5']:.3f}")
+            return StepState(Status.DONE, _best_epoch(result))
         if recorded is not None:
             return StepState(Status.PENDING, f"resumes {self.run_dir} from its last checkpoint")
         return StepState(Status.PENDING, f"trains into {self.run_dir}")
 
     def execute(self, scheduler: str) -> str:
         result = train_sweep_run(self.run, self.cache, self.dataset, self.runs_dir, self.device)
-        return (f"best epoch {result.best_epoch} of {result.epochs_run}, val recall@5 "
-                f"{result.best_metrics['val_recall@5']:.3f}, {result.wall_seconds:.1f} s training -> {self.run_dir}")
+        return f"{_best_epoch(result)}, {result.wall_seconds:.1f} s training -> {self.run_dir}"
 
 
 @dataclass(frozen=True)
@@ -453,6 +451,12 @@ def _weights_problem(spec: BackboneSpec) -> str | None:
     except MissingWeights as error:
         return str(error)
     return None
+
+
+def _best_epoch(result: TrainResult) -> str:
+    """A finished run's best epoch and its validation recall, as a step's account states them."""
+    recall = result.best_metrics["val_recall@5"]
+    return f"best epoch {result.best_epoch} of {result.epochs_run}, val recall@5 {recall:.3f}"
 
 
 def _recorded_recipe(run_dir: Path, kind: CheckpointKind) -> dict | None:
