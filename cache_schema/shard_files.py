@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import google_crc32c
 import numpy as np
@@ -251,3 +251,46 @@ def _read_fully(descriptor: int, into: memoryview, position: int) -> None:
         if count == 0:
             raise NotPlainLayout
         into, position = into[count:], position + count
+
+
+def read_through_zarr(array: zarr.Array, rows: slice | np.ndarray, shard_rows: int, shard_path: Callable[[int], Path],
+                      must_exist: Callable[[int], bool] = _never_required) -> np.ndarray:
+    """Rows of a row-sharded array read through zarr, for any layout (a slice, or row indices in any order).
+
+    Before the read, each touched shard whose file (`shard_path`) is missing is checked with
+    `must_exist`; a shard zarr fails to decode raises DamagedShardFile naming it ("cannot be decoded").
+    """
+    n_rows = array.shape[0]
+    if isinstance(rows, slice):
+        start, stop, _ = rows.indices(n_rows)
+        touched = list(range(start // shard_rows, -(-max(start, stop) // shard_rows)))
+    else:
+        rows = np.asarray(rows, dtype=np.int64)
+        touched = np.unique(np.where(rows < 0, rows + n_rows, rows) // shard_rows).tolist()
+    for index in touched:
+        if not shard_path(index).is_file() and must_exist(index):
+            raise DamagedShardFile(index, "is missing")
+    try:
+        if isinstance(rows, slice):
+            return array[rows]
+        order = np.argsort(rows, kind="stable")
+        values = array.get_orthogonal_selection((rows[order],) + (slice(None),) * (array.ndim - 1))
+    except (IndexError, TypeError):
+        raise
+    except Exception as error:  # a damaged object surfaces as any codec's error
+        index = _undecodable_shard(array, touched, shard_rows)
+        raise DamagedShardFile(index if index is not None else (touched[0] if touched else 0),
+                               f"cannot be decoded ({type(error).__name__}: {error})")
+    result = np.empty_like(values)
+    result[order] = values
+    return result
+
+
+def _undecodable_shard(array: zarr.Array, shards: Sequence[int], shard_rows: int) -> int | None:
+    """The first of `shards` that zarr fails to decode (the failing read covered several)."""
+    for index in shards:
+        try:
+            array[index * shard_rows:min((index + 1) * shard_rows, array.shape[0])]
+        except Exception:  # any codec's error marks the shard
+            return index
+    return None

@@ -34,7 +34,7 @@ from adaptor_vlp.cache_schema.layout import (
 )
 from adaptor_vlp.cache_schema.markers import Failure, ShardFile, ShardMarker
 from adaptor_vlp.cache_schema.provenance import Provenance, check_provenance, resume_expectation
-from adaptor_vlp.cache_schema.shard_files import DamagedShardFile, NotPlainLayout, ShardFileReader
+from adaptor_vlp.cache_schema.shard_files import DamagedShardFile, NotPlainLayout, ShardFileReader, read_through_zarr
 from adaptor_vlp.cache_schema.writes import WriteFailed, write_problem, write_text_atomically, writing
 
 
@@ -357,38 +357,11 @@ class CacheStore:
                            f"'{ArrayName(name).value}': {shard_key(name, index)} {problem}; "
                            + damage_remedy(self.path))
 
-    def _undecodable_shard(self, array: zarr.Array, shards: Sequence[int]) -> int | None:
-        """The first of `shards` that zarr fails to decode (the failing read covered several)."""
-        for index in shards:
-            try:
-                array[self.shards()[index].rows]
-            except Exception:  # any codec's error marks the shard
-                return index
-        return None
-
     def _read_zarr(self, name: ArrayName, rows: slice | np.ndarray) -> np.ndarray:
         """Rows of an array read through zarr, its shards' objects checked first, any decoding error named."""
-        array = self._group[name.value]
-        if isinstance(rows, slice):
-            start, stop, _ = rows.indices(self.n_rows)
-            touched = list(range(start // self.shard_rows, -(-max(start, stop) // self.shard_rows)))
-        else:
-            rows = np.asarray(rows, dtype=np.int64)
-            touched = np.unique(np.where(rows < 0, rows + self.n_rows, rows) // self.shard_rows).tolist()
-        for index in touched:
-            if not self.shard_file(name, index).is_file() and self.records_object(name, index):
-                raise self.damaged(name, index, "is missing")
         try:
-            if isinstance(rows, slice):
-                return array[rows]
-            order = np.argsort(rows, kind="stable")
-            values = array.get_orthogonal_selection((rows[order],) + (slice(None),) * (array.ndim - 1))
-        except (IndexError, TypeError):
-            raise
-        except Exception as error:  # a damaged object surfaces as any codec's error
-            index = self._undecodable_shard(array, touched)
-            raise self.damaged(name, index if index is not None else (touched[0] if touched else 0),
-                               f"cannot be decoded ({type(error).__name__}: {error})")
-        result = np.empty_like(values)
-        result[order] = values
-        return result
+            return read_through_zarr(self._group[name.value], rows, self.shard_rows,
+                                     shard_path=lambda shard: self.shard_file(name, shard),
+                                     must_exist=lambda shard: self.records_object(name, shard))
+        except DamagedShardFile as damage:
+            raise self.damaged(name, damage.shard, damage.problem) from damage.__context__

@@ -1,4 +1,4 @@
-"""The hand-written shard-file reader returns what zarr-python (and TensorStore) read from the same files."""
+"""The shard-file readers, alone: the direct one returns what zarr-python (and TensorStore) read from the same files."""
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +7,7 @@ import zarr
 
 from adaptor_vlp.cache_schema.arrays import FeatureShape, create_arrays
 from adaptor_vlp.cache_schema.layout import ArrayName
-from adaptor_vlp.cache_schema.shard_files import DamagedShardFile, ShardFileReader
+from adaptor_vlp.cache_schema.shard_files import DamagedShardFile, ShardFileReader, read_through_zarr
 
 SHARD_ROWS = 8
 CHUNK_ROWS = 2
@@ -143,3 +143,28 @@ def test_a_missing_shard_file_is_fill_unless_the_caller_says_it_must_exist(tmp_p
     assert (damage.value.shard, damage.value.problem) == (2, "is missing")
     with pytest.raises(DamagedShardFile, match="is missing"):
         reader.read(np.array([0, N_ROWS - 1]))
+
+
+def test_zarr_reads_of_any_layout_name_the_shard_they_cannot_decode(tmp_path: Path) -> None:
+    array = zarr.create_array(tmp_path / "array", shape=(N_ROWS, 4), dtype=np.float16, chunks=(CHUNK_ROWS, 4),
+                              shards=(SHARD_ROWS, 4), fill_value=0, zarr_format=3)
+    array[:] = np.arange(N_ROWS * 4, dtype=np.float16).reshape(N_ROWS, 4)
+
+    def shard_path(shard: int) -> Path:
+        return _shard_file(array, shard)
+
+    rows = np.array([20, 0, 9, 9])
+    np.testing.assert_array_equal(read_through_zarr(array, rows, SHARD_ROWS, shard_path), array[:][rows])
+    np.testing.assert_array_equal(read_through_zarr(array, slice(2, 19), SHARD_ROWS, shard_path), array[2:19])
+    damaged = _shard_file(array, 1)
+    damaged.write_bytes(b"\xff" * len(damaged.read_bytes()))
+    with pytest.raises(DamagedShardFile, match="cannot be decoded") as damage:
+        read_through_zarr(array, slice(None), SHARD_ROWS, shard_path)
+    assert damage.value.shard == 1
+    np.testing.assert_array_equal(read_through_zarr(array, slice(0, SHARD_ROWS), SHARD_ROWS, shard_path),
+                                  np.arange(SHARD_ROWS * 4, dtype=np.float16).reshape(SHARD_ROWS, 4))
+    _shard_file(array, 2).unlink()
+    assert (read_through_zarr(array, slice(2 * SHARD_ROWS, None), SHARD_ROWS, shard_path) == 0).all()
+    with pytest.raises(DamagedShardFile, match="is missing") as damage:
+        read_through_zarr(array, np.array([N_ROWS - 1]), SHARD_ROWS, shard_path, must_exist=lambda shard: True)
+    assert damage.value.shard == 2
