@@ -280,8 +280,8 @@ class CacheStore:
     def read(self, name: ArrayName, rows: slice | np.ndarray | None = None) -> np.ndarray:
         """Reads an array, whole or at the given rows (a slice, or row indices in any order).
 
-        Arrays in the plain shard layout this module writes are read straight from their shard
-        files into the result (see `_ShardFiles`); any other layout is read through zarr.
+        Arrays in the plain shard layout `cache_schema.arrays` writes are read straight from their
+        shard files into the result (`ShardFileReader`); any other layout is read through zarr.
         """
         name = ArrayName(name)
         if name.value not in self._block["arrays"]:
