@@ -1,12 +1,13 @@
-"""A direct reader of row-sharded Zarr v3 arrays: rows read straight from their shard files.
+"""Reading rows of row-sharded Zarr v3 arrays: straight from their shard files, or through zarr.
 
 A shard file (Zarr v3 sharding codec, index at the end) of an array in the plain layout that
 `cache_schema.arrays` writes holds inner chunks of whole rows stored raw and little endian, each
 at the offset its index entry gives. This module reads those bytes into the result without zarr
 (the index checked against its crc32c, one `preadv` per run of adjacent chunks, a memory map for
-random rows). It knows nothing of stores or markers: a damaged shard file raises
-`DamagedShardFile` naming the shard and the problem, and whether a missing file is damage is
-asked of the caller (`must_exist`); the store turns both into its own message.
+random rows); `read_through_zarr` reads any other layout. It knows nothing of stores or
+markers: a damaged shard file raises `DamagedShardFile` naming the shard and the problem, and
+whether a missing file is damage is asked of the caller (`must_exist`); the store turns both
+into its own message.
 """
 from __future__ import annotations
 
@@ -30,12 +31,14 @@ _RAW_SINGLE_BYTE = {"name": "bytes"}
 _PLAIN_INDEX_CODECS = (_RAW_LITTLE_ENDIAN, {"name": "crc32c"})
 _DEFAULT_KEYS = {"name": "default", "configuration": {"separator": "/"}}
 
+
 class NotPlainLayout(Exception):
     """A shard file does not hold raw inner chunks of whole rows where its index says: read through zarr instead."""
 
 
 class DamagedShardFile(Exception):
-    """A shard file that must exist is missing, or its index cannot be trusted (too short, wrong checksum).
+    """A shard file that must exist is missing, its index cannot be trusted (too short, wrong checksum), or zarr
+    cannot decode it.
 
     Truncating or extending a shard file moves the index (it is the file's last bytes), so the
     crc32c check also catches a file of the wrong size; changed bytes within the data are left to
