@@ -16,7 +16,7 @@ import numpy as np
 
 from adaptor_vlp.evaluate.classify import ClassifySettings, UncertainPolicy, classification_targets, run_classification
 from adaptor_vlp.evaluate.features import AdaptorRun, DatasetRows, open_dataset_rows, pooled_features
-from adaptor_vlp.evaluate.heads import TaskKind
+from adaptor_vlp.evaluate.heads import LabelStructure
 from adaptor_vlp.evaluate.results import EvaluatedRun, FeatureSpace, RunContext
 from adaptor_vlp.evaluate.segment import SegmentSettings, run_segmentation
 
@@ -30,7 +30,7 @@ class DatasetEvaluation:
 
 
 def classify_dataset(cache_dir: Path, dataset: str, vision: str, run: AdaptorRun | None,
-                     spaces: Sequence[FeatureSpace], settings: ClassifySettings, task: TaskKind | None = None,
+                     spaces: Sequence[FeatureSpace], settings: ClassifySettings, task: LabelStructure | None = None,
                      labels: Sequence[str] | None = None, uncertain: UncertainPolicy = UncertainPolicy.ZEROS,
                      device: str = "cpu") -> DatasetEvaluation:
     """A head per (fraction, feature space) on the dataset's `vision` store; `run` is needed for Adaptor features."""
