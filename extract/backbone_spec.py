@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from adaptor_vlp.cache_schema import Modality
+from adaptor_vlp.extract.text_cleaning import TextCleaning
 
 RANDOM_INIT_PREFIX = "random-init:seed="
 
@@ -201,8 +202,12 @@ class BackboneSpec:
     Backbones with `random_init_seed` set are built with seeded random weights instead (tests
     and demos). `architecture` loads a transformers checkpoint as that model type instead of
     the one its config names (a checkpoint that asks for remote code, whose encoder is a plain
-    BERT). `image` is set for, and only for, image backbones. `notes` says what the entry's
-    values rest on; it does not shape embeddings.
+    BERT). `image` is set for, and only for, image backbones. `text_cleaning` is what a text
+    backbone's reports go through before its tokenizer (`extract.text_cleaning`).
+    `pooler_init_seed` lets a text checkpoint without a trained pooler run `pooler` pooling
+    through a pooler initialised as transformers initialises a missing one, from that torch
+    seed (`extract.hf_models`). `notes` says what the entry's values rest on; it does not shape
+    embeddings.
     """
 
     name: str
@@ -218,6 +223,8 @@ class BackboneSpec:
     tokenizer_backbone: str | None = None
     random_text_config: RandomTextConfig | None = None
     architecture: str | None = None
+    text_cleaning: TextCleaning = TextCleaning.NONE
+    pooler_init_seed: int | None = None
     notes: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -237,6 +244,11 @@ class BackboneSpec:
             refuse("random_text_config goes with, and only with, a randomly initialised transformers backbone")
         if self.dim < 1 or self.max_length < 1:
             refuse("dim and max_length must be positive")
+        if self.text_cleaning is not TextCleaning.NONE and self.modality is not Modality.TEXT:
+            refuse("text_cleaning is for text backbones")
+        if self.pooler_init_seed is not None and (self.modality is not Modality.TEXT
+                                                  or self.pooling is not Pooling.POOLER or random_text):
+            refuse("pooler_init_seed goes with a pretrained text checkpoint read with pooling \"pooler\"")
 
     @property
     def weights_id(self) -> str:

@@ -19,7 +19,7 @@ from adaptor_vlp.extract.image_transforms import DecodeSize, DecodeSizeTooSmall
 from adaptor_vlp.extract.job import ExtractionJob, PassError
 from adaptor_vlp.extract.precision import Precision
 from adaptor_vlp.cache_schema.manifest import Manifest, ManifestError, excluded_file, write_manifest
-from adaptor_vlp.extract.mimic import DEFAULT_VIEWS, read_mimic_cxr
+from adaptor_vlp.extract.mimic import DEFAULT_VIEWS, SectionParser, read_mimic_cxr
 from adaptor_vlp.extract.pipeline import ReportEncodingFailed
 from adaptor_vlp.extract.run import ExtractionSummary, run_multi_extraction
 from adaptor_vlp.extract.weights import IncompatibleWeights, MissingWeights, weights_available
@@ -219,6 +219,7 @@ _OPTION_DATASETS: Mapping[str, tuple[ManifestDataset, ...]] = {
     "--reports": (ManifestDataset.MIMIC_CXR,),
     "--views": (ManifestDataset.MIMIC_CXR,),
     "--merge-val-test": (ManifestDataset.MIMIC_CXR,),
+    "--section-parser": (ManifestDataset.MIMIC_CXR,),
     "--uncertain": (ManifestDataset.CHEXPERT,),
     "--blank": (ManifestDataset.CHEXPERT,),
     "--val-fraction": _DOWNSTREAM,
@@ -246,6 +247,11 @@ def manifest_command(
                                                     f"[default: {','.join(DEFAULT_VIEWS)}]."),
     merge_val_test: bool = typer.Option(False, "--merge-val-test",
                                         help="mimic-cxr: put the official test split into validate."),
+    section_parser: SectionParser = typer.Option(None, "--section-parser",
+                                                 help="mimic-cxr: how reports are cut into sections. adaptor "
+                                                      "[default]: known headers, IMPRESSION + FINDINGS; mit-lcp: "
+                                                      "MIT-LCP's section_parser.py, IMPRESSION + \" \" + FINDINGS "
+                                                      "exactly as the paper's code read them."),
     uncertain: UncertainPolicy = typer.Option(None, "--uncertain",
                                               help="chexpert: what an uncertain (-1) label becomes. competition "
                                                    "[default]: the five competition tasks mapped as GLoRIA/MGCA do "
@@ -267,6 +273,7 @@ def manifest_command(
 ) -> None:
     """Read a dataset tree into a manifest (one row per image) and say what was left out and why."""
     given = {"--reports": reports, "--views": views, "--merge-val-test": merge_val_test or None,
+             "--section-parser": section_parser,
              "--uncertain": uncertain, "--blank": blank, "--val-fraction": val_fraction,
              "--test-fraction": test_fraction, "--seed": seed}
     with input_errors_exit(ValueError):  # a layout error naming the file, or an option that does not fit
@@ -289,6 +296,7 @@ def _read_dataset(dataset: ManifestDataset, root: Path, given: Mapping[str, Any]
             reports_root=reports.resolve() if reports is not None else None,
             views=(given["--views"] or ",".join(DEFAULT_VIEWS)).split(","),
             merge_validate_test=bool(given["--merge-val-test"]),
+            section_parser=given["--section-parser"] or SectionParser.ADAPTOR,
         )
     keywords = {flag[2:].replace("-", "_"): value for flag, value in given.items() if value is not None}
     return _DOWNSTREAM_READERS[dataset](root, **keywords)
