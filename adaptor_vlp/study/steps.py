@@ -23,7 +23,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from adaptor_vlp.cache_schema import ArrayName, CacheStore, Modality, ProvenanceMismatch, StoreError, dataset_dir
 from adaptor_vlp.cache_schema.manifest import Manifest, ManifestError, manifest_sha256, read_manifest, write_manifest
@@ -96,7 +96,8 @@ LAYOUT_DATA = {
 
 _READERS: Mapping[ManifestDataset, Callable[[DatasetSpec], Manifest]] = {
     ManifestDataset.MIMIC_CXR: lambda dataset: read_mimic_cxr(
-        dataset.root.resolve(), reports_root=None if dataset.reports is None else dataset.reports.resolve()),
+        dataset.root.resolve(), reports_root=None if dataset.reports is None else dataset.reports.resolve(),
+        merge_validate_test=dataset.merge_validate_test, section_parser=dataset.section_parser),
     ManifestDataset.RSNA: lambda dataset: read_rsna(dataset.root.resolve()),
     ManifestDataset.COVIDX: lambda dataset: read_covidx(dataset.root.resolve()),
     ManifestDataset.SIIM: lambda dataset: read_siim(dataset.root.resolve()),
@@ -154,6 +155,10 @@ class ManifestStep(Step):
             return StepState(Status.BLOCKED, f"{self.folder} holds a manifest read from {manifest.image_root}, the "
                                              f"spec reads {self.dataset.root}: give the study another --cache, or "
                                              f"move {self.folder} away to read the spec's tree")
+        differing = _differing_option(manifest, self.dataset.reader_options()) if manifest is not None else None
+        if differing is not None:
+            return StepState(Status.BLOCKED, f"{self.folder} holds a manifest read with {differing}: give the study "
+                                             f"another --cache, or move {self.folder} away to read it again")
         if manifest is not None:
             return StepState(Status.DONE, f"{len(manifest.rows)} images in {self.folder}")
         if not self.dataset.root.is_dir():
@@ -167,6 +172,15 @@ class ManifestStep(Step):
         write_manifest(manifest, self.folder)
         splits = ", ".join(f"{split} {count}" for split, count in manifest.split_counts().items())
         return f"{len(manifest.rows)} images ({splits}), {sum(manifest.exclusions.values())} left out -> {self.folder}"
+
+
+def _differing_option(manifest: Manifest, expected: Mapping[str, Any]) -> str | None:
+    """'KEY = FOUND, the spec asks for WANTED' for the first reader option the manifest records otherwise, or None."""
+    for key, wanted in expected.items():
+        found = manifest.options.get(key, False if isinstance(wanted, bool) else None)
+        if found != wanted:
+            return f"{key} = {found!r}, the spec asks for {wanted!r}"
+    return None
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,9 @@ from huggingface_hub import constants as hub_constants
 from typer.testing import CliRunner
 
 from adaptor_vlp.cache_schema import ArrayName, CacheStore, FeatureShape, Modality, Provenance, dataset_dir, store_path
-from adaptor_vlp.cache_schema.manifest import CHEXPERT_LABELS, Manifest, ManifestRow, Split, manifest_sha256, write_manifest
+from adaptor_vlp.cache_schema.manifest import (
+    CHEXPERT_LABELS, Manifest, ManifestRow, Split, manifest_sha256, read_manifest, write_manifest,
+)
 from adaptor_vlp.cli import app
 from adaptor_vlp.study.plan import plan_study
 from adaptor_vlp.study.spec import load_spec
@@ -66,7 +68,8 @@ def test_plan_on_a_cache_with_some_of_the_papers_stores_lists_what_is_missing(tm
                              split=(Split.TRAIN, Split.VALIDATE, Split.TEST)[index % 3], view="PA",
                              image_path=f"files/d{index}.jpg", report_text="Clear lungs.", report_issue="",
                              labels={name: None for name in CHEXPERT_LABELS}) for index in range(6))
-    write_manifest(Manifest("mimic-cxr", PAPER_MIMIC_ROOT.resolve(), PAPER_MIMIC_ROOT.resolve(), rows),
+    paper_reading = {"merge_validate_test": True, "section_parser": "mit-lcp"}  # studies/paper.toml's [pretraining]
+    write_manifest(Manifest("mimic-cxr", PAPER_MIMIC_ROOT.resolve(), PAPER_MIMIC_ROOT.resolve(), rows, paper_reading),
                    dataset_dir(cache, "mimic-cxr"))
     ids, splits = [row.dicom_id for row in rows], [row.split.value for row in rows]
     _store(cache, Modality.IMAGE, "dinov2-s", ids, [row.study_id for row in rows], splits)
@@ -102,3 +105,28 @@ def test_plan_on_a_cache_with_some_of_the_papers_stores_lists_what_is_missing(tm
     assert "needs data: RSNA Pneumonia Detection Challenge (Kaggle): stage_2_train_labels.csv" in result.output
     assert "left out    siim-segmentation x resnet-ae: the paper segments with ResNet-AE through a U-Net" \
            in result.output
+
+
+def test_a_manifest_read_with_other_reader_options_than_the_spec_asks_is_blocked_naming_the_option(demo_trees,
+                                                                                                 tmp_path):
+    spec_path = write_spec(tmp_path, demo_trees)
+    plan = plan_study(load_spec(spec_path))
+    manifest_step = next(step for step in plan.steps if step.kind is StepKind.MANIFEST)
+    manifest_step.execute("")
+    assert manifest_step.state().status is Status.DONE
+
+    text = spec_path.read_text().replace("[pretraining]\n", "[pretraining]\nmerge_validate_test = true\n"
+                                                          "section_parser = \"mit-lcp\"\n")
+    spec_path.write_text(text)
+    paper_reading = plan_study(load_spec(spec_path)).steps[0]
+    assert paper_reading.dataset.merge_validate_test and paper_reading.dataset.section_parser.value == "mit-lcp"
+    state = paper_reading.state()
+    assert state.status is Status.BLOCKED
+    assert "read with merge_validate_test = False, the spec asks for True" in state.detail
+
+    assert read_manifest(paper_reading.folder).split_counts()["test"] > 0
+    paper_reading.folder.rename(tmp_path / "old-manifest")
+    paper_reading.execute("")
+    assert paper_reading.state().status is Status.DONE
+    manifest = read_manifest(paper_reading.folder)
+    assert manifest.split_counts()["test"] == 0 and manifest.options["section_parser"] == "mit-lcp"
