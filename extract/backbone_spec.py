@@ -15,6 +15,8 @@ from adaptor_vlp.cache_schema import Modality
 from adaptor_vlp.extract.text_cleaning import TextCleaning
 
 RANDOM_INIT_PREFIX = "random-init:seed="
+SPEC_DECIDED_TEXT_RECORD = ("text_cleaning", "pooler_init_seed")
+"""The keys of `BackboneSpec.text_record`."""
 
 
 class Source(str, Enum):
@@ -256,6 +258,16 @@ class BackboneSpec:
         if self.random_init_seed is not None:
             return f"{RANDOM_INIT_PREFIX}{self.random_init_seed}"
         return self.model_id
+
+    def text_record(self) -> dict:
+        """What of a text store's `preprocessing` this entry decides alone: `text_cleaning` and `pooler_init_seed`,
+        each only when set, so stores written before they existed still resume under entries that set neither."""
+        record: dict = {}
+        if self.text_cleaning is not TextCleaning.NONE:
+            record["text_cleaning"] = self.text_cleaning.value
+        if self.pooler_init_seed is not None:
+            record["pooler_init_seed"] = self.pooler_init_seed
+        return record
 
     @property
     def is_random_init(self) -> bool:

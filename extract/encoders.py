@@ -24,7 +24,6 @@ from adaptor_vlp.extract.hf_models import load_transformers_model, vision_tower
 from adaptor_vlp.extract.image_transforms import image_preprocessing
 from adaptor_vlp.extract.library_output import library_output
 from adaptor_vlp.extract.precision import Precision
-from adaptor_vlp.extract.text_cleaning import TextCleaning
 from adaptor_vlp.extract.weights import IncompatibleWeights, locate_tokenizer, locate_weights, weights_sha256
 from adaptor_vlp.extract.xrv_autoencoder import build_autoencoder
 
@@ -160,13 +159,8 @@ class TextEncoder(FrozenEncoder):
     @property
     def preprocessing(self) -> dict:
         """What shapes the embeddings besides the weights; `text_cleaning` and `pooler_init_seed` only when set."""
-        optional = {}
-        if self.spec.text_cleaning is not TextCleaning.NONE:
-            optional["text_cleaning"] = self.spec.text_cleaning.value
-        if self.spec.pooler_init_seed is not None:
-            optional["pooler_init_seed"] = self.spec.pooler_init_seed
         return {
-            **optional,
+            **self.spec.text_record(),
             "tokenizer": self.tokenizer_id,
             "tokenizer_class": type(self.tokenizer).__name__,
             "lowercase": bool(getattr(self.tokenizer, "do_lower_case", False)),

@@ -54,7 +54,7 @@ def load_transformers_model(spec: BackboneSpec, folder: Path, verbose: bool = Fa
 
 
 POOLER_TENSORS = ("pooler.dense.weight", "pooler.dense.bias")
-"""The tensors of BERT's pooler, tanh(dense([CLS])), which a checkpoint trained without next-sentence prediction lacks."""
+"""BERT's pooler, tanh(dense([CLS])): a checkpoint trained without next-sentence prediction lacks these tensors."""
 
 
 def initialise_pooler(model: torch.nn.Module, seed: int) -> None:

@@ -35,6 +35,7 @@ from adaptor_vlp.evaluate.report import format_interval
 from adaptor_vlp.evaluate.results import EvaluationTask, FeatureSpace, ResultError, StoredResult, read_results, write_result
 from adaptor_vlp.evaluate.segment import METHOD as DECODER_METHOD
 from adaptor_vlp.evaluate.segment import SegmentSettings
+from adaptor_vlp.extract.backbone_spec import SPEC_DECIDED_TEXT_RECORD
 from adaptor_vlp.extract.backbones import BackboneSpec, UnknownBackbone, get_spec
 from adaptor_vlp.extract.cli import ManifestDataset
 from adaptor_vlp.extract.downstream import read_chexpert, read_covidx, read_rsna, read_siim
@@ -253,6 +254,14 @@ class ExtractStep(Step):
         if current is not None and store.provenance.manifest_sha256 != current:
             return StepState(Status.BLOCKED, f"{store_path} was built from another manifest of {self.job.dataset}; "
                                              f"rebuild it: {overwrite}")
+        if self.job.modality is Modality.TEXT:
+            recorded = {key: store.provenance.preprocessing.get(key) for key in SPEC_DECIDED_TEXT_RECORD}
+            wanted = {key: self.job.spec.text_record().get(key) for key in SPEC_DECIDED_TEXT_RECORD}
+            differing = next((key for key in SPEC_DECIDED_TEXT_RECORD if recorded[key] != wanted[key]), None)
+            if differing is not None:
+                return StepState(Status.BLOCKED, f"{store_path} records preprocessing.{differing} = "
+                                                 f"{recorded[differing]!r}, backbone {self.job.backbone!r} asks "
+                                                 f"for {wanted[differing]!r}; rebuild it: {overwrite}")
         if self.job.tokens and not store.has(ArrayName.TOKENS):
             return StepState(Status.BLOCKED, f"{store_path} holds no patch tokens, which segmentation needs; "
                                              f"rebuild it: {overwrite}")

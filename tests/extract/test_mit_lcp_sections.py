@@ -1,4 +1,4 @@
-"""MIT-LCP's section parser (ported) beside ours: every difference, on crafted MIMIC reports and on 3,955 real IU reports.
+"""MIT-LCP's section parser (ported) beside ours: every difference, on crafted MIMIC reports and 3,955 real IU reports.
 
 Each case below is one way the two parsers differ (ARCHITECTURE.md, "Report sections: ours and
 MIT-LCP's", lists them and says which behaviour each protocol keeps). `published_report_text` is

@@ -47,10 +47,11 @@ def test_a_left_out_cell_has_no_step_and_its_store_only_what_other_tasks_need(de
         ("siim-segmentation", "tiny-resnet", "not cached")]
 
 
-def _store(cache: Path, modality: Modality, backbone: str, ids: list[str], groups: list[str], splits: list[str]):
+def _store(cache: Path, modality: Modality, backbone: str, ids: list[str], groups: list[str], splits: list[str],
+           preprocessing: dict | None = None):
     provenance = Provenance(dataset="mimic-cxr", manifest_sha256=manifest_sha256(dataset_dir(cache, "mimic-cxr")),
                             modality=modality, backbone=backbone, weights_id=backbone, weights_sha256="c" * 64,
-                            preprocessing={}, pooling="cls")
+                            preprocessing=preprocessing or {}, pooling="cls")
     store = CacheStore.create(store_path(cache, "mimic-cxr", modality, backbone), provenance, ids, groups, splits,
                               FeatureShape(8))
     for span in store.shards():
@@ -73,7 +74,9 @@ def test_plan_on_a_cache_with_some_of_the_papers_stores_lists_what_is_missing(tm
                    dataset_dir(cache, "mimic-cxr"))
     ids, splits = [row.dicom_id for row in rows], [row.split.value for row in rows]
     _store(cache, Modality.IMAGE, "dinov2-s", ids, [row.study_id for row in rows], splits)
-    _store(cache, Modality.TEXT, "bert", [row.study_id for row in rows], [row.study_id for row in rows], splits)
+    studies = [row.study_id for row in rows]
+    _store(cache, Modality.TEXT, "bert", studies, studies, splits, preprocessing={"text_cleaning": "mgca"})
+    _store(cache, Modality.TEXT, "biobert", studies, studies, splits)  # made before the paper's text was cleaned
     shutil.copy(REPOSITORY / "studies" / "paper.toml", tmp_path / "paper.toml")
 
     plan = plan_study(load_spec(tmp_path / "paper.toml").with_paths(cache=cache))
@@ -83,7 +86,10 @@ def test_plan_on_a_cache_with_some_of_the_papers_stores_lists_what_is_missing(tm
     assert states["train dinov2-s+bert"].status is Status.PENDING
     assert "Put torchxrayvision's weights file at " in states["extract image resnet-ae on mimic-cxr"].detail
     assert "vit_base_patch14_dinov2.lvd142m" in states["extract image dinov2-b on mimic-cxr"].detail
-    assert "huggingface-cli download" in states["extract text biobert on mimic-cxr"].detail
+    assert "huggingface-cli download" in states["extract text clinicalbert on mimic-cxr"].detail
+    assert states["extract text biobert on mimic-cxr"].status is Status.BLOCKED
+    assert "records preprocessing.text_cleaning = None, backbone 'biobert' asks for 'mgca'; rebuild it: " \
+           "adaptor extract texts" in states["extract text biobert on mimic-cxr"].detail
     assert "data missing: data/rsna-pneumonia" in states["manifest rsna"].detail
     assert states["train dinov2-b+bert"].status is Status.BLOCKED
     assert states["train resnet-ae+bert"].detail.startswith(
