@@ -40,6 +40,7 @@ from adaptor_vlp.extract.backbone_spec import (
     DEFAULT_MAX_LENGTH, RANDOM_INIT_PREFIX, BackboneSpec, ImagePreprocessing, ImageStep, Interpolation, Pooling,
     RandomTextConfig, Source, SpecError, StepOp,
 )
+from adaptor_vlp.extract.text_cleaning import TextCleaning
 
 __all__ = [
     "ADHOC_SCHEMES", "BUILTIN_REGISTRY", "DEFAULT_MAX_LENGTH", "MINILM_NAME", "RANDOM_INIT_PREFIX", "REGISTRY_ENV",
@@ -216,6 +217,8 @@ def _specs_from_table(path: Path, name: str, table: Any) -> list[BackboneSpec]:
     try:
         values["source"] = _choice(where, "source", Source, values["source"])
         values["pooling"] = _choice(where, "pooling", Pooling, values["pooling"])
+        if "text_cleaning" in values:
+            values["text_cleaning"] = _choice(where, "text_cleaning", TextCleaning, values["text_cleaning"])
         if "image" in values:
             values["image"] = _image_from_table(f"{where}, [image]", values["image"])
         if "random_text_config" in values:

@@ -13,7 +13,7 @@ from adaptor_vlp.cache_schema.cluster import SCHEDULER_HELP, SchedulerError
 from adaptor_vlp.cache_schema.manifest import Manifest, ManifestError, excluded_file, write_manifest
 from adaptor_vlp.extract.backbones import REGISTRY_ENV, SpecError, UnknownBackbone, load_registry
 from adaptor_vlp.extract.datasets.chexpert import BlankPolicy, ChexpertUncertainPolicy
-from adaptor_vlp.extract.datasets.mimic_cxr import DEFAULT_VIEWS
+from adaptor_vlp.extract.datasets.mimic_cxr import DEFAULT_VIEWS, SectionParser
 from adaptor_vlp.extract.datasets.registry import LAYOUTS, ManifestDataset, dataset_layout, layouts_accepting
 from adaptor_vlp.extract.demo import MIN_SUBJECTS, write_demo_dataset
 from adaptor_vlp.extract.demo.downstream_trees import DEMO_TREES, DemoTree
@@ -216,6 +216,11 @@ def manifest_command(
                                                     f"[default: {','.join(DEFAULT_VIEWS)}]."),
     merge_val_test: bool = typer.Option(False, "--merge-val-test",
                                         help="mimic-cxr: put the official test split into validate."),
+    section_parser: SectionParser = typer.Option(None, "--section-parser",
+                                                 help="mimic-cxr: how reports are cut into sections. adaptor "
+                                                      "[default]: known headers, IMPRESSION + FINDINGS; mit-lcp: "
+                                                      "MIT-LCP's section_parser.py, IMPRESSION + \" \" + FINDINGS "
+                                                      "exactly as the paper's code read them."),
     uncertain: ChexpertUncertainPolicy = typer.Option(None, "--uncertain",
                                                       help="chexpert: what an uncertain (-1) label becomes. "
                                                            "competition [default]: the five competition tasks mapped "
@@ -237,6 +242,7 @@ def manifest_command(
 ) -> None:
     """Read a dataset tree into a manifest (one row per image) and say what was left out and why."""
     given = {"--reports": reports, "--views": views or None, "--merge-val-test": merge_val_test or None,
+             "--section-parser": section_parser,
              "--uncertain": uncertain, "--blank": blank, "--val-fraction": val_fraction,
              "--test-fraction": test_fraction, "--seed": seed}
     with input_errors_exit(ValueError):  # a layout error naming the file, or an option that does not fit

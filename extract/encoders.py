@@ -158,7 +158,9 @@ class TextEncoder(FrozenEncoder):
 
     @property
     def preprocessing(self) -> dict:
+        """What shapes the embeddings besides the weights; `text_cleaning` and `pooler_init_seed` only when set."""
         return {
+            **self.spec.text_record(),
             "tokenizer": self.tokenizer_id,
             "tokenizer_class": type(self.tokenizer).__name__,
             "lowercase": bool(getattr(self.tokenizer, "do_lower_case", False)),

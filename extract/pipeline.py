@@ -238,7 +238,8 @@ def _embedded_batches(
     if settings.modality is Modality.TEXT:
         (target,) = targets
         for batch_rows in batches:
-            batch = text_batch([rows.manifest_rows[r] for r in batch_rows], batch_rows)
+            batch = text_batch([rows.manifest_rows[r] for r in batch_rows], batch_rows,
+                               target.encoder.spec.text_cleaning)
             outputs = _encoded_reports(target.encoder, batch, rows, settings.tokens) if batch.texts else {}
             yield batch_rows[0] // shard_rows, batch.rows, [outputs], batch.failures
         return

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from adaptor_vlp.extract.backbones import BackboneSpec
 from adaptor_vlp.extract.image_transforms import DecodeSize, augmented_view, decode_size, preprocess_each, view_seed
 from adaptor_vlp.extract.images import UnreadableImage, read_grayscale
+from adaptor_vlp.extract.text_cleaning import TextCleaning, clean_text
 from adaptor_vlp.cache_schema.manifest import ManifestRow
 
 
@@ -195,11 +196,20 @@ class TextBatch:
     failures: dict[int, str]
 
 
-def text_batch(studies: Sequence[ManifestRow], rows: Sequence[int]) -> TextBatch:
-    """One batch of study rows with their store row numbers; a report the reader flagged is a failure with its reason."""
-    chunk = list(zip(rows, studies))
-    return TextBatch(
-        rows=[row for row, study in chunk if study.report_usable],
-        texts=[study.report_text for _, study in chunk if study.report_usable],
-        failures={row: f"report unusable: {study.report_issue}" for row, study in chunk if not study.report_usable},
-    )
+def text_batch(studies: Sequence[ManifestRow], rows: Sequence[int],
+               cleaning: TextCleaning = TextCleaning.NONE) -> TextBatch:
+    """One batch of study rows with their store row numbers, each report through `cleaning`.
+
+    A report the reader flagged, or one the cleaning leaves too short, is a failure with its reason.
+    """
+    texts: dict[int, str] = {}
+    failures: dict[int, str] = {}
+    for row, study in zip(rows, studies):
+        cleaned = clean_text(study.report_text, cleaning) if study.report_usable else None
+        if cleaned is None:
+            failures[row] = f"report unusable: {study.report_issue}"
+        elif not cleaned.usable:
+            failures[row] = f"report unusable: {cleaned.issue}"
+        else:
+            texts[row] = cleaned.text
+    return TextBatch(rows=list(texts), texts=list(texts.values()), failures=failures)

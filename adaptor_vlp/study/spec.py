@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping, TypeVar
 
 from adaptor_vlp.evaluate.heads import HeadKind
 from adaptor_vlp.extract.datasets.registry import ManifestDataset
+from adaptor_vlp.extract.datasets.mimic_cxr import SectionParser
 from adaptor_vlp.extract.precision import Precision
 from adaptor_vlp.train.recipe import RECIPES, RecipeError, RecipeName, Selection
 from adaptor_vlp.train.sweep import BACKBONE_KEYS, GridError, expand_grid
@@ -74,12 +75,34 @@ _METRIC_TITLES = {
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A dataset tree to read into the cache: its cache name, public layout, root, and (MIMIC-CXR) reports folder."""
+    """A dataset tree to read into the cache: its cache name, public layout, root, and (MIMIC-CXR) reports folder.
+
+    MIMIC-CXR only: `merge_validate_test` puts the official test split into validate (the
+    paper's validation set), `section_parser` says how reports are cut into sections.
+    """
 
     name: str
     layout: ManifestDataset
     root: Path
     reports: Path | None = None
+    merge_validate_test: bool = False
+    section_parser: SectionParser = SectionParser.ADAPTOR
+
+    def reader_options(self) -> dict[str, Any]:
+        """The options the manifest reader records that the spec decides (compared with an existing manifest)."""
+        if self.layout is not ManifestDataset.MIMIC_CXR:
+            return {}
+        options: dict[str, Any] = {"merge_validate_test": self.merge_validate_test}
+        if self.section_parser is not SectionParser.ADAPTOR:
+            options["section_parser"] = self.section_parser.value
+        return options
+
+    def reader_keywords(self) -> dict[str, Any]:
+        """The keywords the layout's reader runs with: the reports folder and the options the spec decides."""
+        keywords: dict[str, Any] = {} if self.reports is None else {"reports_root": self.reports.resolve()}
+        if self.layout is ManifestDataset.MIMIC_CXR:
+            keywords.update(merge_validate_test=self.merge_validate_test, section_parser=self.section_parser)
+        return keywords
 
 
 @dataclass(frozen=True)
@@ -316,7 +339,9 @@ def _pretraining(table: _Table) -> DatasetSpec:
     """The image-text dataset: MIMIC-CXR-JPG with its reports (the only layout with report texts)."""
     reports = table.get("reports", str, None)
     return DatasetSpec(table.get("dataset", str, ManifestDataset.MIMIC_CXR.value), ManifestDataset.MIMIC_CXR,
-                       Path(table.get("root", str)), None if reports is None else Path(reports))
+                       Path(table.get("root", str)), None if reports is None else Path(reports),
+                       merge_validate_test=table.get("merge_validate_test", bool, False),
+                       section_parser=table.choice("section_parser", SectionParser, SectionParser.ADAPTOR))
 
 
 def _names(table: _Table, key: str) -> tuple[str, ...]:

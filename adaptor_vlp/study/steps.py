@@ -24,10 +24,10 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from adaptor_vlp.cache_schema import ArrayName, CacheStore, Modality, ProvenanceMismatch, StoreError, dataset_dir
-from adaptor_vlp.cache_schema.manifest import ManifestError, manifest_sha256, read_manifest, write_manifest
+from adaptor_vlp.cache_schema.manifest import Manifest, ManifestError, manifest_sha256, read_manifest, write_manifest
 from adaptor_vlp.evaluate.classify import ClassifySettings
 from adaptor_vlp.evaluate.commands import DatasetEvaluation, classify_dataset, segment_dataset
 from adaptor_vlp.evaluate.features import open_adaptor_run
@@ -36,6 +36,7 @@ from adaptor_vlp.evaluate.report import format_interval
 from adaptor_vlp.evaluate.results import EvaluationTask, FeatureSpace, ResultError, StoredResult, read_results, write_result
 from adaptor_vlp.evaluate.segment import METHOD as DECODER_METHOD
 from adaptor_vlp.evaluate.segment import SegmentSettings
+from adaptor_vlp.extract.backbone_spec import SPEC_DECIDED_TEXT_RECORD
 from adaptor_vlp.extract.backbones import BackboneSpec, UnknownBackbone, get_spec
 from adaptor_vlp.extract.datasets.registry import dataset_layout
 from adaptor_vlp.extract.image_transforms import DecodeSize
@@ -129,6 +130,10 @@ class ManifestStep(Step):
             return StepState(Status.BLOCKED, f"{self.folder} holds a manifest read from {manifest.image_root}, the "
                                              f"spec reads {self.dataset.root}: give the study another --cache, or "
                                              f"move {self.folder} away to read the spec's tree")
+        differing = _differing_option(manifest, self.dataset.reader_options()) if manifest is not None else None
+        if differing is not None:
+            return StepState(Status.BLOCKED, f"{self.folder} holds a manifest read with {differing}: give the study "
+                                             f"another --cache, or move {self.folder} away to read it again")
         if manifest is not None:
             return StepState(Status.DONE, f"{len(manifest.rows)} images in {self.folder}")
         if not self.dataset.root.is_dir():
@@ -138,11 +143,19 @@ class ManifestStep(Step):
         return StepState(Status.PENDING, f"reads {self.dataset.root} ({self.dataset.layout.value} layout)")
 
     def execute(self, scheduler: str) -> str:
-        reports = {} if self.dataset.reports is None else {"reports_root": self.dataset.reports.resolve()}
-        manifest = dataset_layout(self.dataset.layout).read(self.dataset.root.resolve(), **reports)
+        manifest = dataset_layout(self.dataset.layout).read(self.dataset.root.resolve(), **self.dataset.reader_keywords())
         write_manifest(manifest, self.folder)
         splits = ", ".join(f"{split} {count}" for split, count in manifest.split_counts().items())
         return f"{len(manifest.rows)} images ({splits}), {sum(manifest.exclusions.values())} left out -> {self.folder}"
+
+
+def _differing_option(manifest: Manifest, expected: Mapping[str, Any]) -> str | None:
+    """'KEY = FOUND, the spec asks for WANTED' for the first reader option the manifest records otherwise, or None."""
+    for key, wanted in expected.items():
+        found = manifest.options.get(key, False if isinstance(wanted, bool) else None)
+        if found != wanted:
+            return f"{key} = {found!r}, the spec asks for {wanted!r}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -215,6 +228,14 @@ class ExtractStep(Step):
         if current is not None and store.provenance.manifest_sha256 != current:
             return StepState(Status.BLOCKED, f"{store_path} was built from another manifest of {self.job.dataset}; "
                                              f"rebuild it: {overwrite}")
+        if self.job.modality is Modality.TEXT:
+            recorded = {key: store.provenance.preprocessing.get(key) for key in SPEC_DECIDED_TEXT_RECORD}
+            wanted = {key: self.job.spec.text_record().get(key) for key in SPEC_DECIDED_TEXT_RECORD}
+            differing = next((key for key in SPEC_DECIDED_TEXT_RECORD if recorded[key] != wanted[key]), None)
+            if differing is not None:
+                return StepState(Status.BLOCKED, f"{store_path} records preprocessing.{differing} = "
+                                                 f"{recorded[differing]!r}, backbone {self.job.backbone!r} asks "
+                                                 f"for {wanted[differing]!r}; rebuild it: {overwrite}")
         if self.job.tokens and not store.has(ArrayName.TOKENS):
             return StepState(Status.BLOCKED, f"{store_path} holds no patch tokens, which segmentation needs; "
                                              f"rebuild it: {overwrite}")
