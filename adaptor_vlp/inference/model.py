@@ -44,11 +44,15 @@ ImagesDone = Callable[[int], None]
 
 @dataclass(frozen=True)
 class ImageEmbeddings:
-    """Unit-norm Adaptor-space embeddings (N, P) of the readable inputs, their names, and the inputs left out."""
+    """Unit-norm Adaptor-space embeddings (N, P) of the readable inputs, their names, and the inputs left out.
+
+    `inputs` names every input in the order given (folders expanded), readable or not.
+    """
 
     names: tuple[str, ...]
     embeddings: np.ndarray
     unreadable: tuple[Unreadable, ...]
+    inputs: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,8 @@ class AdaptorModel:
                     on_batch(settled)
                 settled = 0
         embeddings = np.concatenate(parts) if parts else np.zeros((0, self.adaptor.config.projection_dim), np.float32)
-        return ImageEmbeddings(tuple(names), embeddings, tuple(unreadable))
+        return ImageEmbeddings(tuple(names), embeddings, tuple(unreadable),
+                               tuple(image.name for image in collected))
 
     def embed_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Adaptor-space embeddings (N, P) of texts, tokenised as the text store recorded."""
