@@ -36,6 +36,8 @@ INPUT_ERRORS = (ModelFolderError, BackboneMismatch, MissingWeights, Incompatible
                 StoreError, ProvenanceMismatch, IncompleteProvenance, CheckpointError, DeviceError, ResultError,
                 InvalidId)
 """Errors caused by the command's input: one line on stderr and exit code 2."""
+IMAGE_COLUMN_WIDTH = 14
+"""Characters per image column of the printed scores table (file names fold onto several lines)."""
 
 MODEL_OPTION = typer.Option(..., "--model", help="An exported model folder (adaptor export) or a run folder.")
 IMAGES_OPTION = typer.Option(..., "--images", help="An image file (JPEG, PNG, DICOM) or a folder of them; repeatable.")
@@ -172,12 +174,13 @@ def _with_progress(images: Sequence[Path], work: Callable[[Callable[[int], None]
 def _print_scores(class_names: Sequence[str], rows: list[list[str]], total: int) -> None:
     """A table on stdout: one row per label, one column per image shown (by file name)."""
     table = Table(title=f"zero-shot scores: {len(rows)} of {total} images")
-    table.add_column("label")
+    table.add_column("label", no_wrap=True)
     for row in rows:
-        table.add_column(Path(row[0]).name, justify="right", overflow="fold", max_width=14)
+        table.add_column(Path(row[0]).name, justify="right", overflow="fold", max_width=IMAGE_COLUMN_WIDTH)
     for position, name in enumerate(class_names, start=1):
         table.add_row(name, *(row[position] for row in rows))
-    Console().print(table)
+    label_width = max(len(name) for name in class_names)
+    Console(width=label_width + 8 + (IMAGE_COLUMN_WIDTH + 3) * len(rows)).print(table)
 
 
 def _report_unreadable(unreadable: Sequence[Unreadable]) -> None:
