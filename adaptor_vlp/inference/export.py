@@ -28,7 +28,7 @@ from adaptor_vlp.inference.model_card import model_card
 from adaptor_vlp.inference.record import (
     CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, ModelFolderError, ModelRecord, adaptor_weights, read_model,
 )
-from adaptor_vlp.train.checkpoint import CheckpointKind, load_adaptor, read_record
+from adaptor_vlp.train.checkpoint import CheckpointKind, read_record
 from adaptor_vlp.train.loop import read_completed
 from adaptor_vlp.train.model import Adaptor
 from adaptor_vlp.train.recipe import Selection
@@ -48,7 +48,7 @@ def export_run(run_dir: Path, out: Path, kind: CheckpointKind = CheckpointKind.B
     run_dir = Path(run_dir)
     record, adaptor = read_model(run_dir, kind)
     if not (run_dir / CONFIG_FILE).is_file():
-        sha256 = load_adaptor(run_dir, kind).weights_sha256
+        sha256 = read_record(run_dir, kind)[1]
         folder = results if results is not None else run_dir / EVALUATION_FOLDER
         record = dataclasses.replace(
             record, backbone_entries={modality: registry_entry(resolved_spec(provenance, registry))

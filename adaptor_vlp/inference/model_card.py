@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from adaptor_vlp.inference.record import ModelRecord, TRAINING_SPLIT
+from adaptor_vlp.inference.record import TRAINING_SPLIT, ModelRecord
 
 INTENDED_USE = ("Research use only; not for clinical decisions. The model has not been validated for diagnosis, "
                 "triage or any patient care, and its outputs must not inform them.")

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from adaptor_vlp.cache_schema import Modality
-from adaptor_vlp.train.checkpoint import CheckpointError, CheckpointKind, checkpoint_paths, load_adaptor, read_record
+from adaptor_vlp.train.checkpoint import CheckpointError, CheckpointKind, checkpoint_paths, load_adaptor
 from adaptor_vlp.train.model import Adaptor, AdaptorConfig
 
 EXPORT_FORMAT = "adaptor-vlp/exported-adaptor"
@@ -133,11 +133,6 @@ def read_model(folder: Path, kind: CheckpointKind = CheckpointKind.BEST) -> tupl
         provenance=record.provenance, data_subset=record.data_subset,
         trainable_parameters=record.trainable_parameters, run_name=folder.resolve().name,
     ), loaded.model
-
-
-def run_record_sha256(run_dir: Path, kind: CheckpointKind) -> str:
-    """The SHA-256 of a run's checkpoint tensor file, as its JSON records it (evaluation results name it)."""
-    return read_record(run_dir, kind)[1]
 
 
 def _read_export(folder: Path) -> tuple[ModelRecord, Adaptor]:

@@ -38,7 +38,8 @@ class DemoRun:
         return read_manifest(dataset_dir(self.cache, DATASET))
 
     def store(self, modality: Modality) -> CacheStore:
-        return CacheStore.open(store_path(self.cache, DATASET, modality, VISION if modality is Modality.IMAGE else TEXT))
+        backbone = VISION if modality is Modality.IMAGE else TEXT
+        return CacheStore.open(store_path(self.cache, DATASET, modality, backbone))
 
     def report_texts(self) -> list[str]:
         return [row.report_text for row in self.manifest.rows if row.report_text]

@@ -13,7 +13,6 @@ from adaptor_vlp.extract.image_transforms import DecodeSize
 from adaptor_vlp.inference import AdaptorModel
 from adaptor_vlp.inference.inputs import DecodedImage, Unreadable, collect_images, decode_images
 
-LEVELS = np.arange(256, dtype=np.uint16)
 STEP = 16
 """Stored values 16 * k: stretched onto 0..255 they land exactly on k, so no rounding tie blurs a comparison."""
 
@@ -70,7 +69,8 @@ def test_a_folder_is_decoded_like_extraction_decodes_and_an_unreadable_file_is_l
 
 def test_arrays_take_the_path_files_take(tmp_path):
     Image.fromarray(_levels(4) * STEP).save(tmp_path / "same.png")
-    arrays = [_levels(4) * STEP, _levels(4).astype(np.uint8), np.zeros((4, 4), np.float32), np.zeros((2, 3, 3), np.uint8)]
+    arrays = [_levels(4) * STEP, _levels(4).astype(np.uint8), np.zeros((4, 4), np.float32),
+              np.zeros((2, 3, 3), np.uint8)]
 
     decoded = list(decode_images(collect_images([tmp_path / "same.png", *arrays]), DecodeSize(32)))
 

@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from adaptor_vlp.cache_schema import ArrayName, Modality
+from adaptor_vlp.extract.images import read_grayscale
 from adaptor_vlp.inference import AdaptorModel, BackboneMismatch
 from adaptor_vlp.inference.export import export_run
-from adaptor_vlp.extract.images import read_grayscale
 from tests.inference.conftest import cosine_rows
 
 pytestmark = pytest.mark.slow
