@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-from adaptor_vlp.cache_schema import ArrayName, Modality
+from adaptor_vlp.cache_schema import ArrayName, CacheStore, Modality, store_path
 from adaptor_vlp.extract.images import read_grayscale
 from adaptor_vlp.inference import AdaptorModel, BackboneMismatch
 from adaptor_vlp.inference.export import export_run
-from tests.inference.conftest import cosine_rows
+from tests.inference.conftest import DATASET, TEXT, VISION, cosine_rows, invoke
 
 pytestmark = pytest.mark.slow
 
@@ -134,3 +134,23 @@ def test_text_weights_other_than_the_recorded_ones_are_refused_naming_both_hashe
     message = str(refused.value)
     assert recorded in message
     assert len(set(re.findall(r"\b[0-9a-f]{64}\b", message)) - {recorded}) == 1
+
+
+def test_an_adaptor_on_token_inputs_embeds_live_like_its_cached_tokens(demo_run, tmp_path):
+    cache, run = tmp_path / "cache", tmp_path / "run"
+    invoke("extract", "manifest", "--dataset", DATASET, "--root", demo_run.tree, "--out", cache)
+    invoke("extract", "images", "--dataset", DATASET, "--cache", cache, "--backbone", VISION, "--tokens")
+    invoke("extract", "texts", "--dataset", DATASET, "--cache", cache, "--backbone", TEXT, "--tokens")
+    invoke("train", "run", "--cache", cache, "--dataset", DATASET, "--vision", VISION, "--text", TEXT, "--out", run,
+           "--recipe", "demo", "--epochs", "1", "--inputs", "tokens", "--device", "cpu")
+    model = AdaptorModel.from_pretrained(run, device="cpu")
+    store = CacheStore.open(store_path(cache, DATASET, Modality.IMAGE, VISION))
+    rows = {row.dicom_id: row for row in demo_run.manifest.rows}
+    valid = np.flatnonzero(store.valid)[:6]
+
+    live = model.embed_images([demo_run.tree / rows[str(store.ids[row])].image_path for row in valid])
+    with torch.no_grad():
+        cached = model.adaptor.encode_image(torch.from_numpy(store.read(ArrayName.TOKENS)[valid].astype(np.float32)),
+                                            torch.from_numpy(store.read(ArrayName.TOKEN_MASK)[valid])).numpy()
+
+    assert cosine_rows(live.embeddings, cached).min() >= ADAPTOR_COSINE_BOUND
