@@ -51,11 +51,14 @@ class DecodedImage:
     gray: np.ndarray
 
 
-def collect_images(inputs: Iterable[ImageInput]) -> list[NamedImage]:
+def collect_images(inputs: Iterable[ImageInput] | ImageInput) -> list[NamedImage]:
     """The inputs in order, each folder replaced by its image files (recursively, sorted by path).
 
-    A path that does not exist is kept, to be reported as unreadable with its reason.
+    A path that does not exist is kept, to be reported as unreadable with its reason. A single
+    input (one path or one array) is taken as a list of one.
     """
+    if isinstance(inputs, (str, Path, np.ndarray)):
+        inputs = [inputs]
     collected = []
     for position, item in enumerate(inputs):
         if isinstance(item, np.ndarray):

@@ -160,7 +160,10 @@ class AdaptorModel:
         prompt_set = resolve_prompts(prompts)
         embedded = self.embed_images(images, batch_size, on_batch)
         prompt_embeddings = self.embed_texts([text for _, text in prompt_set.prompts()])
-        scores = prompt_scores(embedded.embeddings, prompt_embeddings, prompt_set.scoring, self.logit_scale)
+        if embedded.names:
+            scores = prompt_scores(embedded.embeddings, prompt_embeddings, prompt_set.scoring, self.logit_scale)
+        else:
+            scores = np.zeros((0, len(prompt_set.class_names)))
         return ZeroShotScores(embedded.names, prompt_set.class_names, scores, embedded.unreadable)
 
     def _backbone(self, modality: Modality) -> LiveBackbone:

@@ -137,3 +137,13 @@ def test_export_of_a_folder_of_runs_takes_the_best(demo_run, tmp_path):
     output = invoke("export", demo_run.run.parent, tmp_path / "model")
 
     assert f"exported {demo_run.run.name}" in output and (tmp_path / "model" / "config.json").is_file()
+
+
+def test_zeroshot_on_nothing_readable_writes_an_empty_table(exported, tmp_path):
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes(b"not a dicom")
+
+    output = invoke("predict", "zeroshot", "--model", exported, "--images", broken, "--out", tmp_path / "s.csv",
+                    "--device", "cpu")
+
+    assert "scored 0 images (1 unreadable)" in output and _rows(tmp_path / "s.csv") == []

@@ -93,3 +93,13 @@ def test_the_model_embeds_the_readable_files_and_goes_on_past_the_broken_one(dem
     assert [Path(item.name).name for item in embedded.unreadable] == ["c-broken.png"]
     np.testing.assert_array_equal(embedded.embeddings, expected.embeddings)
     np.testing.assert_allclose(np.linalg.norm(embedded.embeddings, axis=1), 1.0, rtol=1e-5)
+
+
+def test_one_path_is_one_input_and_a_missing_file_is_listed(tmp_path):
+    Image.fromarray(_levels(5).astype(np.uint8)).save(tmp_path / "one.png")
+
+    single = collect_images(str(tmp_path / "one.png"))
+    missing = list(decode_images(collect_images([tmp_path / "gone.dcm"]), DecodeSize(None)))
+
+    assert [image.name for image in single] == [str(tmp_path / "one.png")]
+    assert isinstance(missing[0], Unreadable) and missing[0].reason == "file not found"
