@@ -15,6 +15,7 @@ DEMO_STUDY := studies/demo.toml
 # Where the demo study's runs lie (studies/demo.toml: out = "runs/study-demo", runs under out/runs), and where
 # `make` exports the best of them and writes its zero-shot scores of a few demo images.
 DEMO_RUNS := runs/study-demo/runs
+DEMO_RESULTS := runs/study-demo/results
 DEMO_MODEL := runs/study-demo/model
 DEMO_SCORES := runs/study-demo/predict-zeroshot.csv
 STUDY ?= $(DEMO_STUDY)
@@ -68,10 +69,10 @@ study: install $(if $(filter $(DEMO_STUDY),$(STUDY)),demo-data)
 	$(ADAPTOR) study report $(STUDY)
 	$(if $(filter $(DEMO_STUDY),$(STUDY)),@$(MAKE) --no-print-directory predict-demo)
 
-# The demo's best Adaptor pair exported as one folder to share, then scored zero-shot (CheXpert prompts) on the
-# radiographs of the demo tree's first patient, as a researcher would on new images.
+# The demo's best Adaptor pair exported as one folder to share (its card lists the study's results made with it),
+# then scored zero-shot (CheXpert prompts) on the radiographs of the demo tree's first patient, as on new images.
 predict-demo: install
-	$(ADAPTOR) export $(DEMO_RUNS) $(DEMO_MODEL)
+	$(ADAPTOR) export $(DEMO_RUNS) $(DEMO_MODEL) --results $(DEMO_RESULTS)
 	$(ADAPTOR) predict zeroshot --model $(DEMO_MODEL) --images $$(ls -d demo/mimic-cxr-jpg/files/*/* | head -1) \
 		--out $(DEMO_SCORES)
 

@@ -57,8 +57,9 @@ def export(
     run: Path = typer.Argument(..., help="A run folder, or a folder of run folders (the best finished one is taken)."),
     out: Path = typer.Argument(..., help="The folder to write (new, or a previous export to replace)."),
     checkpoint: CheckpointKind = CHECKPOINT_OPTION,
-    results: Optional[Path] = typer.Option(None, "--results", help="Evaluation results folder for the model card "
-                                                                   "(default RUN/evaluation when it exists)."),
+    results: Optional[Path] = typer.Option(None, "--results", help="Evaluation results for the model card: a "
+                                                                   "results folder or one above several (a study's "
+                                                                   "results/); default RUN/evaluation."),
     select_by: Optional[Selection] = typer.Option(None, "--select-by", help="Among several runs: the validation "
                                                                             "metric that picks the best."),
     registry: Optional[list[Path]] = REGISTRY_OPTION,

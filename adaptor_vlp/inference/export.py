@@ -41,8 +41,9 @@ def export_run(run_dir: Path, out: Path, kind: CheckpointKind = CheckpointKind.B
                results: Path | None = None, registry: Sequence[Path] = ()) -> Path:
     """Writes the export of a run folder's `kind` checkpoint into `out`; returns `out`.
 
-    `results` is a folder of evaluation results (`adaptor evaluate ... --out`; default
-    RUN/evaluation when it exists): those made with exactly these weights go into the card.
+    `results` is a folder of evaluation results (`adaptor evaluate ... --out`, or a study's
+    `results/`; default RUN/evaluation when it exists): those made with exactly these weights go
+    into the card.
     `registry` are the registry files that define the run's backbones, when not built in.
     """
     run_dir = Path(run_dir)
@@ -130,13 +131,20 @@ def registry_entry(spec: BackboneSpec) -> dict[str, Any]:
 
 
 def evaluation_summaries(folder: Path, weights_sha256: str, required: bool = False) -> tuple[dict[str, Any], ...]:
-    """One summary per result in `folder` made through these exact Adaptor weights (none when there is no folder)."""
-    try:
-        stored = read_results(folder)
-    except ResultError:
+    """One summary per result under `folder` made through these exact Adaptor weights.
+
+    `folder` is a results folder (`adaptor evaluate ... --out`) or any folder above several (a
+    study's `results/`, one per task and feature set). Without results there: none, or ResultError
+    when `required`.
+    """
+    folder = Path(folder)
+    holding = sorted({path.parent.parent for path in folder.rglob("*.json")}) if folder.is_dir() else []
+    if not holding:
         if required:
-            raise
+            raise ResultError(f"{folder}: holds no evaluation results; give the folder `adaptor evaluate ... --out` "
+                              "or `adaptor study run` wrote them into")
         return ()
+    stored = [result for results_folder in holding for result in read_results(results_folder)]
     return tuple(_summary(result) for result in stored
                  if result.record.feature_space is FeatureSpace.ADAPTOR and result.record.context.adaptor
                  and result.record.context.adaptor.get("weights_sha256") == weights_sha256)

@@ -83,8 +83,9 @@ def test_a_folder_that_is_no_model_is_refused_by_name(tmp_path):
 
 
 def test_evaluation_results_made_with_these_weights_go_into_the_card(demo_run, tmp_path):
+    """Results nested as a study writes them (results/<task>/<pair>/<dataset>/*.json) are found too."""
     invoke("evaluate", "retrieval", "--run", demo_run.run, "--cache", demo_run.cache, "--dataset", DATASET,
-           "--out", tmp_path / "results", "--resamples", "20", "--device", "cpu")
+           "--out", tmp_path / "results" / "retrieval" / "pair", "--resamples", "20", "--device", "cpu")
 
     out = export_run(demo_run.run, tmp_path / "shared", results=tmp_path / "results")
 
