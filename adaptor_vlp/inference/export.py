@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 from safetensors.torch import save
 
 from adaptor_vlp.cache_schema import Modality
-from adaptor_vlp.cache_schema.writes import write_together
+from adaptor_vlp.cache_schema.writes import write_together, writing
 from adaptor_vlp.evaluate.results import FeatureSpace, ResultError, StoredResult, read_results
 from adaptor_vlp.extract.backbones import BackboneSpec, UnknownBackbone, get_spec
 from adaptor_vlp.extract.image_transforms import image_preprocessing
@@ -68,7 +68,8 @@ def write_export(record: ModelRecord, adaptor: Adaptor, out: Path) -> Path:
     if foreign:
         raise ModelFolderError(f"{out}: holds other files ({', '.join(foreign[:3])}); export into a new or empty "
                                "folder (a previous export there is replaced)")
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
     config = json.dumps(record.to_json(), indent=1, sort_keys=False) + "\n"
     write_together({
         out / WEIGHTS_FILE: save(adaptor_weights(adaptor), metadata={"format": "pt"}),
