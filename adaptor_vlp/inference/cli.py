@@ -7,7 +7,7 @@ rest go on. Nothing here prints report text: retrieved reports are named by thei
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, TypeVar
 
 import typer
 from rich.console import Console
@@ -37,6 +37,7 @@ INPUT_ERRORS = (ModelFolderError, BackboneMismatch, MissingWeights, Incompatible
                 InvalidId)
 """Errors caused by the command's input: one line on stderr and exit code 2."""
 IMAGE_COLUMN_WIDTH = 14
+Result = TypeVar("Result")
 """Characters per image column of the printed scores table (file names fold onto several lines)."""
 
 MODEL_OPTION = typer.Option(..., "--model", help="An exported model folder (adaptor export) or a run folder.")
@@ -163,7 +164,7 @@ def _load(model: Path, device: str, checkpoint: CheckpointKind, image_weights: P
     return AdaptorModel.from_pretrained(model, device, checkpoint, weights, tuple(registry or ()))
 
 
-def _with_progress(images: Sequence[Path], work: Callable[[Callable[[int], None]], object]):
+def _with_progress(images: Sequence[Path], work: Callable[[Callable[[int], None]], Result]) -> Result:
     """Runs `work` with a progress bar over the inputs on stderr (advanced by `work`'s callback)."""
     total = len(collect_images(images))
     with Progress(TextColumn("images"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
