@@ -70,7 +70,7 @@ class SectionParser(str, Enum):
     """Which parser finds a report's sections."""
 
     ADAPTOR = "adaptor"
-    """`extract.report_sections`: known headers only, in any case, wanted sections in the order asked."""
+    """`extract.datasets.report_sections`: known headers only, in any case, wanted sections in the order asked."""
     MIT_LCP = "mit-lcp"
     """`extract.datasets.mit_lcp_sections`: MIT-LCP's parser as the paper's code used it (IMPRESSION + FINDINGS only)."""
 
