@@ -69,7 +69,7 @@ def export(
     model.safetensors, README.md): no pickle, no absolute path."""
     with input_errors_exit(*INPUT_ERRORS):
         chosen = run
-        if not (run / CONFIG_FILE).is_file() and not checkpoint_paths(run, checkpoint)[1].is_file():
+        if not (run / CONFIG_FILE).is_file() and not checkpoint_paths(run, checkpoint).record.is_file():
             chosen = best_run(run, select_by)
             typer.echo(f"best run under {run}: {chosen.name}", err=True)
         written = export_run(chosen, out, checkpoint, results, tuple(registry or ()))

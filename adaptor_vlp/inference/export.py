@@ -49,7 +49,7 @@ def export_run(run_dir: Path, out: Path, kind: CheckpointKind = CheckpointKind.B
     run_dir = Path(run_dir)
     record, adaptor = read_model(run_dir, kind)
     if not (run_dir / CONFIG_FILE).is_file():
-        sha256 = read_record(run_dir, kind)[1]
+        sha256 = read_record(run_dir, kind).weights_sha256
         folder = results if results is not None else run_dir / EVALUATION_FOLDER
         record = dataclasses.replace(
             record, backbone_entries={modality: registry_entry(resolved_spec(provenance, registry))
@@ -91,7 +91,7 @@ def best_run(folder: Path, selection: Selection | None = None) -> Path:
     if not finished:
         raise ModelFolderError(f"{folder}: holds no finished run folder (one with completed.json); train first")
     if selection is None:
-        chosen = {read_record(run, CheckpointKind.BEST)[0].recipe["select_by"] for run, _ in finished}
+        chosen = {read_record(run, CheckpointKind.BEST).record.recipe["select_by"] for run, _ in finished}
         if len(chosen) > 1:
             raise ModelFolderError(f"{folder}: its runs pick their best epoch by different metrics ({sorted(chosen)}); "
                                    "say which to compare with --select-by")

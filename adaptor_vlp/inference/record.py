@@ -119,7 +119,7 @@ def read_model(folder: Path, kind: CheckpointKind = CheckpointKind.BEST) -> tupl
         raise ModelFolderError(f"{folder}: no such folder; give an exported model (adaptor export) or a run folder")
     if is_export(folder):
         return _read_export(folder)
-    if not checkpoint_paths(folder, kind)[1].is_file():
+    if not checkpoint_paths(folder, kind).record.is_file():
         raise ModelFolderError(f"{folder}: neither an exported model ({CONFIG_FILE}) nor a run folder with a "
                                f"{kind.value} checkpoint; give the folder `adaptor export` wrote or a trained run")
     try:
