@@ -85,12 +85,11 @@ def open_store(job: ExtractionJob, encoder: Encoder, manifest_folder: Path, rows
                overwrite: bool = False) -> CacheStore:
     """Creates the job's store, or reopens it to resume; refuses one built with other settings.
 
-    An image store records the decode size its images were read at (`preprocessing.decode_size`):
-    'full' or the shorter side in pixels.
+    An image store records how its images were decoded (`image_decoding`).
     """
     if overwrite and job.store.exists():
         shutil.rmtree(job.store)
-    decoding = {"decode_size": job.decode.record()} if job.modality is Modality.IMAGE else {}
+    decoding = image_decoding(job) if job.modality is Modality.IMAGE else {}
     preprocessing = {**encoder.preprocessing, **decoding, "tokens": job.tokens, "views": job.views,
                      "forward_precision": encoder.precision.value}
     provenance = Provenance(
@@ -105,6 +104,23 @@ def open_store(job: ExtractionJob, encoder: Encoder, manifest_folder: Path, rows
     )
     return CacheStore.create_or_resume(job.store, provenance, rows.ids, rows.group_ids, rows.splits,
                                        store_features(job, encoder), job.shard_rows)
+
+
+REDUCED_DECODE_FRAME = "full resolution"
+"""What a reduced decode's first resize takes its output shape from (`image_transforms.preprocess_each`'s frame)."""
+
+
+def image_decoding(job: ExtractionJob) -> dict:
+    """The preprocessing entries that say how an image store's images were decoded.
+
+    `decode_size`: 'full' or the shorter side in pixels. A reduced decode also records
+    `reduced_decode_frame`: its first resize's output shape comes from the full-resolution frame, so a
+    store from before (shape from the reduced image) is refused on resume, naming that field.
+    """
+    decoding: dict = {"decode_size": job.decode.record()}
+    if job.decode.pixels is not None:
+        decoding["reduced_decode_frame"] = REDUCED_DECODE_FRAME
+    return decoding
 
 
 def store_features(job: ExtractionJob, encoder: Encoder) -> FeatureShape:

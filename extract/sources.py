@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from adaptor_vlp.extract.backbones import BackboneSpec
 from adaptor_vlp.extract.image_transforms import DecodeSize, augmented_view, decode_size, preprocess_each, view_seed
-from adaptor_vlp.extract.images import UnreadableImage, read_grayscale
+from adaptor_vlp.extract.images import UnreadableImage, read_decoded
 from adaptor_vlp.cache_schema.manifest import ManifestRow
 
 
@@ -75,10 +75,11 @@ class ImagePassRows(Dataset):
     def __getitem__(self, index: int) -> tuple[ImageSample, ...]:
         row = self.rows[index]
         try:
-            gray = read_grayscale(self.image_root / row.image_path, self.decode.pixels)
+            decoded = read_decoded(self.image_root / row.image_path, self.decode.pixels)
         except UnreadableImage as error:
             failure = f"unreadable image: {error.reason} ({row.image_path})"
             return tuple(ImageSample(index, None, None, failure) for _ in self.specs)
+        gray = decoded.gray
         views: dict = {}
         if self.views:
             for spec in self.specs:
@@ -86,7 +87,7 @@ class ImagePassRows(Dataset):
                     views[spec.image] = torch.stack([augmented_view(gray, spec, view_seed(row.dicom_id, k))
                                                      for k in range(self.views)])
         return tuple(ImageSample(index, pixels, views.get(spec.image), None)
-                     for spec, pixels in zip(self.specs, preprocess_each(gray, self.specs)))
+                     for spec, pixels in zip(self.specs, preprocess_each(gray, self.specs, frame=decoded.frame)))
 
     @staticmethod
     def collate(samples: list[tuple[ImageSample, ...]]) -> tuple[ImageBatch, ...]:

@@ -1,4 +1,5 @@
 """Extraction runs: faults masked and reported, resume after kill -9, reruns, Dask equals in-process, several backbones in one pass."""
+import dataclasses
 import errno
 import json
 import os
@@ -308,6 +309,49 @@ def test_a_store_decoded_at_another_size_is_refused_naming_the_field(tiny_datase
     metadata.write_text(json.dumps(document))
     with pytest.raises(ProvenanceMismatch, match="'preprocessing.decode_size' differs: expected 64, found '<absent>'"):
         run_extraction(_image_job(cache))
+
+
+MEASURED_REGISTRY = """
+[backbones.tiny-area]
+modality = "image"
+source = "timm"
+model_id = "test_vit"
+dim = 64
+pooling = "cls"
+random_init_seed = 5
+[backbones.tiny-area.image]
+steps = [
+    { op = "resize_longest", size = 64, interpolation = "area" },
+    { op = "pad_square" },
+]
+decode_size = 96
+"""
+"""An area-resize backbone whose registry entry states a measured decode size, as the paper's DINOv2 entries do."""
+
+
+def test_a_store_from_before_a_measured_decode_size_is_refused_naming_the_field(tiny_dataset, tmp_path) -> None:
+    registry = tmp_path / "measured.toml"
+    registry.write_text(MEASURED_REGISTRY)
+    cache = _copy_cache(tiny_dataset[0], tmp_path / "cache")
+    job = _image_job(cache, backbone="tiny-area", registry=(registry,), tokens=False, views=0)
+    run_extraction(dataclasses.replace(job, decode_size=DecodeSize(None)))  # what `auto` chose before
+    store = _image_store(cache, "tiny-area")
+    assert "reduced_decode_frame" not in CacheStore.open(store).provenance.preprocessing
+    with pytest.raises(ProvenanceMismatch, match="'preprocessing.decode_size' differs: expected 96, found 'full'"):
+        run_extraction(job)
+    run_extraction(dataclasses.replace(job, decode_size=DecodeSize(None)))  # the exact decode, by name, resumes
+
+    reduced = _copy_cache(tiny_dataset[0], tmp_path / "reduced")
+    run_extraction(dataclasses.replace(job, cache_dir=reduced))
+    recorded = CacheStore.open(_image_store(reduced, "tiny-area")).provenance.preprocessing
+    assert (recorded["decode_size"], recorded["reduced_decode_frame"]) == (96, "full resolution")
+    metadata = _image_store(reduced, "tiny-area") / "zarr.json"  # a reduced store from before the frame was kept
+    document = json.loads(metadata.read_text())
+    del document["attributes"]["adaptor_vlp"]["provenance"]["preprocessing"]["reduced_decode_frame"]
+    metadata.write_text(json.dumps(document))
+    with pytest.raises(ProvenanceMismatch, match="'preprocessing.reduced_decode_frame' differs: "
+                                                 "expected 'full resolution', found '<absent>'"):
+        run_extraction(dataclasses.replace(job, cache_dir=reduced))
 
 
 def test_a_killed_pass_resumes_every_store_to_a_clean_runs_bytes(tiny_dataset, tmp_path) -> None:
