@@ -75,7 +75,7 @@ def read_decoded(path: Path | str, target_size: int | None = None) -> DecodedIma
         gray, frame = _read_with_pillow(path, target_size)
     if target_size is None:
         return DecodedImage(gray, frame)
-    return DecodedImage(_resize_shorter_side(gray, target_size), frame)
+    return DecodedImage(resize_shorter_side(gray, target_size), frame)
 
 
 class HDF5ImageSource:
@@ -195,7 +195,8 @@ def _stretch_to_uint8(values: np.ndarray) -> np.ndarray:
     return np.rint((values - low) * scale).astype(np.uint8)
 
 
-def _resize_shorter_side(gray: np.ndarray, target_size: int) -> np.ndarray:
+def resize_shorter_side(gray: np.ndarray, target_size: int) -> np.ndarray:
+    """The image with its shorter side resized to `target_size` (bicubic), as a reduced decode ends."""
     height, width = gray.shape
     shorter = min(height, width)
     if shorter == target_size:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from adaptor_vlp.cache_schema import ArrayName, CacheStore, FeatureShape, Modality, Provenance, ShardSpan, dataset_dir
+from adaptor_vlp.extract.device_decoding import decoder_record
 from adaptor_vlp.extract.encoders import EncoderOutput, ImageEncoder, TextEncoder, load_image_encoder, load_text_encoder
 from adaptor_vlp.extract.job import ExtractionJob, ExtractionPass
 from adaptor_vlp.cache_schema.manifest import Manifest, ManifestRow, manifest_sha256, read_manifest
@@ -116,8 +117,9 @@ def image_decoding(job: ExtractionJob) -> dict:
     `decode_size`: 'full' or the shorter side in pixels. A reduced decode also records
     `reduced_decode_frame`: its first resize's output shape comes from the full-resolution frame, so a
     store from before (shape from the reduced image) is refused on resume, naming that field.
+    `decoder`, only for a store whose JPEGs the device decoded (`device_decoding.decoder_record`).
     """
-    decoding: dict = {"decode_size": job.decode.record()}
+    decoding: dict = {"decode_size": job.decode.record(), **decoder_record(job.decoder, job.device)}
     if job.decode.pixels is not None:
         decoding["reduced_decode_frame"] = REDUCED_DECODE_FRAME
     return decoding
@@ -259,7 +261,8 @@ def _embedded_batches(
             yield batch_rows[0] // shard_rows, batch.rows, [outputs], batch.failures
         return
     dataset = ImagePassRows(rows.manifest_rows, image_root, [target.encoder.spec for target in targets],
-                            views=settings.views, decode=settings.decode)
+                            views=settings.views, decode=settings.decode, decoder=settings.decoder,
+                            device=str(targets[0].encoder.device))
     pin_memory = any(target.encoder.device.type == "cuda" for target in targets)
     loader = image_batches(dataset, batches, settings.num_workers, decoders, pin_memory=pin_memory)
     for batch_rows, per_backbone in zip(batches, loader):

@@ -21,7 +21,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from adaptor_vlp.extract.backbones import BackboneSpec
 from adaptor_vlp.extract.image_transforms import DecodeSize, augmented_view, decode_size, preprocess_each, view_seed
-from adaptor_vlp.extract.images import UnreadableImage, read_decoded
+from adaptor_vlp.extract.device_decoding import Decoder, decode_batch
+from adaptor_vlp.extract.images import DecodedImage, UnreadableImage, read_decoded
 from adaptor_vlp.cache_schema.manifest import ManifestRow
 
 
@@ -62,22 +63,34 @@ class ImagePassRows(Dataset):
     """
 
     def __init__(self, rows: Sequence[ManifestRow], image_root: Path, specs: Sequence[BackboneSpec], views: int,
-                 decode: DecodeSize) -> None:
+                 decode: DecodeSize, decoder: Decoder = Decoder.CPU, device: str = "cpu") -> None:
         self.rows = rows
         self.image_root = Path(image_root)
         self.specs = tuple(specs)
         self.views = views
         self.decode = decode
+        self.decoder = decoder
+        self.device = device
+        """Where `Decoder.GPU` decodes (the forward pass's device)."""
 
     def __len__(self) -> int:
         return len(self.rows)
 
+    def path(self, index: int) -> Path:
+        return self.image_root / self.rows[index].image_path
+
     def __getitem__(self, index: int) -> tuple[ImageSample, ...]:
-        row = self.rows[index]
         try:
-            decoded = read_decoded(self.image_root / row.image_path, self.decode.pixels)
+            decoded = read_decoded(self.path(index), self.decode.pixels)
         except UnreadableImage as error:
-            failure = f"unreadable image: {error.reason} ({row.image_path})"
+            return self.samples(index, error)
+        return self.samples(index, decoded)
+
+    def samples(self, index: int, decoded: DecodedImage | UnreadableImage) -> tuple[ImageSample, ...]:
+        """Item `index` from its decoded image (or the reason it has none), however it was decoded."""
+        row = self.rows[index]
+        if isinstance(decoded, UnreadableImage):
+            failure = f"unreadable image: {decoded.reason} ({row.image_path})"
             return tuple(ImageSample(index, None, None, failure) for _ in self.specs)
         gray = decoded.gray
         views: dict = {}
@@ -148,7 +161,12 @@ def image_batches(dataset: Rows, batches: Sequence[list[int]], decoders: int, ki
     """The dataset's fixed batches, in order, decoded by `decoders` processes or threads ahead of use.
 
     The two kinds give the same batches, byte for byte; 0 decoders decode in the calling thread.
+    A pass decoded by `Decoder.GPU` decodes each batch's JPEGs on its device and preprocesses them
+    in `decoders` threads (at least one), whichever the kind.
     """
+    if isinstance(dataset, ImagePassRows) and dataset.decoder is Decoder.GPU:
+        yield from _decoded_on_device(dataset, batches, max(decoders, 1), pin_memory)
+        return
     if kind is Decoders.THREADS and decoders:
         yield from _decoded_by_threads(dataset, batches, decoders, pin_memory)
         return
@@ -175,6 +193,23 @@ def _decoded_by_threads(dataset: Rows, batches: Sequence[list[int]], threads: in
             samples = [decode.submit(dataset.__getitem__, row) for row in batch_rows]
             in_flight.append(collate.submit(_collated, dataset, samples, pin_memory))
             if len(in_flight) >= in_flight_limit:
+                yield in_flight.popleft().result()
+        while in_flight:
+            yield in_flight.popleft().result()
+
+
+def _decoded_on_device(dataset: ImagePassRows, batches: Sequence[list[int]], threads: int,
+                       pin_memory: bool) -> Iterator[Batch]:
+    """The pass's fixed batches, in order: each batch's JPEGs decoded at once on the device, then preprocessed
+    by `threads` threads while the next batch decodes (the device decoder is not thread-safe across batches)."""
+    with ThreadPoolExecutor(threads, thread_name_prefix="preprocess") as preprocess, \
+            ThreadPoolExecutor(1, thread_name_prefix="collate") as collate:
+        in_flight: deque[Future[Batch]] = deque()
+        for batch_rows in batches:
+            decoded = decode_batch([dataset.path(row) for row in batch_rows], dataset.decode.pixels, dataset.device)
+            samples = [preprocess.submit(dataset.samples, row, image) for row, image in zip(batch_rows, decoded)]
+            in_flight.append(collate.submit(_collated, dataset, samples, pin_memory))
+            if len(in_flight) >= 2:
                 yield in_flight.popleft().result()
         while in_flight:
             yield in_flight.popleft().result()

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from adaptor_vlp.cache_schema import ArrayName, CacheStore, Modality, ProvenanceMismatch, verify_store
 from adaptor_vlp.cache_schema.lock import FolderLock, lock_path, read_holder
 from adaptor_vlp.cli import app
+from adaptor_vlp.extract.device_decoding import Decoder
 from adaptor_vlp.extract.encoders import TextEncoder
 from adaptor_vlp.extract.image_transforms import DecodeSize
 from adaptor_vlp.extract.job import ExtractionJob
@@ -352,6 +353,30 @@ def test_a_store_from_before_a_measured_decode_size_is_refused_naming_the_field(
     with pytest.raises(ProvenanceMismatch, match="'preprocessing.reduced_decode_frame' differs: "
                                                  "expected 'full resolution', found '<absent>'"):
         run_extraction(dataclasses.replace(job, cache_dir=reduced))
+
+
+def test_a_store_is_refused_for_resume_by_the_other_jpeg_decoder_naming_the_field(tiny_dataset, tmp_path) -> None:
+    """`--decoder gpu` runs torchvision's decode_jpeg on the job's device: here the CPU, which exercises its path."""
+    on_cpu = _copy_cache(tiny_dataset[0], tmp_path / "cpu")
+    cpu_summary = run_extraction(_image_job(on_cpu, tokens=False, views=0))
+    assert "decoder" not in CacheStore.open(cpu_summary.store).provenance.preprocessing, "CPU stores are as before"
+    with pytest.raises(ProvenanceMismatch, match="'preprocessing.decoder' differs: "
+                                                 "expected 'torchvision.io.decode_jpeg on cpu', found '<absent>'"):
+        run_extraction(_image_job(on_cpu, tokens=False, views=0, decoder=Decoder.GPU))
+
+    on_device = _copy_cache(tiny_dataset[0], tmp_path / "device")
+    device_summary = run_extraction(_image_job(on_device, tokens=False, views=0, decoder=Decoder.GPU, num_workers=2))
+    assert CacheStore.open(device_summary.store).provenance.preprocessing["decoder"] == \
+        "torchvision.io.decode_jpeg on cpu"
+    assert device_summary.failures == cpu_summary.failures, "missing and truncated files fail alike"
+    with pytest.raises(ProvenanceMismatch, match="'preprocessing.decoder' differs: "
+                                                 "expected '<absent>', found 'torchvision.io.decode_jpeg on cpu'"):
+        run_extraction(_image_job(on_device, tokens=False, views=0))
+
+
+def test_the_gpu_decoder_needs_a_cuda_device(tiny_dataset, tmp_path) -> None:
+    result = runner.invoke(app, [*IMAGE_COMMAND, "--cache", str(tmp_path), "--decoder", "gpu"])
+    assert result.exit_code == 2 and "--decoder gpu decodes on the CUDA device" in result.output, result.output
 
 
 def test_a_killed_pass_resumes_every_store_to_a_clean_runs_bytes(tiny_dataset, tmp_path) -> None:
