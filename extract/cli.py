@@ -127,10 +127,12 @@ def texts(
     max_length: int = typer.Option(None, "--max-length", min=1, help="Cap the text length in tokens (recorded in the "
                                    "store); an hf: model's own maximum is capped at 112 unless this is given."),
     verbose: bool = VERBOSE_OPTION,
+    workers: int = typer.Option(2, "--workers", min=0, help="Tokenisers working ahead of the forward pass: worker "
+                                "processes, or threads in each Dask shard task (0: in series with it)."),
 ) -> None:
     """Embed every study's report (one row per study) with a frozen text backbone."""
     _extract([ExtractionJob(cache, dataset, Modality.TEXT, backbone, weights=weights, tokens=tokens,
-                            batch_size=batch_size, device=_device(device), precision=precision,
+                            batch_size=batch_size, num_workers=workers, device=_device(device), precision=precision,
                             shard_rows=shard_rows, registry=tuple(registry), max_length=max_length,
                             verbose=verbose)],
              overwrite, scheduler)

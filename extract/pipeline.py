@@ -27,7 +27,10 @@ from adaptor_vlp.extract.device_decoding import decoder_record
 from adaptor_vlp.extract.encoders import EncoderOutput, ImageEncoder, TextEncoder, load_image_encoder, load_text_encoder
 from adaptor_vlp.extract.job import ExtractionJob, ExtractionPass
 from adaptor_vlp.cache_schema.manifest import Manifest, ManifestRow, manifest_sha256, read_manifest
-from adaptor_vlp.extract.sources import Decoders, ImageBatch, ImagePassRows, TextBatch, image_batches, text_batch
+from adaptor_vlp.extract.sources import (
+    Decoders, ImageBatch, ImagePassRows, ReportEncodingFailed, ReportRows, TextBatch, image_batches, read_ahead,
+    report_failure,
+)
 
 Encoder = ImageEncoder | TextEncoder
 
@@ -255,8 +258,9 @@ def _embedded_batches(
     batches = shard_batches(spans, settings.batch_size)
     if settings.modality is Modality.TEXT:
         (target,) = targets
-        for batch_rows in batches:
-            batch = text_batch([rows.manifest_rows[r] for r in batch_rows], batch_rows)
+        reports = ReportRows(rows.manifest_rows, target.encoder.tokenization)
+        for batch_rows, batch in zip(batches, read_ahead(reports, batches, settings.num_workers, decoders,
+                                                         pin_memory=False)):
             outputs = _encoded_reports(target.encoder, batch, rows, settings.tokens) if batch.texts else {}
             yield batch_rows[0] // shard_rows, batch.rows, [outputs], batch.failures
         return
@@ -283,29 +287,14 @@ def _embedded_images(encoder: ImageEncoder, batch: ImageBatch, tokens: bool) -> 
     return outputs
 
 
-class ReportEncodingFailed(RuntimeError):
-    """The text encoder raised on a batch of reports; the message names the studies, never their text."""
-
-
 def _encoded_reports(encoder: Encoder, batch: TextBatch, rows: StoreRows, tokens: bool) -> dict[ArrayName, np.ndarray]:
-    """The batch's reports through the encoder; an encoder error is re-raised naming studies by id only.
-
-    Reports are credentialed data (MIMIC-CXR): an error message that quoted one would carry it into
-    logs, so every report of the batch is cut out of the message before it is shown.
-    """
+    """The batch's tokenised reports through the encoder; an encoder error is re-raised naming studies by id only."""
+    if batch.tokenizer_error is not None:
+        raise ReportEncodingFailed(batch.tokenizer_error)
     try:
-        return _encoder_arrays(encoder.encode(batch.texts, with_tokens=tokens))
+        return _encoder_arrays(encoder.encode_tokenized(batch.tokens, with_tokens=tokens))
     except Exception as error:
-        studies = [rows.ids[row] for row in batch.rows]
-        message = str(error)
-        for study, text in zip(studies, batch.texts):
-            if text:
-                message = message.replace(text, f"<report of study {study}>")
-        raise ReportEncodingFailed(
-            f"the text encoder failed on the reports of studies {', '.join(studies[:8])}"
-            f"{' ...' if len(studies) > 8 else ''} (store rows {batch.rows[0]}-{batch.rows[-1]}): "
-            f"{type(error).__name__}: {message}; the complete shards are kept and the same command resumes"
-        ) from None
+        raise report_failure(error, batch, [rows.ids[row] for row in batch.rows]) from None
 
 
 def shard_batches(spans: Iterable[ShardSpan], batch_size: int) -> list[list[int]]:

@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Iterator, Sequence, TypeVar
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -52,6 +52,23 @@ class ImageBatch:
         """
         return dataclasses.replace(self, pixels=None if self.pixels is None else self.pixels.pin_memory(),
                                    views=None if self.views is None else self.views.pin_memory())
+
+
+@dataclass(frozen=True)
+class TextBatch:
+    """The usable report texts of a batch, and the unusable ones with the reader's reason.
+
+    `tokens`: the texts tokenised for the backbone (`ReportRows`), None where no text is usable or
+    the tokeniser failed: `tokenizer_error` then says why, with every report cut out (`report_failure`),
+    for the feeding thread to raise (an exception raised in a worker process would arrive wrapped in its
+    traceback).
+    """
+
+    rows: list[int]
+    texts: list[str]
+    failures: dict[int, str]
+    tokens: dict[str, torch.Tensor] | None = None
+    tokenizer_error: str | None = None
 
 
 class ImagePassRows(Dataset):
@@ -151,9 +168,9 @@ SAMPLES_AHEAD_PER_THREAD = 4
 """Samples queued per decoder thread beyond the batch in use: enough that no thread waits for work."""
 
 
-Rows = TypeVar("Rows", ImageRows, ImagePassRows)
-Batch = ImageBatch | tuple[ImageBatch, ...]
-"""What `image_batches` yields: an `ImageRows` batch, or one batch per backbone of an `ImagePassRows`."""
+Rows = TypeVar("Rows", ImageRows, ImagePassRows, "ReportRows")
+Batch = ImageBatch | tuple[ImageBatch, ...] | TextBatch
+"""What `read_ahead` yields: an `ImageRows` batch, one batch per backbone of an `ImagePassRows`, or a `TextBatch`."""
 
 
 def image_batches(dataset: Rows, batches: Sequence[list[int]], decoders: int, kind: Decoders,
@@ -167,10 +184,16 @@ def image_batches(dataset: Rows, batches: Sequence[list[int]], decoders: int, ki
     if isinstance(dataset, ImagePassRows) and dataset.decoder is Decoder.GPU:
         yield from _decoded_on_device(dataset, batches, max(decoders, 1), pin_memory)
         return
-    if kind is Decoders.THREADS and decoders:
-        yield from _decoded_by_threads(dataset, batches, decoders, pin_memory)
+    yield from read_ahead(dataset, batches, decoders, kind, pin_memory)
+
+
+def read_ahead(dataset: Rows, batches: Sequence[list[int]], workers: int, kind: Decoders,
+               pin_memory: bool) -> Iterator[Batch]:
+    """The dataset's fixed batches, in order, each read (and collated) by `workers` processes or threads ahead of use."""
+    if kind is Decoders.THREADS and workers:
+        yield from _decoded_by_threads(dataset, batches, workers, pin_memory)
         return
-    yield from DataLoader(dataset, batch_sampler=batches, num_workers=decoders, collate_fn=dataset.collate,
+    yield from DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=dataset.collate,
                           pin_memory=pin_memory, persistent_workers=False)
 
 
@@ -222,13 +245,56 @@ def _collated(dataset: Rows, samples: list[Future], pin_memory: bool) -> Batch:
     return tuple(one.pin_memory() for one in batch) if isinstance(batch, tuple) else batch.pin_memory()
 
 
-@dataclass(frozen=True)
-class TextBatch:
-    """The usable report texts of a batch, and the unusable ones with the reader's reason."""
+class ReportRows(Dataset):
+    """A text store's study rows, indexed by store row; each batch tokenised when it is collated.
 
-    rows: list[int]
-    texts: list[str]
-    failures: dict[int, str]
+    Collating runs in the reader's worker processes (or its collate thread inside Dask shard
+    tasks), so reports are tokenised ahead of the forward pass, in parallel with it, and the
+    thread that feeds the backbone receives tensors only. `tokenize` must be picklable
+    (`extract.encoders.ReportTokenizer`).
+    """
+
+    def __init__(self, studies: Sequence[ManifestRow],
+                 tokenize: Callable[[list[str]], dict[str, torch.Tensor]]) -> None:
+        self.studies = studies
+        self.tokenize = tokenize
+
+    def __len__(self) -> int:
+        return len(self.studies)
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+    def collate(self, rows: list[int]) -> TextBatch:
+        batch = text_batch([self.studies[row] for row in rows], rows)
+        if not batch.texts:
+            return batch
+        try:
+            return dataclasses.replace(batch, tokens=self.tokenize(batch.texts))
+        except Exception as error:
+            failure = report_failure(error, batch, [self.studies[row].study_id for row in batch.rows])
+            return dataclasses.replace(batch, tokenizer_error=str(failure))
+
+
+class ReportEncodingFailed(RuntimeError):
+    """The text encoder (tokeniser or model) raised on a batch of reports; the message names studies, never text."""
+
+
+def report_failure(error: Exception, batch: TextBatch, studies: list[str]) -> ReportEncodingFailed:
+    """The error for a batch whose reports could not be tokenised or embedded, every report cut out of its message.
+
+    Reports are credentialed data (MIMIC-CXR): an error message that quoted one would carry it into
+    logs, so each report of the batch is replaced by its study id before the message is shown.
+    """
+    message = str(error)
+    for study, text in zip(studies, batch.texts):
+        if text:
+            message = message.replace(text, f"<report of study {study}>")
+    return ReportEncodingFailed(
+        f"the text encoder failed on the reports of studies {', '.join(studies[:8])}"
+        f"{' ...' if len(studies) > 8 else ''} (store rows {batch.rows[0]}-{batch.rows[-1]}): "
+        f"{type(error).__name__}: {message}; the complete shards are kept and the same command resumes"
+    )
 
 
 def text_batch(studies: Sequence[ManifestRow], rows: Sequence[int]) -> TextBatch:

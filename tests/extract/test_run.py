@@ -20,7 +20,7 @@ from adaptor_vlp.cache_schema import ArrayName, CacheStore, Modality, Provenance
 from adaptor_vlp.cache_schema.lock import FolderLock, lock_path, read_holder
 from adaptor_vlp.cli import app
 from adaptor_vlp.extract.device_decoding import Decoder
-from adaptor_vlp.extract.encoders import TextEncoder
+from adaptor_vlp.extract.encoders import ReportTokenizer
 from adaptor_vlp.extract.image_transforms import DecodeSize
 from adaptor_vlp.extract.job import ExtractionJob
 from adaptor_vlp.extract.precision import Precision
@@ -222,15 +222,25 @@ def test_a_lock_left_by_a_killed_run_is_taken_over_with_a_note(tiny_dataset, tmp
     assert f"note: took over the lock {lock} of a store run that is gone (pid {dead.pid}" in result.output
 
 
+def test_reports_tokenised_in_worker_processes_give_the_in_series_store_bytes(tiny_dataset, tmp_path) -> None:
+    stores = []
+    for workers in (0, 2):
+        cache = _copy_cache(tiny_dataset[0], tmp_path / f"workers-{workers}")
+        job = ExtractionJob(cache, "tiny", Modality.TEXT, "tiny-bert", tokens=True, batch_size=4, shard_rows=4,
+                            num_workers=workers)
+        stores.append(run_extraction(job).store)
+    assert _array_bytes(stores[0]) == _array_bytes(stores[1])
+
+
 def test_an_encoder_error_names_studies_by_id_and_never_prints_a_report(tiny_dataset, tmp_path, monkeypatch) -> None:
     cache = _copy_cache(tiny_dataset[0], tmp_path)
 
-    def quoting_encoder(self, texts, with_tokens=False):
+    def quoting_tokenizer(self, texts):
         raise ValueError(f"cannot tokenize {texts[0]!r}")
 
-    monkeypatch.setattr(TextEncoder, "encode", quoting_encoder)
+    monkeypatch.setattr(ReportTokenizer, "__call__", quoting_tokenizer)  # raised in a tokenising worker process
     result = runner.invoke(app, ["extract", "texts", "--cache", str(cache), "--dataset", "tiny", "--backbone",
-                                 "tiny-bert", "--batch-size", "4", "--device", "cpu"])
+                                 "tiny-bert", "--batch-size", "4", "--device", "cpu", "--workers", "1"])
     assert result.exit_code == 2
     assert ("the text encoder failed on the reports of studies 50000000, 50000001, 50000003 (store rows 0-3): "
             "ValueError: cannot tokenize '<report of study 50000000>'") in result.output
