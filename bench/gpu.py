@@ -69,16 +69,16 @@ SWEEP_SECONDS = 60
 """bench.sweep starts no new round after this; its share of the budget leaves room for the round under way."""
 PIECES = (
     Piece("extract dinov2-s", "bench.extract", ("--backbone", "dinov2-s", "--images", "1024", "--batch-size",
-                                                "128", "--rounds", "1"), QUICK_EXTRACT, share=0.17),
+                                                "128", "--rounds", "1"), QUICK_EXTRACT, share=0.16),
     Piece("extract dinov2-b", "bench.extract", ("--backbone", "dinov2-b", "--images", "1024", "--batch-size",
-                                                "128", "--rounds", "1"), (*QUICK_EXTRACT, "--tokens"), share=0.17),
+                                                "128", "--rounds", "1"), (*QUICK_EXTRACT, "--tokens"), share=0.16),
     Piece("one pass, tiny backbones", "bench.multi_extract", ("--images", "2048", "--rounds", "1"),
-          ("--quick",), share=0.10),
+          ("--quick",), share=0.13),
     Piece("one pass, paper backbones", "bench.multi_extract",
           ("--backbones", "dinov2-s,dinov2-b,resnet-ae", "--images", "1024", "--batch-size", "128", "--rounds", "1"),
           ("--quick", "--backbones", "tiny-vit,tiny-resnet"), share=0.30),
-    Piece("JPEG decode on the device", "bench.device_decode", ("--images", "64", "--batch-size", "32", "--rounds",
-                                                               "2"), ("--quick",), share=0.06),
+    Piece("JPEG decode on the device", "bench.device_decode", ("--images", "32", "--batch-size", "32", "--rounds",
+                                                               "2"), ("--quick",), share=0.05),
     Piece("stacked sweep", "bench.sweep", ("--groups", "8,16", "--scale-points", "16", "--steps", "20", "--rounds",
                                            "2", "--time-limit", str(SWEEP_SECONDS)), ("--quick",), share=0.2),
 )

@@ -38,7 +38,7 @@ class Inputs:
     decode_ms: float = 57.0
     jpeg_bytes_factor: float = 1.51 / 1.39
     preprocess_ms: tuple[float, float, float, float] = (22.0, 17.0, 19.0, 20.0)
-    reduced_speedup: float = 1.61
+    reduced_speedup: float = 1.47
     gpu_decode_per_s: float = 1_500.0
     forward: tuple[float, float, float] = (10_000.0, 5_000.0, 5_000.0)
     text_forward: float = 3_000.0

@@ -3,7 +3,7 @@ import re
 
 from typer.testing import CliRunner
 
-from bench import cache_formats, dask_extract, extract, multi_extract, preprocess, projection
+from bench import cache_formats, dask_extract, extract, multi_extract, preprocess, projection, report_tokens
 
 RATIO_LINE = re.compile(r"^ratio (?P<name>.+?): (?P<value>\d+\.\d+)x?( \(goal (>=|<=) [\d.]+x?: (met|MISSED)\))?$")
 
@@ -94,3 +94,10 @@ def test_the_projection_prints_every_stage_the_study_per_decoding_configuration_
     assert faster.exit_code == 0 and "3,000 full-resolution MIMIC-sized JPEGs/s" in faster.output
     refused = CliRunner().invoke(projection.app, ["--forward", "8000,4000"])
     assert refused.exit_code == 2 and "give 3 positive numbers" in refused.output
+
+
+def test_the_tokenisation_benchmark_prints_both_ratios_on_real_reports() -> None:
+    output = _run(report_tokens.app, "--quick")
+    assert "128 Indiana University reports" in output
+    assert set(_ratios(output)) == {"worker processes/in series, texts/s delivered",
+                                    "in series/worker processes, feeding thread's CPU per text"}
