@@ -223,8 +223,10 @@ def _decoded_by_threads(dataset: Rows, batches: Sequence[list[int]], threads: in
 
 def _decoded_on_device(dataset: ImagePassRows, batches: Sequence[list[int]], threads: int,
                        pin_memory: bool) -> Iterator[Batch]:
-    """The pass's fixed batches, in order: each batch's JPEGs decoded at once on the device, then preprocessed
-    by `threads` threads while the next batch decodes (the device decoder is not thread-safe across batches)."""
+    """The pass's fixed batches, in order: each batch's JPEGs decoded at once on the device, in this thread.
+
+    `threads` threads preprocess a batch while the next one decodes; a collate thread stacks (and pins) it.
+    """
     with ThreadPoolExecutor(threads, thread_name_prefix="preprocess") as preprocess, \
             ThreadPoolExecutor(1, thread_name_prefix="collate") as collate:
         in_flight: deque[Future[Batch]] = deque()
