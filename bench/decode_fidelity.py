@@ -31,9 +31,6 @@ import typer
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from bench.common import Ratio, best_seconds, describe_machine, timed
-from bench.extract import write_image_set
-from bench.multi_extract import PAPER_BACKBONES
 from adaptor_vlp.extract.backbones import BackboneSpec, UnknownBackbone, get_spec
 from adaptor_vlp.extract.demo.anatomy import sample_anatomy
 from adaptor_vlp.extract.demo.findings import sample_findings, sample_traits
@@ -41,6 +38,9 @@ from adaptor_vlp.extract.demo.radiograph import draw_frontal
 from adaptor_vlp.extract.encoders import ImageEncoder, load_image_encoder
 from adaptor_vlp.extract.image_transforms import DecodeSize, preprocess, preprocess_each
 from adaptor_vlp.extract.images import DecodedImage, read_decoded, read_grayscale
+from bench.common import Ratio, best_seconds, describe_machine, timed
+from bench.extract import write_image_set
+from bench.multi_extract import PAPER_BACKBONES
 
 RADIOGRAPH = "RG1_UNCI.dcm"
 JPEG_QUALITY = 95
@@ -115,7 +115,8 @@ class Fidelity:
 
     def line(self) -> str:
         return (f"{self.backbone} at {self.decode}: largest |difference| {self.max_grey_difference:.1f} grey levels, "
-                f"mean {self.mean_grey_difference:.3f}; embedding cosine {self.cosine:.6f} ({'>=' if self.faithful else '<'} {COSINE_BOUND})")
+                f"mean {self.mean_grey_difference:.3f}; embedding cosine {self.cosine:.6f} "
+                f"({'>=' if self.faithful else '<'} {COSINE_BOUND})")
 
 
 def cosine(first: torch.Tensor, second: torch.Tensor) -> float:
@@ -245,7 +246,8 @@ def _sizes(text: str) -> tuple[int, ...]:
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--sizes") from None
     if None in values:
-        raise typer.BadParameter("give reduced sizes in pixels; full resolution is always measured", param_hint="--sizes")
+        raise typer.BadParameter("give reduced sizes in pixels; full resolution is always measured",
+                                 param_hint="--sizes")
     return values
 
 

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 import typer
 
-from bench.common import Ratio, best_seconds, describe_machine, timed
-from bench.extract import Device, write_image_set
 from adaptor_vlp.extract.device_decoding import decode_batch
 from adaptor_vlp.extract.images import DecodedImage, read_grayscale
+from bench.common import Ratio, best_seconds, describe_machine, timed
+from bench.extract import Device, write_image_set
 
 
 @dataclass(frozen=True)

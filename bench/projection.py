@@ -4,14 +4,14 @@
 [--reduced-speedup X] [--gpu-decode-per-s N] [--forward S,B,AE] [--adaptor-step-ms MS]` prints a
 Markdown table: image extraction (the paper's three backbones over MIMIC-CXR and the downstream
 sets: three single passes, and one row per decoding configuration: one pass at full resolution
-(exact, and what `auto` gives a pass holding ResNet-AE), DINOv2 at 512 px with ResNet-AE split off at
-full resolution, every backbone at 512 px, and JPEG decoding on the GPU), text extraction (five text backbones, tokenised in the reader's worker
-processes), the 15 Adaptors stacked by image backbone across text encoders, and the downstream
-heads, each with its work, its rate, what bounds it and its time; then the study's total per
-configuration and the list of inputs with where each comes from. Every input is an option, so a
-figure measured on a GPU (`make bench-gpu`) replaces its assumption without editing anything.
-Nothing is measured here: this is arithmetic on the inputs, written down so that it can be checked
-and rerun.
+(exact, and what `auto` gives a pass holding ResNet-AE), DINOv2 at 512 px with ResNet-AE split off
+at full resolution, every backbone at 512 px, and JPEG decoding on the GPU), text extraction (five
+text backbones, tokenised in the reader's worker processes), the 15 Adaptors stacked by image
+backbone across text encoders, and the downstream heads, each with its work, its rate, what bounds
+it and its time; then the study's total per configuration and the list of inputs with where each
+comes from. Every input is an option, so a figure measured on a GPU (`make bench-gpu`) replaces its
+assumption without editing anything. Nothing is measured here: this is arithmetic on the inputs,
+written down so that it can be checked and rerun.
 """
 from __future__ import annotations
 

@@ -28,12 +28,12 @@ import torch
 import typer
 from transformers import AutoTokenizer
 
-from bench.common import Ratio, best_seconds, describe_machine
 from adaptor_vlp.cache_schema.manifest import ManifestRow, Split
 from adaptor_vlp.extract.backbones import MINILM_NAME, get_spec
 from adaptor_vlp.extract.encoders import ReportTokenizer
 from adaptor_vlp.extract.sources import Decoders, ReportRows, read_ahead
 from adaptor_vlp.extract.weights import locate_weights
+from bench.common import Ratio, best_seconds, describe_machine
 
 SECTIONS = ("IMPRESSION", "FINDINGS")
 """The paper's text: IMPRESSION + FINDINGS (`extract.report_sections`)."""
@@ -77,7 +77,8 @@ class Feed:
 
 def feed(reports: ReportRows, batch_size: int, workers: int) -> Feed:
     """Every batch delivered to this thread, tokenised by `workers` processes (0: by this thread)."""
-    batches = [list(range(start, min(start + batch_size, len(reports)))) for start in range(0, len(reports), batch_size)]
+    batches = [list(range(start, min(start + batch_size, len(reports))))
+               for start in range(0, len(reports), batch_size)]
     started, thread_started = time.perf_counter(), time.thread_time()
     delivered = 0
     for batch in read_ahead(reports, batches, workers, Decoders.PROCESSES, pin_memory=False):
@@ -145,7 +146,8 @@ def main(
         typer.echo(f"{name}: {len(texts) / result.seconds:,.0f} texts/s delivered; feeding thread "
                    f"{result.thread_seconds / len(texts) * 1e6:.1f} us of CPU per text")
     serial, parallel = feeds["in series"], feeds[f"{settings.workers} worker processes"]
-    typer.echo(Ratio("worker processes/in series, texts/s delivered", serial.seconds / parallel.seconds, unit="x").line())
+    typer.echo(Ratio("worker processes/in series, texts/s delivered", serial.seconds / parallel.seconds,
+                     unit="x").line())
     typer.echo(Ratio("in series/worker processes, feeding thread's CPU per text",
                      serial.thread_seconds / max(parallel.thread_seconds, 1e-9), unit="x").line())
     typer.echo(f"load average {os.getloadavg()[0]:.1f} at end")

@@ -39,7 +39,7 @@ def decoder_record(decoder: Decoder, device: str) -> dict:
 
 
 def decode_batch(paths: Sequence[Path], target_size: int | None, device: str) -> list[DecodedImage | UnreadableImage]:
-    """Each file decoded to a uint8 grayscale image on the CPU (or the reason it cannot be), JPEGs batched on `device`."""
+    """Each file as a uint8 grayscale image on the CPU (or the reason it has none), its JPEGs decoded on `device`."""
     results: list[DecodedImage | UnreadableImage | None] = [None] * len(paths)
     jpegs: dict[int, torch.Tensor] = {}
     for index, path in enumerate(paths):
@@ -70,7 +70,7 @@ def _decoded_jpegs(datas: list[torch.Tensor], device: str) -> list:
 
 
 def _whole_jpeg(data: torch.Tensor) -> bool:
-    """A JPEG from its start marker to its end marker: a truncated one goes to the CPU decoder, which names the fault."""
+    """A JPEG from its start marker to its end marker: a truncated one goes to the CPU decoder, naming the fault."""
     return len(data) >= 4 and bytes(data[:2].tolist()) == JPEG_START and bytes(data[-2:].tolist()) == JPEG_END
 
 

@@ -189,7 +189,7 @@ def image_batches(dataset: Rows, batches: Sequence[list[int]], decoders: int, ki
 
 def read_ahead(dataset: Rows, batches: Sequence[list[int]], workers: int, kind: Decoders,
                pin_memory: bool) -> Iterator[Batch]:
-    """The dataset's fixed batches, in order, each read (and collated) by `workers` processes or threads ahead of use."""
+    """The dataset's fixed batches, in order, each read and collated by `workers` processes or threads ahead."""
     if kind is Decoders.THREADS and workers:
         yield from _decoded_by_threads(dataset, batches, workers, pin_memory)
         return

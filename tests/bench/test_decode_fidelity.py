@@ -2,10 +2,10 @@
 import pytest
 from typer.testing import CliRunner
 
-from bench import decode_fidelity
-from bench.decode_fidelity import COSINE_BOUND, fidelity, radiograph_jpeg, sensitive_encoder, yardstick
 from adaptor_vlp.extract.backbones import Modality, load_registry
 from adaptor_vlp.extract.image_transforms import DecodeSize, decode_size
+from bench import decode_fidelity
+from bench.decode_fidelity import COSINE_BOUND, fidelity, radiograph_jpeg, sensitive_encoder, yardstick
 
 
 def reduced_by_measurement() -> list[str]:
