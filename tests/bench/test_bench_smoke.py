@@ -77,7 +77,7 @@ def test_preprocess_benchmark_prints_the_shared_and_block_sum_ratios() -> None:
 
 
 def test_the_projection_prints_every_stage_the_study_per_decoding_configuration_and_its_inputs() -> None:
-    result = CliRunner().invoke(projection.app, ["--forward", "8000,4000,4000", "--adaptor-step-ms", "4"])
+    result = CliRunner().invoke(projection.app, ["--forward", "8000,4000,4000", "--stacked-step-ms", "4"])
     assert result.exit_code == 0, result.output
     stages = [line.split(" | ")[0].lstrip("| ") for line in result.output.splitlines() if line.startswith("| ")]
     configurations = ["exact: all three in one pass at full resolution",
@@ -88,7 +88,7 @@ def test_the_projection_prints_every_stage_the_study_per_decoding_configuration_
                           *(f"images, {name}" for name in configurations), "texts, tokenised in worker processes",
                           "Adaptors, stacked across text encoders", "classification heads", "segmentation heads",
                           "study, images decoded", *configurations]
-    assert "forward 8,000/s" in result.output and "4 ms per step" in result.output
+    assert "forward 8,000/s" in result.output and "4 ms per stacked step" in result.output
     assert "One pass over the images is " in result.output
     faster = CliRunner().invoke(projection.app, ["--gpu-decode-per-s", "3000", "--reduced-speedup", "3"])
     assert faster.exit_code == 0 and "3,000 full-resolution MIMIC-sized JPEGs/s" in faster.output
