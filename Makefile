@@ -114,6 +114,8 @@ bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.multi_extract
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.multi_extract --backbones dinov2-s,dinov2-b,resnet-ae --images 64 --batch-size 8 --rounds 2
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.preprocess
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.decode_fidelity
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.report_tokens
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.dask_extract
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.cache_formats
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.train

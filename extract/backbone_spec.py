@@ -116,13 +116,17 @@ class ImagePreprocessing:
 
     `steps` run in order on the gray image (pixel values 0..255); then the image is scaled to
     0..1, replicated to `channels` channels and normalised with `mean` and `std`. The steps
-    must end in a fixed square: `size` is its side.
+    must end in a fixed square: `size` is its side. `decode_size` is the shorter side images are
+    decoded at by default when that is measured to be faithful to a full decode (issue 22's
+    bound, `bench.decode_fidelity`); it is recorded per store as `preprocessing.decode_size`, not
+    here, since it changes how the image is read, not what the steps are.
     """
 
     steps: tuple[ImageStep, ...]
     channels: int = 3
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    decode_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
@@ -133,6 +137,10 @@ class ImagePreprocessing:
         if any(value <= 0 for value in self.std):
             raise SpecError(f"std values must be positive, got {list(self.std)}")
         output_square(self.steps)
+        first_resize = next((step for step in self.steps if step.op in RESIZE_OPS), None)
+        if self.decode_size is not None and (first_resize is None or self.decode_size < first_resize.size):
+            raise SpecError(f"decode_size {self.decode_size} must be at least the first resize's size "
+                            f"({first_resize.size if first_resize else 'there is none'})")
 
     @property
     def size(self) -> int:

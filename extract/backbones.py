@@ -198,7 +198,7 @@ def _read_registry_file(path: Path) -> list[RegistryEntry]:
 
 
 _SPEC_KEYS = {f.name for f in fields(BackboneSpec)} - {"name"}
-_IMAGE_KEYS = {"steps", "channels", "mean", "std"}
+_IMAGE_KEYS = {"steps", "channels", "mean", "std", "decode_size"}
 _STEP_KEYS = {"op", "size", "interpolation", "rounded"}
 
 
@@ -268,6 +268,7 @@ def _image_from_table(where: str, table: Any) -> ImagePreprocessing:
         return ImagePreprocessing(
             steps=tuple(steps), channels=channels,
             mean=tuple(table.get("mean", (0.5,) * channels)), std=tuple(table.get("std", (0.5,) * channels)),
+            decode_size=table.get("decode_size"),
         )
     except (SpecError, TypeError) as error:
         raise RegistryError(f"{where}: {error}") from None

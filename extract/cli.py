@@ -17,6 +17,7 @@ from adaptor_vlp.extract.datasets.mimic_cxr import DEFAULT_VIEWS, SectionParser
 from adaptor_vlp.extract.datasets.registry import LAYOUTS, ManifestDataset, dataset_layout, layouts_accepting
 from adaptor_vlp.extract.demo import MIN_SUBJECTS, write_demo_dataset
 from adaptor_vlp.extract.demo.downstream_trees import DEMO_TREES, DemoTree
+from adaptor_vlp.extract.device_decoding import Decoder
 from adaptor_vlp.extract.image_transforms import DecodeSize, DecodeSizeTooSmall
 from adaptor_vlp.extract.job import ExtractionJob, PassError
 from adaptor_vlp.extract.pipeline import ReportEncodingFailed
@@ -74,16 +75,25 @@ def images(
     decode_size: str = typer.Option("auto", "--decode-size", help="How large images are decoded before the "
                                     "backbones' steps (recorded in each store): 'full', a shorter side in pixels "
                                     "(JPEGs then decode at reduced DCT scale), or auto: what the largest input "
-                                    "among the backbones needs (full resolution for the paper's area resize)."),
+                                    "among the backbones needs: the registry's measured size where it states one "
+                                    "(512 for the paper's DINOv2 entries), else full resolution for an area resize "
+                                    "(ResNet-AE), else the first resize. 'full' is the paper's exact decode."),
+    decoder: Decoder = typer.Option(Decoder.CPU, "--decoder", help="What decodes JPEGs: cpu (Pillow, in the "
+                                    "--workers) or gpu (torchvision's decode_jpeg on the CUDA --device, a batch at "
+                                    "a time; recorded in each store, whose bits differ from the CPU's)."),
 ) -> None:
     """Embed every image of a dataset's manifest with frozen image backbones, one store each."""
     with input_errors_exit(ValueError):  # an option that does not parse, named
         names = _backbone_names(backbone, weights)
         decode = None if decode_size == "auto" else DecodeSize.parse(decode_size)
+    chosen_device = _device(device)
+    if decoder is Decoder.GPU and not chosen_device.startswith("cuda"):
+        raise typer.BadParameter(f"--decoder gpu decodes on the CUDA device; --device is {chosen_device!r}: give "
+                                 "--device cuda, or --decoder cpu", param_hint="--decoder")
     job = ExtractionJob(cache, dataset, Modality.IMAGE, names[0], weights=weights, tokens=tokens, views=views,
-                        batch_size=batch_size, num_workers=workers, device=_device(device), precision=precision,
+                        batch_size=batch_size, num_workers=workers, device=chosen_device, precision=precision,
                         shard_rows=shard_rows, image_root=image_root, registry=tuple(registry), verbose=verbose,
-                        decode_size=decode)
+                        decode_size=decode, decoder=decoder)
     _extract([dataclasses.replace(job, backbone=name) for name in names], overwrite, scheduler)
 
 
@@ -117,10 +127,12 @@ def texts(
     max_length: int = typer.Option(None, "--max-length", min=1, help="Cap the text length in tokens (recorded in the "
                                    "store); an hf: model's own maximum is capped at 112 unless this is given."),
     verbose: bool = VERBOSE_OPTION,
+    workers: int = typer.Option(2, "--workers", min=0, help="Tokenisers working ahead of the forward pass: worker "
+                                "processes, or threads in each Dask shard task (0: in series with it)."),
 ) -> None:
     """Embed every study's report (one row per study) with a frozen text backbone."""
     _extract([ExtractionJob(cache, dataset, Modality.TEXT, backbone, weights=weights, tokens=tokens,
-                            batch_size=batch_size, device=_device(device), precision=precision,
+                            batch_size=batch_size, num_workers=workers, device=_device(device), precision=precision,
                             shard_rows=shard_rows, registry=tuple(registry), max_length=max_length,
                             verbose=verbose)],
              overwrite, scheduler)

@@ -127,6 +127,23 @@ class TimmTower(torch.nn.Module):
         return pooled, features[:, self.network.num_prefix_tokens :, :]
 
 
+@dataclass(frozen=True)
+class ReportTokenizer:
+    """A text backbone's tokenisation of a batch of reports: every text padded and truncated to `max_length`.
+
+    Small and picklable, so the reader's worker processes can tokenise batches ahead of the forward pass.
+    """
+
+    tokenizer: PreTrainedTokenizerBase
+    max_length: int
+
+    def __call__(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        if isinstance(texts, str):
+            raise TypeError("tokenise a list of texts, not one string")
+        return dict(self.tokenizer(list(texts), padding="max_length", truncation=True, max_length=self.max_length,
+                                   return_tensors="pt"))
+
+
 class TextEncoder(FrozenEncoder):
     """A frozen transformers text backbone with its tokenizer, padding every text to max_length."""
 
@@ -150,6 +167,7 @@ class TextEncoder(FrozenEncoder):
             )
         super().__init__(spec, model, device, precision)
         self.tokenizer = tokenizer
+        self.tokenization = ReportTokenizer(tokenizer, spec.max_length)
         self.tokenizer_id = tokenizer_id
         self.token_count: int = spec.max_length
         vocabulary = sorted(tokenizer.get_vocab().items())
@@ -176,13 +194,11 @@ class TextEncoder(FrozenEncoder):
         """Embeds a batch of texts; tokens are the last hidden states, (B, max_length, D)."""
         if isinstance(texts, str):
             raise TypeError("encode takes a list of texts, not one string")
-        batch = self.tokenizer(
-            list(texts),
-            padding="max_length",
-            truncation=True,
-            max_length=self.spec.max_length,
-            return_tensors="pt",
-        ).to(self.device)
+        return self.encode_tokenized(self.tokenization(texts), with_tokens)
+
+    def encode_tokenized(self, tokenized: dict[str, torch.Tensor], with_tokens: bool = False) -> EncoderOutput:
+        """Embeds a batch `self.tokenization` made (perhaps in another process): the forward pass alone."""
+        batch = {key: value.to(self.device) for key, value in tokenized.items()}
         with self._running():
             output = self.model(**{key: value for key, value in batch.items() if key in self._forward_inputs})
         hidden = output.last_hidden_state.float()

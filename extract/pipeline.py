@@ -23,10 +23,14 @@ import numpy as np
 import torch
 
 from adaptor_vlp.cache_schema import ArrayName, CacheStore, FeatureShape, Modality, Provenance, ShardSpan, dataset_dir
+from adaptor_vlp.extract.device_decoding import decoder_record
 from adaptor_vlp.extract.encoders import EncoderOutput, ImageEncoder, TextEncoder, load_image_encoder, load_text_encoder
 from adaptor_vlp.extract.job import ExtractionJob, ExtractionPass
 from adaptor_vlp.cache_schema.manifest import Manifest, ManifestRow, manifest_sha256, read_manifest
-from adaptor_vlp.extract.sources import Decoders, ImageBatch, ImagePassRows, TextBatch, image_batches, text_batch
+from adaptor_vlp.extract.sources import (
+    Decoders, ImageBatch, ImagePassRows, ReportEncodingFailed, ReportRows, TextBatch, image_batches, read_ahead,
+    report_failure,
+)
 
 Encoder = ImageEncoder | TextEncoder
 
@@ -85,12 +89,11 @@ def open_store(job: ExtractionJob, encoder: Encoder, manifest_folder: Path, rows
                overwrite: bool = False) -> CacheStore:
     """Creates the job's store, or reopens it to resume; refuses one built with other settings.
 
-    An image store records the decode size its images were read at (`preprocessing.decode_size`):
-    'full' or the shorter side in pixels.
+    An image store records how its images were decoded (`image_decoding`).
     """
     if overwrite and job.store.exists():
         shutil.rmtree(job.store)
-    decoding = {"decode_size": job.decode.record()} if job.modality is Modality.IMAGE else {}
+    decoding = image_decoding(job) if job.modality is Modality.IMAGE else {}
     preprocessing = {**encoder.preprocessing, **decoding, "tokens": job.tokens, "views": job.views,
                      "forward_precision": encoder.precision.value}
     provenance = Provenance(
@@ -105,6 +108,24 @@ def open_store(job: ExtractionJob, encoder: Encoder, manifest_folder: Path, rows
     )
     return CacheStore.create_or_resume(job.store, provenance, rows.ids, rows.group_ids, rows.splits,
                                        store_features(job, encoder), job.shard_rows)
+
+
+REDUCED_DECODE_FRAME = "full resolution"
+"""What a reduced decode's first resize takes its output shape from (`image_transforms.preprocess_each`'s frame)."""
+
+
+def image_decoding(job: ExtractionJob) -> dict:
+    """The preprocessing entries that say how an image store's images were decoded.
+
+    `decode_size`: 'full' or the shorter side in pixels. A reduced decode also records
+    `reduced_decode_frame`: its first resize's output shape comes from the full-resolution frame, so a
+    store from before (shape from the reduced image) is refused on resume, naming that field.
+    `decoder`, only for a store whose JPEGs the device decoded (`device_decoding.decoder_record`).
+    """
+    decoding: dict = {"decode_size": job.decode.record(), **decoder_record(job.decoder, job.device)}
+    if job.decode.pixels is not None:
+        decoding["reduced_decode_frame"] = REDUCED_DECODE_FRAME
+    return decoding
 
 
 def store_features(job: ExtractionJob, encoder: Encoder) -> FeatureShape:
@@ -237,14 +258,15 @@ def _embedded_batches(
     batches = shard_batches(spans, settings.batch_size)
     if settings.modality is Modality.TEXT:
         (target,) = targets
-        for batch_rows in batches:
-            batch = text_batch([rows.manifest_rows[r] for r in batch_rows], batch_rows,
-                               target.encoder.spec.text_cleaning)
+        reports = ReportRows(rows.manifest_rows, target.encoder.tokenization, target.encoder.spec.text_cleaning)
+        for batch_rows, batch in zip(batches, read_ahead(reports, batches, settings.num_workers, decoders,
+                                                         pin_memory=False)):
             outputs = _encoded_reports(target.encoder, batch, rows, settings.tokens) if batch.texts else {}
             yield batch_rows[0] // shard_rows, batch.rows, [outputs], batch.failures
         return
     dataset = ImagePassRows(rows.manifest_rows, image_root, [target.encoder.spec for target in targets],
-                            views=settings.views, decode=settings.decode)
+                            views=settings.views, decode=settings.decode, decoder=settings.decoder,
+                            device=str(targets[0].encoder.device))
     pin_memory = any(target.encoder.device.type == "cuda" for target in targets)
     loader = image_batches(dataset, batches, settings.num_workers, decoders, pin_memory=pin_memory)
     for batch_rows, per_backbone in zip(batches, loader):
@@ -265,29 +287,14 @@ def _embedded_images(encoder: ImageEncoder, batch: ImageBatch, tokens: bool) -> 
     return outputs
 
 
-class ReportEncodingFailed(RuntimeError):
-    """The text encoder raised on a batch of reports; the message names the studies, never their text."""
-
-
 def _encoded_reports(encoder: Encoder, batch: TextBatch, rows: StoreRows, tokens: bool) -> dict[ArrayName, np.ndarray]:
-    """The batch's reports through the encoder; an encoder error is re-raised naming studies by id only.
-
-    Reports are credentialed data (MIMIC-CXR): an error message that quoted one would carry it into
-    logs, so every report of the batch is cut out of the message before it is shown.
-    """
+    """The batch's tokenised reports through the encoder; an encoder error is re-raised naming studies by id only."""
+    if batch.tokenizer_error is not None:
+        raise ReportEncodingFailed(batch.tokenizer_error)
     try:
-        return _encoder_arrays(encoder.encode(batch.texts, with_tokens=tokens))
+        return _encoder_arrays(encoder.encode_tokenized(batch.tokens, with_tokens=tokens))
     except Exception as error:
-        studies = [rows.ids[row] for row in batch.rows]
-        message = str(error)
-        for study, text in zip(studies, batch.texts):
-            if text:
-                message = message.replace(text, f"<report of study {study}>")
-        raise ReportEncodingFailed(
-            f"the text encoder failed on the reports of studies {', '.join(studies[:8])}"
-            f"{' ...' if len(studies) > 8 else ''} (store rows {batch.rows[0]}-{batch.rows[-1]}): "
-            f"{type(error).__name__}: {message}; the complete shards are kept and the same command resumes"
-        ) from None
+        raise report_failure(error, batch, [rows.ids[row] for row in batch.rows]) from None
 
 
 def shard_batches(spans: Iterable[ShardSpan], batch_size: int) -> list[list[int]]:

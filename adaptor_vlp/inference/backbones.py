@@ -8,7 +8,8 @@ lookup (`extract.weights`: a given path, a package, the local Hugging Face cache
 torchxrayvision's cache folder), and refuses it when the weights it loaded hash differently or
 when the resolved entry would preprocess differently from what the store recorded. Images are
 then decoded at the decode size the store recorded and preprocessed by the same
-`extract.image_transforms.preprocess` extraction ran, in the forward precision it recorded.
+`extract.image_transforms.preprocess_each` extraction ran (reports through the same
+`extract.text_cleaning`), in the forward precision it recorded.
 """
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ from adaptor_vlp.cache_schema import Modality, Provenance, ProvenanceMismatch
 from adaptor_vlp.cache_schema.provenance import check_same_embedding_space
 from adaptor_vlp.extract.backbones import BackboneSpec, UnknownBackbone, get_spec
 from adaptor_vlp.extract.encoders import EncoderOutput, ImageEncoder, TextEncoder, load_image_encoder, load_text_encoder
-from adaptor_vlp.extract.image_transforms import DecodeSize, decode_size, preprocess
+from adaptor_vlp.extract.image_transforms import DecodeSize, decode_size, preprocess_each
 from adaptor_vlp.extract.precision import Precision
+from adaptor_vlp.extract.text_cleaning import clean_text
 
 
 class BackboneMismatch(ValueError):
@@ -48,18 +50,33 @@ class LiveBackbone:
     def modality(self) -> Modality:
         return self.spec.modality
 
-    def embed_images(self, grays: Sequence[np.ndarray], with_tokens: bool = False) -> EncoderOutput:
-        """Backbone features of decoded uint8 (H, W) images: the recorded preprocessing, then the frozen forward."""
+    def embed_images(self, grays: Sequence[np.ndarray], frames: Sequence[tuple[int, int] | None] | None = None,
+                     with_tokens: bool = False) -> EncoderOutput:
+        """Backbone features of decoded uint8 (H, W) images: the recorded preprocessing, then the frozen forward.
+
+        `frames`: each image's full-resolution (height, width) where it was decoded at a reduced
+        size (`extract.images.read_decoded`), so the first resize takes the shape extraction gave it.
+        """
         if not isinstance(self.encoder, ImageEncoder):
             raise TypeError(f"backbone {self.spec.name!r} is a text backbone")
-        pixels = torch.stack([preprocess(gray, self.spec) for gray in grays])
+        frames = frames if frames is not None else [None] * len(grays)
+        pixels = torch.stack([preprocess_each(gray, [self.spec], frame=frame)[0]
+                              for gray, frame in zip(grays, frames, strict=True)])
         return self.encoder.encode(pixels, with_tokens=with_tokens)
 
     def embed_texts(self, texts: Sequence[str], with_tokens: bool = False) -> EncoderOutput:
         """Backbone features of texts: the recorded tokenizer settings, then the frozen forward."""
         if not isinstance(self.encoder, TextEncoder):
             raise TypeError(f"backbone {self.spec.name!r} is an image backbone")
-        return self.encoder.encode(list(texts), with_tokens=with_tokens)
+        return self.encoder.encode([self._cleaned(position, text) for position, text in enumerate(texts)],
+                                   with_tokens=with_tokens)
+
+    def _cleaned(self, position: int, text: str) -> str:
+        """The text through the entry's cleaning (`extract.text_cleaning`), as extraction fed its reports."""
+        cleaned = clean_text(text, self.spec.text_cleaning)
+        if not cleaned.usable:
+            raise ValueError(f"text {position} cannot be embedded by {self.spec.name!r}: {cleaned.issue}")
+        return cleaned.text
 
 
 def load_live_backbone(recorded: Mapping[str, Any], weights: Path | None = None, registry: Sequence[Path] = (),

@@ -1,6 +1,6 @@
 """New radiographs as the extract stage decodes them: files (JPEG, PNG incl. 16-bit, DICOM incl. MONOCHROME1) or arrays.
 
-Every input is decoded by `extract.images.read_grayscale` at the decode size the Adaptor's
+Every input is decoded by `extract.images.read_decoded` at the decode size the Adaptor's
 image store recorded, so a file embeds live exactly as it embedded into the cache. An array is
 written losslessly to a PNG (8-bit for uint8, 16-bit for uint16) and read back through the same
 function, so it takes the same path as a file, 16-bit stretch included. An input that cannot be
@@ -17,7 +17,8 @@ import numpy as np
 from PIL import Image
 
 from adaptor_vlp.extract.image_transforms import DecodeSize
-from adaptor_vlp.extract.images import DICOM_SUFFIXES, UnreadableImage, read_grayscale
+from adaptor_vlp.extract.images import DICOM_SUFFIXES, UnreadableImage, read_decoded
+from adaptor_vlp.extract.images import DecodedImage as ExtractDecodedImage
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", *DICOM_SUFFIXES)
 """Suffixes taken from a folder; a file without a suffix is taken too (DICOM files often have none)."""
@@ -45,10 +46,15 @@ class Unreadable:
 
 @dataclass(frozen=True)
 class DecodedImage:
-    """An input decoded to the uint8 (H, W) grayscale the backbone's preprocessing starts from."""
+    """An input decoded to the uint8 (H, W) grayscale the backbone's preprocessing starts from.
+
+    `frame`: the full-resolution (height, width) a reduced decode stands for, which the first resize
+    takes its shape from, as in extraction (`extract.images.read_decoded`).
+    """
 
     name: str
     gray: np.ndarray
+    frame: tuple[int, int]
 
 
 def collect_images(inputs: Iterable[ImageInput] | ImageInput) -> list[NamedImage]:
@@ -75,21 +81,22 @@ def decode_images(images: Sequence[NamedImage], decode: DecodeSize) -> Iterator[
     with tempfile.TemporaryDirectory(prefix="adaptor-arrays-") as scratch:
         for image in images:
             try:
-                yield DecodedImage(image.name, _decode(image, decode, Path(scratch)))
+                decoded = _decode(image, decode, Path(scratch))
+                yield DecodedImage(image.name, decoded.gray, decoded.frame)
             except UnreadableImage as error:
                 yield Unreadable(image.name, error.reason)
 
 
-def _decode(image: NamedImage, decode: DecodeSize, scratch: Path) -> np.ndarray:
+def _decode(image: NamedImage, decode: DecodeSize, scratch: Path) -> ExtractDecodedImage:
     if not isinstance(image.source, np.ndarray):
-        return read_grayscale(image.source, decode.pixels)
+        return read_decoded(image.source, decode.pixels)
     array = image.source
     if array.ndim != 2 or array.dtype not in ARRAY_DTYPES or min(array.shape) < 1:
         raise UnreadableImage(image.name, f"array of dtype {array.dtype} and shape {array.shape}; give a grayscale "
                                           "(H, W) uint8 or uint16 array")
     path = scratch / "array.png"
     Image.fromarray(np.ascontiguousarray(array)).save(path)
-    return read_grayscale(path, decode.pixels)
+    return read_decoded(path, decode.pixels)
 
 
 def _image_files(folder: Path) -> list[Path]:

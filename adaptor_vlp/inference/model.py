@@ -172,7 +172,8 @@ class AdaptorModel:
 
     def _encode_images(self, backbone: LiveBackbone, batch: list[DecodedImage]) -> np.ndarray:
         tokens = self.adaptor.config.inputs is AdaptorInputs.TOKENS
-        output = backbone.embed_images([image.gray for image in batch], with_tokens=tokens)
+        output = backbone.embed_images([image.gray for image in batch], [image.frame for image in batch],
+                                       with_tokens=tokens)
         return self._through_adaptor(self.adaptor.encode_image, output.tokens if tokens else output.pooled,
                                      output.token_mask if tokens else None)
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from adaptor_vlp.cache_schema import ArrayName, CacheStore, Modality, store_path
-from adaptor_vlp.extract.images import read_grayscale
+from adaptor_vlp.extract.images import read_decoded
 from adaptor_vlp.inference import AdaptorModel, BackboneMismatch
 from adaptor_vlp.inference.export import export_run
 from tests.inference.conftest import DATASET, TEXT, VISION, cosine_rows, invoke
@@ -44,8 +44,9 @@ def test_images_embedded_live_agree_with_their_cached_rows(demo_run):
     cached = store.read(ArrayName.EMBEDDING)[valid]
 
     live = model.embed_images(paths, batch_size=7)
-    backbone = model.image_backbone.embed_images([read_grayscale(path, model.image_backbone.decode.pixels)
-                                                  for path in paths]).pooled.numpy()
+    decoded = [read_decoded(path, model.image_backbone.decode.pixels) for path in paths]
+    backbone = model.image_backbone.embed_images([image.gray for image in decoded],
+                                                 [image.frame for image in decoded]).pooled.numpy()
 
     assert live.unreadable == () and live.names == tuple(str(path) for path in paths)
     assert cosine_rows(backbone, cached).min() >= FLOAT16_COSINE_BOUND - 1e-9
