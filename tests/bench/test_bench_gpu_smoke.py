@@ -4,12 +4,14 @@ Its pieces include `bench.multi_extract --quick`, whose printed figures are chec
 """
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from bench import gpu
 from bench.extract import Device
 
 
+@pytest.mark.slow
 def test_the_gpu_check_runs_every_piece_and_prints_each_ratio_with_the_device_name() -> None:
     result = CliRunner().invoke(gpu.app, ["--device", "cpu", "--quick", "--budget", "600"])
     assert result.exit_code == 0, result.output

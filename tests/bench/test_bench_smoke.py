@@ -1,6 +1,7 @@
 """Smoke runs of the benchmarks at --quick sizes: each finishes and prints every ratio it promises."""
 import re
 
+import pytest
 from typer.testing import CliRunner
 
 from bench import cache_formats, dask_extract, extract, multi_extract, preprocess, projection, report_tokens
@@ -26,6 +27,7 @@ def _run(app, *args: str) -> str:
     return result.output
 
 
+@pytest.mark.slow
 def test_extract_benchmark_prints_pipeline_bounds_and_draft_speedup() -> None:
     ratios = _ratios(_run(extract.app, "--quick"))
     bound = {name for name in ratios if name.startswith("pipeline/bound")}
@@ -59,6 +61,7 @@ def test_cache_formats_benchmark_prints_size_and_read_ratios() -> None:
         assert any(line.startswith(contender) for line in output.splitlines()), contender
 
 
+@pytest.mark.slow
 def test_dask_extract_benchmark_prints_the_decoder_ratios() -> None:
     ratios = _ratios(_run(dask_extract.app, "--quick"))
     assert set(ratios) == {"dask decoder threads/one process", "dask decoder threads/dask no decoders"}

@@ -19,6 +19,7 @@ def one_torch_thread():
     torch.set_num_threads(previous)
 
 
+@pytest.mark.slow
 def test_sweep_benchmark_prints_throughput_ratios_and_equal_results(one_torch_thread) -> None:
     result = CliRunner().invoke(sweep.app, ["--quick"])
 

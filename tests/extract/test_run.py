@@ -99,6 +99,7 @@ def test_rerun_does_nothing_overwrite_starts_over_and_other_settings_are_refused
     assert redone.shards_skipped == 0 and CacheStore.open(first.store).features.views == 1
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_byte_identical_arrays(tiny_dataset, tmp_path) -> None:
     uninterrupted = _copy_cache(tiny_dataset[0], tmp_path / "a")
     run_extraction(_image_job(uninterrupted, shard_rows=1, batch_size=1))
@@ -125,6 +126,7 @@ def test_killed_run_resumes_to_byte_identical_arrays(tiny_dataset, tmp_path) -> 
     assert any("_shards" in name for name in expected)
 
 
+@pytest.mark.slow
 def test_local_dask_cluster_writes_the_same_store_as_one_process(tiny_dataset, tmp_path) -> None:
     """Inside daemonic Dask workers the job's decoders are threads (num_workers=2 in each shard task)."""
     in_process = _copy_cache(tiny_dataset[0], tmp_path / "a")
@@ -191,6 +193,7 @@ def test_a_full_disk_stops_with_what_is_kept_and_the_same_command_resumes(tiny_d
     assert _array_bytes(_store(cache)) == _array_bytes(_store(clean))
 
 
+@pytest.mark.slow
 def test_a_second_run_on_the_same_store_is_refused_naming_the_first(tiny_dataset, tmp_path) -> None:
     cache = _copy_cache(tiny_dataset[0], tmp_path)
     command = [sys.executable, "-m", "adaptor_vlp", *IMAGE_COMMAND, "--shard-rows", "1", "--batch-size", "1",
@@ -389,6 +392,7 @@ def test_the_gpu_decoder_needs_a_cuda_device(tiny_dataset, tmp_path) -> None:
     assert result.exit_code == 2 and "--decoder gpu decodes on the CUDA device" in result.output, result.output
 
 
+@pytest.mark.slow
 def test_a_killed_pass_resumes_every_store_to_a_clean_runs_bytes(tiny_dataset, tmp_path) -> None:
     backbones = ("tiny-vit", "tiny-resnet")
     clean = _copy_cache(tiny_dataset[0], tmp_path / "clean")
@@ -417,6 +421,7 @@ def test_a_killed_pass_resumes_every_store_to_a_clean_runs_bytes(tiny_dataset, t
         assert _array_bytes(_image_store(killed, name)) == _array_bytes(_image_store(clean, name)), name
 
 
+@pytest.mark.slow
 def test_each_store_resumes_from_its_own_shards_in_dask_tasks_covering_the_stores_that_lack_them(
         tiny_dataset, tmp_path) -> None:
     backbones = ("tiny-vit", "tiny-resnet")

@@ -89,6 +89,7 @@ def test_the_papers_adaptor_on_resnet_ae_has_12_011_009_trainable_parameters(hom
     assert count_trainable_parameters(Adaptor(AdaptorConfig(image_dim=dims[0], text_dim=dims[1]))) == 12_011_009
 
 
+@pytest.mark.slow
 def test_adaptor_extract_images_runs_resnet_ae_from_its_cache_folder(home, tiny_dataset):
     cache, _ = tiny_dataset
 
