@@ -25,6 +25,7 @@ class ExtractionJob:
     backbone's tokens (`--max-length`), `verbose` lets the backbone libraries print their load
     reports and progress bars. `decode_size` is how large images are decoded before the
     backbone's steps (recorded in the store); None: the backbone's own default (`decode`).
+    `feature_maps` also stores a CNN's four intermediate maps (`--feature-maps`, the U-Net's skips).
     """
 
     cache_dir: Path
@@ -34,6 +35,7 @@ class ExtractionJob:
     weights: Path | None = None
     tokens: bool = False
     views: int = 0
+    feature_maps: bool = False
     batch_size: int = 32
     num_workers: int = 0
     device: str = "cpu"
