@@ -1,0 +1,102 @@
+"""The ResNet-AE U-Net's inputs from a store extracted with `--feature-maps`, read a batch at a time.
+
+The published U-Net (models/seg_models.py ResNetAEUNet) reads two things per image: the Adaptor's
+embedding of the pooled code and the encoder's four intermediate maps. Here both come from the
+cache: the pooled embedding (raw, the baseline; or through the trained Adaptor's image path, per
+image, never across a batch) is small and held in memory, while the maps (4.2 MiB per image at
+224 px, 67 MiB at 896 px) stay in the store and are read only for the rows of each batch.
+
+`SkipMapRows` therefore stands where a decoder's input tensor stands in a training loop: it has a
+length, takes an index tensor or slice (`rows[batch]`), splits into batches (`split`), and
+`UNetSegmenter` reads the maps of exactly the rows it is given.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from adaptor_vlp.cache_schema import ArrayName, CacheStore
+from adaptor_vlp.cache_schema.layout import FEATURE_MAP_ARRAYS
+from adaptor_vlp.evaluate.features import AdaptorRun, DatasetRows, adaptor_embeddings
+from adaptor_vlp.evaluate.unet_decoder import UNetDecoder, UNetGeometry
+
+
+class MissingFeatureMaps(ValueError):
+    """The U-Net was asked to read a store that holds no intermediate maps."""
+
+
+@dataclass(frozen=True)
+class SkipMapRows:
+    """Some rows of a store: their pooled embeddings (in memory) and, read on demand, their four maps."""
+
+    store: CacheStore
+    store_rows: np.ndarray
+    pooled: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.store_rows)
+
+    def __getitem__(self, rows: torch.Tensor | slice | np.ndarray) -> SkipMapRows:
+        index = rows.numpy() if isinstance(rows, torch.Tensor) else rows
+        return SkipMapRows(self.store, self.store_rows[index], self.pooled[torch.as_tensor(np.arange(len(self))[index])])
+
+    def split(self, batch_size: int) -> Iterator[SkipMapRows]:
+        """Consecutive batches of at most `batch_size` rows, as `torch.Tensor.split` gives them."""
+        return (self[start:start + batch_size] for start in range(0, len(self), batch_size))
+
+    def maps(self) -> list[torch.Tensor]:
+        """The rows' four maps, finest first, as float16 tensors (widened by the decoder)."""
+        return [torch.from_numpy(self.store.read(name, self.store_rows)) for name in FEATURE_MAP_ARRAYS]
+
+
+def skip_map_rows(rows: DatasetRows, positions: np.ndarray, adaptor: AdaptorRun | None = None,
+                  device: str = "cpu") -> SkipMapRows:
+    """The U-Net's inputs for `rows` at `positions`: the store's pooled embeddings, or the Adaptor's of them."""
+    store = rows.store
+    require_feature_maps(store)
+    store_rows = rows.rows[positions]
+    if adaptor is None:
+        pooled = store.read(ArrayName.EMBEDDING, store_rows).astype(np.float32)
+    else:
+        pooled = adaptor_embeddings(store, store_rows, adaptor, device)
+    return SkipMapRows(store, store_rows, torch.from_numpy(np.ascontiguousarray(pooled, dtype=np.float32)))
+
+
+def require_feature_maps(store: CacheStore) -> None:
+    """MissingFeatureMaps, saying how to extract them, unless the store holds the four maps."""
+    if not all(store.has(name) for name in FEATURE_MAP_ARRAYS):
+        raise MissingFeatureMaps(
+            f"{store.path} holds no intermediate feature maps, which the U-Net decoder reads as skip connections; "
+            f"extract them with `adaptor extract images --backbone {store.provenance.backbone} "
+            f"--dataset {store.provenance.dataset} --feature-maps` (a CNN backbone such as resnet-ae)")
+
+
+def unet_geometry(store: CacheStore, embedding_dim: int) -> UNetGeometry:
+    """The U-Net for this store's maps and input size, reading `embedding_dim`-wide pooled embeddings."""
+    require_feature_maps(store)
+    size = store.provenance.preprocessing.get("image_size")
+    if not isinstance(size, int):
+        raise MissingFeatureMaps(f"{store.path} records no input image size (preprocessing.image_size); "
+                                 "re-extract it")
+    levels = store.features.feature_maps
+    geometry = UNetGeometry(embedding_dim, tuple(channels for channels, _, _ in levels), size)
+    sides = tuple(height for _, height, _ in levels)
+    if sides != geometry.skip_sides():
+        raise MissingFeatureMaps(f"{store.path}: its maps are {sides} pixels high; a {size} px input's U-Net reads "
+                                 f"maps of {geometry.skip_sides()} (1/2 .. 1/16 of the input)")
+    return geometry
+
+
+class UNetSegmenter(nn.Module):
+    """The U-Net decoder on `SkipMapRows`: reads each batch's maps from the store, returns (B, S, S) logits."""
+
+    def __init__(self, geometry: UNetGeometry) -> None:
+        super().__init__()
+        self.decoder = UNetDecoder(geometry)
+
+    def forward(self, rows: SkipMapRows) -> torch.Tensor:
+        return self.decoder(rows.pooled, rows.maps())
