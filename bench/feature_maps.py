@@ -7,7 +7,8 @@ scaled to xrv's [-1024, 1024]) and prints, per size: the raw float16 bytes of th
 published U-Net reads, the bytes a store holds for them (`CacheStore` with `--feature-maps`'s
 codec, written for N images), their ratio, the projected totals for SIIM and RSNA, and the seconds
 per image of the encoder alone, of the encoder with its maps, and of writing those maps into the
-store, in interleaved rounds (best round kept). Seeded weights are not the published ones: a
+store, in interleaved rounds (best round kept); and the forward GFLOPs per image of the published U-Net
+decoder reading those maps (`evaluate.unet_decoder`, counted by torch.utils.flop_counter). Seeded weights are not the published ones: a
 trained encoder's ReLU maps may hold more zeros and compress better, so the stored bytes are an
 estimate and the raw bytes the bound.
 """
@@ -24,6 +25,7 @@ from torch.nn import functional
 
 from adaptor_vlp.cache_schema import ArrayName, CacheStore, FeatureShape, Modality, Provenance
 from adaptor_vlp.cache_schema.layout import FEATURE_MAP_ARRAYS
+from adaptor_vlp.evaluate.unet_decoder import UNetDecoder, UNetGeometry
 from adaptor_vlp.extract.images import read_grayscale
 from adaptor_vlp.extract.xrv_autoencoder import AutoencoderTower
 from bench.common import best_seconds, describe_machine, timed
@@ -43,6 +45,17 @@ def radiograph(size: int) -> torch.Tensor:
     pixels = read_grayscale(get_testdata_file("RG1_UNCI.dcm")).astype(np.float32) / 255.0
     image = torch.from_numpy(pixels)[None, None]
     return (functional.interpolate(image, size=(size, size), mode="area") - 0.5) * 2048
+
+
+def unet_gflop(maps: list[np.ndarray], side: int) -> float:
+    """Forward GFLOPs of the published U-Net decoder for one image (768-d Adaptor embedding, these maps)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    decoder = UNetDecoder(UNetGeometry(768, tuple(level.shape[1] for level in maps), side)).eval()
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        decoder(torch.zeros(1, 768), [torch.from_numpy(level) for level in maps])
+    return counter.get_total_flops() / 1e9
 
 
 def store_bytes(maps: list[np.ndarray], n_images: int, folder: Path) -> int:
@@ -71,13 +84,15 @@ def main(
 
     side_list = [64] if quick else [int(side) for side in sizes.split(",")]
     images, rounds = (1, 1) if quick else (images, rounds)
+    options = "--quick" if quick else f"--sizes {sizes} --images {images} --rounds {rounds}"
+    print(f"command: python -m bench.feature_maps {options}")
     print(describe_machine().line())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         tower = AutoencoderTower(xrv.autoencoders.ResNetAE101()).eval()
     print("| input px | maps (C x H x W) | raw float16 MiB/image | stored MiB/image | ratio | SIIM GiB | RSNA GiB "
-          "| encoder s/image | encoder + maps s/image | store write s/image |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| encoder s/image | encoder + maps s/image | store write s/image | U-Net GFLOP/image |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for side in side_list:
         pixels = radiograph(side)
         with torch.inference_mode():
@@ -106,7 +121,7 @@ def main(
         shapes = ", ".join("x".join(str(n) for n in level.shape[1:]) for level in maps)
         print(f"| {side} | {shapes} | {raw / 2**20:.2f} | {stored / 2**20:.2f} | {raw / stored:.2f} "
               f"| {stored * SIIM_IMAGES / 2**30:,.0f} | {stored * RSNA_IMAGES / 2**30:,.0f} | {best['encoder']:.2f} "
-              f"| {best['maps']:.2f} | {best['write']:.2f} |")
+              f"| {best['maps']:.2f} | {best['write']:.2f} | {unet_gflop(maps, side):.1f} |")
 
 
 if __name__ == "__main__":
