@@ -82,9 +82,11 @@ def test_the_projection_prints_every_stage_both_totals_and_its_inputs() -> None:
     stages = [line.split(" | ")[0].lstrip("| ") for line in result.output.splitlines() if line.startswith("| ")]
     assert stages[1:] == ["images, dinov2-s alone", "images, dinov2-b alone", "images, resnet-ae alone",
                           "images, all three in one pass", "texts", "Adaptors", "classification heads",
-                          "segmentation heads", "**study, images in three single passes**",
+                          "segmentation heads", "ResNet-AE feature maps", "ResNet-AE U-Net heads",
+                          "**study, images in three single passes**",
                           "**study, images in one pass**"]
     assert "forward 8,000/s" in result.output and "4 ms per step" in result.output
     assert "One pass over the images is " in result.output
+    assert "Disk: the ResNet-AE feature maps take 521 GiB" in result.output
     refused = CliRunner().invoke(projection.app, ["--forward", "8000,4000"])
     assert refused.exit_code == 2 and "give 3 positive numbers" in refused.output
