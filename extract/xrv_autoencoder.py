@@ -67,9 +67,10 @@ class AutoencoderTower(torch.nn.Module):
 def build_autoencoder(spec: BackboneSpec, checkpoint: Path | None) -> AutoencoderTower:
     """The spec's autoencoder with the state dict in `checkpoint` (None: seeded random weights)."""
     entry = _weights_entry(spec.model_id)
-    if spec.image_size != entry["resolution"]:
+    if spec.image_size not in published_sizes(entry["resolution"]):
         raise IncompatibleWeights(f"backbone {spec.name!r} feeds {spec.image_size} px images; torchxrayvision's "
-                                  f"{spec.model_id!r} weights are for {entry['resolution']} px")
+                                  f"{spec.model_id!r} weights are for {entry['resolution']} px (the published U-Net "
+                                  f"also ran them at {', '.join(map(str, published_sizes(entry['resolution'])[1:]))})")
     architecture = getattr(_torchxrayvision().autoencoders, entry["class"])
     if checkpoint is None:
         with torch.random.fork_rng(devices=[]):
@@ -84,6 +85,15 @@ def build_autoencoder(spec: BackboneSpec, checkpoint: Path | None) -> Autoencode
         raise IncompatibleWeights(f"{checkpoint} does not load into torchxrayvision's {entry['class']}: "
                                   f"{first_line}") from error
     return AutoencoderTower(network)
+
+
+def published_sizes(resolution: int) -> tuple[int, ...]:
+    """The input sides the weights run at: their own, and the published U-Net's larger crops of it.
+
+    models/seg_models.py ResNetAEUNet (lines 60-73) accepts 224 x 2^k px and runs the encoder's blocks
+    directly, bypassing torchxrayvision's resolution check; shell/segment-siim.sh crops SIIM at 896.
+    """
+    return tuple(resolution * 2 ** k for k in range(3))
 
 
 def _weights_entry(weights_name: str) -> dict:

@@ -126,3 +126,22 @@ def test_adaptor_extract_images_runs_resnet_ae_from_its_cache_folder(home, tiny_
     valid = store.read("valid")
     assert embedding.shape == (12, 512) and tokens.shape == (12, 9, 512)
     np.testing.assert_allclose(embedding[valid], tokens[valid].astype(np.float32).mean(axis=1), rtol=2e-2, atol=2e-2)
+
+
+def _resnet_ae_at(size: int):
+    import dataclasses
+
+    from adaptor_vlp.extract.backbone_spec import ImageStep, Interpolation, StepOp
+
+    spec = get_spec("resnet-ae")
+    steps = (*spec.image.steps[:-1], ImageStep(StepOp.RESIZE, size, Interpolation.AREA, rounded=False))
+    return dataclasses.replace(spec, image=dataclasses.replace(spec.image, steps=steps), random_init_seed=3)
+
+
+def test_resnet_ae_builds_at_the_published_unets_crop_sizes_and_no_other():
+    from adaptor_vlp.extract.xrv_autoencoder import build_autoencoder
+
+    assert _resnet_ae_at(896).image_size == 896
+    assert isinstance(build_autoencoder(_resnet_ae_at(896), None), torch.nn.Module)
+    with pytest.raises(IncompatibleWeights, match="weights are for 224 px .* also ran them at 448, 896"):
+        build_autoencoder(_resnet_ae_at(320), None)
