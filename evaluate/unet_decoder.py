@@ -62,8 +62,13 @@ class UNetGeometry:
     embedding_dim: int
     skip_channels: tuple[int, int, int, int]
     input_size: int
+    width_divisor: int = 1
+    """The published widths (512 .. 32) divided by this; 1 is the published model, more only for the CPU demo."""
 
     def __post_init__(self) -> None:
+        if self.width_divisor < 1 or any(width % self.width_divisor for width in (NECK_CHANNELS, *DECODER_CHANNELS)):
+            raise ValueError(f"width_divisor must divide the published widths {(NECK_CHANNELS, *DECODER_CHANNELS)}, "
+                             f"got {self.width_divisor}")
         if len(self.skip_channels) != SKIP_LEVELS:
             raise ValueError(f"the U-Net reads {SKIP_LEVELS} skip maps, got channels for {len(self.skip_channels)}")
         if self.input_size % INPUT_PER_NECK_CELL:
@@ -96,17 +101,18 @@ class UNetDecoder(nn.Module):
     def __init__(self, geometry: UNetGeometry) -> None:
         super().__init__()
         self.geometry = geometry
+        neck, *decoder = (width // geometry.width_divisor for width in (NECK_CHANNELS, *DECODER_CHANNELS))
         self.neck = nn.Sequential(
-            nn.ConvTranspose2d(geometry.embedding_dim, NECK_CHANNELS, kernel_size=3, stride=1, bias=False),
-            nn.ConvTranspose2d(NECK_CHANNELS, NECK_CHANNELS, kernel_size=3, stride=2, bias=False),
+            nn.ConvTranspose2d(geometry.embedding_dim, neck, kernel_size=3, stride=1, bias=False),
+            nn.ConvTranspose2d(neck, neck, kernel_size=3, stride=2, bias=False),
         )
-        self.neck_doubling = (nn.ConvTranspose2d(NECK_CHANNELS, NECK_CHANNELS, kernel_size=2, stride=2, bias=False)
+        self.neck_doubling = (nn.ConvTranspose2d(neck, neck, kernel_size=2, stride=2, bias=False)
                               if geometry.neck_doublings else None)
-        widths = (NECK_CHANNELS, *DECODER_CHANNELS)
+        widths = (neck, *decoder)
         skips = tuple(reversed(geometry.skip_channels))  # block4 meets the first up-sampled map
         self.up_convs = nn.ModuleList(up_conv(widths[i], widths[i + 1]) for i in range(len(DECODER_CHANNELS)))
         self.convs = nn.ModuleList(double_conv(widths[i + 1] + skips[i], widths[i + 1]) for i in range(SKIP_LEVELS))
-        self.classify = nn.Conv2d(DECODER_CHANNELS[-1], 1, kernel_size=1)
+        self.classify = nn.Conv2d(widths[-1], 1, kernel_size=1)
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")

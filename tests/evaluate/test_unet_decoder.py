@@ -153,6 +153,17 @@ def test_small_demo_inputs_resize_the_neck_and_say_so() -> None:
     assert not UNetGeometry(768, PAPER_SKIPS, 896).neck_resized
 
 
+def test_the_demo_divides_every_width_and_keeps_the_structure() -> None:
+    published = UNetDecoder(UNetGeometry(96, (32, 32, 48, 192), 64))
+    narrow = UNetDecoder(UNetGeometry(96, (32, 32, 48, 192), 64, width_divisor=8))
+    assert [type(m) for m in narrow.modules()] == [type(m) for m in published.modules()]
+    assert narrow.convs[0][0].out_channels == 64 and narrow.classify.in_channels == 4
+    maps = [torch.randn(2, c, s, s) for c, s in zip((32, 32, 48, 192), (32, 16, 8, 4))]
+    assert narrow(torch.randn(2, 96), maps).shape == (2, 64, 64)
+    with pytest.raises(ValueError, match="width_divisor"):
+        UNetGeometry(96, (32, 32, 48, 192), 64, width_divisor=3)
+
+
 def test_bad_geometry_is_refused_with_the_reason() -> None:
     with pytest.raises(ValueError, match="divisible by 32"):
         UNetGeometry(768, PAPER_SKIPS, 100)
