@@ -12,21 +12,26 @@ length, takes an index tensor or slice (`rows[batch]`), splits into batches (`sp
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional
 
-from adaptor_vlp.cache_schema import ArrayName, CacheStore
+from adaptor_vlp.cache_schema import ArrayName, CacheStore, StoreError
 from adaptor_vlp.cache_schema.layout import FEATURE_MAP_ARRAYS
+from adaptor_vlp.evaluate.early_stopping import (
+    TrainingOutcome, TrainingSettings, predict_in_batches, seeded_torch, train_with_early_stopping,
+)
 from adaptor_vlp.evaluate.features import AdaptorRun, DatasetRows, adaptor_embeddings
+from adaptor_vlp.evaluate.segmentation_head import dice_bce_loss
 from adaptor_vlp.evaluate.unet_decoder import UNetDecoder, UNetGeometry
 
 
-class MissingFeatureMaps(ValueError):
-    """The U-Net was asked to read a store that holds no intermediate maps."""
+class MissingFeatureMaps(StoreError):
+    """The U-Net was asked to read a store that holds no intermediate maps (or maps of another input size)."""
 
 
 @dataclass(frozen=True)
@@ -92,11 +97,46 @@ def unet_geometry(store: CacheStore, embedding_dim: int) -> UNetGeometry:
 
 
 class UNetSegmenter(nn.Module):
-    """The U-Net decoder on `SkipMapRows`: reads each batch's maps from the store, returns (B, S, S) logits."""
+    """The U-Net decoder on `SkipMapRows`: reads each batch's maps from the store, returns (B, S, S) logits.
 
-    def __init__(self, geometry: UNetGeometry) -> None:
+    `out_size` other than the input side resizes the logits bilinearly (masks scored at another size).
+    """
+
+    def __init__(self, geometry: UNetGeometry, out_size: int | None = None) -> None:
         super().__init__()
         self.decoder = UNetDecoder(geometry)
+        self.out_size = out_size or geometry.input_size
 
     def forward(self, rows: SkipMapRows) -> torch.Tensor:
-        return self.decoder(rows.pooled, rows.maps())
+        logits = self.decoder(rows.pooled, rows.maps())
+        if logits.shape[-1] == self.out_size:
+            return logits
+        return functional.interpolate(logits[:, None], size=(self.out_size,) * 2, mode="bilinear",
+                                      align_corners=False)[:, 0]
+
+
+@dataclass(frozen=True)
+class FittedUNet:
+    """A trained U-Net, the mask size it predicts and which epoch's weights it kept."""
+
+    segmenter: UNetSegmenter
+    training: TrainingOutcome
+    batch_size: int
+
+    def predict_masks(self, rows: SkipMapRows, threshold: float = 0.5) -> np.ndarray:
+        """(N, S, S) boolean masks: pixels whose probability is at least `threshold`."""
+        return (torch.sigmoid(predict_in_batches(self.segmenter, rows, self.batch_size)) >= threshold).numpy()
+
+
+def fit_unet_segmenter(train: SkipMapRows, train_masks: np.ndarray, val: SkipMapRows, val_masks: np.ndarray,
+                       geometry: UNetGeometry, out_size: int, seed: int, epochs: int,
+                       training: TrainingSettings) -> FittedUNet:
+    """Trains the U-Net on the rows' maps and (N, out_size, out_size) masks, keeping the best validated weights."""
+    settings = replace(training, max_epochs=epochs)
+    with seeded_torch(seed):
+        segmenter = UNetSegmenter(geometry, out_size)
+        outcome = train_with_early_stopping(segmenter, dice_bce_loss,
+                                            train=(train, torch.from_numpy(np.asarray(train_masks, dtype=bool))),
+                                            val=(val, torch.from_numpy(np.asarray(val_masks, dtype=bool))),
+                                            settings=settings, seed=seed)
+    return FittedUNet(segmenter, outcome, settings.batch_size)

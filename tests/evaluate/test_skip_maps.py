@@ -6,10 +6,16 @@ import pytest
 import torch
 from torch.nn import functional
 
-from adaptor_vlp.cache_schema import ArrayName, CacheStore, FeatureShape, Modality, Provenance
+from adaptor_vlp.cache_schema import ArrayName, CacheStore, FeatureShape, Modality, Provenance, dataset_dir, store_path
 from adaptor_vlp.cache_schema.layout import FEATURE_MAP_ARRAYS
+from adaptor_vlp.cache_schema.manifest import manifest_sha256
+from adaptor_vlp.cache_schema.targets import decode_mask
 from adaptor_vlp.evaluate.early_stopping import TrainingSettings, predict_in_batches, train_with_early_stopping
+from adaptor_vlp.evaluate.features import open_adaptor_run, open_dataset_rows
+from adaptor_vlp.evaluate.results import FeatureSpace, RunContext
+from adaptor_vlp.evaluate.segment import SegmentSettings, run_segmentation
 from adaptor_vlp.evaluate.skip_maps import MissingFeatureMaps, SkipMapRows, UNetSegmenter, unet_geometry
+from tests.evaluate.conftest import DATASET, IMAGE_DIM, IMAGE_PREPROCESSING, VISION
 
 SIZE = 32
 LEVELS = ((4, 16, 16), (8, 8, 8), (8, 4, 4), (16, 2, 2))
@@ -79,3 +85,52 @@ def test_the_unet_learns_a_mask_written_in_its_finest_skip_map(store: CacheStore
     predicted = predict_in_batches(segmenter, rows, 4)
     assert predicted.shape == (N, SIZE, SIZE)
     assert float(loss(predicted, masks)) < 0.7 * before
+
+
+CNN = "toy-cnn"
+
+
+def _toy_maps_store(toy) -> None:
+    """A store of the toy dataset's images whose finest map shows each image's mask; pooled as the toy ViT's."""
+    rows = toy.manifest.rows
+    rng = np.random.default_rng(3)
+    masks = np.stack([decode_mask(row.mask) for row in rows]).astype(np.float32)  # (N, 32, 32)
+    finest = masks.reshape(len(rows), 16, 2, 16, 2).mean(axis=(2, 4))
+    arrays = {ArrayName.EMBEDDING: toy.image_store.read_by_ids(ArrayName.EMBEDDING, [r.dicom_id for r in rows])}
+    for name, (channels, side, _) in zip(FEATURE_MAP_ARRAYS, LEVELS):
+        level = 0.3 * rng.standard_normal((len(rows), channels, side, side))
+        if side == 16:
+            level[:, 0] += 2 * finest
+        arrays[name] = level
+    arrays[ArrayName.EMBEDDING] = np.nan_to_num(arrays[ArrayName.EMBEDDING])
+    preprocessing = {**IMAGE_PREPROCESSING, "tokens": False}
+    provenance = Provenance(dataset=DATASET, manifest_sha256=manifest_sha256(dataset_dir(toy.cache_dir, DATASET)),
+                            modality=Modality.IMAGE, backbone=CNN, weights_id="toy-cnn:random",
+                            weights_sha256="c" * 64, preprocessing=preprocessing, pooling="mean")
+    path = store_path(toy.cache_dir, DATASET, Modality.IMAGE, CNN)
+    if path.exists():
+        return
+    store = CacheStore.create(path, provenance, [r.dicom_id for r in rows], [r.study_id for r in rows],
+                              [r.split.value for r in rows], FeatureShape(IMAGE_DIM, feature_maps=LEVELS),
+                              shard_rows=64)
+    for span in store.shards():
+        store.write_shard(span.index, {name: values[span.rows] for name, values in arrays.items()})
+
+
+@pytest.mark.slow
+def test_segmentation_with_the_unet_reads_the_maps_and_segments(toy) -> None:
+    _toy_maps_store(toy)
+    rows = open_dataset_rows(toy.cache_dir, DATASET, CNN)
+    settings = SegmentSettings(fractions=(100.0,), seed=1, n_resamples=20, epochs=15, unet_width_divisor=8)
+    [run] = run_segmentation(rows, RunContext(DATASET, {"image": {}}, None), settings)
+    record = run.record
+    assert record.feature_space is FeatureSpace.BACKBONE and record.details["decoder"] == "unet"
+    assert record.details["mask_size"] == SIZE and run.arrays["overlay_predicted"].shape[1:] == (SIZE, SIZE)
+    assert record.metrics["dice_positive"].point >= 0.6
+
+
+def test_segmentation_with_the_unet_refuses_a_store_without_maps(toy) -> None:
+    rows = open_dataset_rows(toy.cache_dir, DATASET, VISION)
+    settings = SegmentSettings(fractions=(100.0,), n_resamples=20, epochs=1, unet_width_divisor=8)
+    with pytest.raises(MissingFeatureMaps, match=f"--backbone {VISION} --dataset {DATASET} --feature-maps"):
+        run_segmentation(rows, RunContext(DATASET, {"image": {}}, None), settings)
