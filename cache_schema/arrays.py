@@ -124,7 +124,7 @@ def create_arrays(
         if name == ArrayName.TOKEN_MASK:
             _create_feature_array(group, name, shape, np.bool_, False, shard_rows, shape[1])
         elif name in FEATURE_MAP_ARRAYS:
-            _create_feature_map_array(group, name, shape, shard_rows)
+            _create_feature_map_array(group, name, shape, shard_rows, 2 * int(np.prod(shape[1:])))
         else:
             _create_feature_array(group, name, shape, np.float16, np.nan, shard_rows, row_bytes)
 
@@ -171,17 +171,19 @@ def _create_feature_array(
     )
 
 
-def _create_feature_map_array(group: zarr.Group, name: ArrayName, shape: tuple[int, ...], shard_rows: int) -> None:
-    """Creates one level of feature maps: float16, one Blosc-compressed inner chunk per sample.
+def _create_feature_map_array(group: zarr.Group, name: ArrayName, shape: tuple[int, ...], shard_rows: int,
+                              row_bytes: int) -> None:
+    """Creates one level of feature maps: float16, Blosc-compressed inner chunks of ~2 MiB.
 
-    A map is megabytes per sample and, after a ReLU, partly zero, so it is compressed; one chunk per sample
-    keeps a random read of a few samples (a training batch) from decoding its neighbours. Read through zarr.
+    A map is megabytes per sample at the paper's sizes and, after a ReLU, partly zero, so it is compressed;
+    there a chunk is one sample, so a random read of a few samples (a training batch) decodes no neighbour.
+    Small maps (the demo's) share a chunk, since zarr's cost per chunk read then outweighs the bytes.
     """
     group.create_array(
         name.value,
         shape=shape,
         dtype=np.float16,
-        chunks=(1, *shape[1:]),
+        chunks=(_chunk_rows(shard_rows, row_bytes), *shape[1:]),
         shards=(shard_rows, *shape[1:]),
         compressors=BloscCodec(**FEATURE_MAP_CODEC),
         dimension_names=DIMENSION_NAMES[name],

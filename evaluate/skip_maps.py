@@ -4,7 +4,8 @@ The published U-Net (models/seg_models.py ResNetAEUNet) reads two things per ima
 embedding of the pooled code and the encoder's four intermediate maps. Here both come from the
 cache: the pooled embedding (raw, the baseline; or through the trained Adaptor's image path, per
 image, never across a batch) is small and held in memory, while the maps (4.2 MiB per image at
-224 px, 67 MiB at 896 px) stay in the store and are read only for the rows of each batch.
+224 px, 67 MiB at 896 px) stay in the store and are read only for the rows of each batch, unless
+all of them fit in `MAPS_IN_MEMORY_BYTES` (the demo's), when they are read once.
 
 `SkipMapRows` therefore stands where a decoder's input tensor stands in a training loop: it has a
 length, takes an index tensor or slice (`rows[batch]`), splits into batches (`split`), and
@@ -34,20 +35,28 @@ class MissingFeatureMaps(StoreError):
     """The U-Net was asked to read a store that holds no intermediate maps (or maps of another input size)."""
 
 
+MAPS_IN_MEMORY_BYTES = 2**30
+"""Rows whose maps take at most this much are read once into memory (the demo's); larger sets stream per batch."""
+
+
 @dataclass(frozen=True)
 class SkipMapRows:
-    """Some rows of a store: their pooled embeddings (in memory) and, read on demand, their four maps."""
+    """Some rows of a store: their pooled embeddings (in memory) and their four maps, in memory (`held`, aligned
+    with `store_rows`) or read from the store on demand."""
 
     store: CacheStore
     store_rows: np.ndarray
     pooled: torch.Tensor
+    held: tuple[torch.Tensor, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.store_rows)
 
     def __getitem__(self, rows: torch.Tensor | slice | np.ndarray) -> SkipMapRows:
         index = rows.numpy() if isinstance(rows, torch.Tensor) else rows
-        return SkipMapRows(self.store, self.store_rows[index], self.pooled[torch.as_tensor(np.arange(len(self))[index])])
+        positions = torch.as_tensor(np.arange(len(self))[index])
+        held = None if self.held is None else tuple(level[positions] for level in self.held)
+        return SkipMapRows(self.store, self.store_rows[index], self.pooled[positions], held)
 
     def split(self, batch_size: int) -> Iterator[SkipMapRows]:
         """Consecutive batches of at most `batch_size` rows, as `torch.Tensor.split` gives them."""
@@ -55,7 +64,17 @@ class SkipMapRows:
 
     def maps(self) -> list[torch.Tensor]:
         """The rows' four maps, finest first, as float16 tensors (widened by the decoder)."""
+        if self.held is not None:
+            return list(self.held)
         return [torch.from_numpy(self.store.read(name, self.store_rows)) for name in FEATURE_MAP_ARRAYS]
+
+    def in_memory(self) -> SkipMapRows:
+        """The same rows with their maps read once, in store order (whole chunks, not one read per batch)."""
+        order = np.argsort(self.store_rows, kind="stable")
+        back = np.argsort(order, kind="stable")
+        held = tuple(torch.from_numpy(self.store.read(name, self.store_rows[order])[back])
+                     for name in FEATURE_MAP_ARRAYS)
+        return SkipMapRows(self.store, self.store_rows, self.pooled, held)
 
 
 def skip_map_rows(rows: DatasetRows, positions: np.ndarray, adaptor: AdaptorRun | None = None,
@@ -68,7 +87,9 @@ def skip_map_rows(rows: DatasetRows, positions: np.ndarray, adaptor: AdaptorRun 
         pooled = store.read(ArrayName.EMBEDDING, store_rows).astype(np.float32)
     else:
         pooled = adaptor_embeddings(store, store_rows, adaptor, device)
-    return SkipMapRows(store, store_rows, torch.from_numpy(np.ascontiguousarray(pooled, dtype=np.float32)))
+    rows_of = SkipMapRows(store, store_rows, torch.from_numpy(np.ascontiguousarray(pooled, dtype=np.float32)))
+    row_bytes = 2 * sum(int(np.prod(level)) for level in store.features.feature_maps)
+    return rows_of.in_memory() if row_bytes * len(store_rows) <= MAPS_IN_MEMORY_BYTES else rows_of
 
 
 def require_feature_maps(store: CacheStore) -> None:

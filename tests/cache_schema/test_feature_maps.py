@@ -50,12 +50,18 @@ def expected_rows(written: list[dict], name: ArrayName, rows: list[int]) -> np.n
     return np.concatenate([w[name] for w in written]).astype(np.float16)[rows]
 
 
-def test_maps_are_compressed_one_chunk_per_sample(tmp_path: Path) -> None:
+def test_maps_are_compressed_in_chunks_of_at_most_2_mib(tmp_path: Path) -> None:
     store = _store(tmp_path)
     for span in store.shards():
         store.write_shard(span.index, _arrays(store, span.index))
     array = store.zarr_array(ArrayName.FEATURE_MAP_1)
-    assert array.chunks == (1, 4, 16, 16) and array.shards == (4, 4, 16, 16)
+    assert array.chunks == (4, 4, 16, 16) and array.shards == (4, 4, 16, 16)  # small rows share a chunk
+    paper = CacheStore.create(tmp_path / "paper.zarr", make_provenance(), IDS[:2], ["1", "2"], ["train", "test"],
+                              FeatureShape(512, feature_maps=((64, 112, 112), (256, 56, 56), (512, 28, 28),
+                                                              (1024, 14, 14))))
+    assert paper.zarr_array(ArrayName.FEATURE_MAP_1).chunks == (1, 64, 112, 112)  # 1.5 MiB a row: one per chunk
+    level_4 = paper.zarr_array(ArrayName.FEATURE_MAP_4).chunks[0]
+    assert paper.shard_rows % level_4 == 0 and level_4 * 1024 * 14 * 14 * 2 <= 2 * 2**20
     raw = 4 * 16 * 16 * 2 * 4
     assert store.shard_file(ArrayName.FEATURE_MAP_1, 0).stat().st_size < raw  # half the values are ReLU zeros
     assert store.attributes()["features"]["feature_maps"] == [list(level) for level in MAPS]

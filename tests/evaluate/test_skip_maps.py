@@ -54,6 +54,9 @@ def test_a_batch_reads_the_maps_of_its_own_rows(store: CacheStore) -> None:
     for got, name in zip(batch.maps(), FEATURE_MAP_ARRAYS):
         np.testing.assert_array_equal(got.numpy(), store.read(name)[[7, 2, 11]])
     assert [len(part) for part in rows.split(5)] == [5, 5, 2]
+    held = rows[torch.tensor([9, 1, 4, 10])].in_memory()
+    for got, name in zip(held[torch.tensor([2, 0])].maps(), FEATURE_MAP_ARRAYS):
+        np.testing.assert_array_equal(got.numpy(), store.read(name)[[4, 9]])
 
 
 def test_the_geometry_comes_from_the_store(store: CacheStore) -> None:
