@@ -68,11 +68,15 @@ class SkipMapRows:
             return list(self.held)
         return [torch.from_numpy(self.store.read(name, self.store_rows)) for name in FEATURE_MAP_ARRAYS]
 
+    def covering_rows(self) -> slice:
+        """The store rows from the first to the last of these rows."""
+        return slice(int(self.store_rows.min()), int(self.store_rows.max()) + 1) if len(self) else slice(0, 0)
+
     def in_memory(self) -> SkipMapRows:
-        """The same rows with their maps read once, in store order (whole chunks, not one read per batch)."""
-        order = np.argsort(self.store_rows, kind="stable")
-        back = np.argsort(order, kind="stable")
-        held = tuple(torch.from_numpy(self.store.read(name, self.store_rows[order])[back])
+        """The same rows with their maps read once, as one range read (zarr reads a range chunk by chunk, but an
+        index list far more slowly), then picked out in memory."""
+        covering = self.covering_rows()
+        held = tuple(torch.from_numpy(self.store.read(name, covering)[self.store_rows - covering.start])
                      for name in FEATURE_MAP_ARRAYS)
         return SkipMapRows(self.store, self.store_rows, self.pooled, held)
 
@@ -89,7 +93,8 @@ def skip_map_rows(rows: DatasetRows, positions: np.ndarray, adaptor: AdaptorRun 
         pooled = adaptor_embeddings(store, store_rows, adaptor, device)
     rows_of = SkipMapRows(store, store_rows, torch.from_numpy(np.ascontiguousarray(pooled, dtype=np.float32)))
     row_bytes = 2 * sum(int(np.prod(level)) for level in store.features.feature_maps)
-    return rows_of.in_memory() if row_bytes * len(store_rows) <= MAPS_IN_MEMORY_BYTES else rows_of
+    covering = rows_of.covering_rows()
+    return rows_of.in_memory() if row_bytes * (covering.stop - covering.start) <= MAPS_IN_MEMORY_BYTES else rows_of
 
 
 def require_feature_maps(store: CacheStore) -> None:

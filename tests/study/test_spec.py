@@ -56,7 +56,8 @@ def test_the_shipped_specs_load_with_the_papers_shape():
     assert not paper.tasks[2].uses_unet("dinov2-s") and paper.tasks[2].unet_width_divisor == 1
     demo = load_spec(REPOSITORY / "studies" / "demo.toml")
     assert [task.name for task in demo.tasks] == [task.name for task in paper.tasks]
-    assert demo.tasks[2].uses_unet("tiny-resnet") and demo.tasks[3].unet_width_divisor == 8
+    assert demo.tasks[2].uses_unet("tiny-resnet") and demo.tasks[2].unet_width_divisor == 8
+    assert not demo.tasks[3].uses_unet("tiny-resnet")
     assert demo.published is None
 
 
