@@ -128,7 +128,8 @@ def run_segmentation(rows: DatasetRows, context: RunContext, settings: SegmentSe
         record_fields = dict(task=EvaluationTask.SEGMENT, context=context, feature_space=space,
                              method=METHOD, split=TEST_SPLIT, data_pct=pct, subset=subset.to_json(),
                              seed=settings.seed, headline="dice_positive")
-        details = {"grid": grid, "mask_size": size, "decoder": "unet" if unet else "tokens", "n_train": len(chosen), "n_validate": len(val),
+        details = {"grid": grid, "mask_size": size, "decoder": "unet" if unet else "tokens", "n_train": len(chosen),
+                   "n_validate": len(val),
                    "n_test": len(test), "n_test_positive": int(test_masks.any(axis=(1, 2)).sum()),
                    "dice_published_predicting_nothing": float((~test_masks.any(axis=(1, 2))).mean()),
                    "rows_dropped": dropped}

@@ -85,8 +85,8 @@ def images(
         names = _backbone_names(backbone, weights)
         decode = None if decode_size == "auto" else DecodeSize.parse(decode_size)
     job = ExtractionJob(cache, dataset, Modality.IMAGE, names[0], weights=weights, tokens=tokens, views=views,
-                        feature_maps=feature_maps, batch_size=batch_size, num_workers=workers, device=_device(device), precision=precision,
-                        shard_rows=shard_rows, image_root=image_root, registry=tuple(registry), verbose=verbose,
+                        feature_maps=feature_maps, batch_size=batch_size, num_workers=workers, device=_device(device),
+                        precision=precision, shard_rows=shard_rows, image_root=image_root, registry=tuple(registry), verbose=verbose,
                         decode_size=decode)
     _extract([dataclasses.replace(job, backbone=name) for name in names], overwrite, scheduler)
 
