@@ -15,12 +15,12 @@ from adaptor_vlp.extract.backbones import REGISTRY_ENV, SpecError, UnknownBackbo
 from adaptor_vlp.extract.demo import MIN_SUBJECTS, write_demo_dataset
 from adaptor_vlp.extract.demo.downstream_trees import DEMO_TREES, DemoTree
 from adaptor_vlp.extract.downstream import BlankPolicy, UncertainPolicy, read_chexpert, read_covidx, read_rsna, read_siim
+from adaptor_vlp.extract.encoders import NoFeatureMaps
 from adaptor_vlp.extract.image_transforms import DecodeSize, DecodeSizeTooSmall
 from adaptor_vlp.extract.job import ExtractionJob, PassError
 from adaptor_vlp.extract.precision import Precision
 from adaptor_vlp.cache_schema.manifest import Manifest, ManifestError, excluded_file, write_manifest
 from adaptor_vlp.extract.mimic import DEFAULT_VIEWS, read_mimic_cxr
-from adaptor_vlp.extract.encoders import NoFeatureMaps
 from adaptor_vlp.extract.pipeline import ReportEncodingFailed
 from adaptor_vlp.extract.run import ExtractionSummary, run_multi_extraction
 from adaptor_vlp.extract.weights import IncompatibleWeights, MissingWeights, weights_available
