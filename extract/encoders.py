@@ -91,6 +91,7 @@ class ImageEncoder(FrozenEncoder):
         if device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
         self.channels = spec.image.channels
+        self._map_shapes: tuple[tuple[int, int, int], ...] | None = None
         probe = self.encode(torch.zeros(1, self.channels, spec.image_size, spec.image_size), with_tokens=True)
         if probe.pooled.shape[-1] != spec.dim or probe.tokens.shape[-1] != spec.dim:
             raise IncompatibleWeights(
@@ -104,10 +105,13 @@ class ImageEncoder(FrozenEncoder):
         return {**image_preprocessing(self.spec), "source": self.spec.source.value, "pooling": self.spec.pooling.value}
 
     def feature_map_shapes(self) -> tuple[tuple[int, int, int], ...]:
-        """(channels, height, width) of the four maps `encode(..., with_feature_maps=True)` returns, finest first."""
-        size = self.spec.image_size
-        probe = self.encode(torch.zeros(1, self.channels, size, size), with_feature_maps=True)
-        return tuple(tuple(level.shape[1:]) for level in probe.feature_maps)
+        """(channels, height, width) of the four maps `encode(..., with_feature_maps=True)` returns, finest first
+        (probed once: NoFeatureMaps for a backbone without them)."""
+        if self._map_shapes is None:
+            size = self.spec.image_size
+            probe = self.encode(torch.zeros(1, self.channels, size, size), with_feature_maps=True)
+            self._map_shapes = tuple(tuple(level.shape[1:]) for level in probe.feature_maps)
+        return self._map_shapes
 
     def encode(self, pixels: torch.Tensor, with_tokens: bool = False, with_feature_maps: bool = False) -> EncoderOutput:
         """Embeds a (B, C, S, S) batch from `extract.image_transforms.preprocess`."""
