@@ -93,7 +93,7 @@ FEATURE_DEFINING_FIELDS = ("modality", "backbone", "weights_id", "weights_sha256
 """Fields two stores must share for their embeddings to live in one space (any dataset, any manifest)."""
 
 SPACE_NEUTRAL_PREPROCESSING = ("tokens", "views", "forward_precision", "decode_size", "reduced_decode_frame",
-                               "decoder")
+                               "decoder", "feature_maps")
 """Preprocessing entries that do not move a store's embeddings to another space: which extra arrays
 it holds, the forward pass's arithmetic (bf16 and float32 runs of one backbone agree to within
 bf16 rounding: cosine 0.99998 for real MiniLM weights), and the resolution images were decoded at

@@ -18,6 +18,7 @@ from adaptor_vlp.extract.datasets.registry import LAYOUTS, ManifestDataset, data
 from adaptor_vlp.extract.demo import MIN_SUBJECTS, write_demo_dataset
 from adaptor_vlp.extract.demo.downstream_trees import DEMO_TREES, DemoTree
 from adaptor_vlp.extract.device_decoding import Decoder
+from adaptor_vlp.extract.encoders import NoFeatureMaps
 from adaptor_vlp.extract.image_transforms import DecodeSize, DecodeSizeTooSmall
 from adaptor_vlp.extract.job import ExtractionJob, PassError
 from adaptor_vlp.extract.pipeline import ReportEncodingFailed
@@ -26,7 +27,7 @@ from adaptor_vlp.extract.run import ExtractionSummary, run_multi_extraction
 from adaptor_vlp.extract.weights import IncompatibleWeights, MissingWeights, weights_available
 
 RUN_ERRORS = (ManifestError, MissingWeights, IncompatibleWeights, UnknownBackbone, SpecError, ProvenanceMismatch,
-              StoreError, SchedulerError, ReportEncodingFailed, PassError, DecodeSizeTooSmall)
+              StoreError, SchedulerError, ReportEncodingFailed, PassError, DecodeSizeTooSmall, NoFeatureMaps)
 """Errors caused by the command's input: reported as one clear line and exit code 2, not a traceback."""
 
 CACHE_OPTION = typer.Option(Path("cache"), "--cache", help="Cache folder holding <dataset>/manifest.csv and the stores.")
@@ -60,6 +61,9 @@ def images(
     weights: Path = WEIGHTS_OPTION,
     tokens: bool = TOKENS_OPTION,
     views: int = typer.Option(0, "--views", min=0, help="Also store K seeded augmented views of every image."),
+    feature_maps: bool = typer.Option(False, "--feature-maps", help="Also store a CNN's four intermediate maps "
+                                      "(1/2 .. 1/16 of its input; compressed float16, megabytes per image), the "
+                                      "skip connections of the published ResNet-AE U-Net (`evaluate segment`)."),
     batch_size: int = BATCH_OPTION,
     workers: int = typer.Option(2, "--workers", min=0, help="Decoders reading images ahead of the forward pass: "
                                 "worker processes, or threads in each Dask shard task."),
@@ -93,7 +97,7 @@ def images(
     job = ExtractionJob(cache, dataset, Modality.IMAGE, names[0], weights=weights, tokens=tokens, views=views,
                         batch_size=batch_size, num_workers=workers, device=chosen_device, precision=precision,
                         shard_rows=shard_rows, image_root=image_root, registry=tuple(registry), verbose=verbose,
-                        decode_size=decode, decoder=decoder)
+                        decode_size=decode, decoder=decoder, feature_maps=feature_maps)
     _extract([dataclasses.replace(job, backbone=name) for name in names], overwrite, scheduler)
 
 

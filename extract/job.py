@@ -27,6 +27,7 @@ class ExtractionJob:
     reports and progress bars. `decode_size` is how large images are decoded before the
     backbone's steps (recorded in the store); None: the backbone's own default (`decode`).
     `decoder` decodes JPEGs on the CPU or on the job's device (recorded where it is the device).
+    `feature_maps` also stores a CNN's four intermediate maps (`--feature-maps`, the U-Net's skips).
     """
 
     cache_dir: Path
@@ -36,6 +37,7 @@ class ExtractionJob:
     weights: Path | None = None
     tokens: bool = False
     views: int = 0
+    feature_maps: bool = False
     batch_size: int = 32
     num_workers: int = 0
     device: str = "cpu"

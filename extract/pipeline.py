@@ -23,8 +23,17 @@ import numpy as np
 import torch
 
 from adaptor_vlp.cache_schema import ArrayName, CacheStore, FeatureShape, Modality, Provenance, ShardSpan, dataset_dir
+from adaptor_vlp.cache_schema.arrays import FEATURE_MAP_CODEC
+from adaptor_vlp.cache_schema.layout import FEATURE_MAP_ARRAYS
 from adaptor_vlp.extract.device_decoding import decoder_record
-from adaptor_vlp.extract.encoders import EncoderOutput, ImageEncoder, TextEncoder, load_image_encoder, load_text_encoder
+from adaptor_vlp.extract.encoders import (
+    MAP_REDUCTIONS,
+    EncoderOutput,
+    ImageEncoder,
+    TextEncoder,
+    load_image_encoder,
+    load_text_encoder,
+)
 from adaptor_vlp.extract.job import ExtractionJob, ExtractionPass
 from adaptor_vlp.cache_schema.manifest import Manifest, ManifestRow, manifest_sha256, read_manifest
 from adaptor_vlp.extract.sources import (
@@ -94,8 +103,9 @@ def open_store(job: ExtractionJob, encoder: Encoder, manifest_folder: Path, rows
     if overwrite and job.store.exists():
         shutil.rmtree(job.store)
     decoding = image_decoding(job) if job.modality is Modality.IMAGE else {}
+    maps = {"feature_maps": feature_maps_record(encoder)} if job.feature_maps else {}
     preprocessing = {**encoder.preprocessing, **decoding, "tokens": job.tokens, "views": job.views,
-                     "forward_precision": encoder.precision.value}
+                     "forward_precision": encoder.precision.value, **maps}
     provenance = Provenance(
         dataset=job.dataset,
         manifest_sha256=manifest_sha256(manifest_folder),
@@ -129,13 +139,21 @@ def image_decoding(job: ExtractionJob) -> dict:
 
 
 def store_features(job: ExtractionJob, encoder: Encoder) -> FeatureShape:
-    """The arrays the job's store holds beside the ids: their widths, token count and views."""
+    """The arrays the job's store holds beside the ids: their widths, token count, views and feature maps."""
     return FeatureShape(
         embedding_dim=encoder.dim,
         token_count=encoder.token_count if job.tokens else 0,
         token_dim=encoder.dim if job.tokens else 0,
         views=job.views,
+        feature_maps=encoder.feature_map_shapes() if job.feature_maps else (),
     )
+
+
+def feature_maps_record(encoder: ImageEncoder) -> dict:
+    """What a store's feature maps are, for its provenance: where the backbone was cut, each level's size, the codec."""
+    return {"levels": [list(shape) for shape in encoder.feature_map_shapes()], "reductions": list(MAP_REDUCTIONS),
+            "layers": "the stem after its ReLU and the first three residual stages (models/seg_models.py:49-52)",
+            "dtype": "float16", "codec": dict(FEATURE_MAP_CODEC)}
 
 
 class ShardBuffer:
@@ -144,8 +162,9 @@ class ShardBuffer:
     def __init__(self, store: CacheStore, span: ShardSpan) -> None:
         self.span = span
         n = span.stop - span.start
-        self.arrays = {name: np.full((n, *shape[1:]), np.nan, dtype=np.float32)
-                       for name, shape in store.features.shapes(store.n_rows).items()}
+        self.arrays = {name: np.full((n, *shape[1:]), np.nan,
+                                     dtype=np.float16 if name in FEATURE_MAP_ARRAYS else np.float32)
+                       for name, shape in store.features.shapes(store.n_rows).items()}  # maps: megabytes a row
         if ArrayName.TOKEN_MASK in self.arrays:
             self.arrays[ArrayName.TOKEN_MASK] = np.zeros(self.arrays[ArrayName.TOKEN_MASK].shape, dtype=bool)
         self.failed: dict[int, str] = {}
@@ -270,16 +289,17 @@ def _embedded_batches(
     pin_memory = any(target.encoder.device.type == "cuda" for target in targets)
     loader = image_batches(dataset, batches, settings.num_workers, decoders, pin_memory=pin_memory)
     for batch_rows, per_backbone in zip(batches, loader):
-        outputs = [_embedded_images(target.encoder, batch, settings.tokens)
+        outputs = [_embedded_images(target.encoder, batch, settings.tokens, settings.feature_maps)
                    for target, batch in zip(targets, per_backbone)]
         yield batch_rows[0] // shard_rows, per_backbone[0].rows, outputs, per_backbone[0].failures
 
 
-def _embedded_images(encoder: ImageEncoder, batch: ImageBatch, tokens: bool) -> dict[ArrayName, np.ndarray]:
-    """One backbone's arrays for a batch's readable images: pooled (and tokens), and its views' pooled embeddings."""
+def _embedded_images(encoder: ImageEncoder, batch: ImageBatch, tokens: bool,
+                     feature_maps: bool) -> dict[ArrayName, np.ndarray]:
+    """One backbone's arrays for a batch's readable images: pooled (tokens, feature maps), its views' pooled ones."""
     if batch.pixels is None:
         return {}
-    outputs = _encoder_arrays(encoder.encode(batch.pixels, with_tokens=tokens))
+    outputs = _encoder_arrays(encoder.encode(batch.pixels, with_tokens=tokens, with_feature_maps=feature_maps))
     if batch.views is not None:
         n, k = batch.views.shape[:2]
         pooled = encoder.encode(batch.views.flatten(0, 1)).pooled
@@ -308,6 +328,8 @@ def _encoder_arrays(output: EncoderOutput) -> dict[ArrayName, np.ndarray]:
     if output.tokens is not None:
         arrays[ArrayName.TOKENS] = output.tokens.numpy()
         arrays[ArrayName.TOKEN_MASK] = output.token_mask.numpy()
+    for name, level in zip(FEATURE_MAP_ARRAYS, output.feature_maps or ()):
+        arrays[name] = level.numpy()
     return arrays
 
 

@@ -157,10 +157,19 @@ class TaskSpec:
     resamples: int = 1000
     epochs: int = 50
     left_out: tuple[LeftOut, ...] = ()
+    unet: tuple[str, ...] = ()
+    """Image backbones this segmentation task decodes with the published ResNet-AE U-Net over their cached
+    feature maps (the published code chose it for resnet-ae, segment.py:82-89); the others read patch tokens."""
+    unet_width_divisor: int = 1
+    """The U-Net's widths divided by this (1: the published model; more only for the CPU demo)."""
 
     def left_out_reason(self, image: str) -> str | None:
         """Why this task's cells of image backbone `image` are left out, or None when they are computed."""
         return next((entry.reason for entry in self.left_out if entry.image == image), None)
+
+    def uses_unet(self, image: str) -> bool:
+        """Whether this task segments image backbone `image` with the U-Net (over feature maps, not tokens)."""
+        return self.kind is TaskKind.SEGMENT and image in self.unet
 
 
 @dataclass(frozen=True)
@@ -419,6 +428,7 @@ def _task(table: _Table, name: str, spec: StudySpec) -> TaskSpec:
         raise table.error("labels", f"must be a non-empty list of label names, got {_shown(labels)}")
     head = table.choice("head", HeadKind, HeadKind.LINEAR) if kind is TaskKind.CLASSIFY else HeadKind.LINEAR
     epochs = table.get("epochs", int, 50, check=_at_least(1)) if kind is TaskKind.SEGMENT else 50
+    unet, unet_width_divisor = _unet(table, spec) if kind is TaskKind.SEGMENT else ((), 1)
     task = TaskSpec(
         name=name,
         title=table.get("title", str, name),
@@ -432,9 +442,24 @@ def _task(table: _Table, name: str, spec: StudySpec) -> TaskSpec:
         resamples=table.get("resamples", int, 1000, check=_at_least(1)),
         epochs=epochs,
         left_out=_left_out(table, spec),
+        unet=unet,
+        unet_width_divisor=unet_width_divisor,
     )
     table.finish()
     return task
+
+
+def _unet(table: _Table, spec: StudySpec) -> tuple[tuple[str, ...], int]:
+    """A segmentation task's `unet` backbones (each an image backbone of the study) and `unet_width_divisor`."""
+    names = table.get("unet", list, [])
+    unknown = [name for name in names if name not in spec.image_backbones]
+    if unknown:
+        raise table.error("unet", f"{_shown(unknown)} are not image backbones of the study "
+                                  f"({', '.join(spec.image_backbones)})")
+    divisor = table.get("unet_width_divisor", int, 1, check=_at_least(1))
+    if 512 % divisor or 32 % divisor:
+        raise table.error("unet_width_divisor", f"must divide the published widths 512 .. 32, got {divisor}")
+    return tuple(names), divisor
 
 
 def _left_out(table: _Table, spec: StudySpec) -> tuple[LeftOut, ...]:

@@ -178,7 +178,8 @@ class ExtractStep(Step):
         if problem:
             return StepState(Status.BLOCKED, problem)
         tokens = " with patch tokens" if self.job.tokens else ""
-        return StepState(Status.PENDING, f"writes {self.job.store}{tokens}")
+        maps = " with feature maps" if self.job.feature_maps else ""
+        return StepState(Status.PENDING, f"writes {self.job.store}{tokens}{maps}")
 
     def execute(self, scheduler: str) -> str:
         return self.account(extract_in_one_pass([self], scheduler)[0])
@@ -223,8 +224,8 @@ class ExtractStep(Step):
         except (ManifestError, OSError):
             current = None
         overwrite = (f"adaptor extract {self.job.modality.value}s --cache {self.job.cache_dir} --dataset "
-                     f"{self.job.dataset} --backbone {self.job.backbone}{' --tokens' if self.job.tokens else ''} "
-                     "--overwrite")
+                     f"{self.job.dataset} --backbone {self.job.backbone}{' --tokens' if self.job.tokens else ''}"
+                     f"{' --feature-maps' if self.job.feature_maps else ''} --overwrite")
         if current is not None and store.provenance.manifest_sha256 != current:
             return StepState(Status.BLOCKED, f"{store_path} was built from another manifest of {self.job.dataset}; "
                                              f"rebuild it: {overwrite}")
@@ -238,6 +239,9 @@ class ExtractStep(Step):
                                                  f"for {wanted[differing]!r}; rebuild it: {overwrite}")
         if self.job.tokens and not store.has(ArrayName.TOKENS):
             return StepState(Status.BLOCKED, f"{store_path} holds no patch tokens, which segmentation needs; "
+                                             f"rebuild it: {overwrite}")
+        if self.job.feature_maps and not store.has(ArrayName.FEATURE_MAP_1):
+            return StepState(Status.BLOCKED, f"{store_path} holds no feature maps, which the U-Net decoder reads; "
                                              f"rebuild it: {overwrite}")
         if not store.is_complete:
             return StepState(Status.PENDING, f"resumes {store_path}: {len(store.complete_shard_indices())} of "
@@ -386,8 +390,9 @@ class HeadStep(Step):
             task = LabelStructure.MULTICLASS if self.task.metric is Metric.ACCURACY else None
             return classify_dataset(self.cache, self.task.dataset, self.vision, run, spaces, settings, task,
                                     self.task.labels, device=self.device)
+        unet = self.task.unet_width_divisor if self.task.uses_unet(self.vision) else None
         settings = SegmentSettings(fractions=(self.fraction,), seed=self.seed, n_resamples=self.task.resamples,
-                                   epochs=self.task.epochs)
+                                   epochs=self.task.epochs, unet_width_divisor=unet)
         return segment_dataset(self.cache, self.task.dataset, self.vision, run, spaces, settings, self.device)
 
 

@@ -95,8 +95,13 @@ def test_plan_on_a_cache_with_some_of_the_papers_stores_lists_what_is_missing(tm
     assert states["train resnet-ae+bert"].detail.startswith(
         "needs extract image resnet-ae on mimic-cxr, which cannot run: weights for backbone 'resnet-ae'")
     trains = [step for step in plan.steps if isinstance(step, TrainStep)]
-    assert len(trains) == 15 and len(plan.left_out) == 2
-    assert sum(isinstance(step, HeadStep) for step in plan.steps) == 4 * 3 * 6 * 3 - 2 * 6 * 3
+    assert len(trains) == 15 and len(plan.left_out) == 0
+    assert sum(isinstance(step, HeadStep) for step in plan.steps) == 4 * 3 * 6 * 3
+    jobs = {step.key: step.job for step in plan.steps if isinstance(step, ExtractStep)}
+    for dataset in ("siim", "rsna"):  # the U-Net reads ResNet-AE's maps; the DINOv2 decoders read patch tokens
+        resnet, dinov2 = jobs[f"extract image resnet-ae on {dataset}"], jobs[f"extract image dinov2-s on {dataset}"]
+        assert (resnet.feature_maps, resnet.tokens, dinov2.feature_maps, dinov2.tokens) == (True, False, False, True)
+    assert not jobs["extract image resnet-ae on covidx"].feature_maps
 
     result = CliRunner().invoke(app, ["study", "plan", "paper.toml", "--cache", str(cache)])
     assert result.exit_code == 0, result.output
@@ -109,8 +114,8 @@ def test_plan_on_a_cache_with_some_of_the_papers_stores_lists_what_is_missing(tm
            "timm/vit_base_patch14_dinov2.lvd142m, read from the local cache (not on this machine)" in result.output
     assert "needs weights: resnet-ae: 101-elastic, torchxrayvision's weights file " in result.output
     assert "needs data: RSNA Pneumonia Detection Challenge (Kaggle): stage_2_train_labels.csv" in result.output
-    assert "left out    siim-segmentation x resnet-ae: the paper segments with ResNet-AE through a U-Net" \
-           in result.output
+    assert "0 task x image backbone cells left out by the spec" in result.output
+
 
 
 def test_a_manifest_read_with_other_reader_options_than_the_spec_asks_is_blocked_naming_the_option(demo_trees,

@@ -51,9 +51,13 @@ def test_the_shipped_specs_load_with_the_papers_shape():
     assert paper.published.value(paper.tasks[3], "resnet-ae", "cxrbert", 100.0) == 75.5
     assert "holajoa/Adaptor-VL-SSL" in paper.published.source
     assert {method.name for method in paper.published.methods} >= {"ConVIRT", "MGCA (ViT-B/16)"}
-    assert paper.tasks[2].left_out_reason("resnet-ae") and paper.tasks[2].left_out_reason("dinov2-s") is None
+    assert all(task.left_out_reason(image) is None for task in paper.tasks for image in paper.image_backbones)
+    assert [task.uses_unet("resnet-ae") for task in paper.tasks] == [False, False, True, True]
+    assert not paper.tasks[2].uses_unet("dinov2-s") and paper.tasks[2].unet_width_divisor == 1
     demo = load_spec(REPOSITORY / "studies" / "demo.toml")
     assert [task.name for task in demo.tasks] == [task.name for task in paper.tasks]
+    assert demo.tasks[2].uses_unet("tiny-resnet") and demo.tasks[2].unet_width_divisor == 8
+    assert not demo.tasks[3].uses_unet("tiny-resnet")
     assert demo.published is None
 
 
@@ -77,6 +81,11 @@ def test_a_minimal_spec_gets_the_documented_defaults(tmp_path):
     (('metric = "auroc"', 'metric = "auroc"\nepochs = 5'), "tasks.t.epochs: unknown key"),
     (('metric = "auroc"', 'metric = "auroc"\nleft_out = [{ image = "dinov2-b", reason = "x" }]'),
      "tasks.t.left_out[0].image: 'dinov2-b' is not one of the study's image backbones"),
+    (('metric = "auroc"', 'metric = "auroc"\nunet = ["tiny-vit"]'), "tasks.t.unet: unknown key"),
+    (('kind = "classify"\nmetric = "auroc"', 'kind = "segment"\nmetric = "dice-positive"\nunet = ["resnet-ae"]'),
+     "tasks.t.unet: ['resnet-ae'] are not image backbones of the study"),
+    (('kind = "classify"\nmetric = "auroc"', 'kind = "segment"\nmetric = "dice-positive"\nunet_width_divisor = 3'),
+     "tasks.t.unet_width_divisor: must divide the published widths"),
 ])
 def test_a_mistake_is_refused_naming_the_file_and_the_key(tmp_path, change, message):
     old, new = change
