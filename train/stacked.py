@@ -1,9 +1,11 @@
 """Many sweep points trained in one pass: each step runs every point's batch through one stacked model.
 
-Points that share the stores, the Adaptor's shape, the batch size and the data subset (they may
-differ in learning rate, weight decay, warm-up, epochs, patience, selection, gradient clip, loss
-weight, dropout or seed) train as one `StackedAdaptors`: the stores are opened, joined and loaded
-once, every step computes all points' forward and backward passes as grouped matrix products,
+Points that share the image store, the Adaptor's shape, the batch size and the data subset (they
+may differ in text store, learning rate, weight decay, warm-up, epochs, patience, selection,
+gradient clip, loss weight, dropout or seed) train as one `StackedAdaptors`: the image store is
+loaded once (each text store once), each point reads its own pairs (an image joins its study's
+text in the point's text store), every step computes all points' forward and backward passes as
+grouped matrix products,
 and each point then clips its own gradients and steps its own AdamW and schedule. Each point is a
 `TrainingRun` (`train.loop`): its own run folder, metrics, early stopping (a point that stops
 leaves the group while the others go on), checkpoints and resume, exactly as `train_adaptor`
@@ -26,7 +28,7 @@ import torch
 
 from adaptor_vlp.cache_schema.lock import FolderLock
 from adaptor_vlp.cache_schema.writes import WriteFailed
-from adaptor_vlp.train.batches import PairBatch, PairedData
+from adaptor_vlp.train.batches import TRAIN_SPLIT, PairBatch, PairedData
 from adaptor_vlp.train.encoding import autocast, resolve_device
 from adaptor_vlp.train.history import LearningCurvePlotter
 from adaptor_vlp.train.loop import (
@@ -59,7 +61,7 @@ def stack_key(recipe: Recipe) -> tuple:
 
 
 def train_stacked(
-    pairing: StorePairing,
+    pairings: StorePairing | Sequence[StorePairing],
     recipes: Sequence[Recipe],
     run_dirs: Sequence[Path],
     device: str = "auto",
@@ -69,25 +71,37 @@ def train_stacked(
 ) -> list[TrainResult]:
     """Trains `recipes[i]` into `run_dirs[i]` for every i as one stacked model; returns the results in that order.
 
-    Each run behaves as `train_adaptor(pairing, recipes[i], run_dirs[i], device, resume, ...)`
-    would: the same folder checks, resume rules, checkpoint schedule and results. `on_epoch` sees
-    (run folder, metrics row) after each run's epoch. Raises StackError when the recipes do not
-    share the `STACK_SETTINGS` or use token inputs. Like `train_adaptor` it holds every run folder's
+    `pairings` is one pairing for every run, or run i's own (one image store, any text stores).
+    Each run behaves as `train_adaptor(pairings[i], recipes[i], run_dirs[i], device, resume, ...)`
+    would: the same folder checks, resume rules, checkpoint schedule and results. Runs whose
+    pairings hold different numbers of training pairs (a text store without some studies' texts)
+    take different numbers of steps per epoch, so they train as consecutive stacks, one per
+    count. `on_epoch` sees (run folder, metrics row) after each run's epoch. Raises StackError
+    when the recipes do not share the `STACK_SETTINGS`, use token inputs, or the pairings do not
+    share one image store. Like `train_adaptor` it holds every run folder's
     lock while it trains, and a failed write (a full disk) raises WriteFailed saying that each run
     keeps its checkpointed epochs and that --resume continues them.
     """
     with contextlib.ExitStack() as locks:
         for run_dir in run_dirs:
             locks.enter_context(FolderLock.acquire(Path(run_dir), "training"))
+        pairings = _one_per_run(pairings, recipes, run_dirs)
+        _check_stackable(recipes, run_dirs)
+        for run_dir in run_dirs:
+            check_run_folder(Path(run_dir), resume)
+        results: dict[int, TrainResult] = {}
         try:
-            runs = StackedRuns(pairing, recipes, run_dirs, device, resume, checkpoint_seconds)
-            while runs.finish_done():
-                started = time.perf_counter()
-                losses = runs.train_steps()
-                for run_dir, row in runs.end_epochs(losses, started):
-                    if on_epoch is not None:
-                        on_epoch(run_dir, row)
-            return runs.results()
+            for members in _by_training_pairs(pairings):
+                runs = StackedRuns([pairings[i] for i in members], [recipes[i] for i in members],
+                                   [run_dirs[i] for i in members], device, resume, checkpoint_seconds)
+                while runs.finish_done():
+                    started = time.perf_counter()
+                    losses = runs.train_steps()
+                    for run_dir, row in runs.end_epochs(losses, started):
+                        if on_epoch is not None:
+                            on_epoch(run_dir, row)
+                results.update(zip(members, runs.results()))
+            return [results[index] for index in range(len(recipes))]
         except WriteFailed as error:
             raise WriteFailed(f"{error}. Each run of this stack keeps the epochs of its last checkpoint; free space "
                               "and rerun the same command with --resume to continue them") from error
@@ -101,21 +115,24 @@ class StackedRuns:
     epoch, `end_epochs` validates and records them. A benchmark may time `train_steps` alone.
     """
 
-    def __init__(self, pairing: StorePairing, recipes: Sequence[Recipe], run_dirs: Sequence[Path],
-                 device: str = "auto", resume: bool = False,
+    def __init__(self, pairings: StorePairing | Sequence[StorePairing], recipes: Sequence[Recipe],
+                 run_dirs: Sequence[Path], device: str = "auto", resume: bool = False,
                  checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS) -> None:
+        pairings = _one_per_run(pairings, recipes, run_dirs)
         _check_stackable(recipes, run_dirs)
         self.device = resolve_device(device)
         run_dirs = [Path(run_dir) for run_dir in run_dirs]
         for run_dir in run_dirs:
             check_run_folder(run_dir, resume)
-        shared = PairedData(pairing, recipes[0])
+        if len(_by_training_pairs(pairings)) > 1:
+            raise StackError(f"{run_dirs[0]} and the other runs' text stores pair different numbers of training "
+                             "images, so their epochs differ in steps; train_stacked trains them as separate stacks")
+        data = _shared_data(pairings, recipes)
         self._results: dict[int, TrainResult] = {}
         self._points: list[_Point] = []
-        for index, (recipe, run_dir) in enumerate(zip(recipes, run_dirs)):
+        for index, (pairing, point_data, run_dir) in enumerate(zip(pairings, data, run_dirs)):
             with _forked_generators(self.device):
-                run = start_run(run_dir, shared.with_recipe(recipe), pairing.provenance(), self.device,
-                                checkpoint_seconds)
+                run = start_run(run_dir, point_data, pairing.provenance(), self.device, checkpoint_seconds)
                 if isinstance(run, TrainResult):
                     self._results[index] = run
                 else:
@@ -166,7 +183,8 @@ class StackedRuns:
         """One training step of every training run on its batch; returns each run's loss."""
         points, stack = self._points, self._stack
         image = torch.stack([batch.image for batch in batches]).to(self.device)
-        text = torch.stack([batch.text for batch in batches]).to(self.device)
+        texts = [batch.text.to(self.device) for batch in batches]
+        text = torch.stack(texts) if len({part.shape for part in texts}) == 1 else texts
         with autocast(self.device):
             output = stack.forward(image, text, [point.randomness.dropout for point in points])
             losses = torch.stack([
@@ -188,10 +206,45 @@ class StackedRuns:
         return values
 
 
-def _check_stackable(recipes: Sequence[Recipe], run_dirs: Sequence[Path]) -> None:
+def _one_per_run(pairings: StorePairing | Sequence[StorePairing], recipes: Sequence[Recipe],
+                 run_dirs: Sequence[Path]) -> list[StorePairing]:
+    """Each run's pairing, checked to share one image store."""
     if not recipes or len(recipes) != len(run_dirs):
         raise ValueError(f"train_stacked needs one run folder per recipe, got {len(recipes)} recipes and "
                          f"{len(run_dirs)} folders")
+    pairings = [pairings] * len(recipes) if isinstance(pairings, StorePairing) else list(pairings)
+    if len(pairings) != len(recipes):
+        raise ValueError(f"train_stacked needs one pairing, or one per recipe, got {len(pairings)} for "
+                         f"{len(recipes)} recipes")
+    for pairing, run_dir in zip(pairings, run_dirs):
+        if pairing.image_store.path != pairings[0].image_store.path:
+            raise StackError(f"{run_dir}: trains on image store {pairing.image_store.path}, not "
+                             f"{pairings[0].image_store.path} of {run_dirs[0]}; a stack shares one image store")
+    return pairings
+
+
+def _by_training_pairs(pairings: Sequence[StorePairing]) -> list[list[int]]:
+    """Positions of the pairings, grouped by their number of training pairs (which sets the steps of an epoch)."""
+    groups: dict[int, list[int]] = {}
+    for index, pairing in enumerate(pairings):
+        groups.setdefault(len(pairing.splits.get(TRAIN_SPLIT, ())), []).append(index)
+    return list(groups.values())
+
+
+def _shared_data(pairings: Sequence[StorePairing], recipes: Sequence[Recipe]) -> list[PairedData]:
+    """Each run's data, with the image store loaded once and each text store once."""
+    by_text_store: dict[Path, PairedData] = {}
+    data = []
+    for pairing, recipe in zip(pairings, recipes):
+        shared = by_text_store.get(pairing.text_store.path)
+        if shared is None:
+            image = next(iter(by_text_store.values())).image if by_text_store else None
+            shared = by_text_store[pairing.text_store.path] = PairedData(pairing, recipe, image)
+        data.append(shared.with_recipe(recipe))
+    return data
+
+
+def _check_stackable(recipes: Sequence[Recipe], run_dirs: Sequence[Path]) -> None:
     for recipe, run_dir in zip(recipes, run_dirs):
         if not stackable(recipe):
             raise StackError(f"{run_dir}: inputs={recipe.inputs.value} runs train one at a time, not stacked")

@@ -8,10 +8,10 @@ spells the combination's values of every grid key, so adding a value to the grid
 the names (and the finished runs) of the existing combinations. A run folder with a completion
 marker is skipped; one with only a last checkpoint is resumed.
 
-Runs on the same stores whose recipes differ only in settings a stacked model lets each point
-have its own (learning rate, weight decay, warm-up, epochs, patience, selection, gradient clip,
-loss weight, dropout, seed) train together as one stacked model (`train.stacked`), with the
-same weights, folders and results as one at a time.
+Runs on the same image store whose recipes differ only in settings a stacked model lets each
+point have its own (text backbone, learning rate, weight decay, warm-up, epochs, patience,
+selection, gradient clip, loss weight, dropout, seed) train together as one stacked model
+(`train.stacked`), with the same weights, folders and results as one at a time.
 """
 from __future__ import annotations
 
@@ -184,12 +184,13 @@ def default_stack_size(device: str) -> int:
 
 
 def plan_groups(runs: Sequence[SweepRun], stack_size: int) -> list[list[SweepRun]]:
-    """The runs as training groups, in grid order: runs on the same stores whose recipes share the stacked
-    settings (`train.stacked.stack_key`) go together, at most `stack_size` at a time; the rest train alone."""
+    """The runs as training groups, in grid order: runs on the same image store whose recipes share the stacked
+    settings (`train.stacked.stack_key`) go together, whatever their text stores, at most `stack_size` at a time;
+    the rest train alone."""
     by_key: dict[tuple, list[SweepRun]] = {}
     for run in runs:
         stacks = stack_size > 1 and stackable(run.recipe)
-        key = (run.vision, run.text, stack_key(run.recipe)) if stacks else (run.name,)
+        key = (run.vision, stack_key(run.recipe)) if stacks else (run.name,)
         by_key.setdefault(key, []).append(run)
     return [members[start:start + stack_size] for members in by_key.values()
             for start in range(0, len(members), stack_size)]
@@ -200,9 +201,10 @@ def train_sweep_group(group: Sequence[SweepRun], cache_dir: Path, dataset: str, 
     """Trains one group of `plan_groups` (stacked, or one run alone) into its folders, resuming interrupted runs."""
     if len(group) == 1:
         return [train_sweep_run(group[0], cache_dir, dataset, out_dir, device, checkpoint_seconds)]
-    first = group[0]
-    pairing = pair_stores(*open_pair_stores(cache_dir, dataset, first.vision, first.text))
-    return train_stacked(pairing, [run.recipe for run in group], [Path(out_dir) / run.name for run in group],
+    pairings = {text: pair_stores(*open_pair_stores(cache_dir, dataset, group[0].vision, text))
+                for text in dict.fromkeys(run.text for run in group)}
+    return train_stacked([pairings[run.text] for run in group], [run.recipe for run in group],
+                         [Path(out_dir) / run.name for run in group],
                          device=device, resume=True, checkpoint_seconds=checkpoint_seconds)
 
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.train.conftest import TOY_RECIPE, ToyCache, build_toy_cache
+from tests.train.conftest import TOY_RECIPE, ToyCache, add_text_store, build_toy_cache
 from adaptor_vlp.cache_schema.lock import FolderLock, FolderLocked
 from adaptor_vlp.train.loop import RunFolderError, train_adaptor
-from adaptor_vlp.train.pairs import pair_stores
+from adaptor_vlp.train.pairs import StorePairing, pair_stores
 from adaptor_vlp.train.stacked import train_stacked
 from adaptor_vlp.train.stacked_model import StackError
 
@@ -172,3 +172,36 @@ def test_a_stack_is_refused_while_another_run_holds_one_of_its_folders(trained, 
                           device="cpu")
 
     assert not (tmp_path / "a").exists() and not (tmp_path / "a.lock").exists()
+
+
+def test_adaptors_on_one_image_store_and_several_text_stores_stack_and_each_ends_as_its_solo_run(
+        tmp_path: Path) -> None:
+    """Text encoders of other widths, and one whose store lacks some texts (fewer steps: a stack of its own)."""
+    cache = build_toy_cache(tmp_path / "cache", n_train_studies=60, n_val_studies=20)
+    texts = [cache.text_store, add_text_store(cache, "toy-clinical", 20), cache.text_store,
+             add_text_store(cache, "toy-lacking", 12, unusable=6)]
+    pairings = [pair_stores(cache.image_store, text) for text in texts]
+    group = [TOY_RECIPE.with_overrides({"epochs": 3, **point}) for point in POINTS[:4]]
+    for index, (pairing, recipe) in enumerate(zip(pairings, group)):
+        train_adaptor(pairing, recipe, tmp_path / f"solo-{index}", device="cpu")
+    folders = [tmp_path / f"stacked-{index}" for index in range(len(group))]
+
+    stacked = train_stacked(pairings, group, folders, device="cpu")
+
+    assert len(pairings[3].splits["train"]) < len(pairings[0].splits["train"])
+    for index, result in enumerate(stacked):
+        assert result.run_dir == folders[index]
+        assert_same_weights(tmp_path / f"solo-{index}", folders[index])
+        assert metric_rows(folders[index]) == metric_rows(tmp_path / f"solo-{index}")
+        recorded = json.loads((folders[index] / "last.json").read_text())["provenance"]["text"]["backbone"]
+        assert recorded == texts[index].provenance.backbone
+
+
+def test_a_stack_shares_one_image_store(trained, tmp_path: Path) -> None:
+    cache, _, _ = trained
+    other = build_toy_cache(tmp_path / "other", vision="toy-cnn", n_train_studies=20, n_val_studies=5)
+    pairings: list[StorePairing] = [pair_stores(cache.image_store, cache.text_store),
+                                    pair_stores(other.image_store, other.text_store)]
+
+    with pytest.raises(StackError, match="a stack shares one image store"):
+        train_stacked(pairings, [TOY_RECIPE, TOY_RECIPE], [tmp_path / "a", tmp_path / "b"], device="cpu")
