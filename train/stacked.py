@@ -19,12 +19,14 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from adaptor_vlp.cache_schema.lock import FolderLock
 from adaptor_vlp.cache_schema.writes import WriteFailed
@@ -39,12 +41,15 @@ from adaptor_vlp.train.loop import (
     check_run_folder,
     start_run,
 )
-from adaptor_vlp.train.loss import contrastive_loss
+from adaptor_vlp.train.loss import contrastive_loss, stacked_contrastive_loss
 from adaptor_vlp.train.model import AdaptorInputs
 from adaptor_vlp.train.pairs import StorePairing
 from adaptor_vlp.train.recipe import Recipe
-from adaptor_vlp.train.stacked_model import StackedAdaptors, StackError
+from adaptor_vlp.train.stacked_model import StackedAdaptors, StackedOutput, StackError, StackMode
+from adaptor_vlp.train.stacked_optimizer import StackedAdamW
 
+SCHEDULER_ORDER_WARNING = r"Detected call of `lr_scheduler.step\(\)` before `optimizer.step\(\)`"
+"""What torch warns when a scheduler steps an optimiser whose own step() never ran (the fast form's stacked step)."""
 STACK_SETTINGS = ("batch_size", "data_pct", "subset_seed", "use_views", "inputs", "projection_dim", "num_layers",
                   "num_heads", "ffn_dim")
 """Recipe settings every point of a stack shares: they fix the data, the batches' size and the tensors' shapes."""
@@ -68,6 +73,7 @@ def train_stacked(
     resume: bool = False,
     on_epoch: Callable[[Path, Mapping[str, float]], None] | None = None,
     checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
+    stack_mode: StackMode = StackMode.EXACT,
 ) -> list[TrainResult]:
     """Trains `recipes[i]` into `run_dirs[i]` for every i as one stacked model; returns the results in that order.
 
@@ -76,7 +82,10 @@ def train_stacked(
     would: the same folder checks, resume rules, checkpoint schedule and results. Runs whose
     pairings hold different numbers of training pairs (a text store without some studies' texts)
     take different numbers of steps per epoch, so they train as consecutive stacks, one per
-    count. `on_epoch` sees (run folder, metrics row) after each run's epoch. Raises StackError
+    count. `stack_mode` picks the exact form (each point bit for bit its solo run) or the fast
+    one (within 1e-5; `StackMode`); a mode other than exact is recorded in each run's checkpoints,
+    and resuming under another mode is refused (RunFolderError naming stack_mode). `on_epoch`
+    sees (run folder, metrics row) after each run's epoch. Raises StackError
     when the recipes do not share the `STACK_SETTINGS`, use token inputs, or the pairings do not
     share one image store. Like `train_adaptor` it holds every run folder's
     lock while it trains, and a failed write (a full disk) raises WriteFailed saying that each run
@@ -93,7 +102,7 @@ def train_stacked(
         try:
             for members in _by_training_pairs(pairings):
                 runs = StackedRuns([pairings[i] for i in members], [recipes[i] for i in members],
-                                   [run_dirs[i] for i in members], device, resume, checkpoint_seconds)
+                                   [run_dirs[i] for i in members], device, resume, checkpoint_seconds, stack_mode)
                 while runs.finish_done():
                     started = time.perf_counter()
                     losses = runs.train_steps()
@@ -117,7 +126,8 @@ class StackedRuns:
 
     def __init__(self, pairings: StorePairing | Sequence[StorePairing], recipes: Sequence[Recipe],
                  run_dirs: Sequence[Path], device: str = "auto", resume: bool = False,
-                 checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS) -> None:
+                 checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
+                 stack_mode: StackMode = StackMode.EXACT) -> None:
         pairings = _one_per_run(pairings, recipes, run_dirs)
         _check_stackable(recipes, run_dirs)
         self.device = resolve_device(device)
@@ -128,17 +138,18 @@ class StackedRuns:
             raise StackError(f"{run_dirs[0]} and the other runs' text stores pair different numbers of training "
                              "images, so their epochs differ in steps; train_stacked trains them as separate stacks")
         data = _shared_data(pairings, recipes)
+        self.mode = stack_mode
         self._results: dict[int, TrainResult] = {}
         self._points: list[_Point] = []
         for index, (pairing, point_data, run_dir) in enumerate(zip(pairings, data, run_dirs)):
             with _forked_generators(self.device):
-                run = start_run(run_dir, point_data, pairing.provenance(), self.device, checkpoint_seconds)
+                run = start_run(run_dir, point_data, pairing.provenance(), self.device, checkpoint_seconds, stack_mode)
                 if isinstance(run, TrainResult):
                     self._results[index] = run
                 else:
                     self._points.append(_Point(index, run, _Randomness.of_process(self.device)))
         self._count = len(recipes)
-        self._stack = StackedAdaptors([point.run.model for point in self._points]) if self._points else None
+        self._restack()
         self._plotter = LearningCurvePlotter()
 
     def finish_done(self) -> bool:
@@ -158,7 +169,7 @@ class StackedRuns:
                 self._results[point.index] = point.run.finish(self._plotter)
         if done:
             self._points = [point for point in self._points if point not in done]
-            self._stack = StackedAdaptors([point.run.model for point in self._points]) if self._points else None
+            self._restack()
         return bool(self._points)
 
     def train_steps(self) -> list[float]:
@@ -179,6 +190,13 @@ class StackedRuns:
         """Every run's result, in the order of the recipes; only once all have finished."""
         return [self._results[index] for index in range(self._count)]
 
+    def _restack(self) -> None:
+        """The stack (and in FAST mode its optimiser step) of the runs still training."""
+        self._stack = StackedAdaptors([point.run.model for point in self._points], self.mode) \
+            if self._points else None
+        self._optimizer = StackedAdamW(self._stack, [point.run.optimizer for point in self._points]) \
+            if self._points and self.mode is StackMode.FAST else None
+
     def _step(self, batches: Sequence[PairBatch]) -> list[float]:
         """One training step of every training run on its batch; returns each run's loss."""
         points, stack = self._points, self._stack
@@ -187,23 +205,39 @@ class StackedRuns:
         text = torch.stack(texts) if len({part.shape for part in texts}) == 1 else texts
         with autocast(self.device):
             output = stack.forward(image, text, [point.randomness.dropout for point in points])
-            losses = torch.stack([
-                contrastive_loss(image.float(), text.float(), scale, point.run.recipe.image_weight).loss
-                for point, image, text, scale in zip(points, output.image_embeds.unbind(),
-                                                      output.text_embeds.unbind(), output.logit_scale.unbind())])
+            losses = self._losses(output)
         stack.zero_grad()
         losses.sum().backward()
         stack.clip_gradients([point.run.recipe.grad_clip for point in points])
-        stack.share_gradients()
-        for point in points:
-            point.run.optimizer.step()
-            point.run.scheduler.step()
+        if self._optimizer is None:
+            stack.share_gradients()
+            for point in points:
+                point.run.optimizer.step()
+                point.run.scheduler.step()
+        else:
+            self._optimizer.step()
+            with warnings.catch_warnings():  # the stacked step stands in for each point's optimizer.step()
+                warnings.filterwarnings("ignore", message=SCHEDULER_ORDER_WARNING)
+                for point in points:
+                    point.run.scheduler.step()
         values = losses.tolist()
         for point, value in zip(points, values):
             if not math.isfinite(value):
                 raise TrainingDiverged(f"{point.run.run_dir}: training diverged in epoch {point.epoch} "
                                        f"(loss {value}); lower --lr")
         return values
+
+
+    def _losses(self, output: StackedOutput) -> Tensor:
+        """Each point's contrastive loss (G,): its own call (EXACT), or one batched call (FAST)."""
+        weights = [point.run.recipe.image_weight for point in self._points]
+        image_embeds, text_embeds = output.image_embeds.float(), output.text_embeds.float()
+        if self.mode is StackMode.FAST:
+            return stacked_contrastive_loss(image_embeds, text_embeds, output.logit_scale,
+                                            torch.tensor(weights, device=image_embeds.device))
+        return torch.stack([contrastive_loss(image, text, scale, weight).loss
+                            for image, text, scale, weight in zip(image_embeds.unbind(), text_embeds.unbind(),
+                                                                   output.logit_scale.unbind(), weights)])
 
 
 def _one_per_run(pairings: StorePairing | Sequence[StorePairing], recipes: Sequence[Recipe],
