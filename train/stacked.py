@@ -61,7 +61,7 @@ def stackable(recipe: Recipe) -> bool:
 
 
 def stack_key(recipe: Recipe) -> tuple:
-    """Recipes with equal keys (and the same stores) can train as one stack."""
+    """Recipes with equal keys (and the same image store) can train as one stack."""
     return tuple(getattr(recipe, name) for name in STACK_SETTINGS)
 
 
@@ -85,11 +85,11 @@ def train_stacked(
     count. `stack_mode` picks the exact form (each point bit for bit its solo run) or the fast
     one (within 1e-5; `StackMode`); a mode other than exact is recorded in each run's checkpoints,
     and resuming under another mode is refused (RunFolderError naming stack_mode). `on_epoch`
-    sees (run folder, metrics row) after each run's epoch. Raises StackError
-    when the recipes do not share the `STACK_SETTINGS`, use token inputs, or the pairings do not
-    share one image store. Like `train_adaptor` it holds every run folder's
-    lock while it trains, and a failed write (a full disk) raises WriteFailed saying that each run
-    keeps its checkpointed epochs and that --resume continues them.
+    sees (run folder, metrics row) after each run's epoch. Raises StackError when the recipes do
+    not share the `STACK_SETTINGS`, use token inputs, or the pairings do not share one image
+    store. Like `train_adaptor` it holds every run folder's lock while it trains, and a failed
+    write (a full disk) raises WriteFailed saying that each run keeps its checkpointed epochs and
+    that --resume continues them.
     """
     with contextlib.ExitStack() as locks:
         for run_dir in run_dirs:
