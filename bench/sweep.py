@@ -221,9 +221,15 @@ class DemoFigures:
 
 
 def demo_runs(settings: Settings, vision: str, text: str) -> list[SweepRun]:
-    """The first `settings.points` combinations of DEMO_GRID on the given backbones."""
-    grid = {**DEMO_GRID, **({"epochs": [settings.demo_epochs]} if settings.demo_epochs else {})}
-    runs = expand_grid(grid, RecipeName.DEMO, vision, text)
+    """The first `settings.points` combinations of DEMO_GRID on the given backbones.
+
+    `text` may name several text backbones, comma-separated: the grid then crosses them too (fastest-varying, so
+    the first points alternate them), and a stack holds Adaptors of several text encoders on one image store.
+    """
+    texts = text.split(",")
+    grid = {**DEMO_GRID, **({"epochs": [settings.demo_epochs]} if settings.demo_epochs else {}),
+            **({"text": texts} if len(texts) > 1 else {})}
+    runs = expand_grid(grid, RecipeName.DEMO, vision, None if len(texts) > 1 else text)
     if settings.points > len(runs):
         raise typer.BadParameter(f"the demo grid has {len(runs)} points", param_hint="--points")
     return runs[:settings.points]
@@ -518,7 +524,8 @@ def main(
                                       "demo-sized stores); needs --dataset, --vision and --text."),
     dataset: str = typer.Option("mimic-cxr", "--dataset", help="Dataset of --cache."),
     vision: str | None = typer.Option(None, "--vision", help="Image backbone of --cache."),
-    text: str | None = typer.Option(None, "--text", help="Text backbone of --cache."),
+    text: str | None = typer.Option(None, "--text", help="Text backbone of --cache; several, comma-separated, cross "
+                                    "the demo grid with them (stacks then span text encoders)."),
     points: int | None = typer.Option(None, "--points", min=1, help="Demo sweep points (default 16)."),
     groups: str | None = typer.Option(None, "--groups", help="Stacked group sizes to time, comma-separated "
                                       "(default 4,8,16)."),

@@ -43,10 +43,9 @@ class StackMode(str, Enum):
     """How a stack computes its points' steps.
 
     EXACT: each point's own AdamW, layer norms and loss, one GEMM per point: every point's weights
-    equal its solo run's bit for bit on the CPU. FAST: one AdamW step over the stacked parameters
-    (each point's learning rate, weight decay and step count as tensors), batched layer norms,
-    loss and gradient norms: fewer, larger operations, each point within 1e-5 of its solo run in
-    float32 (tested), not bit for bit.
+    equal its solo run's bit for bit on the CPU. FAST: fused AdamW steps over the stacked
+    parameters (`train.stacked_optimizer`), batched layer norms, loss and gradient norms: fewer,
+    larger operations, each point within 1e-5 of its solo run in float32 (tested), not bit for bit.
     """
 
     EXACT = "exact"

@@ -1,12 +1,14 @@
 """One AdamW step for every point of a stack (the fast form of `train.stacked`), its state kept in each point's AdamW.
 
-A stack's exact form steps each point's own `torch.optim.AdamW` over its slice: per point a few
-multi-tensor calls over ~20 small tensors. `StackedAdamW` runs the same update once over the
-stacked (G, ...) tensors, with each point's learning rate (its schedule's current value), weight
-decay and step count as (G,) tensors broadcast along the point axis. The arithmetic is AdamW's
-(decoupled weight decay, bias-corrected moments, as torch's multi-tensor AdamW computes it), but
-the per-point scalars are tensors rather than Python floats, so a point lands within float
-rounding of its own AdamW's step, not bit for bit.
+A stack's exact form steps each point's own `torch.optim.AdamW` (multi-tensor form, the solo
+run's) over its slice: per point about ten passes over its parameters, each allocating its
+temporaries. `StackedAdamW` runs torch's fused AdamW kernel instead, one pass per element and no
+temporaries: points that share learning rate (their schedule's current value), weight decay and
+step count, as every point of a study's stack of text encoders does, in one call over the whole
+stacked (G, ...) tensors; points that differ (a learning-rate sweep), one call each over their
+slices. The fused kernel computes AdamW's update (decoupled weight decay, bias-corrected moments)
+in another order than the multi-tensor form, so a point lands within float rounding of its solo
+run's step, not bit for bit.
 
 The moments live in (G, ...) tensors whose slices are the points' own optimiser state
 (`optimizer.state[parameter]["exp_avg"]` is a view of its slice, and `"step"` counts along), so
@@ -35,20 +37,14 @@ class _Entry:
     exp_avg_sq: Tensor
     point: int | None
 
-    def per_point(self, values: Tensor) -> Tensor:
-        """(G,) per-point values shaped to broadcast over this tensor."""
-        if self.point is not None:
-            return values[self.point]
-        return values.view(-1, *([1] * (self.parameter.dim() - 1)))
-
 
 class StackedAdamW:
-    """Steps every point's parameters as its `torch.optim.AdamW` would, in one multi-tensor update.
+    """Steps every point's parameters as its `torch.optim.AdamW` would, in fused calls over the stack.
 
     `optimizers[g]` is point g's AdamW over `stack.models[g]`'s parameters (one parameter group,
-    in the model's order); its learning rate is read from it at each step, so each point's
-    scheduler drives it as before. `steps[g]` is point g's step count (its parameters' "step"
-    states count along). Build a new one whenever the stack is rebuilt.
+    in the model's order); its learning rate and weight decay are read from it at each step, so
+    each point's scheduler drives it as before. `steps[g]` is point g's step count (its
+    parameters' "step" states count along). Build a new one whenever the stack is rebuilt.
     """
 
     def __init__(self, stack: StackedAdaptors, optimizers: Sequence[torch.optim.AdamW]) -> None:
@@ -61,10 +57,9 @@ class StackedAdamW:
         self.optimizers = list(optimizers)
         self._groups = [optimizer.param_groups[0] for optimizer in optimizers]
         parameters = [list(model.parameters()) for model in stack.models]
-        device = next(iter(stack.parameters.values())).device
-        self.steps = torch.tensor([_step_of(optimizer, point_parameters)
-                                   for optimizer, point_parameters in zip(optimizers, parameters)],
-                                  dtype=torch.float32, device=device)
+        self.device = next(iter(stack.parameters.values())).device
+        self.steps = [_step_of(optimizer, point_parameters)
+                      for optimizer, point_parameters in zip(optimizers, parameters)]
         self._entries: list[_Entry] = []
         moments: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}
         for index, name in enumerate(stack.names):
@@ -83,38 +78,55 @@ class StackedAdamW:
         for point, (optimizer, point_parameters) in enumerate(zip(optimizers, parameters)):
             for index, parameter in enumerate(point_parameters):
                 exp_avg, exp_avg_sq = moments[index, point]
-                counter = self.steps[point].clone()
+                counter = torch.tensor(self.steps[point], dtype=torch.float32, device=self.device)
                 optimizer.state[parameter] = {"step": counter, "exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
                 self._counters.append(counter)
 
     @torch.no_grad()
     def step(self) -> None:
-        """One AdamW step of every point, at its optimiser's current learning rate and weight decay."""
+        """One AdamW step of every point, at its optimiser's current learning rate and weight decay.
+
+        Points that share learning rate, weight decay and step count (every point of a study's stack
+        of text encoders) step in one fused AdamW call over the stacked tensors; points that differ
+        (a learning-rate sweep) in one call each, over their slices.
+        """
         beta1, beta2 = self.betas
-        device = self.steps.device
-        lrs = torch.tensor([group["lr"] for group in self._groups], dtype=torch.float64)
-        decays = torch.tensor([group["weight_decay"] for group in self._groups], dtype=torch.float64)
-        self.steps.add_(1)
+        self.steps = [step + 1 for step in self.steps]
         torch._foreach_add_(self._counters, 1.0)
-        steps = self.steps.to(torch.float64).cpu()
-        keep = (1 - lrs * decays).to(device, torch.float32)
-        step_sizes = (-lrs / (1 - beta1 ** steps)).to(device, torch.float32)
-        corrections = (1 - beta2 ** steps).sqrt().to(device, torch.float32)
-        entries = self._entries
-        parameters = [entry.parameter for entry in entries]
-        exp_avgs = [entry.exp_avg for entry in entries]
-        exp_avg_sqs = [entry.exp_avg_sq for entry in entries]
-        gradients = [entry.parameter.grad for entry in entries]
-        torch._foreach_mul_(parameters, [entry.per_point(keep) for entry in entries])
-        torch._foreach_lerp_(exp_avgs, gradients, 1 - beta1)
-        torch._foreach_mul_(exp_avg_sqs, beta2)
-        torch._foreach_addcmul_(exp_avg_sqs, gradients, gradients, 1 - beta2)
-        denominators = torch._foreach_sqrt(exp_avg_sqs)
-        torch._foreach_div_(denominators, [entry.per_point(corrections) for entry in entries])
-        torch._foreach_add_(denominators, self.eps)
-        updates = torch._foreach_div(exp_avgs, denominators)
-        torch._foreach_mul_(updates, [entry.per_point(step_sizes) for entry in entries])
-        torch._foreach_add_(parameters, updates)
+        points_of: dict[tuple[float, float, float], list[int]] = {}
+        for point, (group, step) in enumerate(zip(self._groups, self.steps)):
+            points_of.setdefault((group["lr"], group["weight_decay"], step), []).append(point)
+        for (lr, weight_decay, step), points in points_of.items():
+            parameters, exp_avgs, exp_avg_sqs = self._tensors(points)
+            count = torch.tensor(step, dtype=torch.float32, device=self.device)
+            torch._fused_adamw_(parameters, [parameter.grad for parameter in parameters], exp_avgs, exp_avg_sqs, [],
+                                [count] * len(parameters), amsgrad=False, lr=lr, beta1=beta1, beta2=beta2,
+                                weight_decay=weight_decay, eps=self.eps, maximize=False)
+
+    def _tensors(self, points: Sequence[int]) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        """The parameters and moments of `points`: whole stacked tensors when they are every point, else slices."""
+        every = len(points) == len(self.steps)
+        parameters, exp_avgs, exp_avg_sqs = [], [], []
+        for entry in self._entries:
+            if entry.point is not None:
+                chosen = [(entry.parameter, entry.exp_avg, entry.exp_avg_sq)] if entry.point in points else []
+            elif every:
+                chosen = [(entry.parameter, entry.exp_avg, entry.exp_avg_sq)]
+            else:
+                chosen = [(_slice(entry.parameter, point), entry.exp_avg[point], entry.exp_avg_sq[point])
+                          for point in points]
+            for parameter, exp_avg, exp_avg_sq in chosen:
+                parameters.append(parameter)
+                exp_avgs.append(exp_avg)
+                exp_avg_sqs.append(exp_avg_sq)
+        return parameters, exp_avgs, exp_avg_sqs
+
+
+def _slice(stacked: Tensor, point: int) -> Tensor:
+    """Point `point`'s slice of a stacked parameter, its gradient the same slice of the stack's gradient."""
+    part = stacked.detach()[point]
+    part.grad = stacked.grad[point]
+    return part
 
 
 def _settings(optimizer: torch.optim.AdamW) -> tuple[tuple[float, float], float]:

@@ -14,9 +14,10 @@ TEXT_DIMS = (20, 12, 20)
 """The second point reads a narrower text store: its text projection stays its own tensor."""
 
 
-def models_and_optimizers() -> tuple[list[Adaptor], list[torch.optim.AdamW]]:
+def models_and_optimizers(settings_of_points: list[dict] = SETTINGS
+                          ) -> tuple[list[Adaptor], list[torch.optim.AdamW]]:
     models, optimizers = [], []
-    for seed, (settings, text_dim) in enumerate(zip(SETTINGS, TEXT_DIMS)):
+    for seed, (settings, text_dim) in enumerate(zip(settings_of_points, TEXT_DIMS)):
         torch.manual_seed(seed)
         model = Adaptor(dataclasses.replace(BASE, text_dim=text_dim))
         models.append(model)
@@ -31,9 +32,11 @@ def gradients(step: int) -> list[dict[str, torch.Tensor]]:
             for model in models]
 
 
-def test_steps_move_every_point_as_its_own_adamw_and_its_state_is_that_adamws() -> None:
-    solo_models, solo_optimizers = models_and_optimizers()
-    models, optimizers = models_and_optimizers()
+@pytest.mark.parametrize("settings_of_points", [SETTINGS, [SETTINGS[0]] * 3], ids=["own settings", "shared settings"])
+def test_steps_move_every_point_as_its_own_adamw_and_its_state_is_that_adamws(settings_of_points: list[dict]) -> None:
+    """Points of their own settings step one call each, over their slices; points of shared ones in one call."""
+    solo_models, solo_optimizers = models_and_optimizers(settings_of_points)
+    models, optimizers = models_and_optimizers(settings_of_points)
     for step in range(2):  # the stacked optimiser takes over from each AdamW's second step (a resumed state)
         for model, optimizer, grads in zip(solo_models + models, solo_optimizers + optimizers, gradients(step) * 2):
             for name, parameter in model.named_parameters():
