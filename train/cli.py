@@ -117,8 +117,9 @@ def sweep(
                                         f"{CUDA_STACK_SIZE} on CUDA, 1 on the CPU (no faster there)."),
     stack_mode: StackMode = typer.Option(StackMode.EXACT, "--stack-mode", help="How a stack computes its points: "
                                          "exact (each point's own AdamW, norms and loss: its weights bit for bit "
-                                         "its solo run's on the CPU) or fast (one AdamW step and batched norms and "
-                                         "loss over the stack: within 1e-5 of the solo run). Recorded; a resume "
+                                         "its solo run's on the CPU) or fast (fused AdamW steps and batched norms and "
+                                         "loss over the stack: faster, near the solo run but not equal to it, "
+                                         "drifting as epochs go on). Recorded; a resume "
                                          "under the other mode is refused."),
     checkpoint_seconds: float = CHECKPOINT_SECONDS_OPTION,
     device: str = DEVICE_OPTION,

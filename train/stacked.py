@@ -83,7 +83,7 @@ def train_stacked(
     pairings hold different numbers of training pairs (a text store without some studies' texts)
     take different numbers of steps per epoch, so they train as consecutive stacks, one per
     count. `stack_mode` picks the exact form (each point bit for bit its solo run) or the fast
-    one (within 1e-5; `StackMode`); a mode other than exact is recorded in each run's checkpoints,
+    one (near it, not equal; `StackMode`); a mode other than exact is recorded in each run's checkpoints,
     and resuming under another mode is refused (RunFolderError naming stack_mode). `on_epoch`
     sees (run folder, metrics row) after each run's epoch. Raises StackError when the recipes do
     not share the `STACK_SETTINGS`, use token inputs, or the pairings do not share one image

@@ -45,7 +45,9 @@ class StackMode(str, Enum):
     EXACT: each point's own AdamW, layer norms and loss, one GEMM per point: every point's weights
     equal its solo run's bit for bit on the CPU. FAST: fused AdamW steps over the stacked
     parameters (`train.stacked_optimizer`), batched layer norms, loss and gradient norms: fewer,
-    larger operations, each point within 1e-5 of its solo run in float32 (tested), not bit for bit.
+    larger operations, each point near its solo run but not bit for bit, drifting further as it
+    trains (AdamW scales rounding differences in small gradients up to update size): within 1e-5
+    over the tests' short toy runs, 4e-5 after one epoch of the demo, 0.04 after 40 (BENCHMARKS.md).
     """
 
     EXACT = "exact"
