@@ -307,8 +307,9 @@ class ScaleFigures:
     load_seconds: float
     end_of_epoch: Timings
     """Validation and checkpoints (the last one, and the best one when the epoch improves) of one run."""
-    operations_per_step: tuple[float, float, float]
-    """Dispatched tensor operations per step: one run's, the stacked group's, the fast stacked group's."""
+    operations_per_step: tuple[float, float, float, float]
+    """Dispatched tensor operations per step: one run's, the stacked group's, the fast stacked group's, and the fast
+    group's when its points share learning rate and weight decay (a study's stack of text encoders)."""
 
     @property
     def steps_per_epoch(self) -> int:
@@ -338,7 +339,9 @@ class ScaleFigures:
             f"   tensor operations dispatched per step (a foreach op once; on CUDA about one kernel each): one run "
             f"{self.operations_per_step[0]:.0f}, stacked group {self.operations_per_step[1]:.0f} = "
             f"{self.operations_per_step[1] / self.points:.0f} per point, fast form {self.operations_per_step[2]:.0f} "
-            f"= {self.operations_per_step[2] / self.points:.0f} per point",
+            f"= {self.operations_per_step[2] / self.points:.0f} per point (with one learning rate for all points, "
+            f"as a study's stack has: {self.operations_per_step[3]:.0f} = "
+            f"{self.operations_per_step[3] / self.points:.0f} per point)",
             f"   extrapolated epoch of {self.steps_per_epoch} steps per point, from opening the stores: one run "
             f"{self.epoch_seconds(False) / 60:.1f} min, stacked {self.epoch_seconds(True) / 60:.1f} min",
             Ratio(f"one run / stacked, time per point for one epoch (MIMIC-sized, groups of {self.points}, "
@@ -380,6 +383,10 @@ def measure_scale(settings: Settings, folder: Path, deadline: Deadline) -> Scale
     fast = StackedRuns(pairing, recipes, [folder / f"fast-{point}" for point in range(len(recipes))],
                        settings.device.value, stack_mode=StackMode.FAST)
     fast.finish_done()
+    shared = StackedRuns(pairing, [recipes[0].with_overrides({"seed": point}) for point in range(len(recipes))],
+                         [folder / f"shared-{point}" for point in range(len(recipes))], settings.device.value,
+                         stack_mode=StackMode.FAST)
+    shared.finish_done()
     epochs = itertools.count(1)
 
     def solo_steps() -> float:
@@ -395,11 +402,11 @@ def measure_scale(settings: Settings, folder: Path, deadline: Deadline) -> Scale
     def end_of_epoch() -> float:
         return synchronised(device, lambda: solo.end_epoch(solo.progress.epoch + 1, 0.0, time.perf_counter()))
 
-    solo_steps(), stacked_steps(), fast_steps()
+    solo_steps(), stacked_steps(), fast_steps(), shared.train_steps()
     timings = deadline.rounds({"one run": solo_steps, "stacked": stacked_steps, "fast": fast_steps,
                                "end of epoch": end_of_epoch}, settings.rounds)
     operations = tuple(dispatched_operations(steps) / settings.steps for steps in (solo_steps, stacked_steps,
-                                                                                   fast_steps))
+                                                                                   fast_steps, shared.train_steps))
     return ScaleFigures(settings.scale_images, settings.scale_dim, n_train, subset.with_overrides({"data_pct": 100.0}),
                         settings.scale_points, settings.steps, timings["one run"], timings["stacked"], timings["fast"],
                         load_seconds, timings["end of epoch"], operations)
