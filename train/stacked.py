@@ -5,8 +5,9 @@ may differ in text store, learning rate, weight decay, warm-up, epochs, patience
 gradient clip, loss weight, dropout or seed) train as one `StackedAdaptors`: the image store is
 loaded once (each text store once), each point reads its own pairs (an image joins its study's
 text in the point's text store), every step computes all points' forward and backward passes as
-grouped matrix products,
-and each point then clips its own gradients and steps its own AdamW and schedule. Each point is a
+grouped matrix products, and each point then clips its own gradients and steps its own AdamW and
+schedule (the exact form; the fast one, `StackMode.FAST`, batches the norms, loss, clipping and
+AdamW over the stack, and its points only come near their solo runs). Each point is a
 `TrainingRun` (`train.loop`): its own run folder, metrics, early stopping (a point that stops
 leaves the group while the others go on), checkpoints and resume, exactly as `train_adaptor`
 trains it alone. A point's batches are its own seed's (`PairedData.with_recipe`), its dropout
