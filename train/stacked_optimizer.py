@@ -97,36 +97,27 @@ class StackedAdamW:
         for point, (group, step) in enumerate(zip(self._groups, self.steps)):
             points_of.setdefault((group["lr"], group["weight_decay"], step), []).append(point)
         for (lr, weight_decay, step), points in points_of.items():
-            parameters, exp_avgs, exp_avg_sqs = self._tensors(points)
+            parameters, gradients, exp_avgs, exp_avg_sqs = self._tensors(points)
             count = torch.tensor(step, dtype=torch.float32, device=self.device)
-            torch._fused_adamw_(parameters, [parameter.grad for parameter in parameters], exp_avgs, exp_avg_sqs, [],
-                                [count] * len(parameters), amsgrad=False, lr=lr, beta1=beta1, beta2=beta2,
-                                weight_decay=weight_decay, eps=self.eps, maximize=False)
+            torch._fused_adamw_(parameters, gradients, exp_avgs, exp_avg_sqs, [], [count] * len(parameters),
+                                amsgrad=False, lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay,
+                                eps=self.eps, maximize=False)
 
-    def _tensors(self, points: Sequence[int]) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
-        """The parameters and moments of `points`: whole stacked tensors when they are every point, else slices."""
+    def _tensors(self, points: Sequence[int]) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
+        """The parameters, gradients and moments of `points`: whole stacked tensors when they are every point,
+        else their slices."""
         every = len(points) == len(self.steps)
-        parameters, exp_avgs, exp_avg_sqs = [], [], []
+        chosen: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
         for entry in self._entries:
+            whole = (entry.parameter.detach(), entry.parameter.grad, entry.exp_avg, entry.exp_avg_sq)
             if entry.point is not None:
-                chosen = [(entry.parameter, entry.exp_avg, entry.exp_avg_sq)] if entry.point in points else []
+                chosen += [whole] if entry.point in points else []
             elif every:
-                chosen = [(entry.parameter, entry.exp_avg, entry.exp_avg_sq)]
+                chosen.append(whole)
             else:
-                chosen = [(_slice(entry.parameter, point), entry.exp_avg[point], entry.exp_avg_sq[point])
-                          for point in points]
-            for parameter, exp_avg, exp_avg_sq in chosen:
-                parameters.append(parameter)
-                exp_avgs.append(exp_avg)
-                exp_avg_sqs.append(exp_avg_sq)
-        return parameters, exp_avgs, exp_avg_sqs
-
-
-def _slice(stacked: Tensor, point: int) -> Tensor:
-    """Point `point`'s slice of a stacked parameter, its gradient the same slice of the stack's gradient."""
-    part = stacked.detach()[point]
-    part.grad = stacked.grad[point]
-    return part
+                chosen += [tuple(tensor[point] for tensor in whole) for point in points]
+        parameters, gradients, exp_avgs, exp_avg_sqs = (list(tensors) for tensors in zip(*chosen))
+        return parameters, gradients, exp_avgs, exp_avg_sqs
 
 
 def _settings(optimizer: torch.optim.AdamW) -> tuple[tuple[float, float], float]:
