@@ -11,6 +11,9 @@ Four kinds of step, each a small picklable value, so a step can run in this proc
   of `adaptor extract images --backbone a,b,c`): each image is decoded once for all their backbones.
 - `TrainStep`: train one Adaptor (`train.sweep.train_sweep_run`, the code of `adaptor train run`
   and `sweep`, resuming an interrupted run); done when the run folder's completion marker exists.
+  Train steps on one image store with the same recipe train as one stack (`train_in_one_stack`,
+  the code of `adaptor train sweep`'s stacked groups), whatever their text stores; each keeps its
+  own run folder, resume and log entry.
 - `HeadStep`: fit one head or decoder for a task, backbone pair (or raw-backbone baseline), data
   fraction and seed (`evaluate.commands`, the code of `adaptor evaluate classify|segment`); done
   when the results folder holds a result file for it, made with the pair's current Adaptor.
@@ -47,7 +50,8 @@ from adaptor_vlp.study.spec import DatasetSpec, Metric, TaskKind, TaskSpec
 from adaptor_vlp.train.checkpoint import CheckpointError, CheckpointKind, checkpoint_paths, read_record
 from adaptor_vlp.train.loop import TrainResult, read_completed
 from adaptor_vlp.train.recipe import Selection
-from adaptor_vlp.train.sweep import SweepOutcome, SweepRun, rank_outcomes, train_sweep_run
+from adaptor_vlp.train.stacked import stack_key, stackable
+from adaptor_vlp.train.sweep import SweepOutcome, SweepRun, rank_outcomes, train_sweep_group, train_sweep_run
 
 
 class StepKind(str, Enum):
@@ -297,8 +301,30 @@ class TrainStep(Step):
         return StepState(Status.PENDING, f"trains into {self.run_dir}")
 
     def execute(self, scheduler: str) -> str:
-        result = train_sweep_run(self.run, self.cache, self.dataset, self.runs_dir, self.device)
+        return self.account(train_sweep_run(self.run, self.cache, self.dataset, self.runs_dir, self.device))
+
+    def stack_settings(self) -> tuple | None:
+        """What this step must share with other train steps to train in one stack with them; None: it trains alone.
+
+        The cache, dataset, runs folder, device, image backbone and the recipe's stacked settings
+        (`train.stacked.stack_key`); the text backbones may differ. Token-input runs train alone.
+        """
+        if not stackable(self.run.recipe):
+            return None
+        return self.cache, self.dataset, self.runs_dir, self.device, self.run.vision, stack_key(self.run.recipe)
+
+    def account(self, result: TrainResult) -> str:
+        """The step's one-line account of its training run."""
         return f"{_best_epoch(result)}, {result.wall_seconds:.1f} s training -> {self.run_dir}"
+
+
+def train_in_one_stack(steps: Sequence[TrainStep]) -> list[TrainResult]:
+    """Trains train steps of equal `stack_settings` as one stack (one step: a plain run); a result per step.
+
+    Each run resumes from its own last checkpoint; a failure raises (each run keeps its checkpointed epochs).
+    """
+    first = steps[0]
+    return train_sweep_group([step.run for step in steps], first.cache, first.dataset, first.runs_dir, first.device)
 
 
 @dataclass(frozen=True)
