@@ -1,12 +1,16 @@
 """Segmentation from cached patch tokens at 1, 10 and 100% of the training split, Dice and IoU with intervals.
 
-A light decoder (`fit_segmentation_head`) learns masks from patch tokens of an image store
+A decoder (`fit_segmentation_head`, built and trained as the `SegmentationProtocol` says: by default
+the published decoder, loss and schedule) learns masks from patch tokens of an image store
 extracted with `--tokens`: the frozen backbone's own tokens (the baseline), or, as the paper
 segments, those tokens after the trained Adaptor's image path (projection, then the blocks over
 each image's own tokens; `Adaptor.encode_image_tokens`). Masks come from the manifest's target
 strings, so no image is read. A mask is brought into the token grid's frame the way the extract
 stage brought the image into the backbone's: the same centre crop to a square (or none, for
-squashed inputs), then a nearest-neighbour resize to the decoder's output size.
+squashed inputs), then a nearest-neighbour resize to the scored size: by default the store's input
+image size, where the published code scored its masks (the decoder's logits are resized to it
+when its own output differs). A store extracted with `--views K` holds K augmented views of each
+image with their warped masks; training cycles through them, one view per epoch.
 
 Dice and IoU are reported over all scorable images and over positive images only (see
 `evaluate.metrics.segmentation_report`), each with a 95% bootstrap interval over patients; the
@@ -33,6 +37,7 @@ from adaptor_vlp.evaluate.features import AdaptorRun, DatasetRows, adaptor_token
 from adaptor_vlp.evaluate.metrics import segmentation_report
 from adaptor_vlp.evaluate.results import EvaluatedRun, EvaluationTask, FeatureSpace, ResultRecord, RunContext
 from adaptor_vlp.evaluate.segmentation_head import fit_segmentation_head
+from adaptor_vlp.evaluate.segmentation_protocol import SegmentationProtocol
 from adaptor_vlp.cache_schema.geometry import mask_through_geometry
 from adaptor_vlp.cache_schema.targets import decode_mask
 
@@ -45,15 +50,16 @@ class SegmentationError(ValueError):
 
 @dataclass(frozen=True)
 class SegmentSettings:
-    """Training fractions (percent), the seed, bootstrap resamples, decoder epochs, mask size, overlays kept.
+    """Training fractions (percent), the seed, bootstrap resamples, the decoder's protocol, mask size, overlays kept.
 
-    `mask_size` None is four times the token grid, the decoder's native output resolution.
+    `mask_size` None is the store's input image size (`preprocessing.image_size`), where the published
+    code scored masks.
     """
 
     fractions: tuple[float, ...] = (1.0, 10.0, 100.0)
     seed: int = 0
     n_resamples: int = 1000
-    epochs: int = 50
+    protocol: SegmentationProtocol = SegmentationProtocol()
     mask_size: int | None = None
     n_overlays: int = 4
 
@@ -99,7 +105,7 @@ def run_segmentation(rows: DatasetRows, context: RunContext, settings: SegmentSe
     def inputs(positions: np.ndarray) -> np.ndarray:
         return _decoder_inputs(rows, positions, adaptor, device)
 
-    size = settings.mask_size or 4 * grid
+    size = settings.mask_size or _image_size(rows)
     has_mask = rows.mask_targets != ""
     if not has_mask.any():
         raise SegmentationError(f"the {rows.manifest.dataset} manifest has no mask targets; segmentation needs "
@@ -118,7 +124,7 @@ def run_segmentation(rows: DatasetRows, context: RunContext, settings: SegmentSe
         record_fields = dict(task=EvaluationTask.SEGMENT, context=context, feature_space=space,
                              method=METHOD, split=TEST_SPLIT, data_pct=pct, subset=subset.to_json(),
                              seed=settings.seed, headline="dice_positive")
-        details = {"grid": grid, "mask_size": size, "n_train": len(chosen), "n_validate": len(val),
+        details = {"grid": grid, "mask_size": size, "protocol": settings.protocol.to_json(), "n_train": len(chosen), "n_validate": len(val),
                    "n_test": len(test), "n_test_positive": int(test_masks.any(axis=(1, 2)).sum()),
                    "dice_published_predicting_nothing": float((~test_masks.any(axis=(1, 2))).mean()),
                    "rows_dropped": dropped}
@@ -130,12 +136,13 @@ def run_segmentation(rows: DatasetRows, context: RunContext, settings: SegmentSe
             continue
         segmenter = fit_segmentation_head(inputs(chosen), aligned_masks(rows, chosen, size), val_tokens,
                                           val_masks, grid=grid, out_size=size, seed=settings.seed,
-                                          epochs=settings.epochs)
+                                          protocol=settings.protocol)
         predicted = segmenter.predict_masks(test_tokens)
         metrics = _metrics(predicted, test_masks, rows.subjects[test], settings)
         details["training"] = {"best_epoch": segmenter.training.best_epoch,
                                "epochs_run": segmenter.training.epochs_run,
-                               "val_loss": segmenter.training.best_val_loss}
+                               "validated_epochs": list(segmenter.training.validated_epochs),
+                               "best_validation_score": segmenter.training.best_score}
         shown = _overlay_positions(test_masks, settings.n_overlays)
         arrays.update({"overlay_ids": rows.ids[test][shown], "overlay_truth": test_masks[shown],
                        "overlay_predicted": predicted[shown]})
@@ -165,6 +172,15 @@ def _metrics(predicted: np.ndarray, truth: np.ndarray, groups: np.ndarray,
         "empty_gt_false_positive_rate": interval(_mean_where, predicted_any.astype(float), ~positive),
         "dice_published": interval(_mean_defined, dice_published),
     }
+
+
+def _image_size(rows: DatasetRows) -> int:
+    """The side of the square image the store's backbone read (`preprocessing.image_size`)."""
+    size = rows.store.provenance.to_json()["preprocessing"].get("image_size")
+    if not isinstance(size, int) or size < 1:
+        raise SegmentationError(f"{rows.store.path} records no input image size (preprocessing.image_size); "
+                                "pass --mask-size or re-extract it")
+    return size
 
 
 def _mean_defined(values: np.ndarray) -> float:

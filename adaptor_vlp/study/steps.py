@@ -35,6 +35,7 @@ from adaptor_vlp.evaluate.report import format_interval
 from adaptor_vlp.evaluate.results import EvaluationTask, FeatureSpace, ResultError, StoredResult, read_results, write_result
 from adaptor_vlp.evaluate.segment import METHOD as DECODER_METHOD
 from adaptor_vlp.evaluate.segment import SegmentSettings
+from adaptor_vlp.evaluate.segmentation_protocol import SegmentationProtocol
 from adaptor_vlp.extract.backbones import BackboneSpec, UnknownBackbone, get_spec
 from adaptor_vlp.extract.cli import ManifestDataset
 from adaptor_vlp.extract.downstream import read_chexpert, read_covidx, read_rsna, read_siim
@@ -389,8 +390,9 @@ class HeadStep(Step):
             task = HeadTask.MULTICLASS if self.task.metric is Metric.ACCURACY else None
             return classify_dataset(self.cache, self.task.dataset, self.vision, run, spaces, settings, task,
                                     self.task.labels, device=self.device)
+        protocol = dataclasses.replace(SegmentationProtocol(), max_epochs=self.task.epochs)
         settings = SegmentSettings(fractions=(self.fraction,), seed=self.seed, n_resamples=self.task.resamples,
-                                   epochs=self.task.epochs)
+                                   protocol=protocol)
         return segment_dataset(self.cache, self.task.dataset, self.vision, run, spaces, settings, self.device)
 
 
