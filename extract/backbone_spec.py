@@ -46,6 +46,18 @@ class Interpolation(str, Enum):
     """Each output pixel is the area-weighted mean of the input pixels it covers (OpenCV's INTER_AREA)."""
 
 
+class PositionEmbedding(str, Enum):
+    """How a ViT's learnt position table meets an input of another size than it was trained at."""
+
+    CHECKPOINT = "checkpoint"
+    """The library's own way: timm resamples the checkpoint's table once, when it loads, to the input's grid
+    (bicubic, antialiased, sizes without offset)."""
+    HUB_INTERPOLATED = "hub-interpolated"
+    """The table stays at the checkpoint's grid and is interpolated at every forward pass as torch.hub's
+    facebookresearch/dinov2 models do (vision_transformer.py interpolate_pos_encoding): bicubic, no
+    antialias, scale factors (g + 0.1) / M for a g x g input grid and an M x M table."""
+
+
 class StepOp(str, Enum):
     """One geometric step from a decoded radiograph towards the square model input."""
 
@@ -218,6 +230,7 @@ class BackboneSpec:
     tokenizer_backbone: str | None = None
     random_text_config: RandomTextConfig | None = None
     architecture: str | None = None
+    position_embedding: PositionEmbedding = PositionEmbedding.CHECKPOINT
     notes: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -237,6 +250,8 @@ class BackboneSpec:
             refuse("random_text_config goes with, and only with, a randomly initialised transformers backbone")
         if self.dim < 1 or self.max_length < 1:
             refuse("dim and max_length must be positive")
+        if self.position_embedding is PositionEmbedding.HUB_INTERPOLATED and self.source is not Source.TIMM:
+            refuse("position_embedding = 'hub-interpolated' is implemented for timm ViTs only")
 
     @property
     def weights_id(self) -> str:

@@ -38,7 +38,7 @@ from adaptor_vlp.cache_schema import Modality
 from adaptor_vlp.extract.adhoc import ADHOC_SCHEMES, adhoc_spec
 from adaptor_vlp.extract.backbone_spec import (
     DEFAULT_MAX_LENGTH, RANDOM_INIT_PREFIX, BackboneSpec, ImagePreprocessing, ImageStep, Interpolation, Pooling,
-    RandomTextConfig, Source, SpecError, StepOp,
+    PositionEmbedding, RandomTextConfig, Source, SpecError, StepOp,
 )
 
 __all__ = [
@@ -216,6 +216,9 @@ def _specs_from_table(path: Path, name: str, table: Any) -> list[BackboneSpec]:
     try:
         values["source"] = _choice(where, "source", Source, values["source"])
         values["pooling"] = _choice(where, "pooling", Pooling, values["pooling"])
+        if "position_embedding" in values:
+            values["position_embedding"] = _choice(where, "position_embedding", PositionEmbedding,
+                                                   values["position_embedding"])
         if "image" in values:
             values["image"] = _image_from_table(f"{where}, [image]", values["image"])
         if "random_text_config" in values:
