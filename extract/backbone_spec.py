@@ -44,6 +44,9 @@ class Interpolation(str, Enum):
     """Antialiased bilinear, as Pillow and torchvision resize."""
     AREA = "area"
     """Each output pixel is the area-weighted mean of the input pixels it covers (OpenCV's INTER_AREA)."""
+    OPENCV_LINEAR = "opencv-linear"
+    """Bilinear from the two nearest pixels per axis, without antialiasing (OpenCV's INTER_LINEAR, the default of
+    the cv2.resize that MGCA's segmentation datasets apply to whole radiographs)."""
 
 
 class PositionEmbedding(str, Enum):

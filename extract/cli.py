@@ -59,6 +59,10 @@ def images(
     weights: Path = WEIGHTS_OPTION,
     tokens: bool = TOKENS_OPTION,
     views: int = typer.Option(0, "--views", min=0, help="Also store K seeded augmented views of every image."),
+    segmentation_size: int = typer.Option(None, "--segmentation-size", min=14, help="For a segmentation "
+                                                    "task: read the whole image resized to this square, as the "
+                                                    "published runs did (SIIM 896, RSNA 224), instead of the "
+                                                    "backbone's own steps; recorded in the store."),
     batch_size: int = BATCH_OPTION,
     workers: int = typer.Option(2, "--workers", min=0, help="Decoders reading images ahead of the forward pass: "
                                 "worker processes, or threads in each Dask shard task."),
@@ -83,7 +87,7 @@ def images(
     job = ExtractionJob(cache, dataset, Modality.IMAGE, names[0], weights=weights, tokens=tokens, views=views,
                         batch_size=batch_size, num_workers=workers, device=_device(device), precision=precision,
                         shard_rows=shard_rows, image_root=image_root, registry=tuple(registry), verbose=verbose,
-                        decode_size=decode)
+                        decode_size=decode, segmentation_size=segmentation_size)
     _extract([dataclasses.replace(job, backbone=name) for name in names], overwrite, scheduler)
 
 

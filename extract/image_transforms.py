@@ -37,7 +37,10 @@ MAX_GREY = 255.0
 VIEW_INTERPOLATION = InterpolationMode.BICUBIC
 ROTATION_INTERPOLATION = InterpolationMode.BILINEAR
 TORCHVISION_INTERPOLATION = {Interpolation.BICUBIC: InterpolationMode.BICUBIC,
-                             Interpolation.BILINEAR: InterpolationMode.BILINEAR}
+                             Interpolation.BILINEAR: InterpolationMode.BILINEAR,
+                             Interpolation.OPENCV_LINEAR: InterpolationMode.BILINEAR}
+ORIGINAL_PIXEL_INTERPOLATIONS = (Interpolation.AREA, Interpolation.OPENCV_LINEAR)
+"""First resizes that must read the decoded pixels themselves: a reduced decode would average them first."""
 
 
 @dataclass(frozen=True)
@@ -168,7 +171,7 @@ def decode_size(spec: BackboneSpec) -> int | None:
     first resize step's size, which it then reaches from at least that size.
     """
     first_resize = next((step for step in spec.image.steps if step.interpolation is not None), None)
-    if first_resize is not None and first_resize.interpolation is Interpolation.AREA:
+    if first_resize is not None and first_resize.interpolation in ORIGINAL_PIXEL_INTERPOLATIONS:
         return None
     return least_decode_size(spec)
 
@@ -267,7 +270,7 @@ def _resize(image: torch.Tensor, step: ImageStep, height: int, width: int, whole
         resized = area_resize(image, height, width, whole_levels)
     else:
         resized = F.resize(image, [height, width], interpolation=TORCHVISION_INTERPOLATION[step.interpolation],
-                           antialias=True).clamp_(0.0, MAX_GREY)
+                           antialias=step.interpolation is not Interpolation.OPENCV_LINEAR).clamp_(0.0, MAX_GREY)
     return resized.round_() if step.rounded else resized
 
 

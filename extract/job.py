@@ -15,6 +15,7 @@ from adaptor_vlp.cache_schema import Modality, store_path
 from adaptor_vlp.extract.backbones import BackboneSpec, get_spec
 from adaptor_vlp.extract.image_transforms import DecodeSize, check_decode_size, decode_size, pass_decode_size
 from adaptor_vlp.extract.precision import Precision
+from adaptor_vlp.extract.segmentation_input import segmentation_input
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class ExtractionJob:
     backbone's tokens (`--max-length`), `verbose` lets the backbone libraries print their load
     reports and progress bars. `decode_size` is how large images are decoded before the
     backbone's steps (recorded in the store); None: the backbone's own default (`decode`).
+    `segmentation_size` replaces the backbone's steps by the published segmentation input: the whole
+    image resized to that square (SIIM 896, RSNA 224 in the published runs).
     """
 
     cache_dir: Path
@@ -44,11 +47,14 @@ class ExtractionJob:
     max_length: int | None = None
     verbose: bool = False
     decode_size: DecodeSize | None = None
+    segmentation_size: int | None = None
 
     @property
     def spec(self) -> BackboneSpec:
-        """The backbone to run, resolved from the registries (or an ad-hoc name) for this job's modality."""
-        return get_spec(self.backbone, self.registry, self.modality, self.max_length)
+        """The backbone to run, resolved from the registries (or an ad-hoc name) for this job's modality; with
+        `segmentation_size`, reading the whole image resized to that square (`extract.segmentation_input`)."""
+        spec = get_spec(self.backbone, self.registry, self.modality, self.max_length)
+        return spec if self.segmentation_size is None else segmentation_input(spec, self.segmentation_size)
 
     @property
     def store(self) -> Path:

@@ -22,7 +22,9 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from adaptor_vlp.cache_schema import ArrayName, CacheStore, FeatureShape, Modality, Provenance, ShardSpan, dataset_dir
+from adaptor_vlp.cache_schema import (
+    ArrayName, CacheStore, FeatureShape, Modality, Provenance, ProvenanceMismatch, ShardSpan, dataset_dir,
+)
 from adaptor_vlp.extract.encoders import EncoderOutput, ImageEncoder, TextEncoder, load_image_encoder, load_text_encoder
 from adaptor_vlp.extract.job import ExtractionJob, ExtractionPass
 from adaptor_vlp.cache_schema.manifest import Manifest, ManifestRow, manifest_sha256, read_manifest
@@ -90,6 +92,8 @@ def open_store(job: ExtractionJob, encoder: Encoder, manifest_folder: Path, rows
     """
     if overwrite and job.store.exists():
         shutil.rmtree(job.store)
+    if job.modality is Modality.IMAGE and job.store.exists():
+        _check_input_size(job.store, encoder.spec.image_size)
     decoding = {"decode_size": job.decode.record()} if job.modality is Modality.IMAGE else {}
     preprocessing = {**encoder.preprocessing, **decoding, "tokens": job.tokens, "views": job.views,
                      "forward_precision": encoder.precision.value}
@@ -105,6 +109,14 @@ def open_store(job: ExtractionJob, encoder: Encoder, manifest_folder: Path, rows
     )
     return CacheStore.create_or_resume(job.store, provenance, rows.ids, rows.group_ids, rows.splits,
                                        store_features(job, encoder), job.shard_rows)
+
+
+def _check_input_size(path: Path, size: int) -> None:
+    """Refuses to resume an image store made at another input size, naming that field first: the weights'
+    fingerprint would differ too for models whose position table is sized to the input, and hide the cause."""
+    found = CacheStore.open(path).provenance.preprocessing.get("image_size")
+    if found is not None and found != size:
+        raise ProvenanceMismatch(str(path), "preprocessing.image_size", size, found)
 
 
 def store_features(job: ExtractionJob, encoder: Encoder) -> FeatureShape:

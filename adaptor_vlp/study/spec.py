@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
 from adaptor_vlp.evaluate.heads import HeadKind
+from adaptor_vlp.evaluate.segmentation_protocol import DecoderName
 from adaptor_vlp.extract.cli import ManifestDataset
 from adaptor_vlp.extract.precision import Precision
 from adaptor_vlp.train.recipe import RECIPES, RecipeError, RecipeName, Selection
@@ -133,6 +134,7 @@ class TaskSpec:
     labels: tuple[str, ...] | None = None
     resamples: int = 1000
     epochs: int = 50
+    decoder: DecoderName = DecoderName.PUBLISHED_VIT
     left_out: tuple[LeftOut, ...] = ()
 
     def left_out_reason(self, image: str) -> str | None:
@@ -394,6 +396,8 @@ def _task(table: _Table, name: str, spec: StudySpec) -> TaskSpec:
         raise table.error("labels", f"must be a non-empty list of label names, got {_shown(labels)}")
     head = table.choice("head", HeadKind, HeadKind.LINEAR) if kind is TaskKind.CLASSIFY else HeadKind.LINEAR
     epochs = table.get("epochs", int, 50, check=_at_least(1)) if kind is TaskKind.SEGMENT else 50
+    decoder = (table.choice("decoder", DecoderName, DecoderName.PUBLISHED_VIT) if kind is TaskKind.SEGMENT
+               else DecoderName.PUBLISHED_VIT)
     task = TaskSpec(
         name=name,
         title=table.get("title", str, name),
@@ -406,6 +410,7 @@ def _task(table: _Table, name: str, spec: StudySpec) -> TaskSpec:
         labels=None if labels is None else tuple(labels),
         resamples=table.get("resamples", int, 1000, check=_at_least(1)),
         epochs=epochs,
+        decoder=decoder,
         left_out=_left_out(table, spec),
     )
     table.finish()
