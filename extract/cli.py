@@ -63,6 +63,9 @@ def images(
                                                     "task: read the whole image resized to this square, as the "
                                                     "published runs did (SIIM 896, RSNA 224), instead of the "
                                                     "backbone's own steps; recorded in the store."),
+    segmentation_views: int = typer.Option(0, "--segmentation-views", min=0, help="With --segmentation-size: also "
+                                           "write K stores of seeded ShiftScaleRotate views (the published "
+                                           "augmentation), <backbone>.view1 ... .viewK, for the decoder's training."),
     batch_size: int = BATCH_OPTION,
     workers: int = typer.Option(2, "--workers", min=0, help="Decoders reading images ahead of the forward pass: "
                                 "worker processes, or threads in each Dask shard task."),
@@ -88,7 +91,11 @@ def images(
                         batch_size=batch_size, num_workers=workers, device=_device(device), precision=precision,
                         shard_rows=shard_rows, image_root=image_root, registry=tuple(registry), verbose=verbose,
                         decode_size=decode, segmentation_size=segmentation_size)
-    _extract([dataclasses.replace(job, backbone=name) for name in names], overwrite, scheduler)
+    with input_errors_exit(ValueError):  # views without a segmentation size, refused before anything runs
+        view_jobs = [dataclasses.replace(job, segmentation_view=view, views=0)
+                     for view in range(1, segmentation_views + 1)]
+    for pass_job in (job, *view_jobs):
+        _extract([dataclasses.replace(pass_job, backbone=name) for name in names], overwrite, scheduler)
 
 
 def _backbone_names(option: str, weights: Path | None) -> list[str]:

@@ -17,7 +17,6 @@ an output pixel covers. `area_resize` computes exactly those fractional coverage
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import asdict, dataclass
 from typing import Sequence
@@ -29,6 +28,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from adaptor_vlp.cache_schema.geometry import centre_square, resized_shape, square_padding
+from adaptor_vlp.cache_schema.warps import view_seed as view_seed  # shared with the segmentation views
 from adaptor_vlp.extract.backbone_spec import (
     RESIZE_OPS, BackboneSpec, ImagePreprocessing, ImageStep, Interpolation, StepOp,
 )
@@ -238,12 +238,6 @@ def augmented_view(gray: np.ndarray, spec: BackboneSpec, seed: int) -> torch.Ten
         image, top, left, crop_height, crop_width, [size, size], interpolation=VIEW_INTERPOLATION, antialias=True
     )
     return _normalise(image, spec.image)
-
-
-def view_seed(sample_id: str, view_index: int) -> int:
-    """The seed of augmented view `view_index` of a sample: stable across runs and machines."""
-    digest = hashlib.sha256(f"{sample_id}\x00{view_index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
 def image_preprocessing(spec: BackboneSpec) -> dict:

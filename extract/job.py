@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from adaptor_vlp.cache_schema import Modality, store_path
+from adaptor_vlp.cache_schema.warps import view_store_path
 from adaptor_vlp.extract.backbones import BackboneSpec, get_spec
 from adaptor_vlp.extract.image_transforms import DecodeSize, check_decode_size, decode_size, pass_decode_size
 from adaptor_vlp.extract.precision import Precision
@@ -27,7 +28,8 @@ class ExtractionJob:
     reports and progress bars. `decode_size` is how large images are decoded before the
     backbone's steps (recorded in the store); None: the backbone's own default (`decode`).
     `segmentation_size` replaces the backbone's steps by the published segmentation input: the whole
-    image resized to that square (SIIM 896, RSNA 224 in the published runs).
+    image resized to that square (SIIM 896, RSNA 224 in the published runs). `segmentation_view` k > 0
+    warps that input by the seeded ShiftScaleRotate of (sample, k) (`cache_schema.warps`) into its own store.
     """
 
     cache_dir: Path
@@ -48,6 +50,12 @@ class ExtractionJob:
     verbose: bool = False
     decode_size: DecodeSize | None = None
     segmentation_size: int | None = None
+    segmentation_view: int = 0
+
+    def __post_init__(self) -> None:
+        if self.segmentation_view and self.segmentation_size is None:
+            raise ValueError("augmented segmentation views (--segmentation-views) need --segmentation-size: they warp "
+                             "the whole image at the task's size")
 
     @property
     def spec(self) -> BackboneSpec:
@@ -58,6 +66,9 @@ class ExtractionJob:
 
     @property
     def store(self) -> Path:
+        """The job's store; for segmentation view k, its own store beside the plain one (`view_store_path`)."""
+        if self.segmentation_view:
+            return view_store_path(self.cache_dir, self.dataset, self.backbone, self.segmentation_view)
         return store_path(self.cache_dir, self.dataset, self.modality, self.backbone)
 
     @property

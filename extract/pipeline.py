@@ -25,6 +25,7 @@ import torch
 from adaptor_vlp.cache_schema import (
     ArrayName, CacheStore, FeatureShape, Modality, Provenance, ProvenanceMismatch, ShardSpan, dataset_dir,
 )
+from adaptor_vlp.cache_schema.warps import PUBLISHED_SHIFT_SCALE_ROTATE
 from adaptor_vlp.extract.encoders import EncoderOutput, ImageEncoder, TextEncoder, load_image_encoder, load_text_encoder
 from adaptor_vlp.extract.job import ExtractionJob, ExtractionPass
 from adaptor_vlp.cache_schema.manifest import Manifest, ManifestRow, manifest_sha256, read_manifest
@@ -97,6 +98,9 @@ def open_store(job: ExtractionJob, encoder: Encoder, manifest_folder: Path, rows
     decoding = {"decode_size": job.decode.record()} if job.modality is Modality.IMAGE else {}
     preprocessing = {**encoder.preprocessing, **decoding, "tokens": job.tokens, "views": job.views,
                      "forward_precision": encoder.precision.value}
+    if job.segmentation_view:
+        preprocessing["segmentation_view"] = {"index": job.segmentation_view,
+                                              "warp": PUBLISHED_SHIFT_SCALE_ROTATE.record()}
     provenance = Provenance(
         dataset=job.dataset,
         manifest_sha256=manifest_sha256(manifest_folder),
@@ -255,7 +259,7 @@ def _embedded_batches(
             yield batch_rows[0] // shard_rows, batch.rows, [outputs], batch.failures
         return
     dataset = ImagePassRows(rows.manifest_rows, image_root, [target.encoder.spec for target in targets],
-                            views=settings.views, decode=settings.decode)
+                            views=settings.views, decode=settings.decode, warp_view=settings.segmentation_view)
     pin_memory = any(target.encoder.device.type == "cuda" for target in targets)
     loader = image_batches(dataset, batches, settings.num_workers, decoders, pin_memory=pin_memory)
     for batch_rows, per_backbone in zip(batches, loader):

@@ -7,12 +7,17 @@ cv2.resize to crop_size x crop_size (896 for SIIM in shell/segment-siim.sh, the 
 RSNA) and normalise it as the backbone's transform does, and they score masks at that size.
 `segmentation_input(spec, size)` is the backbone with those steps; the store records them
 (`preprocessing.geometry`, `preprocessing.image_size`), so masks follow the same frame and a store
-extracted at one size is never resumed at another.
+extracted at one size is never resumed at another. `segmentation_view` warps that input as the
+published training did (`cache_schema.warps`), for the stores of augmented views.
 """
 from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+import torch
+
+from adaptor_vlp.cache_schema.warps import draw_warp, view_seed, warp_image
 from adaptor_vlp.extract.backbone_spec import BackboneSpec, ImageStep, Interpolation, SpecError, StepOp
 
 SEGMENTATION_RESIZE = Interpolation.OPENCV_LINEAR
@@ -28,3 +33,13 @@ def segmentation_input(spec: BackboneSpec, size: int) -> BackboneSpec:
         raise SpecError(f"a segmentation image size is a positive number of pixels, got {size}")
     steps = (ImageStep(StepOp.RESIZE, size, SEGMENTATION_RESIZE),)
     return dataclasses.replace(spec, image=dataclasses.replace(spec.image, steps=steps))
+
+
+def segmentation_view(pixels: torch.Tensor, spec: BackboneSpec, sample_id: str, view: int) -> torch.Tensor:
+    """The backbone's (C, S, S) input warped by the seeded ShiftScaleRotate of (sample, view); pixels from
+    outside the image take the normalised value of black, as the published border (constant 0) did before
+    normalisation. Bilinear sampling commutes with the per-channel normalisation, so warping after it is
+    the same as warping the grey levels before it (without OpenCV's rounding to whole levels)."""
+    fill = [-mean / std for mean, std in zip(spec.image.mean, spec.image.std)]
+    warped = warp_image(pixels.numpy().astype(np.float64), draw_warp(view_seed(sample_id, view)), fill)
+    return torch.from_numpy(warped.astype(np.float32))

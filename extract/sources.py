@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from adaptor_vlp.extract.backbones import BackboneSpec
 from adaptor_vlp.extract.image_transforms import DecodeSize, augmented_view, decode_size, preprocess_each, view_seed
 from adaptor_vlp.extract.images import UnreadableImage, read_grayscale
+from adaptor_vlp.extract.segmentation_input import segmentation_view
 from adaptor_vlp.cache_schema.manifest import ManifestRow
 
 
@@ -62,12 +63,13 @@ class ImagePassRows(Dataset):
     """
 
     def __init__(self, rows: Sequence[ManifestRow], image_root: Path, specs: Sequence[BackboneSpec], views: int,
-                 decode: DecodeSize) -> None:
+                 decode: DecodeSize, warp_view: int = 0) -> None:
         self.rows = rows
         self.image_root = Path(image_root)
         self.specs = tuple(specs)
         self.views = views
         self.decode = decode
+        self.warp_view = warp_view
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -85,8 +87,11 @@ class ImagePassRows(Dataset):
                 if spec.image not in views:
                     views[spec.image] = torch.stack([augmented_view(gray, spec, view_seed(row.dicom_id, k))
                                                      for k in range(self.views)])
-        return tuple(ImageSample(index, pixels, views.get(spec.image), None)
-                     for spec, pixels in zip(self.specs, preprocess_each(gray, self.specs)))
+        inputs = preprocess_each(gray, self.specs)
+        if self.warp_view:
+            inputs = [segmentation_view(pixels, spec, row.dicom_id, self.warp_view)
+                      for spec, pixels in zip(self.specs, inputs)]
+        return tuple(ImageSample(index, pixels, views.get(spec.image), None) for spec, pixels in zip(self.specs, inputs))
 
     @staticmethod
     def collate(samples: list[tuple[ImageSample, ...]]) -> tuple[ImageBatch, ...]:

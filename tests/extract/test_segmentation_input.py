@@ -2,12 +2,13 @@
 size is in its provenance, and a store made at one size is refused for another with the field named."""
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from torch.nn import functional
 from typer.testing import CliRunner
 
-from adaptor_vlp.cache_schema import CacheStore
+from adaptor_vlp.cache_schema import ArrayName, CacheStore
 from adaptor_vlp.cli import app
 from adaptor_vlp.extract.backbone_spec import ImageStep, Interpolation, StepOp
 from adaptor_vlp.extract.backbones import get_spec
@@ -55,3 +56,24 @@ def test_a_store_at_one_segmentation_size_is_refused_for_another_naming_the_fiel
     assert "provenance field 'preprocessing.image_size' differs: expected 64, found 32" in other.output
     classification = runner.invoke(app, [*COMMAND, "--cache", str(cache)])
     assert "'preprocessing.image_size' differs: expected 64, found 32" in classification.output
+
+
+def test_segmentation_views_are_warped_stores_beside_the_plain_one(tiny_dataset, tmp_path):
+    cache = tmp_path / "cache"
+    shutil.copytree(tiny_dataset[0] / "tiny", cache / "tiny", ignore=shutil.ignore_patterns("image", "text"))
+    refused = runner.invoke(app, [*COMMAND, "--cache", str(cache), "--segmentation-views", "2"])
+    assert refused.exit_code != 0 and "need --segmentation-size" in refused.output
+    done = runner.invoke(app, [*COMMAND, "--cache", str(cache), "--segmentation-size", "32",
+                               "--segmentation-views", "2"])
+    assert done.exit_code == 0, done.output
+    folder = cache / "tiny" / "image"
+    plain, first, second = (CacheStore.open(folder / name) for name in
+                            ("tiny-vit.zarr", "tiny-vit.view1.zarr", "tiny-vit.view2.zarr"))
+    assert "segmentation_view" not in plain.provenance.preprocessing
+    assert first.provenance.preprocessing["segmentation_view"]["index"] == 1
+    assert second.provenance.preprocessing["segmentation_view"]["warp"]["rotate_limit"] == 10.0
+    tokens = [store.read(ArrayName.TOKENS) for store in (plain, first, second)]
+    valid = plain.valid
+    assert np.array_equal(plain.ids, first.ids) and np.array_equal(valid, second.valid)
+    changed = [not np.allclose(view[valid], tokens[0][valid]) for view in tokens[1:]]
+    assert all(changed), "each view warps some image (half the draws are the identity, twelve images per view)"
