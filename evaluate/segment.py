@@ -38,6 +38,7 @@ from adaptor_vlp.evaluate.metrics import segmentation_report
 from adaptor_vlp.evaluate.results import EvaluatedRun, EvaluationTask, FeatureSpace, ResultRecord, RunContext
 from adaptor_vlp.evaluate.segmentation_head import fit_segmentation_head
 from adaptor_vlp.evaluate.segmentation_protocol import SegmentationProtocol
+from adaptor_vlp.evaluate.segmentation_views import open_view_rows, warped_masks
 from adaptor_vlp.cache_schema.geometry import mask_through_geometry
 from adaptor_vlp.cache_schema.targets import decode_mask
 
@@ -115,6 +116,7 @@ def run_segmentation(rows: DatasetRows, context: RunContext, settings: SegmentSe
     for split, positions in ((TRAIN_SPLIT, train), (VALIDATION_SPLIT, val), (TEST_SPLIT, test)):
         if len(positions) == 0:
             raise SegmentationError(f"the {rows.manifest.dataset} dataset has no '{split}' rows with a mask target")
+    view_rows = open_view_rows(rows, settings.protocol.views)
     val_tokens, val_masks = inputs(val), aligned_masks(rows, val, size)
     test_tokens, test_masks = inputs(test), aligned_masks(rows, test, size)
     dropped = {**rows.dropped, "no mask target": int((~has_mask).sum())}
@@ -134,9 +136,9 @@ def run_segmentation(rows: DatasetRows, context: RunContext, settings: SegmentSe
             runs.append(EvaluatedRun(ResultRecord(**record_fields, metrics={}, details=details, skipped=skipped),
                                      arrays))
             continue
-        segmenter = fit_segmentation_head(inputs(chosen), aligned_masks(rows, chosen, size), val_tokens,
-                                          val_masks, grid=grid, out_size=size, seed=settings.seed,
-                                          protocol=settings.protocol)
+        train_tokens, train_masks = _training_views(rows, view_rows, chosen, size, adaptor, device)
+        segmenter = fit_segmentation_head(train_tokens, train_masks, val_tokens, val_masks, grid=grid, out_size=size,
+                                          seed=settings.seed, protocol=settings.protocol)
         predicted = segmenter.predict_masks(test_tokens)
         metrics = _metrics(predicted, test_masks, rows.subjects[test], settings)
         details["training"] = {"best_epoch": segmenter.training.best_epoch,
@@ -172,6 +174,19 @@ def _metrics(predicted: np.ndarray, truth: np.ndarray, groups: np.ndarray,
         "empty_gt_false_positive_rate": interval(_mean_where, predicted_any.astype(float), ~positive),
         "dice_published": interval(_mean_defined, dice_published),
     }
+
+
+def _training_views(rows: DatasetRows, view_rows: list[DatasetRows], positions: np.ndarray, size: int,
+                    adaptor: AdaptorRun | None, device: str) -> tuple[np.ndarray, np.ndarray]:
+    """The decoder's training inputs and masks: (N, T, D) and (N, H, W) from the plain store, or, with augmented
+    views, (K, N, T, D) and (K, N, H, W), view k's masks warped as its images were."""
+    masks = aligned_masks(rows, positions, size)
+    if not view_rows:
+        return _decoder_inputs(rows, positions, adaptor, device), masks
+    tokens = np.stack([_decoder_inputs(view, positions, adaptor, device) for view in view_rows])
+    view_masks = np.stack([warped_masks(masks, rows.ids[positions], index)
+                           for index in range(1, len(view_rows) + 1)])
+    return tokens, view_masks
 
 
 def _image_size(rows: DatasetRows) -> int:
