@@ -140,7 +140,10 @@ def run_segmentation(rows: DatasetRows, context: RunContext, settings: SegmentSe
         segmenter = fit_segmentation_head(train_tokens, train_masks, val_tokens, val_masks, grid=grid, out_size=size,
                                           seed=settings.seed, protocol=settings.protocol)
         predicted = segmenter.predict_masks(test_tokens)
-        metrics = _metrics(predicted, test_masks, rows.subjects[test], settings)
+        per_image = _per_image_scores(predicted, test_masks)
+        metrics = _metrics(per_image, predicted, rows.subjects[test], settings)
+        arrays.update({"test_ids": rows.ids[test], "test_dice": per_image.dice, "test_iou": per_image.iou,
+                       "test_positive": per_image.positive})
         details["training"] = {"best_epoch": segmenter.training.best_epoch,
                                "epochs_run": segmenter.training.epochs_run,
                                "validated_epochs": list(segmenter.training.validated_epochs),
@@ -152,15 +155,32 @@ def run_segmentation(rows: DatasetRows, context: RunContext, settings: SegmentSe
     return runs
 
 
-def _metrics(predicted: np.ndarray, truth: np.ndarray, groups: np.ndarray,
+@dataclass(frozen=True)
+class PerImageScores:
+    """Each test image's Dice and IoU (NaN where undefined: both masks empty), the published Dice (1 there), and
+    whether its true mask is positive."""
+
+    dice: np.ndarray
+    iou: np.ndarray
+    dice_published: np.ndarray
+    positive: np.ndarray
+
+
+def _per_image_scores(predicted: np.ndarray, truth: np.ndarray) -> PerImageScores:
+    reports = [segmentation_report(predicted[[index]], truth[[index]]) for index in range(len(truth))]
+    return PerImageScores(
+        dice=np.array([report.dice_all for report in reports]),
+        iou=np.array([report.iou_all for report in reports]),
+        dice_published=np.array([1.0 if report.n_empty_gt_predicted_empty else report.dice_all for report in reports]),
+        positive=np.array([report.n_positive == 1 for report in reports]),
+    )
+
+
+def _metrics(scores: PerImageScores, predicted: np.ndarray, groups: np.ndarray,
              settings: SegmentSettings) -> dict[str, ConfidenceInterval]:
     """Dice, IoU, the empty-mask false-positive rate and the published Dice, each averaged over its population,
     with intervals."""
-    reports = [segmentation_report(predicted[[index]], truth[[index]]) for index in range(len(truth))]
-    dice = np.array([report.dice_all for report in reports])
-    dice_published = np.array([1.0 if report.n_empty_gt_predicted_empty else report.dice_all for report in reports])
-    iou = np.array([report.iou_all for report in reports])
-    positive = np.array([report.n_positive == 1 for report in reports])
+    dice, iou, dice_published, positive = scores.dice, scores.iou, scores.dice_published, scores.positive
     predicted_any = predicted.any(axis=(1, 2))
 
     def interval(metric: Callable[..., float], *arrays: np.ndarray) -> ConfidenceInterval:
