@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
 from adaptor_vlp.evaluate.heads import HeadKind
-from adaptor_vlp.evaluate.segmentation_protocol import DecoderName
+from adaptor_vlp.evaluate.segmentation_protocol import DecoderName, SegmentationProtocol
 from adaptor_vlp.extract.cli import ManifestDataset
 from adaptor_vlp.extract.precision import Precision
 from adaptor_vlp.train.recipe import RECIPES, RecipeError, RecipeName, Selection
@@ -135,6 +135,7 @@ class TaskSpec:
     resamples: int = 1000
     epochs: int = 50
     decoder: DecoderName = DecoderName.PUBLISHED_VIT
+    batch_size: int = SegmentationProtocol.batch_size
     left_out: tuple[LeftOut, ...] = ()
 
     def left_out_reason(self, image: str) -> str | None:
@@ -398,6 +399,8 @@ def _task(table: _Table, name: str, spec: StudySpec) -> TaskSpec:
     epochs = table.get("epochs", int, 50, check=_at_least(1)) if kind is TaskKind.SEGMENT else 50
     decoder = (table.choice("decoder", DecoderName, DecoderName.PUBLISHED_VIT) if kind is TaskKind.SEGMENT
                else DecoderName.PUBLISHED_VIT)
+    batch_size = (table.get("batch_size", int, SegmentationProtocol.batch_size, check=_at_least(2))
+                  if kind is TaskKind.SEGMENT else SegmentationProtocol.batch_size)
     task = TaskSpec(
         name=name,
         title=table.get("title", str, name),
@@ -411,6 +414,7 @@ def _task(table: _Table, name: str, spec: StudySpec) -> TaskSpec:
         resamples=table.get("resamples", int, 1000, check=_at_least(1)),
         epochs=epochs,
         decoder=decoder,
+        batch_size=batch_size,
         left_out=_left_out(table, spec),
     )
     table.finish()

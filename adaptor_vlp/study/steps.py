@@ -390,7 +390,8 @@ class HeadStep(Step):
             task = HeadTask.MULTICLASS if self.task.metric is Metric.ACCURACY else None
             return classify_dataset(self.cache, self.task.dataset, self.vision, run, spaces, settings, task,
                                     self.task.labels, device=self.device)
-        protocol = dataclasses.replace(SegmentationProtocol(), max_epochs=self.task.epochs, decoder=self.task.decoder)
+        protocol = dataclasses.replace(SegmentationProtocol(), max_epochs=self.task.epochs, decoder=self.task.decoder,
+                                       batch_size=self.task.batch_size)
         settings = SegmentSettings(fractions=(self.fraction,), seed=self.seed, n_resamples=self.task.resamples,
                                    protocol=protocol)
         return segment_dataset(self.cache, self.task.dataset, self.vision, run, spaces, settings, self.device)
