@@ -151,7 +151,8 @@ def segment(
                                         help="Decoder: the published ViT decoder, or the light one."),
     loss: LossName = typer.Option(SegmentationProtocol.loss, "--loss", help="Training loss."),
     mask_size: Optional[int] = typer.Option(None, "--mask-size", min=4, help="Mask side in pixels (default: the "
-                                            "store's input image size, where the published code scored masks)."),
+                                            "store's input image size, where the published code scored masks; "
+                                            "the light decoder's own output size)."),
     seed: int = SEED_OPTION,
     resamples: int = RESAMPLES_OPTION,
     checkpoint: CheckpointKind = CHECKPOINT_OPTION,

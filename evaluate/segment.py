@@ -7,9 +7,9 @@ segments, those tokens after the trained Adaptor's image path (projection, then 
 each image's own tokens; `Adaptor.encode_image_tokens`). Masks come from the manifest's target
 strings, so no image is read. A mask is brought into the token grid's frame the way the extract
 stage brought the image into the backbone's: the same centre crop to a square (or none, for
-squashed inputs), then a nearest-neighbour resize to the scored size: by default the store's input
-image size, where the published code scored its masks (the decoder's logits are resized to it
-when its own output differs). A store extracted with `--views K` holds K augmented views of each
+squashed inputs), then a nearest-neighbour resize to the scored size: by default, for the published
+decoder, the store's input image size, where the published code scored its masks (the decoder's logits
+are resized to it when its own output differs); for the light decoder, its own output size. A store extracted with `--views K` holds K augmented views of each
 image with their warped masks; training cycles through them, one view per epoch.
 
 Dice and IoU are reported over all scorable images and over positive images only (see
@@ -37,7 +37,8 @@ from adaptor_vlp.evaluate.features import AdaptorRun, DatasetRows, adaptor_token
 from adaptor_vlp.evaluate.metrics import segmentation_report
 from adaptor_vlp.evaluate.results import EvaluatedRun, EvaluationTask, FeatureSpace, ResultRecord, RunContext
 from adaptor_vlp.evaluate.segmentation_head import fit_segmentation_head
-from adaptor_vlp.evaluate.segmentation_protocol import SegmentationProtocol
+from adaptor_vlp.evaluate.segmentation_decoders import decoder_output_size
+from adaptor_vlp.evaluate.segmentation_protocol import DecoderName, SegmentationProtocol
 from adaptor_vlp.evaluate.segmentation_views import open_view_rows, warped_masks
 from adaptor_vlp.cache_schema.geometry import mask_through_geometry
 from adaptor_vlp.cache_schema.targets import decode_mask
@@ -53,8 +54,8 @@ class SegmentationError(ValueError):
 class SegmentSettings:
     """Training fractions (percent), the seed, bootstrap resamples, the decoder's protocol, mask size, overlays kept.
 
-    `mask_size` None is the store's input image size (`preprocessing.image_size`), where the published
-    code scored masks.
+    `mask_size` None is, for the published decoder, the store's input image size (`preprocessing.image_size`),
+    where the published code scored masks; for the light decoder its own output size.
     """
 
     fractions: tuple[float, ...] = (1.0, 10.0, 100.0)
@@ -106,7 +107,7 @@ def run_segmentation(rows: DatasetRows, context: RunContext, settings: SegmentSe
     def inputs(positions: np.ndarray) -> np.ndarray:
         return _decoder_inputs(rows, positions, adaptor, device)
 
-    size = settings.mask_size or _image_size(rows)
+    size = settings.mask_size or _default_mask_size(rows, settings.protocol.decoder, grid)
     has_mask = rows.mask_targets != ""
     if not has_mask.any():
         raise SegmentationError(f"the {rows.manifest.dataset} manifest has no mask targets; segmentation needs "
@@ -207,6 +208,12 @@ def _training_views(rows: DatasetRows, view_rows: list[DatasetRows], positions: 
     view_masks = np.stack([warped_masks(masks, rows.ids[positions], index)
                            for index in range(1, len(view_rows) + 1)])
     return tokens, view_masks
+
+
+def _default_mask_size(rows: DatasetRows, decoder: DecoderName, grid: int) -> int:
+    """The published decoder's masks at the store's input size, where the published code scored them; another
+    decoder's at its own output size (the light one: 4 px per token), which keeps a quick run quick."""
+    return _image_size(rows) if decoder is DecoderName.PUBLISHED_VIT else decoder_output_size(decoder, grid)
 
 
 def _image_size(rows: DatasetRows) -> int:
