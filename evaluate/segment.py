@@ -9,8 +9,9 @@ strings, so no image is read. A mask is brought into the token grid's frame the 
 stage brought the image into the backbone's: the same centre crop to a square (or none, for
 squashed inputs), then a nearest-neighbour resize to the scored size: by default, for the published
 decoder, the store's input image size, where the published code scored its masks (the decoder's logits
-are resized to it when its own output differs); for the light decoder, its own output size. A store extracted with `--views K` holds K augmented views of each
-image with their warped masks; training cycles through them, one view per epoch.
+are resized to it when its own output differs); for the light decoder, its own output size. A
+protocol with K views trains on the K augmented view stores (`extract images --segmentation-views K`,
+`evaluate.segmentation_views`), each mask warped as its image was, one view per epoch.
 
 Dice and IoU are reported over all scorable images and over positive images only (see
 `evaluate.metrics.segmentation_report`), each with a 95% bootstrap interval over patients; the
@@ -127,7 +128,8 @@ def run_segmentation(rows: DatasetRows, context: RunContext, settings: SegmentSe
         record_fields = dict(task=EvaluationTask.SEGMENT, context=context, feature_space=space,
                              method=METHOD, split=TEST_SPLIT, data_pct=pct, subset=subset.to_json(),
                              seed=settings.seed, headline="dice_positive")
-        details = {"grid": grid, "mask_size": size, "protocol": settings.protocol.to_json(), "n_train": len(chosen), "n_validate": len(val),
+        details = {"grid": grid, "mask_size": size, "protocol": settings.protocol.to_json(),
+                   "n_train": len(chosen), "n_validate": len(val),
                    "n_test": len(test), "n_test_positive": int(test_masks.any(axis=(1, 2)).sum()),
                    "dice_published_predicting_nothing": float((~test_masks.any(axis=(1, 2))).mean()),
                    "rows_dropped": dropped}

@@ -57,7 +57,8 @@ def dice_bce_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return bce + (1 - dice).mean()
 
 
-LOSSES: dict[LossName, LossFunction] = {LossName.PUBLISHED_MIXED: published_mixed_loss, LossName.DICE_BCE: dice_bce_loss}
+LOSSES: dict[LossName, LossFunction] = {LossName.PUBLISHED_MIXED: published_mixed_loss,
+                                        LossName.DICE_BCE: dice_bce_loss}
 
 
 def loss_function(name: LossName) -> LossFunction:

@@ -95,7 +95,8 @@ class ImageEncoder(FrozenEncoder):
     @property
     def preprocessing(self) -> dict:
         """The image path's record; a hub-interpolated position table adds how (absent: the library's own way)."""
-        record = {**image_preprocessing(self.spec), "source": self.spec.source.value, "pooling": self.spec.pooling.value}
+        record = {**image_preprocessing(self.spec), "source": self.spec.source.value,
+                  "pooling": self.spec.pooling.value}
         if self.spec.position_embedding is PositionEmbedding.HUB_INTERPOLATED:
             record["position_embedding"] = {"method": self.spec.position_embedding.value, "mode": "bicubic",
                                             "interpolate_offset": HUB_INTERPOLATE_OFFSET,

@@ -91,7 +91,8 @@ class ImagePassRows(Dataset):
         if self.warp_view:
             inputs = [segmentation_view(pixels, spec, row.dicom_id, self.warp_view)
                       for spec, pixels in zip(self.specs, inputs)]
-        return tuple(ImageSample(index, pixels, views.get(spec.image), None) for spec, pixels in zip(self.specs, inputs))
+        return tuple(ImageSample(index, pixels, views.get(spec.image), None)
+                     for spec, pixels in zip(self.specs, inputs))
 
     @staticmethod
     def collate(samples: list[tuple[ImageSample, ...]]) -> tuple[ImageBatch, ...]:

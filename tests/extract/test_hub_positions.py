@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from adaptor_vlp.extract.backbone_spec import ImagePreprocessing, ImageStep, Interpolation, StepOp
+from adaptor_vlp.extract.backbone_spec import ImageStep, Interpolation, PositionEmbedding, StepOp
 from adaptor_vlp.extract.backbones import get_spec
 from adaptor_vlp.extract.encoders import load_image_encoder
 from adaptor_vlp.extract.hub_positions import hub_position_table
@@ -112,3 +112,9 @@ def test_the_hub_table_differs_from_timms_load_time_resampling(seeded):
     assert (ours - timm_resampled).abs().max() > 0.1
     unchanged = hub_position_table(reference.pos_embed.detach(), 37, 37)
     assert unchanged is reference.pos_embed.detach() or torch.equal(unchanged, reference.pos_embed.detach())
+
+
+def test_the_paper_entries_ask_for_hub_interpolation_and_others_keep_the_librarys_own():
+    assert get_spec("dinov2-s").position_embedding is PositionEmbedding.HUB_INTERPOLATED
+    assert get_spec("dinov2-b").position_embedding is PositionEmbedding.HUB_INTERPOLATED
+    assert get_spec("tiny-vit").position_embedding is PositionEmbedding.CHECKPOINT
