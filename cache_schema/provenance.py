@@ -103,16 +103,25 @@ IDCT differs from libjpeg-turbo's in the last bits). A resumed run
 must still match them all."""
 
 
-def check_same_embedding_space(store: str, found: Provenance, reference: Mapping[str, Any]) -> None:
+INPUT_FRAME_PREPROCESSING = ("geometry", "image_size")
+"""The input frame: which part of the radiograph the backbone sees and at what size. A segmentation task reads
+its own frame (the published runs: the whole image at 896 px for SIIM) through an Adaptor trained at another."""
+
+
+def check_same_embedding_space(store: str, found: Provenance, reference: Mapping[str, Any],
+                               any_input_frame: bool = False) -> None:
     """Raises ProvenanceMismatch unless `found` embeds like `reference` (e.g. the store an Adaptor was trained on).
 
     Backbone, weights, pooling, dtype and preprocessing must match; the dataset may differ, and so
-    may the extra arrays stored (tokens, views) and the forward pass's precision.
+    may the extra arrays stored (tokens, views) and the forward pass's precision. With `any_input_frame` the
+    image's frame may differ too (`INPUT_FRAME_PREPROCESSING`); the weights must still be the same bytes, which
+    they are for the DINOv2 entries (their position table stays at 518 px) but not for a timm model whose
+    table is resampled to its input at load.
     """
+    neutral = SPACE_NEUTRAL_PREPROCESSING + (INPUT_FRAME_PREPROCESSING if any_input_frame else ())
     check_provenance(store, found, {name: reference[name] for name in FEATURE_DEFINING_FIELDS})
-    comparable = {k: v for k, v in reference["preprocessing"].items() if k not in SPACE_NEUTRAL_PREPROCESSING}
-    found_preprocessing = {k: v for k, v in found.to_json()["preprocessing"].items()
-                           if k not in SPACE_NEUTRAL_PREPROCESSING}
+    comparable = {k: v for k, v in reference["preprocessing"].items() if k not in neutral}
+    found_preprocessing = {k: v for k, v in found.to_json()["preprocessing"].items() if k not in neutral}
     difference = _first_difference("preprocessing", _normalise(comparable), found_preprocessing)
     if difference is not None:
         raise ProvenanceMismatch(store, *difference)

@@ -6,6 +6,7 @@ results folder into a Markdown report with plots.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -23,6 +24,7 @@ from adaptor_vlp.evaluate.report import render_tables, write_report
 from adaptor_vlp.evaluate.results import EvaluatedRun, FeatureSpace, ResultError, read_results, write_result
 from adaptor_vlp.evaluate.retrieval import RetrievalSettings, run_retrieval
 from adaptor_vlp.evaluate.segment import SegmentationError, SegmentSettings
+from adaptor_vlp.evaluate.segmentation_protocol import DecoderName, LossName, SegmentationProtocol
 from adaptor_vlp.evaluate.zeroshot import (
     DEFAULT_PROMPTS,
     PromptError,
@@ -144,17 +146,23 @@ def segment(
     cache: Path = CACHE_OPTION,
     dataset: str = DATASET_OPTION,
     fractions: str = FRACTIONS_OPTION,
-    epochs: int = typer.Option(50, "--epochs", min=1, help="Most decoder epochs (early stopping on validation)."),
-    mask_size: Optional[int] = typer.Option(None, "--mask-size", min=4, help="Mask side in pixels (default: four "
-                                            "times the token grid)."),
+    epochs: int = typer.Option(SegmentationProtocol.max_epochs, "--epochs", min=1,
+                               help="Most decoder epochs (validation every 3, published early stopping)."),
+    decoder: DecoderName = typer.Option(SegmentationProtocol.decoder, "--decoder",
+                                        help="Decoder: the published ViT decoder, or the light one."),
+    loss: LossName = typer.Option(SegmentationProtocol.loss, "--loss", help="Training loss."),
+    mask_size: Optional[int] = typer.Option(None, "--mask-size", min=4, help="Mask side in pixels (default: the "
+                                            "store's input image size, where the published code scored masks; "
+                                            "the light decoder's own output size)."),
     seed: int = SEED_OPTION,
     resamples: int = RESAMPLES_OPTION,
     checkpoint: CheckpointKind = CHECKPOINT_OPTION,
     device: str = DEVICE_OPTION,
 ) -> None:
-    """Train a light decoder on cached patch tokens (raw, or through the Adaptor's image path) at 1/10/100% of
-    train; Dice and IoU, all and positive-only."""
-    settings = SegmentSettings(fractions=_fractions(fractions), seed=seed, n_resamples=resamples, epochs=epochs,
+    """Train a decoder on cached patch tokens (raw, or through the Adaptor's image path) at 1/10/100% of train,
+    with the published decoder, loss and schedule by default; Dice and IoU, all and positive-only."""
+    protocol = replace(SegmentationProtocol(), max_epochs=epochs, decoder=decoder, loss=loss)
+    settings = SegmentSettings(fractions=_fractions(fractions), seed=seed, n_resamples=resamples, protocol=protocol,
                                mask_size=mask_size)
     with input_errors_exit(*INPUT_ERRORS):
         run = _open_run(run_dir, checkpoint, device)

@@ -44,8 +44,9 @@ def classify_dataset(cache_dir: Path, dataset: str, vision: str, run: AdaptorRun
 
 def segment_dataset(cache_dir: Path, dataset: str, vision: str, run: AdaptorRun | None,
                     spaces: Sequence[FeatureSpace], settings: SegmentSettings, device: str = "cpu") -> DatasetEvaluation:
-    """A decoder per (fraction, feature space) on the dataset's `vision` store's patch tokens, raw or through `run`."""
-    rows = _rows(cache_dir, dataset, vision, run, spaces)
+    """A decoder per (fraction, feature space) on the dataset's `vision` store's patch tokens, raw or through `run`
+    (the store may be in its own image frame, e.g. the whole image at 896 px, the Adaptor trained at another)."""
+    rows = _rows(cache_dir, dataset, vision, run, spaces, any_input_frame=True)
     runs = []
     for space in spaces:
         adaptor = run if space is FeatureSpace.ADAPTOR else None
@@ -54,10 +55,11 @@ def segment_dataset(cache_dir: Path, dataset: str, vision: str, run: AdaptorRun 
 
 
 def _rows(cache_dir: Path, dataset: str, vision: str, run: AdaptorRun | None,
-          spaces: Sequence[FeatureSpace]) -> DatasetRows:
+          spaces: Sequence[FeatureSpace], any_input_frame: bool = False) -> DatasetRows:
     if FeatureSpace.ADAPTOR in spaces and run is None:
         raise ValueError("Adaptor features need a trained Adaptor: pass --run RUN_DIR")
-    return open_dataset_rows(cache_dir, dataset, vision, run if FeatureSpace.ADAPTOR in spaces else None)
+    return open_dataset_rows(cache_dir, dataset, vision, run if FeatureSpace.ADAPTOR in spaces else None,
+                             any_input_frame)
 
 
 def _context(dataset: str, rows: DatasetRows, run: AdaptorRun | None, space: FeatureSpace) -> RunContext:

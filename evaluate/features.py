@@ -100,24 +100,26 @@ def open_adaptor_run(run_dir: Path, kind: CheckpointKind = CheckpointKind.BEST, 
 
 
 def open_store_for(cache_dir: Path, dataset: str, modality: Modality, backbone: str,
-                   run: AdaptorRun | None = None) -> CacheStore:
-    """Opens a complete store of `backbone`; with `run`, it must hold features that Adaptor was trained on."""
+                   run: AdaptorRun | None = None, any_input_frame: bool = False) -> CacheStore:
+    """Opens a complete store of `backbone`; with `run`, it must hold features that Adaptor was trained on, in
+    any image frame with `any_input_frame` (a segmentation store read at its task's own size)."""
     path = store_path(cache_dir, dataset, modality, backbone)
     if run is None:
         store = CacheStore.open(path, expect={"modality": modality, "backbone": backbone})
     else:
         trained_on = run.trained_on(modality)
         store = CacheStore.open(path)
-        check_same_embedding_space(str(store.path), store.provenance, trained_on)
+        check_same_embedding_space(str(store.path), store.provenance, trained_on, any_input_frame)
     if not store.is_complete:
         raise StoreError(f"{store.path}: {len(store.incomplete_shards())} shards are incomplete; "
                          "rerun the extract command to finish it before evaluating")
     return store
 
 
-def open_dataset_rows(cache_dir: Path, dataset: str, backbone: str, run: AdaptorRun | None = None) -> DatasetRows:
+def open_dataset_rows(cache_dir: Path, dataset: str, backbone: str, run: AdaptorRun | None = None,
+                      any_input_frame: bool = False) -> DatasetRows:
     """The dataset's image store for `backbone` joined with its manifest; see `open_store_for` for the checks."""
-    store = open_store_for(cache_dir, dataset, Modality.IMAGE, backbone, run)
+    store = open_store_for(cache_dir, dataset, Modality.IMAGE, backbone, run, any_input_frame)
     folder = dataset_dir(cache_dir, dataset)
     manifest = read_manifest(folder)
     found_sha = manifest_sha256(folder)

@@ -1,4 +1,5 @@
-"""Plots a reader would rather look at than read: ROC curves, data-efficiency curves, segmentation overlays.
+"""Plots a reader would rather look at than read: ROC curves, data-efficiency curves, segmentation overlays and
+per-image Dice distributions.
 
 Drawn from result files after every head is trained. matplotlib's pyplot imports PIL, so it is
 imported inside `draw_plots` only: importing the evaluate stage, or training a head, pulls in no
@@ -25,7 +26,8 @@ MAX_OVERLAYS = 4
 def draw_plots(results: Sequence[StoredResult], out_dir: Path) -> list[Path]:
     """Writes PNGs under `out_dir` and returns their paths: a ROC figure per classification or zero-shot
     result at its largest data fraction, a data-efficiency curve per dataset and task with several
-    fractions, and mask overlays of each segmentation result at its largest fraction."""
+    fractions, and mask overlays and the per-image Dice histogram of each segmentation result at its largest
+    fraction."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -42,6 +44,8 @@ def draw_plots(results: Sequence[StoredResult], out_dir: Path) -> list[Path]:
             paths.append(_roc_figure(pyplot, stored, arrays, out_dir))
         if record.task is EvaluationTask.SEGMENT and "overlay_truth" in arrays and len(arrays["overlay_truth"]):
             paths.append(_overlay_figure(pyplot, stored, arrays, out_dir))
+        if record.task is EvaluationTask.SEGMENT and "test_dice" in arrays and arrays["test_positive"].any():
+            paths.append(_dice_distribution_figure(pyplot, stored, arrays, out_dir))
     for (dataset, task), group in _fraction_groups(results).items():
         paths.append(_efficiency_figure(pyplot, dataset, task, group, out_dir))
     return paths
@@ -135,6 +139,23 @@ def _overlay_figure(pyplot: Any, stored: StoredResult, arrays: dict[str, np.ndar
     figure.suptitle(f"{record.context.dataset}: {_describe(record)}\ngreen truth, red prediction, yellow both",
                     fontsize=9)
     return _save(pyplot, figure, out_dir / f"{record.context.dataset}-{record.name}-overlays.png")
+
+
+def _dice_distribution_figure(pyplot: Any, stored: StoredResult, arrays: dict[str, np.ndarray], out_dir: Path) -> Path:
+    """A histogram of the per-image Dice over test images with a finding, and how the images without one fared:
+    the mean hides whether a model segments most images moderately or some well and the rest not at all."""
+    record = stored.record
+    positive = arrays["test_positive"].astype(bool)
+    dice = arrays["test_dice"][positive]
+    empty_predicted_empty = int((np.isnan(arrays["test_dice"]) & ~positive).sum())
+    figure, axes = pyplot.subplots(figsize=(6, 4))
+    axes.hist(dice, bins=np.linspace(0, 1, 21), color="tab:blue", edgecolor="white")
+    axes.axvline(float(np.mean(dice)), color="black", linestyle="--", linewidth=1, label=f"mean {np.mean(dice):.3f}")
+    axes.set(xlabel="Dice per image (images with a finding)", ylabel="images", xlim=(0, 1),
+             title=f"{record.context.dataset}: {_describe(record)}")
+    axes.legend(fontsize=8, title=f"{positive.sum()} with a finding; {empty_predicted_empty} of "
+                                  f"{(~positive).sum()} without one predicted empty", title_fontsize=7)
+    return _save(pyplot, figure, out_dir / f"{record.context.dataset}-{record.name}-dice-per-image.png")
 
 
 def _describe(record: ResultRecord) -> str:

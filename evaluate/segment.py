@@ -1,12 +1,17 @@
 """Segmentation from cached patch tokens at 1, 10 and 100% of the training split, Dice and IoU with intervals.
 
-A light decoder (`fit_segmentation_head`) learns masks from patch tokens of an image store
+A decoder (`fit_segmentation_head`, built and trained as the `SegmentationProtocol` says: by default
+the published decoder, loss and schedule) learns masks from patch tokens of an image store
 extracted with `--tokens`: the frozen backbone's own tokens (the baseline), or, as the paper
 segments, those tokens after the trained Adaptor's image path (projection, then the blocks over
 each image's own tokens; `Adaptor.encode_image_tokens`). Masks come from the manifest's target
 strings, so no image is read. A mask is brought into the token grid's frame the way the extract
 stage brought the image into the backbone's: the same centre crop to a square (or none, for
-squashed inputs), then a nearest-neighbour resize to the decoder's output size.
+squashed inputs), then a nearest-neighbour resize to the scored size: by default, for the published
+decoder, the store's input image size, where the published code scored its masks (the decoder's logits
+are resized to it when its own output differs); for the light decoder, its own output size. A
+protocol with K views trains on the K augmented view stores (`extract images --segmentation-views K`,
+`evaluate.segmentation_views`), each mask warped as its image was, one view per epoch.
 
 Dice and IoU are reported over all scorable images and over positive images only (see
 `evaluate.metrics.segmentation_report`), each with a 95% bootstrap interval over patients; the
@@ -32,7 +37,10 @@ from adaptor_vlp.evaluate.classify import TEST_SPLIT, TRAIN_SPLIT, VALIDATION_SP
 from adaptor_vlp.evaluate.features import AdaptorRun, DatasetRows, adaptor_token_embeddings
 from adaptor_vlp.evaluate.metrics import segmentation_report
 from adaptor_vlp.evaluate.results import EvaluatedRun, EvaluationTask, FeatureSpace, ResultRecord, RunContext
-from adaptor_vlp.evaluate.segmentation_head import DecoderSettings, fit_segmentation_head
+from adaptor_vlp.evaluate.segmentation_head import fit_segmentation_head
+from adaptor_vlp.evaluate.segmentation_decoders import decoder_output_size
+from adaptor_vlp.evaluate.segmentation_protocol import DecoderName, SegmentationProtocol
+from adaptor_vlp.evaluate.segmentation_views import open_view_rows, warped_masks
 from adaptor_vlp.evaluate.skip_maps import SkipMapRows, fit_unet_segmenter, skip_map_rows, unet_geometry
 from adaptor_vlp.cache_schema.geometry import mask_through_geometry
 from adaptor_vlp.cache_schema.targets import decode_mask
@@ -46,15 +54,16 @@ class SegmentationError(ValueError):
 
 @dataclass(frozen=True)
 class SegmentSettings:
-    """Training fractions (percent), the seed, bootstrap resamples, decoder epochs, mask size, overlays kept.
+    """Training fractions (percent), the seed, bootstrap resamples, the decoder's protocol, mask size, overlays kept.
 
-    `mask_size` None is four times the token grid, the decoder's native output resolution.
+    `mask_size` None is, for the published decoder, the store's input image size (`preprocessing.image_size`),
+    where the published code scored masks; for the light decoder its own output size.
     """
 
     fractions: tuple[float, ...] = (1.0, 10.0, 100.0)
     seed: int = 0
     n_resamples: int = 1000
-    epochs: int = 50
+    protocol: SegmentationProtocol = SegmentationProtocol()
     mask_size: int | None = None
     n_overlays: int = 4
     unet_width_divisor: int | None = None
@@ -109,7 +118,8 @@ def run_segmentation(rows: DatasetRows, context: RunContext, settings: SegmentSe
             return skip_map_rows(rows, positions, adaptor, device)
         return _decoder_inputs(rows, positions, adaptor, device)
 
-    size = settings.mask_size or (geometry.input_size if unet else 4 * grid)
+    default_size = geometry.input_size if unet else _default_mask_size(rows, settings.protocol.decoder, grid)
+    size = settings.mask_size or default_size
     has_mask = rows.mask_targets != ""
     if not has_mask.any():
         raise SegmentationError(f"the {rows.manifest.dataset} manifest has no mask targets; segmentation needs "
@@ -119,6 +129,7 @@ def run_segmentation(rows: DatasetRows, context: RunContext, settings: SegmentSe
     for split, positions in ((TRAIN_SPLIT, train), (VALIDATION_SPLIT, val), (TEST_SPLIT, test)):
         if len(positions) == 0:
             raise SegmentationError(f"the {rows.manifest.dataset} dataset has no '{split}' rows with a mask target")
+    view_rows = open_view_rows(rows, settings.protocol.views)
     val_tokens, val_masks = inputs(val), aligned_masks(rows, val, size)
     test_tokens, test_masks = inputs(test), aligned_masks(rows, test, size)
     dropped = {**rows.dropped, "no mask target": int((~has_mask).sum())}
@@ -128,8 +139,8 @@ def run_segmentation(rows: DatasetRows, context: RunContext, settings: SegmentSe
         record_fields = dict(task=EvaluationTask.SEGMENT, context=context, feature_space=space,
                              method=METHOD, split=TEST_SPLIT, data_pct=pct, subset=subset.to_json(),
                              seed=settings.seed, headline="dice_positive")
-        details = {"grid": grid, "mask_size": size, "decoder": "unet" if unet else "tokens", "n_train": len(chosen),
-                   "n_validate": len(val),
+        details = {"grid": grid, "mask_size": size, "decoder": "unet" if unet else settings.protocol.decoder.value,
+                   "protocol": settings.protocol.to_json(), "n_train": len(chosen), "n_validate": len(val),
                    "n_test": len(test), "n_test_positive": int(test_masks.any(axis=(1, 2)).sum()),
                    "dice_published_predicting_nothing": float((~test_masks.any(axis=(1, 2))).mean()),
                    "rows_dropped": dropped}
@@ -141,16 +152,20 @@ def run_segmentation(rows: DatasetRows, context: RunContext, settings: SegmentSe
             continue
         if unet:
             segmenter = fit_unet_segmenter(inputs(chosen), aligned_masks(rows, chosen, size), val_tokens, val_masks,
-                                           geometry, size, settings.seed, settings.epochs, DecoderSettings().training)
+                                           geometry, size, settings.seed, settings.protocol)
         else:
-            segmenter = fit_segmentation_head(inputs(chosen), aligned_masks(rows, chosen, size), val_tokens,
-                                              val_masks, grid=grid, out_size=size, seed=settings.seed,
-                                              epochs=settings.epochs)
+            train_tokens, train_masks = _training_views(rows, view_rows, chosen, size, adaptor, device)
+            segmenter = fit_segmentation_head(train_tokens, train_masks, val_tokens, val_masks, grid=grid,
+                                              out_size=size, seed=settings.seed, protocol=settings.protocol)
         predicted = segmenter.predict_masks(test_tokens)
-        metrics = _metrics(predicted, test_masks, rows.subjects[test], settings)
+        per_image = _per_image_scores(predicted, test_masks)
+        metrics = _metrics(per_image, predicted, rows.subjects[test], settings)
+        arrays.update({"test_ids": rows.ids[test], "test_dice": per_image.dice, "test_iou": per_image.iou,
+                       "test_positive": per_image.positive})
         details["training"] = {"best_epoch": segmenter.training.best_epoch,
                                "epochs_run": segmenter.training.epochs_run,
-                               "val_loss": segmenter.training.best_val_loss}
+                               "validated_epochs": list(segmenter.training.validated_epochs),
+                               "best_validation_score": segmenter.training.best_score}
         shown = _overlay_positions(test_masks, settings.n_overlays)
         arrays.update({"overlay_ids": rows.ids[test][shown], "overlay_truth": test_masks[shown],
                        "overlay_predicted": predicted[shown]})
@@ -158,15 +173,32 @@ def run_segmentation(rows: DatasetRows, context: RunContext, settings: SegmentSe
     return runs
 
 
-def _metrics(predicted: np.ndarray, truth: np.ndarray, groups: np.ndarray,
+@dataclass(frozen=True)
+class PerImageScores:
+    """Each test image's Dice and IoU (NaN where undefined: both masks empty), the published Dice (1 there), and
+    whether its true mask is positive."""
+
+    dice: np.ndarray
+    iou: np.ndarray
+    dice_published: np.ndarray
+    positive: np.ndarray
+
+
+def _per_image_scores(predicted: np.ndarray, truth: np.ndarray) -> PerImageScores:
+    reports = [segmentation_report(predicted[[index]], truth[[index]]) for index in range(len(truth))]
+    return PerImageScores(
+        dice=np.array([report.dice_all for report in reports]),
+        iou=np.array([report.iou_all for report in reports]),
+        dice_published=np.array([1.0 if report.n_empty_gt_predicted_empty else report.dice_all for report in reports]),
+        positive=np.array([report.n_positive == 1 for report in reports]),
+    )
+
+
+def _metrics(scores: PerImageScores, predicted: np.ndarray, groups: np.ndarray,
              settings: SegmentSettings) -> dict[str, ConfidenceInterval]:
     """Dice, IoU, the empty-mask false-positive rate and the published Dice, each averaged over its population,
     with intervals."""
-    reports = [segmentation_report(predicted[[index]], truth[[index]]) for index in range(len(truth))]
-    dice = np.array([report.dice_all for report in reports])
-    dice_published = np.array([1.0 if report.n_empty_gt_predicted_empty else report.dice_all for report in reports])
-    iou = np.array([report.iou_all for report in reports])
-    positive = np.array([report.n_positive == 1 for report in reports])
+    dice, iou, dice_published, positive = scores.dice, scores.iou, scores.dice_published, scores.positive
     predicted_any = predicted.any(axis=(1, 2))
 
     def interval(metric: Callable[..., float], *arrays: np.ndarray) -> ConfidenceInterval:
@@ -180,6 +212,34 @@ def _metrics(predicted: np.ndarray, truth: np.ndarray, groups: np.ndarray,
         "empty_gt_false_positive_rate": interval(_mean_where, predicted_any.astype(float), ~positive),
         "dice_published": interval(_mean_defined, dice_published),
     }
+
+
+def _training_views(rows: DatasetRows, view_rows: list[DatasetRows], positions: np.ndarray, size: int,
+                    adaptor: AdaptorRun | None, device: str) -> tuple[np.ndarray, np.ndarray]:
+    """The decoder's training inputs and masks: (N, T, D) and (N, H, W) from the plain store, or, with augmented
+    views, (K, N, T, D) and (K, N, H, W), view k's masks warped as its images were."""
+    masks = aligned_masks(rows, positions, size)
+    if not view_rows:
+        return _decoder_inputs(rows, positions, adaptor, device), masks
+    tokens = np.stack([_decoder_inputs(view, positions, adaptor, device) for view in view_rows])
+    view_masks = np.stack([warped_masks(masks, rows.ids[positions], index)
+                           for index in range(1, len(view_rows) + 1)])
+    return tokens, view_masks
+
+
+def _default_mask_size(rows: DatasetRows, decoder: DecoderName, grid: int) -> int:
+    """The published decoder's masks at the store's input size, where the published code scored them; another
+    decoder's at its own output size (the light one: 4 px per token), which keeps a quick run quick."""
+    return _image_size(rows) if decoder is DecoderName.PUBLISHED_VIT else decoder_output_size(decoder, grid)
+
+
+def _image_size(rows: DatasetRows) -> int:
+    """The side of the square image the store's backbone read (`preprocessing.image_size`)."""
+    size = rows.store.provenance.to_json()["preprocessing"].get("image_size")
+    if not isinstance(size, int) or size < 1:
+        raise SegmentationError(f"{rows.store.path} records no input image size (preprocessing.image_size); "
+                                "pass --mask-size or re-extract it")
+    return size
 
 
 def _mean_defined(values: np.ndarray) -> float:

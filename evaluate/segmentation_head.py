@@ -1,86 +1,33 @@
-"""A light segmentation decoder on cached patch tokens, trained with Dice + BCE on binary masks.
+"""A segmentation decoder on cached patch tokens, built and trained as a `SegmentationProtocol` says.
 
 The backbone stays frozen: its (B, T, D) patch tokens of a g x g grid are the only input, so a
-segmentation run needs the token cache and never an image.
+segmentation run needs the token cache and never an image. Training may cycle through K augmented
+views of every training image (tokens and masks warped alike at extraction), one view per epoch.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional
 
-from adaptor_vlp.evaluate.early_stopping import (
-    TrainingOutcome,
-    TrainingSettings,
-    predict_in_batches,
-    seeded_torch,
-    train_with_early_stopping,
-)
-
-
-@dataclass(frozen=True)
-class DecoderSettings:
-    """The decoder's width and how it is trained (optimiser, batch size, early stopping).
-
-    `training.max_epochs` is not read: a run's epochs are `fit_segmentation_head`'s `epochs` argument.
-    """
-
-    hidden_channels: int = 128
-    training: TrainingSettings = TrainingSettings(learning_rate=1e-3, weight_decay=0.01, batch_size=16, patience=5)
-
-
-class TokenGridDecoder(nn.Module):
-    """Patch tokens -> mask logits: a 1x1 conv to `hidden` channels, two x2 bilinear upsampling
-    3x3 conv stages, a 1x1 conv to one channel, and a bilinear resize to `out_size`."""
-
-    def __init__(self, n_features: int, grid: int, out_size: tuple[int, int], hidden: int) -> None:
-        super().__init__()
-        if hidden < 4:
-            raise ValueError(f"hidden_channels must be at least 4 (it is halved twice), got {hidden}")
-        self.grid = grid
-        self.out_size = out_size
-        self.reduce = _conv_block(n_features, hidden, kernel_size=1)
-        self.upsample = nn.Sequential(
-            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-            _conv_block(hidden, hidden // 2, kernel_size=3),
-            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-            _conv_block(hidden // 2, hidden // 4, kernel_size=3),
-        )
-        self.classify = nn.Conv2d(hidden // 4, 1, kernel_size=1)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) tokens of any float dtype -> (B, H, W) mask logits."""
-        batch, _, n_features = tokens.shape
-        grid_map = tokens.to(torch.float32).transpose(1, 2).reshape(batch, n_features, self.grid, self.grid)
-        logits = self.classify(self.upsample(self.reduce(grid_map)))
-        resized = functional.interpolate(logits, size=self.out_size, mode="bilinear", align_corners=False)
-        return resized[:, 0]
-
-
-def dice_bce_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy plus the mean per-image soft Dice loss, smoothed by 1 so that an
-    empty mask is learnt as "predict nothing" rather than being undefined."""
-    targets = masks.to(torch.float32)
-    bce = functional.binary_cross_entropy_with_logits(logits, targets)
-    probabilities = torch.sigmoid(logits).flatten(1)
-    targets = targets.flatten(1)
-    overlap = (probabilities * targets).sum(dim=1)
-    dice = (2 * overlap + 1) / (probabilities.sum(dim=1) + targets.sum(dim=1) + 1)
-    return bce + (1 - dice).mean()
+from adaptor_vlp.evaluate.early_stopping import predict_in_batches, seeded_torch
+from adaptor_vlp.evaluate.segmentation_decoders import build_decoder
+from adaptor_vlp.evaluate.segmentation_loss import loss_function
+from adaptor_vlp.evaluate.segmentation_protocol import SegmentationProtocol
+from adaptor_vlp.evaluate.segmentation_training import SegmentationTraining, train_segmenter
 
 
 @dataclass(frozen=True)
 class FittedSegmenter:
     """A trained decoder, the grid and mask size it works on, and which epoch's weights it kept."""
 
-    decoder: TokenGridDecoder
+    decoder: nn.Module
     grid: int
     out_size: tuple[int, int]
     n_features: int
-    training: TrainingOutcome
+    training: SegmentationTraining
     batch_size: int
 
     def predict_probabilities(self, tokens: np.ndarray) -> np.ndarray:
@@ -89,8 +36,8 @@ class FittedSegmenter:
         return torch.sigmoid(predict_in_batches(self.decoder, inputs, self.batch_size)).numpy()
 
     def predict_masks(self, tokens: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-        """(N, H, W) boolean masks: pixels whose probability is at least `threshold`."""
-        return self.predict_probabilities(tokens) >= threshold
+        """(N, H, W) boolean masks: pixels whose probability is above `threshold` (the published get_dice's rule)."""
+        return self.predict_probabilities(tokens) > threshold
 
 
 def fit_segmentation_head(
@@ -101,48 +48,42 @@ def fit_segmentation_head(
     grid: int,
     out_size: int | tuple[int, int],
     seed: int = 0,
-    epochs: int = 50,
-    settings: DecoderSettings = DecoderSettings(),
+    protocol: SegmentationProtocol = SegmentationProtocol(),
 ) -> FittedSegmenter:
-    """Trains a `TokenGridDecoder` on (N, grid*grid, D) tokens and (N, H, W) binary masks, where
-    (H, W) is `out_size`, keeping the weights with the lowest validation loss.
+    """Trains the protocol's decoder on (N, grid*grid, D) tokens and (N, H, W) binary masks, (H, W) being
+    `out_size`, keeping the weights of the best validated epoch.
 
-    Tokens may be float16 (as cached); they stay in that dtype in memory and are widened per
-    batch. Seeded and repeatable on CPU.
+    Augmented views come as (K, N, grid*grid, D) tokens with (K, N, H, W) masks: epoch e trains on view
+    (e - 1) mod K. Tokens may be float16 (as cached); they stay so in memory and are widened per batch.
+    Seeded and repeatable on CPU.
     """
     out_size = (out_size, out_size) if isinstance(out_size, int) else tuple(out_size)
-    train_tokens = _checked_tokens(train_tokens, "train_tokens", grid)
-    n_features = train_tokens.shape[2]
+    if out_size[0] != out_size[1]:
+        raise ValueError(f"masks must be square, got out_size {out_size}")
+    view_tokens = train_tokens if np.ndim(train_tokens) == 4 else np.asarray(train_tokens)[None]
+    view_masks = train_masks if np.ndim(train_masks) == 4 else np.asarray(train_masks)[None]
+    if len(view_tokens) != len(view_masks):
+        raise ValueError(f"got {len(view_tokens)} views of the training tokens but {len(view_masks)} of their masks")
+    view_tokens = [_checked_tokens(tokens, "train_tokens", grid) for tokens in view_tokens]
+    n_features = view_tokens[0].shape[2]
+    view_tokens = [_checked_tokens(tokens, "train_tokens", grid, n_features) for tokens in view_tokens]
+    n_train = len(view_tokens[0])
+    view_masks = [_checked_masks(masks, "train_masks", n_train, out_size) for masks in view_masks]
     val_tokens = _checked_tokens(val_tokens, "val_tokens", grid, n_features)
-    train_masks = _checked_masks(train_masks, "train_masks", len(train_tokens), out_size)
     val_masks = _checked_masks(val_masks, "val_masks", len(val_tokens), out_size)
-    training = replace(settings.training, max_epochs=epochs)
     with seeded_torch(seed):
-        decoder = TokenGridDecoder(n_features, grid, out_size, settings.hidden_channels)
-        outcome = train_with_early_stopping(
+        decoder = build_decoder(protocol.decoder, n_features, grid, out_size[0])
+        training = train_segmenter(
             decoder,
-            dice_bce_loss,
-            train=(torch.from_numpy(train_tokens), torch.from_numpy(train_masks)),
+            loss_function(protocol.loss),
+            train_views=[torch.from_numpy(tokens) for tokens in view_tokens],
+            train_masks=[torch.from_numpy(masks) for masks in view_masks],
             val=(torch.from_numpy(val_tokens), torch.from_numpy(val_masks)),
-            settings=training,
+            protocol=protocol,
             seed=seed,
         )
-    return FittedSegmenter(
-        decoder=decoder,
-        grid=grid,
-        out_size=out_size,
-        n_features=n_features,
-        training=outcome,
-        batch_size=training.batch_size,
-    )
-
-
-def _conv_block(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(),
-    )
+    return FittedSegmenter(decoder=decoder, grid=grid, out_size=out_size, n_features=n_features,
+                           training=training, batch_size=protocol.batch_size)
 
 
 def _checked_tokens(tokens: np.ndarray, name: str, grid: int, n_features: int | None = None) -> np.ndarray:

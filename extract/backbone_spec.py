@@ -47,6 +47,21 @@ class Interpolation(str, Enum):
     """Antialiased bilinear, as Pillow and torchvision resize."""
     AREA = "area"
     """Each output pixel is the area-weighted mean of the input pixels it covers (OpenCV's INTER_AREA)."""
+    OPENCV_LINEAR = "opencv-linear"
+    """Bilinear from the two nearest pixels per axis, without antialiasing (OpenCV's INTER_LINEAR, the default of
+    the cv2.resize that MGCA's segmentation datasets apply to whole radiographs)."""
+
+
+class PositionEmbedding(str, Enum):
+    """How a ViT's learnt position table meets an input of another size than it was trained at."""
+
+    CHECKPOINT = "checkpoint"
+    """The library's own way: timm resamples the checkpoint's table once, when it loads, to the input's grid
+    (bicubic, antialiased, sizes without offset)."""
+    HUB_INTERPOLATED = "hub-interpolated"
+    """The table stays at the checkpoint's grid and is interpolated at every forward pass as torch.hub's
+    facebookresearch/dinov2 models do (vision_transformer.py interpolate_pos_encoding): bicubic, no
+    antialias, scale factors (g + 0.1) / M for a g x g input grid and an M x M table."""
 
 
 class StepOp(str, Enum):
@@ -235,6 +250,7 @@ class BackboneSpec:
     architecture: str | None = None
     text_cleaning: TextCleaning = TextCleaning.NONE
     pooler_init_seed: int | None = None
+    position_embedding: PositionEmbedding = PositionEmbedding.CHECKPOINT
     notes: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -259,6 +275,8 @@ class BackboneSpec:
         if self.pooler_init_seed is not None and (self.modality is not Modality.TEXT
                                                   or self.pooling is not Pooling.POOLER or random_text):
             refuse("pooler_init_seed goes with a pretrained text checkpoint read with pooling \"pooler\"")
+        if self.position_embedding is PositionEmbedding.HUB_INTERPOLATED and self.source is not Source.TIMM:
+            refuse("position_embedding = 'hub-interpolated' is implemented for timm ViTs only")
 
     @property
     def weights_id(self) -> str:

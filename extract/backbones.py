@@ -38,7 +38,7 @@ from adaptor_vlp.cache_schema import Modality
 from adaptor_vlp.extract.adhoc import ADHOC_SCHEMES, adhoc_spec
 from adaptor_vlp.extract.backbone_spec import (
     DEFAULT_MAX_LENGTH, RANDOM_INIT_PREFIX, BackboneSpec, ImagePreprocessing, ImageStep, Interpolation, Pooling,
-    RandomTextConfig, Source, SpecError, StepOp,
+    PositionEmbedding, RandomTextConfig, Source, SpecError, StepOp,
 )
 from adaptor_vlp.extract.text_cleaning import TextCleaning
 
@@ -219,6 +219,9 @@ def _specs_from_table(path: Path, name: str, table: Any) -> list[BackboneSpec]:
         values["pooling"] = _choice(where, "pooling", Pooling, values["pooling"])
         if "text_cleaning" in values:
             values["text_cleaning"] = _choice(where, "text_cleaning", TextCleaning, values["text_cleaning"])
+        if "position_embedding" in values:
+            values["position_embedding"] = _choice(where, "position_embedding", PositionEmbedding,
+                                                   values["position_embedding"])
         if "image" in values:
             values["image"] = _image_from_table(f"{where}, [image]", values["image"])
         if "random_text_config" in values:

@@ -64,6 +64,13 @@ def images(
     feature_maps: bool = typer.Option(False, "--feature-maps", help="Also store a CNN's four intermediate maps "
                                       "(1/2 .. 1/16 of its input; compressed float16, megabytes per image), the "
                                       "skip connections of the published ResNet-AE U-Net (`evaluate segment`)."),
+    segmentation_size: int = typer.Option(None, "--segmentation-size", min=14, help="For a segmentation "
+                                                    "task: read the whole image resized to this square, as the "
+                                                    "published runs did (SIIM 896, RSNA 224), instead of the "
+                                                    "backbone's own steps; recorded in the store."),
+    segmentation_views: int = typer.Option(0, "--segmentation-views", min=0, help="With --segmentation-size: also "
+                                           "write K stores of seeded ShiftScaleRotate views (the published "
+                                           "augmentation), <backbone>.view1 ... .viewK, for the decoder's training."),
     batch_size: int = BATCH_OPTION,
     workers: int = typer.Option(2, "--workers", min=0, help="Decoders reading images ahead of the forward pass: "
                                 "worker processes, or threads in each Dask shard task."),
@@ -97,8 +104,13 @@ def images(
     job = ExtractionJob(cache, dataset, Modality.IMAGE, names[0], weights=weights, tokens=tokens, views=views,
                         batch_size=batch_size, num_workers=workers, device=chosen_device, precision=precision,
                         shard_rows=shard_rows, image_root=image_root, registry=tuple(registry), verbose=verbose,
-                        decode_size=decode, decoder=decoder, feature_maps=feature_maps)
-    _extract([dataclasses.replace(job, backbone=name) for name in names], overwrite, scheduler)
+                        decode_size=decode, decoder=decoder, feature_maps=feature_maps,
+                        segmentation_size=segmentation_size)
+    with input_errors_exit(ValueError):  # views without a segmentation size, refused before anything runs
+        view_jobs = [dataclasses.replace(job, segmentation_view=view, views=0, feature_maps=False)
+                     for view in range(1, segmentation_views + 1)]
+    for pass_job in (job, *view_jobs):
+        _extract([dataclasses.replace(pass_job, backbone=name) for name in names], overwrite, scheduler)
 
 
 def _backbone_names(option: str, weights: Path | None) -> list[str]:

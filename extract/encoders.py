@@ -20,7 +20,9 @@ from transformers.utils import ModelOutput
 
 from adaptor_vlp.extract.backbones import BackboneSpec, Modality, Pooling, Source, SpecError, get_spec
 from adaptor_vlp.extract.adhoc import timm_pretrained_cfg
+from adaptor_vlp.extract.backbone_spec import PositionEmbedding
 from adaptor_vlp.extract.hf_models import load_transformers_model, vision_tower
+from adaptor_vlp.extract.hub_positions import HUB_INTERPOLATE_ANTIALIAS, HUB_INTERPOLATE_OFFSET, use_hub_positions
 from adaptor_vlp.extract.image_transforms import image_preprocessing
 from adaptor_vlp.extract.library_output import library_output
 from adaptor_vlp.extract.precision import Precision
@@ -102,7 +104,14 @@ class ImageEncoder(FrozenEncoder):
 
     @property
     def preprocessing(self) -> dict:
-        return {**image_preprocessing(self.spec), "source": self.spec.source.value, "pooling": self.spec.pooling.value}
+        """The image path's record; a hub-interpolated position table adds how (absent: the library's own way)."""
+        record = {**image_preprocessing(self.spec), "source": self.spec.source.value,
+                  "pooling": self.spec.pooling.value}
+        if self.spec.position_embedding is PositionEmbedding.HUB_INTERPOLATED:
+            record["position_embedding"] = {"method": self.spec.position_embedding.value, "mode": "bicubic",
+                                            "interpolate_offset": HUB_INTERPOLATE_OFFSET,
+                                            "antialias": HUB_INTERPOLATE_ANTIALIAS}
+        return record
 
     def feature_map_shapes(self) -> tuple[tuple[int, int, int], ...]:
         """(channels, height, width) of the four maps `encode(..., with_feature_maps=True)` returns, finest first
@@ -315,7 +324,13 @@ def _build_image_tower(spec: BackboneSpec, weights: Path | None, verbose: bool) 
 def _build_timm_model(spec: BackboneSpec, weights: Path | None) -> torch.nn.Module:
     options = {}
     pretrained_cfg = timm_pretrained_cfg(spec.model_id)
-    if pretrained_cfg is not None and pretrained_cfg.fixed_input_size:
+    hub_positions = spec.position_embedding is PositionEmbedding.HUB_INTERPOLATED
+    if hub_positions:
+        if pretrained_cfg is None:
+            raise SpecError(f"backbone {spec.name!r}: hub position interpolation needs a timm model with a "
+                            f"pretrained config (its native input size); {spec.model_id!r} has none")
+        options.update(img_size=pretrained_cfg.input_size[-1], dynamic_img_size=True)
+    elif pretrained_cfg is not None and pretrained_cfg.fixed_input_size:
         options["img_size"] = spec.image_size
     if spec.is_random_init:
         with _seeded(spec.random_init_seed):
@@ -331,7 +346,7 @@ def _build_timm_model(spec: BackboneSpec, weights: Path | None) -> torch.nn.Modu
     if spec.pooling not in TIMM_GLOBAL_POOL:
         raise SpecError(f"backbone {spec.name!r}: timm models pool by cls or mean, not {spec.pooling.value}")
     model.reset_classifier(0, global_pool=TIMM_GLOBAL_POOL[spec.pooling])
-    return model
+    return use_hub_positions(model) if hub_positions else model
 
 
 def _build_text_model(spec: BackboneSpec, weights: Path | None, verbose: bool) -> torch.nn.Module:

@@ -17,7 +17,6 @@ an output pixel covers. `area_resize` computes exactly those fractional coverage
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import asdict, dataclass
 from typing import Sequence
@@ -29,6 +28,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from adaptor_vlp.cache_schema.geometry import centre_square, resized_shape, square_padding
+from adaptor_vlp.cache_schema.warps import view_seed as view_seed  # shared with the segmentation views
 from adaptor_vlp.extract.backbone_spec import (
     RESIZE_OPS, BackboneSpec, ImagePreprocessing, ImageStep, Interpolation, StepOp,
 )
@@ -37,7 +37,10 @@ MAX_GREY = 255.0
 VIEW_INTERPOLATION = InterpolationMode.BICUBIC
 ROTATION_INTERPOLATION = InterpolationMode.BILINEAR
 TORCHVISION_INTERPOLATION = {Interpolation.BICUBIC: InterpolationMode.BICUBIC,
-                             Interpolation.BILINEAR: InterpolationMode.BILINEAR}
+                             Interpolation.BILINEAR: InterpolationMode.BILINEAR,
+                             Interpolation.OPENCV_LINEAR: InterpolationMode.BILINEAR}
+ORIGINAL_PIXEL_INTERPOLATIONS = (Interpolation.AREA, Interpolation.OPENCV_LINEAR)
+"""First resizes that must read the decoded pixels themselves: a reduced decode would average them first."""
 
 
 @dataclass(frozen=True)
@@ -189,7 +192,7 @@ def decode_size(spec: BackboneSpec) -> int | None:
     if spec.image.decode_size is not None:
         return spec.image.decode_size
     first_resize = next((step for step in spec.image.steps if step.interpolation is not None), None)
-    if first_resize is not None and first_resize.interpolation is Interpolation.AREA:
+    if first_resize is not None and first_resize.interpolation in ORIGINAL_PIXEL_INTERPOLATIONS:
         return None
     return least_decode_size(spec)
 
@@ -258,12 +261,6 @@ def augmented_view(gray: np.ndarray, spec: BackboneSpec, seed: int) -> torch.Ten
     return _normalise(image, spec.image)
 
 
-def view_seed(sample_id: str, view_index: int) -> int:
-    """The seed of augmented view `view_index` of a sample: stable across runs and machines."""
-    digest = hashlib.sha256(f"{sample_id}\x00{view_index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
-
-
 def image_preprocessing(spec: BackboneSpec) -> dict:
     """Everything in the image path that changes the embedding, as a JSON-able record."""
     return {
@@ -288,7 +285,7 @@ def _resize(image: torch.Tensor, step: ImageStep, height: int, width: int, whole
         resized = area_resize(image, height, width, whole_levels)
     else:
         resized = F.resize(image, [height, width], interpolation=TORCHVISION_INTERPOLATION[step.interpolation],
-                           antialias=True).clamp_(0.0, MAX_GREY)
+                           antialias=step.interpolation is not Interpolation.OPENCV_LINEAR).clamp_(0.0, MAX_GREY)
     return resized.round_() if step.rounded else resized
 
 

@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Sequence
 
 from adaptor_vlp.cache_schema import Modality, store_path
+from adaptor_vlp.cache_schema.warps import view_store_path
 from adaptor_vlp.extract.backbones import BackboneSpec, get_spec
 from adaptor_vlp.extract.device_decoding import Decoder
 from adaptor_vlp.extract.image_transforms import DecodeSize, check_decode_size, decode_size, pass_decode_size
 from adaptor_vlp.extract.precision import Precision
+from adaptor_vlp.extract.segmentation_input import segmentation_input
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,9 @@ class ExtractionJob:
     backbone's steps (recorded in the store); None: the backbone's own default (`decode`).
     `decoder` decodes JPEGs on the CPU or on the job's device (recorded where it is the device).
     `feature_maps` also stores a CNN's four intermediate maps (`--feature-maps`, the U-Net's skips).
+    `segmentation_size` replaces the backbone's steps by the published segmentation input: the whole
+    image resized to that square (SIIM 896, RSNA 224 in the published runs). `segmentation_view` k > 0
+    warps that input by the seeded ShiftScaleRotate of (sample, k) (`cache_schema.warps`) into its own store.
     """
 
     cache_dir: Path
@@ -49,14 +54,26 @@ class ExtractionJob:
     verbose: bool = False
     decode_size: DecodeSize | None = None
     decoder: Decoder = Decoder.CPU
+    segmentation_size: int | None = None
+    segmentation_view: int = 0
+
+    def __post_init__(self) -> None:
+        if self.segmentation_view and self.segmentation_size is None:
+            raise ValueError("augmented segmentation views (--segmentation-views) need --segmentation-size: they warp "
+                             "the whole image at the task's size")
 
     @property
     def spec(self) -> BackboneSpec:
-        """The backbone to run, resolved from the registries (or an ad-hoc name) for this job's modality."""
-        return get_spec(self.backbone, self.registry, self.modality, self.max_length)
+        """The backbone to run, resolved from the registries (or an ad-hoc name) for this job's modality; with
+        `segmentation_size`, reading the whole image resized to that square (`extract.segmentation_input`)."""
+        spec = get_spec(self.backbone, self.registry, self.modality, self.max_length)
+        return spec if self.segmentation_size is None else segmentation_input(spec, self.segmentation_size)
 
     @property
     def store(self) -> Path:
+        """The job's store; for segmentation view k, its own store beside the plain one (`view_store_path`)."""
+        if self.segmentation_view:
+            return view_store_path(self.cache_dir, self.dataset, self.backbone, self.segmentation_view)
         return store_path(self.cache_dir, self.dataset, self.modality, self.backbone)
 
     @property

@@ -22,9 +22,19 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from adaptor_vlp.cache_schema import ArrayName, CacheStore, FeatureShape, Modality, Provenance, ShardSpan, dataset_dir
+from adaptor_vlp.cache_schema import (
+    ArrayName,
+    CacheStore,
+    FeatureShape,
+    Modality,
+    Provenance,
+    ProvenanceMismatch,
+    ShardSpan,
+    dataset_dir,
+)
 from adaptor_vlp.cache_schema.arrays import FEATURE_MAP_CODEC
 from adaptor_vlp.cache_schema.layout import FEATURE_MAP_ARRAYS
+from adaptor_vlp.cache_schema.warps import PUBLISHED_SHIFT_SCALE_ROTATE
 from adaptor_vlp.extract.device_decoding import decoder_record
 from adaptor_vlp.extract.encoders import (
     MAP_REDUCTIONS,
@@ -102,10 +112,15 @@ def open_store(job: ExtractionJob, encoder: Encoder, manifest_folder: Path, rows
     """
     if overwrite and job.store.exists():
         shutil.rmtree(job.store)
+    if job.modality is Modality.IMAGE and job.store.exists():
+        _check_input_size(job.store, encoder.spec.image_size)
     decoding = image_decoding(job) if job.modality is Modality.IMAGE else {}
     maps = {"feature_maps": feature_maps_record(encoder)} if job.feature_maps else {}
     preprocessing = {**encoder.preprocessing, **decoding, "tokens": job.tokens, "views": job.views,
                      "forward_precision": encoder.precision.value, **maps}
+    if job.segmentation_view:
+        preprocessing["segmentation_view"] = {"index": job.segmentation_view,
+                                              "warp": PUBLISHED_SHIFT_SCALE_ROTATE.record()}
     provenance = Provenance(
         dataset=job.dataset,
         manifest_sha256=manifest_sha256(manifest_folder),
@@ -136,6 +151,14 @@ def image_decoding(job: ExtractionJob) -> dict:
     if job.decode.pixels is not None:
         decoding["reduced_decode_frame"] = REDUCED_DECODE_FRAME
     return decoding
+
+
+def _check_input_size(path: Path, size: int) -> None:
+    """Refuses to resume an image store made at another input size, naming that field first: the weights'
+    fingerprint would differ too for models whose position table is sized to the input, and hide the cause."""
+    found = CacheStore.open(path).provenance.preprocessing.get("image_size")
+    if found is not None and found != size:
+        raise ProvenanceMismatch(str(path), "preprocessing.image_size", size, found)
 
 
 def store_features(job: ExtractionJob, encoder: Encoder) -> FeatureShape:
@@ -285,7 +308,7 @@ def _embedded_batches(
         return
     dataset = ImagePassRows(rows.manifest_rows, image_root, [target.encoder.spec for target in targets],
                             views=settings.views, decode=settings.decode, decoder=settings.decoder,
-                            device=str(targets[0].encoder.device))
+                            device=str(targets[0].encoder.device), warp_view=settings.segmentation_view)
     pin_memory = any(target.encoder.device.type == "cuda" for target in targets)
     loader = image_batches(dataset, batches, settings.num_workers, decoders, pin_memory=pin_memory)
     for batch_rows, per_backbone in zip(batches, loader):

@@ -24,6 +24,7 @@ from adaptor_vlp.extract.image_transforms import DecodeSize, augmented_view, dec
 from adaptor_vlp.extract.device_decoding import Decoder, decode_batch
 from adaptor_vlp.extract.images import DecodedImage, UnreadableImage, read_decoded
 from adaptor_vlp.extract.text_cleaning import TextCleaning, clean_text
+from adaptor_vlp.extract.segmentation_input import segmentation_view
 from adaptor_vlp.cache_schema.manifest import ManifestRow
 
 
@@ -81,7 +82,7 @@ class ImagePassRows(Dataset):
     """
 
     def __init__(self, rows: Sequence[ManifestRow], image_root: Path, specs: Sequence[BackboneSpec], views: int,
-                 decode: DecodeSize, decoder: Decoder = Decoder.CPU, device: str = "cpu") -> None:
+                 decode: DecodeSize, decoder: Decoder = Decoder.CPU, device: str = "cpu", warp_view: int = 0) -> None:
         self.rows = rows
         self.image_root = Path(image_root)
         self.specs = tuple(specs)
@@ -90,6 +91,7 @@ class ImagePassRows(Dataset):
         self.decoder = decoder
         self.device = device
         """Where `Decoder.GPU` decodes (the forward pass's device)."""
+        self.warp_view = warp_view
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -117,8 +119,12 @@ class ImagePassRows(Dataset):
                 if spec.image not in views:
                     views[spec.image] = torch.stack([augmented_view(gray, spec, view_seed(row.dicom_id, k))
                                                      for k in range(self.views)])
+        inputs = preprocess_each(gray, self.specs, frame=decoded.frame)
+        if self.warp_view:
+            inputs = [segmentation_view(pixels, spec, row.dicom_id, self.warp_view)
+                      for spec, pixels in zip(self.specs, inputs)]
         return tuple(ImageSample(index, pixels, views.get(spec.image), None)
-                     for spec, pixels in zip(self.specs, preprocess_each(gray, self.specs, frame=decoded.frame)))
+                     for spec, pixels in zip(self.specs, inputs))
 
     @staticmethod
     def collate(samples: list[tuple[ImageSample, ...]]) -> tuple[ImageBatch, ...]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
 from adaptor_vlp.evaluate.heads import HeadKind
+from adaptor_vlp.evaluate.segmentation_protocol import DecoderName, SegmentationProtocol
 from adaptor_vlp.extract.datasets.registry import ManifestDataset
 from adaptor_vlp.extract.datasets.mimic_cxr import SectionParser
 from adaptor_vlp.extract.precision import Precision
@@ -156,6 +157,8 @@ class TaskSpec:
     labels: tuple[str, ...] | None = None
     resamples: int = 1000
     epochs: int = 50
+    decoder: DecoderName = DecoderName.PUBLISHED_VIT
+    batch_size: int = SegmentationProtocol.batch_size
     left_out: tuple[LeftOut, ...] = ()
     unet: tuple[str, ...] = ()
     """Image backbones this segmentation task decodes with the published ResNet-AE U-Net over their cached
@@ -429,6 +432,10 @@ def _task(table: _Table, name: str, spec: StudySpec) -> TaskSpec:
     head = table.choice("head", HeadKind, HeadKind.LINEAR) if kind is TaskKind.CLASSIFY else HeadKind.LINEAR
     epochs = table.get("epochs", int, 50, check=_at_least(1)) if kind is TaskKind.SEGMENT else 50
     unet, unet_width_divisor = _unet(table, spec) if kind is TaskKind.SEGMENT else ((), 1)
+    decoder = (table.choice("decoder", DecoderName, DecoderName.PUBLISHED_VIT) if kind is TaskKind.SEGMENT
+               else DecoderName.PUBLISHED_VIT)
+    batch_size = (table.get("batch_size", int, SegmentationProtocol.batch_size, check=_at_least(2))
+                  if kind is TaskKind.SEGMENT else SegmentationProtocol.batch_size)
     task = TaskSpec(
         name=name,
         title=table.get("title", str, name),
@@ -441,6 +448,8 @@ def _task(table: _Table, name: str, spec: StudySpec) -> TaskSpec:
         labels=None if labels is None else tuple(labels),
         resamples=table.get("resamples", int, 1000, check=_at_least(1)),
         epochs=epochs,
+        decoder=decoder,
+        batch_size=batch_size,
         left_out=_left_out(table, spec),
         unet=unet,
         unet_width_divisor=unet_width_divisor,

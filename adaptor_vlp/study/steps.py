@@ -40,6 +40,7 @@ from adaptor_vlp.evaluate.results import EvaluationTask, FeatureSpace, ResultErr
 from adaptor_vlp.evaluate.segment import METHOD as DECODER_METHOD
 from adaptor_vlp.evaluate.segment import SegmentSettings
 from adaptor_vlp.extract.backbone_spec import SPEC_DECIDED_TEXT_RECORD
+from adaptor_vlp.evaluate.segmentation_protocol import SegmentationProtocol
 from adaptor_vlp.extract.backbones import BackboneSpec, UnknownBackbone, get_spec
 from adaptor_vlp.extract.datasets.registry import dataset_layout
 from adaptor_vlp.extract.image_transforms import DecodeSize
@@ -417,8 +418,10 @@ class HeadStep(Step):
             return classify_dataset(self.cache, self.task.dataset, self.vision, run, spaces, settings, task,
                                     self.task.labels, device=self.device)
         unet = self.task.unet_width_divisor if self.task.uses_unet(self.vision) else None
+        protocol = dataclasses.replace(SegmentationProtocol(), max_epochs=self.task.epochs, decoder=self.task.decoder,
+                                       batch_size=self.task.batch_size)
         settings = SegmentSettings(fractions=(self.fraction,), seed=self.seed, n_resamples=self.task.resamples,
-                                   epochs=self.task.epochs, unet_width_divisor=unet)
+                                   protocol=protocol, unet_width_divisor=unet)
         return segment_dataset(self.cache, self.task.dataset, self.vision, run, spaces, settings, self.device)
 
 

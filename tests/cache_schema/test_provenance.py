@@ -31,3 +31,18 @@ def test_the_decode_size_keeps_the_embedding_space_and_a_store_from_before_it_wa
     check_same_embedding_space("reduced.zarr", make_provenance(preprocessing={"size": 64, "decode_size": 256}),
                                trained_on)
     check_same_embedding_space("older.zarr", make_provenance(preprocessing={"size": 64}), trained_on)
+
+
+def test_a_segmentation_store_may_read_its_own_image_frame_only_when_asked() -> None:
+    """SIIM at 896 px, the whole image, through an Adaptor trained at 224 px on a centre crop."""
+    frame = {"geometry": [{"op": "resize_longest", "size": 256}, {"op": "center_crop", "size": 224}],
+             "image_size": 224, "mean": [0.5], "position_embedding": {"method": "hub-interpolated"}}
+    trained_on = make_provenance(preprocessing=frame).to_json()
+    whole_896 = make_provenance(dataset="siim", preprocessing={
+        **frame, "geometry": [{"op": "resize", "size": 896}], "image_size": 896})
+    check_same_embedding_space("siim.zarr", whole_896, trained_on, any_input_frame=True)
+    with pytest.raises(ProvenanceMismatch, match="'preprocessing.geometry' differs"):
+        check_same_embedding_space("siim.zarr", whole_896, trained_on)
+    other_positions = make_provenance(preprocessing={**frame, "position_embedding": "<absent>"})
+    with pytest.raises(ProvenanceMismatch, match="'preprocessing.position_embedding' differs"):
+        check_same_embedding_space("old.zarr", other_positions, trained_on, any_input_frame=True)

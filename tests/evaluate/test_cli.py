@@ -77,7 +77,7 @@ def test_report_writes_markdown_and_plots_and_prints_the_tables(results):
     for title in ("classification", "image-text retrieval", "zero-shot classification", "segmentation",
                   "## Provenance"):
         assert title in report
-    assert sorted(path.suffix for path in (out / "plots").iterdir()) == [".png"] * 6  # overlays of both decoders
+    assert sorted(path.suffix for path in (out / "plots").iterdir()) == [".png"] * 8  # overlays, Dice per image
     assert "| method | features | 10% | 100% |" in result.output
 
 

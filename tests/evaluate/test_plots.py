@@ -1,4 +1,4 @@
-"""Plots are drawn from result files: ROC curves, a data-efficiency curve, and mask overlays."""
+"""Plots are drawn from result files: ROC curves, a data-efficiency curve, mask overlays and per-image Dice."""
 import numpy as np
 
 from adaptor_vlp.evaluate.bootstrap import ConfidenceInterval
@@ -26,12 +26,15 @@ def test_roc_efficiency_and_overlay_figures_are_written_as_png(tmp_path):
     masks = np.zeros((2, 8, 8), dtype=bool)
     masks[:, 2:5, 2:5] = True
     write_result(_record(EvaluationTask.SEGMENT, 100.0, "dice_positive", 0.9), tmp_path,
-                 {"overlay_ids": np.array(["a", "b"]), "overlay_truth": masks, "overlay_predicted": masks[:, ::-1]})
+                 {"overlay_ids": np.array(["a", "b"]), "overlay_truth": masks, "overlay_predicted": masks[:, ::-1],
+                  "test_ids": np.array(["a", "b", "c"]), "test_dice": np.array([0.4, 0.9, np.nan]),
+                  "test_iou": np.array([0.25, 0.8, np.nan]), "test_positive": np.array([True, True, False])})
 
     paths = draw_plots(read_results(tmp_path), tmp_path / "plots")
 
     names = sorted(path.name for path in paths)
     assert names == ["toy-cxr-classify-backbone-linear-100pct-seed0-roc.png", "toy-cxr-classify-data-efficiency.png",
+                     "toy-cxr-segment-backbone-decoder-100pct-seed0-dice-per-image.png",
                      "toy-cxr-segment-backbone-decoder-100pct-seed0-overlays.png"]
     for path in paths:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,15 +1,21 @@
-"""The token decoder learns masks that a token channel marks, from float16 tokens, seeded."""
+"""The token decoders learn masks that a token channel marks, from float16 tokens and augmented views, seeded."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from adaptor_vlp.evaluate.metrics import segmentation_report
-from adaptor_vlp.evaluate.segmentation_head import DecoderSettings, fit_segmentation_head
+from adaptor_vlp.evaluate.segmentation_head import fit_segmentation_head
+from adaptor_vlp.evaluate.segmentation_protocol import DecoderName, LossName, SegmentationProtocol, SelectionMetric
 
 GRID = 8
 CELL_PIXELS = 4
 OUT_SIZE = GRID * CELL_PIXELS
 N_FEATURES = 8
-SMALL_DECODER = DecoderSettings(hidden_channels=32)
+LIGHT = SegmentationProtocol(decoder=DecoderName.LIGHT, loss=LossName.DICE_BCE, learning_rate=1e-3, batch_size=16,
+                             validation_interval=1, patience_epochs=5, max_epochs=20, image_size=OUT_SIZE,
+                             selection=SelectionMetric.LOSS)
+PUBLISHED = SegmentationProtocol(max_epochs=6, image_size=OUT_SIZE, batch_size=8)
 
 
 def _marked_rectangles(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -37,8 +43,7 @@ def task() -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def test_decoder_learns_marked_cells_to_a_dice_above_point_seven(task):
     segmenter = fit_segmentation_head(
-        *task["train"], *task["val"], grid=GRID, out_size=OUT_SIZE, seed=0, epochs=20,
-        settings=SMALL_DECODER,
+        *task["train"], *task["val"], grid=GRID, out_size=OUT_SIZE, seed=0, protocol=LIGHT,
     )
     test_tokens, test_masks = task["test"]
     predicted = segmenter.predict_masks(test_tokens)
@@ -52,8 +57,8 @@ def test_decoder_learns_nothing_from_tokens_unrelated_to_the_masks(task):
     train_tokens, train_masks = task["train"]
     shuffled = train_tokens[np.random.default_rng(1).permutation(len(train_tokens))]
     segmenter = fit_segmentation_head(
-        shuffled, train_masks, *task["val"], grid=GRID, out_size=OUT_SIZE, seed=0, epochs=10,
-        settings=SMALL_DECODER,
+        shuffled, train_masks, *task["val"], grid=GRID, out_size=OUT_SIZE, seed=0,
+        protocol=replace(LIGHT, max_epochs=10),
     )
     report = segmentation_report(segmenter.predict_masks(task["test"][0]), task["test"][1])
     assert report.dice_positive < 0.6
@@ -62,8 +67,8 @@ def test_decoder_learns_nothing_from_tokens_unrelated_to_the_masks(task):
 def test_same_seed_gives_the_same_masks(task):
     runs = [
         fit_segmentation_head(
-            *task["train"], *task["val"], grid=GRID, out_size=OUT_SIZE, seed=5, epochs=2,
-            settings=SMALL_DECODER,
+            *task["train"], *task["val"], grid=GRID, out_size=OUT_SIZE, seed=5,
+            protocol=replace(LIGHT, max_epochs=2),
         )
         for _ in range(2)
     ]
@@ -81,3 +86,35 @@ def test_tokens_that_do_not_fill_the_grid_are_refused(task):
 def test_masks_of_another_size_are_refused(task):
     with pytest.raises(ValueError, match="train_masks"):
         fit_segmentation_head(*task["train"], *task["val"], grid=GRID, out_size=OUT_SIZE * 2)
+
+
+@pytest.mark.slow
+def test_the_published_decoder_and_loss_learn_the_marked_cells(task):
+    tokens, masks = task["train"]
+    segmenter = fit_segmentation_head(tokens[:32], masks[:32], *task["val"], grid=GRID, out_size=OUT_SIZE, seed=0,
+                                      protocol=PUBLISHED)
+    report = segmentation_report(segmenter.predict_masks(task["test"][0]), task["test"][1])
+    assert report.dice_positive > 0.5
+    assert segmenter.training.validated_epochs == (3, 6)
+
+
+def test_each_epoch_trains_on_the_next_view(task):
+    """Two views whose second holds tokens unrelated to the masks: one epoch reads only view 0, two epochs both."""
+    tokens, masks = task["train"]
+    shuffled = tokens[np.random.default_rng(1).permutation(len(tokens))]
+    views = np.stack([tokens, shuffled]), np.stack([masks, masks])
+    one_view = replace(LIGHT, max_epochs=1)
+    first = fit_segmentation_head(*views, *task["val"], grid=GRID, out_size=OUT_SIZE, seed=0, protocol=one_view)
+    alone = fit_segmentation_head(tokens, masks, *task["val"], grid=GRID, out_size=OUT_SIZE, seed=0, protocol=one_view)
+    np.testing.assert_array_equal(first.predict_probabilities(task["test"][0]),
+                                  alone.predict_probabilities(task["test"][0]))
+    two_epochs = replace(LIGHT, max_epochs=2, validation_interval=2)
+    both = fit_segmentation_head(*views, *task["val"], grid=GRID, out_size=OUT_SIZE, seed=0, protocol=two_epochs)
+    same = fit_segmentation_head(tokens, masks, *task["val"], grid=GRID, out_size=OUT_SIZE, seed=0, protocol=two_epochs)
+    assert not np.array_equal(both.predict_probabilities(task["test"][0]), same.predict_probabilities(task["test"][0]))
+
+
+def test_views_of_tokens_without_as_many_views_of_masks_are_refused(task):
+    tokens, masks = task["train"]
+    with pytest.raises(ValueError, match="views"):
+        fit_segmentation_head(np.stack([tokens, tokens]), masks[None], *task["val"], grid=GRID, out_size=OUT_SIZE)

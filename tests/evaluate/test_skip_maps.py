@@ -14,6 +14,7 @@ from adaptor_vlp.evaluate.early_stopping import TrainingSettings, predict_in_bat
 from adaptor_vlp.evaluate.features import open_adaptor_run, open_dataset_rows
 from adaptor_vlp.evaluate.results import FeatureSpace, RunContext
 from adaptor_vlp.evaluate.segment import SegmentSettings, run_segmentation
+from adaptor_vlp.evaluate.segmentation_protocol import LossName, SegmentationProtocol
 from adaptor_vlp.evaluate.skip_maps import MissingFeatureMaps, SkipMapRows, UNetSegmenter, unet_geometry
 from tests.evaluate.conftest import DATASET, IMAGE_DIM, IMAGE_PREPROCESSING, VISION
 
@@ -124,7 +125,10 @@ def _toy_maps_store(toy) -> None:
 def test_segmentation_with_the_unet_reads_the_maps_and_segments(toy) -> None:
     _toy_maps_store(toy)
     rows = open_dataset_rows(toy.cache_dir, DATASET, CNN)
-    settings = SegmentSettings(fractions=(100.0,), seed=1, n_resamples=20, epochs=15, unet_width_divisor=8)
+    # The recipe this test was written for (Dice + BCE, AdamW 1e-3, batch 16, patience 5), as a protocol.
+    recipe = SegmentationProtocol(loss=LossName.DICE_BCE, learning_rate=1e-3, weight_decay=0.01, batch_size=16,
+                                  patience_epochs=5, max_epochs=15)
+    settings = SegmentSettings(fractions=(100.0,), seed=1, n_resamples=20, protocol=recipe, unet_width_divisor=8)
     [run] = run_segmentation(rows, RunContext(DATASET, {"image": {}}, None), settings)
     record = run.record
     assert record.feature_space is FeatureSpace.BACKBONE and record.details["decoder"] == "unet"
@@ -134,6 +138,7 @@ def test_segmentation_with_the_unet_reads_the_maps_and_segments(toy) -> None:
 
 def test_segmentation_with_the_unet_refuses_a_store_without_maps(toy) -> None:
     rows = open_dataset_rows(toy.cache_dir, DATASET, VISION)
-    settings = SegmentSettings(fractions=(100.0,), n_resamples=20, epochs=1, unet_width_divisor=8)
+    settings = SegmentSettings(fractions=(100.0,), n_resamples=20, protocol=SegmentationProtocol(max_epochs=1),
+                               unet_width_divisor=8)
     with pytest.raises(MissingFeatureMaps, match=f"--backbone {VISION} --dataset {DATASET} --feature-maps"):
         run_segmentation(rows, RunContext(DATASET, {"image": {}}, None), settings)

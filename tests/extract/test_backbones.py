@@ -151,6 +151,8 @@ def test_a_user_file_cannot_redefine_a_built_in_name(tmp_path):
     (lambda text: text.replace('model_id = "test_vit"\n', ''), "lacks 'model_id'"),
     (lambda text: text + "\n[other]\nx = 1\n", r"unknown top-level table\(s\) other"),
     (lambda text: text.replace("[backbones.my-vit.image]", "[backbones.my-vit.imagery]"), r"unknown key\(s\) imagery"),
+    (lambda text: text.replace('dim = 64', 'dim = 64\nposition_embedding = "resampled"'),
+     r"position_embedding = 'resampled' is not one of checkpoint, hub-interpolated"),
 ])
 def test_a_bad_registry_file_is_refused_naming_the_file_the_entry_and_the_key(tmp_path, edit, message):
     path = tmp_path / "bad.toml"
