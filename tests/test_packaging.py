@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-STAGE_FOLDERS = ("extract", "train", "evaluate", "cache_schema")
+STAGE_FOLDERS = ("extract", "train", "evaluate", "cache_schema", "protocols")
 CLASHING_NAMES = ("extract", "train", "evaluate", "cache_schema")
 COMMANDS = ([], ["extract"], ["train"], ["evaluate"], ["cache"])
 

@@ -1,0 +1,33 @@
+"""Downstream protocols as data: how each dataset is split and subset and how its head is trained.
+
+Built-in protocols (`published`, `corrected`) are TOML files in this package; a user's file is read by path
+(`--protocol FILE`). A leaf package: it imports nothing first-party, so extract, evaluate and the study runner
+can all read the same protocol.
+"""
+from adaptor_vlp.protocols.loader import BUILTIN_PROTOCOLS, load_protocol, parse_protocol
+from adaptor_vlp.protocols.records import (
+    Fault,
+    HeadArchitecture,
+    HeadSpec,
+    Metric,
+    Optimiser,
+    Protocol,
+    ProtocolError,
+    Schedule,
+    Selection,
+    SplitRule,
+    SplitSpec,
+    SplitUnit,
+    SubsetRule,
+    SubsetSpec,
+    TaskKind,
+    TaskProtocol,
+    TrainingBalance,
+    TrainingRecipe,
+)
+
+__all__ = [
+    "BUILTIN_PROTOCOLS", "Fault", "HeadArchitecture", "HeadSpec", "Metric", "Optimiser", "Protocol", "ProtocolError",
+    "Schedule", "Selection", "SplitRule", "SplitSpec", "SplitUnit", "SubsetRule", "SubsetSpec", "TaskKind",
+    "TaskProtocol", "TrainingBalance", "TrainingRecipe", "load_protocol", "parse_protocol",
+]
