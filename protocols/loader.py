@@ -113,6 +113,12 @@ def _task(reader: "_Reader", name: str, table: Any, faults: Mapping[str, Fault])
         raise ProtocolError(f"{reader.source}: {where}.faults names {unknown}, which [faults] does not define "
                             f"(it defines {sorted(faults)})")
     head = _head(reader, table, where) if kind is TaskKind.CLASSIFY else None
+    split, subset = _split(reader, table, where), _subset(reader, table, where)
+    if (subset.rule is SubsetRule.NUMPY_CHOICE and split.balance is TrainingBalance.BALANCED
+            and subset.seed != split.balance_seed):
+        raise ProtocolError(f"{reader.source}: {where}.subset.seed: a numpy-choice subset after a balanced split "
+                            f"draws from the balancing's generator, so it must equal split.balance_seed "
+                            f"({split.balance_seed}), got {subset.seed}")
     if kind is TaskKind.SEGMENT and "head" in table:
         raise ProtocolError(f"{reader.source}: {where}.head: a segmentation task's decoder belongs in "
                             f"{where}.segmentation, not in a classification head table")
@@ -120,8 +126,8 @@ def _task(reader: "_Reader", name: str, table: Any, faults: Mapping[str, Fault])
         name=name,
         dataset=reader.string(table, f"{where}.dataset"),
         kind=kind,
-        split=_split(reader, table, where),
-        subset=_subset(reader, table, where),
+        split=split,
+        subset=subset,
         training=_training(reader, table, where),
         metric=reader.choice(table, f"{where}.metric", Metric),
         head=head,
