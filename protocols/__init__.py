@@ -5,6 +5,7 @@ Built-in protocols (`published`, `corrected`) are TOML files in this package; a 
 can all read the same protocol.
 """
 from adaptor_vlp.protocols.loader import BUILTIN_PROTOCOLS, load_protocol, parse_protocol
+from adaptor_vlp.protocols.manifest_record import MANIFEST_OPTION, ProtocolRecord
 from adaptor_vlp.protocols.records import (
     Fault,
     HeadArchitecture,
@@ -20,14 +21,14 @@ from adaptor_vlp.protocols.records import (
     SplitUnit,
     SubsetRule,
     SubsetSpec,
-    TaskKind,
+    HeadTask,
     TaskProtocol,
     TrainingBalance,
     TrainingRecipe,
 )
 
 __all__ = [
-    "BUILTIN_PROTOCOLS", "Fault", "HeadArchitecture", "HeadSpec", "Metric", "Optimiser", "Protocol", "ProtocolError",
-    "Schedule", "Selection", "SplitRule", "SplitSpec", "SplitUnit", "SubsetRule", "SubsetSpec", "TaskKind",
+    "BUILTIN_PROTOCOLS", "MANIFEST_OPTION", "ProtocolRecord", "Fault", "HeadArchitecture", "HeadSpec", "Metric", "Optimiser", "Protocol", "ProtocolError",
+    "Schedule", "Selection", "SplitRule", "SplitSpec", "SplitUnit", "SubsetRule", "SubsetSpec", "HeadTask",
     "TaskProtocol", "TrainingBalance", "TrainingRecipe", "load_protocol", "parse_protocol",
 ]

@@ -32,7 +32,7 @@ from adaptor_vlp.protocols.records import (
     SplitUnit,
     SubsetRule,
     SubsetSpec,
-    TaskKind,
+    HeadTask,
     TaskProtocol,
     TrainingBalance,
     TrainingRecipe,
@@ -106,20 +106,20 @@ def _task(reader: "_Reader", name: str, table: Any, faults: Mapping[str, Fault])
     values = {"dataset", "kind", "metric", "also_report", "classes", "faults"}
     reader.only_keys(table, where, sub_tables | values | {NOTES})
     notes = reader.notes(table, where, values)
-    kind = reader.choice(table, f"{where}.kind", TaskKind)
+    kind = reader.choice(table, f"{where}.kind", HeadTask)
     fault_keys = tuple(reader.strings(table, f"{where}.faults", required=False))
     unknown = [key for key in fault_keys if key not in faults]
     if unknown:
         raise ProtocolError(f"{reader.source}: {where}.faults names {unknown}, which [faults] does not define "
                             f"(it defines {sorted(faults)})")
-    head = _head(reader, table, where) if kind is TaskKind.CLASSIFY else None
+    head = _head(reader, table, where) if kind is HeadTask.CLASSIFY else None
     split, subset = _split(reader, table, where), _subset(reader, table, where)
     if (subset.rule is SubsetRule.NUMPY_CHOICE and split.balance is TrainingBalance.BALANCED
             and subset.seed != split.balance_seed):
         raise ProtocolError(f"{reader.source}: {where}.subset.seed: a numpy-choice subset after a balanced split "
                             f"draws from the balancing's generator, so it must equal split.balance_seed "
                             f"({split.balance_seed}), got {subset.seed}")
-    if kind is TaskKind.SEGMENT and "head" in table:
+    if kind is HeadTask.SEGMENT and "head" in table:
         raise ProtocolError(f"{reader.source}: {where}.head: a segmentation task's decoder belongs in "
                             f"{where}.segmentation, not in a classification head table")
     return TaskProtocol(

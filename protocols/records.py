@@ -17,7 +17,7 @@ class ProtocolError(ValueError):
     """A protocol file or entry that cannot be used; the message names the file and the key."""
 
 
-class TaskKind(str, Enum):
+class HeadTask(str, Enum):
     """What the head does: classify images, or segment them."""
 
     CLASSIFY = "classify"
@@ -134,6 +134,12 @@ class SplitSpec:
     """The seed NumPy's global generator holds when the balanced draw runs."""
     notes: Notes = field(default_factory=dict, compare=False)
 
+    def to_json(self) -> dict[str, Any]:
+        """The split's values without notes: what a manifest records and two tasks compare to share one."""
+        return {"rule": self.rule.value, "unit": self.unit.value, "seed": self.seed, "held_out": self.held_out,
+                "train_share": self.train_share, "validate": self.validate, "test": self.test,
+                "balance": self.balance.value, "balance_seed": self.balance_seed}
+
 
 @dataclass(frozen=True)
 class SubsetSpec:
@@ -219,7 +225,7 @@ class TaskProtocol:
     name: str
     dataset: str
     """The dataset layout the task reads (rsna, siim, covidx, ...)."""
-    kind: TaskKind
+    kind: HeadTask
     split: SplitSpec
     subset: SubsetSpec
     training: TrainingRecipe
@@ -247,7 +253,19 @@ class Protocol:
     tasks: Mapping[str, TaskProtocol]
     faults: Mapping[str, Fault]
 
-    def task(self, dataset: str, kind: TaskKind) -> TaskProtocol:
+    def tasks_sharing_split(self, dataset: str, kind: HeadTask) -> tuple[TaskProtocol, ...]:
+        """The task for (dataset, kind) and every other task on the dataset split the same way: one manifest."""
+        split = self.task(dataset, kind).split.to_json()
+        return tuple(task for task in self.tasks.values() if task.dataset == dataset and task.split.to_json() == split)
+
+    def cache_dataset(self, dataset: str, kind: HeadTask) -> str:
+        """The cache folder of the manifest this protocol writes for (dataset, kind): `<dataset>-<protocol>`, with
+        `-<kind>` added where the protocol splits the dataset differently for its tasks (published RSNA)."""
+        tasks = [task for task in self.tasks.values() if task.dataset == dataset]
+        shared = len(self.tasks_sharing_split(dataset, kind)) == len(tasks)
+        return f"{dataset}-{self.name}" if shared else f"{dataset}-{self.name}-{kind.value}"
+
+    def task(self, dataset: str, kind: HeadTask) -> TaskProtocol:
         """The task protocol for a dataset layout and task kind; an error names what the file defines."""
         matches = [task for task in self.tasks.values() if task.dataset == dataset and task.kind is kind]
         if not matches:

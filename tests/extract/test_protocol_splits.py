@@ -16,7 +16,7 @@ from sklearn.model_selection import train_test_split
 
 from adaptor_vlp.cache_schema.manifest import Split
 from adaptor_vlp.extract.protocol_splits import FrameRow, protocol_split
-from adaptor_vlp.protocols import TaskKind, load_protocol
+from adaptor_vlp.protocols import HeadTask, load_protocol
 from tests.extract.downstream.conftest import XRV_DATA
 
 FRACTIONS = (1.0, 10.0, 100.0)
@@ -57,7 +57,7 @@ def test_rsna_classification_split_and_subsets_equal_mgca(rsna_labels):
     frame = _mgca_rsna_frame(rsna_labels)
     train_df, test_val_df = train_test_split(frame, test_size=0.15 * 2, random_state=0)
     test_df, valid_df = train_test_split(test_val_df, test_size=0.5, random_state=0)
-    task = load_protocol("published").task("rsna", TaskKind.CLASSIFY)
+    task = load_protocol("published").task("rsna", HeadTask.CLASSIFY)
 
     ours = protocol_split(_rsna_rows(frame), task, FRACTIONS)
 
@@ -76,7 +76,7 @@ def test_rsna_segmentation_uses_the_detection_split_and_the_global_generators_dr
     train_df, test_val_df = train_test_split(frame, test_size=5337 * 2, random_state=0)
     test_df, valid_df = train_test_split(test_val_df, test_size=0.5, random_state=0)
     filenames = np.array([patient + ".dcm" for patient in train_df["patientId"]])
-    task = load_protocol("published").task("rsna", TaskKind.SEGMENT)
+    task = load_protocol("published").task("rsna", HeadTask.SEGMENT)
 
     ours = protocol_split(_rsna_rows(frame), task, FRACTIONS)
 
@@ -99,7 +99,7 @@ def test_siim_split_by_label_row_and_balanced_subsets_equal_mgca(siim_labels):
     df = siim_labels.copy()
     train_df, test_val_df = train_test_split(df, test_size=0.15 * 2, random_state=0)
     test_df, valid_df = train_test_split(test_val_df, test_size=0.5, random_state=0)
-    task = load_protocol("published").task("siim", TaskKind.SEGMENT)
+    task = load_protocol("published").task("siim", HeadTask.SEGMENT)
 
     ours = protocol_split(_siim_rows(siim_labels), task, FRACTIONS)
 
@@ -144,7 +144,7 @@ def _images_in_several(*frames: pd.DataFrame) -> frozenset[str]:
 
 
 def test_the_corrected_splits_hold_no_patient_in_two_splits(siim_labels):
-    task = load_protocol("corrected").task("siim", TaskKind.SEGMENT)
+    task = load_protocol("corrected").task("siim", HeadTask.SEGMENT)
     images = siim_labels.groupby("ImageId", sort=False)[" EncodedPixels"].agg(lambda x: any(v.strip() != "-1"
                                                                                             for v in x))
     frame = [FrameRow(image, f"patient-{index // 2}", positive) for index, (image, positive)

@@ -14,7 +14,7 @@ from adaptor_vlp.protocols import (
     Schedule,
     SplitRule,
     SubsetRule,
-    TaskKind,
+    HeadTask,
     TrainingBalance,
     load_protocol,
     parse_protocol,
@@ -31,14 +31,14 @@ def test_each_builtin_protocol_defines_the_four_tasks_of_the_paper(name):
 
     assert protocol.name == name
     assert {(task.dataset, task.kind) for task in protocol.tasks.values()} == {
-        ("rsna", TaskKind.CLASSIFY), ("covidx", TaskKind.CLASSIFY), ("siim", TaskKind.SEGMENT),
-        ("rsna", TaskKind.SEGMENT)}
+        ("rsna", HeadTask.CLASSIFY), ("covidx", HeadTask.CLASSIFY), ("siim", HeadTask.SEGMENT),
+        ("rsna", HeadTask.SEGMENT)}
 
 
 def test_the_published_protocol_holds_the_published_scripts_values():
     published = load_protocol("published")
-    rsna = published.task("rsna", TaskKind.CLASSIFY)
-    covidx = published.task("covidx", TaskKind.CLASSIFY)
+    rsna = published.task("rsna", HeadTask.CLASSIFY)
+    covidx = published.task("covidx", HeadTask.CLASSIFY)
 
     assert (rsna.split.rule, rsna.split.held_out, rsna.split.seed) == (SplitRule.MGCA_TWO_STAGE, 0.3, 0)
     assert (rsna.subset.rule, rsna.subset.seed) == (SubsetRule.PANDAS_SAMPLE, 42)
@@ -50,13 +50,13 @@ def test_the_published_protocol_holds_the_published_scripts_values():
     assert (covidx.training.epochs, covidx.training.patience, covidx.training.seeds) == (50, 5, (6,))
     assert covidx.training.schedule is Schedule.COSINE_WARM_RESTARTS_PER_EPOCH
     assert covidx.classes == ("normal", "pneumonia", "COVID-19")
-    assert published.task("rsna", TaskKind.SEGMENT).split.held_out == 5337 * 2
-    assert published.task("siim", TaskKind.SEGMENT).split.balance is TrainingBalance.BALANCED
-    assert "siim-row-split" in published.task("siim", TaskKind.SEGMENT).faults
+    assert published.task("rsna", HeadTask.SEGMENT).split.held_out == 5337 * 2
+    assert published.task("siim", HeadTask.SEGMENT).split.balance is TrainingBalance.BALANCED
+    assert "siim-row-split" in published.task("siim", HeadTask.SEGMENT).faults
 
 
 def test_the_finetuners_t0_counts_steps_of_the_whole_run():
-    covidx = load_protocol("published").task("covidx", TaskKind.CLASSIFY).training
+    covidx = load_protocol("published").task("covidx", HeadTask.CLASSIFY).training
 
     assert covidx.t0(1000, 100) == int(0.4 * 8 * 50)  # ceil(1000 / 128) = 8 steps per epoch, 50 epochs
 
@@ -73,7 +73,7 @@ def test_the_corrected_protocol_keeps_the_recipes_and_changes_splits_subsets_see
             original.training.learning_rate, original.training.batch_size, original.training.epochs)
         assert task.head == original.head
         assert task.segmentation == original.segmentation
-    assert corrected.task("siim", TaskKind.SEGMENT).metric is Metric.DICE_POSITIVE
+    assert corrected.task("siim", HeadTask.SEGMENT).metric is Metric.DICE_POSITIVE
 
 
 def test_every_value_in_the_builtin_files_has_a_note():
@@ -120,4 +120,4 @@ def test_a_user_file_is_read_by_path_and_an_unknown_name_lists_the_builtins(tmp_
 
 def test_a_task_the_file_does_not_define_is_refused_with_what_it_defines():
     with pytest.raises(ProtocolError, match=r"no classify task for dataset 'siim'.*'covidx/classify'"):
-        load_protocol("published").task("siim", TaskKind.CLASSIFY)
+        load_protocol("published").task("siim", HeadTask.CLASSIFY)
