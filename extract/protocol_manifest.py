@@ -16,9 +16,14 @@ import numpy as np
 from adaptor_vlp.cache_schema.manifest import Exclusion, Manifest, ManifestRow, Split
 from adaptor_vlp.cache_schema.targets import decode_siim_rle, encode_rle_target, parse_target_header
 from adaptor_vlp.extract.downstream.tables import DownstreamLayoutError
-from adaptor_vlp.extract.protocol_frames import ProtocolFrame, protocol_frame
+from adaptor_vlp.extract.protocol_frames import (
+    COVIDX_DEFAULT_FILES,
+    COVIDX_FILES_OPTION,
+    ProtocolFrame,
+    protocol_frame,
+)
 from adaptor_vlp.extract.protocol_splits import SPLIT_ORDER, ProtocolSplit, protocol_split
-from adaptor_vlp.protocols import MANIFEST_OPTION, HeadTask, Protocol, ProtocolRecord
+from adaptor_vlp.protocols import MANIFEST_OPTION, HeadTask, Protocol, ProtocolRecord, TaskProtocol
 
 NOT_DRAWN = "negative not drawn for the balanced training split"
 DEFAULT_FRACTIONS = (1.0, 10.0, 100.0)
@@ -30,6 +35,7 @@ def apply_protocol(manifest: Manifest, protocol: Protocol, kind: HeadTask,
                    fractions: Sequence[float] = DEFAULT_FRACTIONS) -> Manifest:
     """The manifest split as `protocol` splits its dataset for `kind` (and every task sharing that split)."""
     task = protocol.task(manifest.dataset, kind)
+    _check_classes(manifest, protocol, task)
     frame = protocol_frame(manifest, task)
     split = protocol_split(frame.rows, task, (), frame.official_test)
     sharing = protocol.tasks_sharing_split(manifest.dataset, kind)
@@ -51,6 +57,17 @@ def apply_protocol(manifest: Manifest, protocol: Protocol, kind: HeadTask,
     return Manifest(manifest.dataset, manifest.image_root, manifest.reports_root, tuple(rows),
                     {**options, MANIFEST_OPTION: record.to_json()}, label_names=manifest.label_names,
                     excluded=tuple(excluded))
+
+
+def _check_classes(manifest: Manifest, protocol: Protocol, task: TaskProtocol) -> None:
+    """A task with a class vocabulary (COVIDx's three classes) refuses lists of another, naming them."""
+    if task.classes and tuple(manifest.label_names) != task.classes:
+        files = manifest.options.get(COVIDX_FILES_OPTION, COVIDX_DEFAULT_FILES)
+        named = ", ".join(str(manifest.image_root / name) for name in files.values())
+        raise DownstreamLayoutError(
+            f"{named}: the lists hold the classes {list(manifest.label_names)}, but protocol {protocol.name!r} task "
+            f"{task.name!r} classifies {list(task.classes)} (its published values are {len(task.classes)}-class "
+            "accuracies); give the lists of that vocabulary, e.g. COVIDx v9A's train_COVIDx9A.txt / test_COVIDx9A.txt")
 
 
 def _row(row: ManifestRow, split: ProtocolSplit, table: Sequence, frame: ProtocolFrame, image: str,

@@ -106,3 +106,34 @@ def test_the_corrected_rsna_manifest_serves_both_tasks_with_one_patient_split(rs
     assert {row.split for row in manifest.rows} == set(Split)
     published = load_protocol("published")
     assert published.cache_dataset("rsna", HeadTask.CLASSIFY) == "rsna-published-classify"
+
+
+def _covidx_tree(root: Path, classes: tuple[str, str, str]) -> Path:
+    for role, count in (("train", 40), ("test", 9)):
+        (root / role).mkdir(parents=True)
+        lines = []
+        for index in range(count):
+            name = f"{role}-{index}.png"
+            (root / role / name).write_bytes(b"")
+            lines.append(f"patient-{index // 2} {name} {classes[index % 3]} source")
+        (root / f"{role}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_the_published_covidx_split_is_mgcas_and_a_two_class_list_is_refused_naming_the_files(tmp_path):
+    from adaptor_vlp.extract.downstream import read_covidx
+    from adaptor_vlp.extract.downstream.tables import DownstreamLayoutError
+
+    three = _covidx_tree(tmp_path / "three", ("normal", "pneumonia", "COVID-19"))
+    two = _covidx_tree(tmp_path / "two", ("negative", "positive", "negative"))
+    df = pd.read_csv(three / "train.txt", sep=" ", header=None)
+    train_df, valid_df = train_test_split(df, train_size=0.8, random_state=0)
+
+    manifest = apply_protocol(read_covidx(three), load_protocol("published"), HeadTask.CLASSIFY)
+
+    assert {row.dicom_id for row in manifest.rows if row.split is Split.TRAIN} == set(train_df[1])
+    assert {row.dicom_id for row in manifest.rows if row.split is Split.VALIDATE} == set(valid_df[1])
+    assert manifest.options[MANIFEST_OPTION]["measured"]["patients_in_several_splits"] > 0
+    with pytest.raises(DownstreamLayoutError, match=r"two/train.txt.*classes \['negative', 'positive'\].*"
+                                                    r"classifies \['normal', 'pneumonia', 'COVID-19'\]"):
+        apply_protocol(read_covidx(two), load_protocol("published"), HeadTask.CLASSIFY)
