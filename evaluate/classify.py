@@ -200,7 +200,17 @@ def _fit_and_score(features: np.ndarray, targets: ClassificationTargets, columns
     metrics, not_scored = metrics_with_intervals(targets.task, truth, scores, names, rows.subjects[test],
                                                  settings.n_resamples, settings.seed)
     arrays = {"test_ids": rows.ids[test], "test_targets": truth, "test_scores": scores, "label_names": np.array(names)}
-    return metrics, {"head": _head_details(head), "labels_not_scored": not_scored}, arrays
+    details = {"head": _head_details(head), "labels_not_scored": not_scored,
+               "majority_class_test_score": _majority_class_score(targets.task, truth)}
+    return metrics, details, arrays
+
+
+def _majority_class_score(task: TaskKind, truth: np.ndarray) -> float:
+    """What predicting the majority class for every test row scores: its share (multi-class accuracy), else the
+    AUROC of a constant score, 0.5."""
+    if task is TaskKind.MULTICLASS:
+        return float(np.bincount(truth.astype(np.int64)).max() / len(truth))
+    return 0.5
 
 
 def _protocol_details(task: TaskProtocol | None) -> dict[str, object]:

@@ -4,7 +4,7 @@ Built-in protocols (`published`, `corrected`) are TOML files in this package; a 
 (`--protocol FILE`). A leaf package: it imports nothing first-party, so extract, evaluate and the study runner
 can all read the same protocol.
 """
-from adaptor_vlp.protocols.loader import BUILTIN_PROTOCOLS, load_protocol, parse_protocol
+from adaptor_vlp.protocols.loader import BUILTIN_PROTOCOLS, PUBLISHED_PROTOCOL, load_protocol, parse_protocol
 from adaptor_vlp.protocols.manifest_record import MANIFEST_OPTION, ProtocolRecord
 from adaptor_vlp.protocols.records import (
     Fault,
@@ -28,7 +28,7 @@ from adaptor_vlp.protocols.records import (
 )
 
 __all__ = [
-    "BUILTIN_PROTOCOLS", "MANIFEST_OPTION", "ProtocolRecord", "Fault", "HeadArchitecture", "HeadSpec", "Metric", "Optimiser", "Protocol", "ProtocolError",
+    "BUILTIN_PROTOCOLS", "PUBLISHED_PROTOCOL", "MANIFEST_OPTION", "ProtocolRecord", "Fault", "HeadArchitecture", "HeadSpec", "Metric", "Optimiser", "Protocol", "ProtocolError",
     "Schedule", "Selection", "SplitRule", "SplitSpec", "SplitUnit", "SubsetRule", "SubsetSpec", "HeadTask",
     "TaskProtocol", "TrainingBalance", "TrainingRecipe", "load_protocol", "parse_protocol",
 ]

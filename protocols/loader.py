@@ -14,7 +14,6 @@ from enum import Enum
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Mapping, TypeVar
 
 from adaptor_vlp.protocols.records import (
@@ -38,7 +37,9 @@ from adaptor_vlp.protocols.records import (
     TrainingRecipe,
 )
 
-BUILTIN_PROTOCOLS = ("published", "corrected")
+PUBLISHED_PROTOCOL = "published"
+"""The protocol whose cells a study report puts beside the published values."""
+BUILTIN_PROTOCOLS = (PUBLISHED_PROTOCOL, "corrected")
 """The protocols shipped inside the package, as `<name>.toml` beside this module."""
 BUILTIN_ORIGIN = "built-in "
 NOTES = "notes"
@@ -87,8 +88,8 @@ def parse_protocol(data: Mapping[str, Any], source: Path | str) -> Protocol:
         title=reader.string(head, "protocol.title"),
         source=source,
         summary=reader.string(head, "protocol.summary"),
-        tasks=MappingProxyType(tasks),
-        faults=MappingProxyType(faults),
+        tasks=tasks,
+        faults=faults,
     )
 
 
@@ -249,7 +250,7 @@ def _batch_sizes_at(reader: "_Reader", table: Mapping[str, Any], key: str) -> Ma
         if not 0 < fraction <= 100:
             raise reader.fail(f"{key}.{pct}", "a training percentage must be in (0, 100]")
         sizes[fraction] = reader.integer(raw, f"{key}.{pct}", minimum=1)
-    return MappingProxyType(sizes)
+    return dict(sizes)
 
 
 def _segmentation(reader: "_Reader", task: Mapping[str, Any], task_where: str) -> Mapping[str, Any]:
@@ -263,7 +264,7 @@ def _segmentation(reader: "_Reader", task: Mapping[str, Any], task_where: str) -
             raise ProtocolError(f"{reader.source}: {where}.{key}: segmentation settings are scalars or lists, "
                                 "not tables")
     reader.notes(table, where, values)
-    return MappingProxyType({key: table[key] for key in values})
+    return {key: table[key] for key in values}
 
 
 class _Reader:
@@ -308,7 +309,7 @@ class _Reader:
         for key, note in notes.items():
             if not isinstance(note, str) or not note.strip():
                 raise self.fail(f"{where}.{NOTES}.{key}", "must be a non-empty string")
-        return MappingProxyType(dict(notes))
+        return dict(notes)
 
     def _value(self, table: Mapping[str, Any], key: str, required: bool) -> Any:
         name = key.rsplit(".", 1)[-1]

@@ -258,12 +258,14 @@ class Protocol:
         split = self.task(dataset, kind).split.to_json()
         return tuple(task for task in self.tasks.values() if task.dataset == dataset and task.split.to_json() == split)
 
-    def cache_dataset(self, dataset: str, kind: HeadTask) -> str:
-        """The cache folder of the manifest this protocol writes for (dataset, kind): `<dataset>-<protocol>`, with
-        `-<kind>` added where the protocol splits the dataset differently for its tasks (published RSNA)."""
+    def cache_dataset(self, dataset: str, kind: HeadTask, prefix: str | None = None) -> str:
+        """The cache folder of the manifest this protocol writes for (dataset, kind): `<prefix>-<protocol>` (prefix:
+        the dataset), with `-<kind>` added where the protocol splits the dataset differently for its tasks
+        (published RSNA)."""
         tasks = [task for task in self.tasks.values() if task.dataset == dataset]
         shared = len(self.tasks_sharing_split(dataset, kind)) == len(tasks)
-        return f"{dataset}-{self.name}" if shared else f"{dataset}-{self.name}-{kind.value}"
+        name = f"{prefix or dataset}-{self.name}"
+        return name if shared else f"{name}-{kind.value}"
 
     def task(self, dataset: str, kind: HeadTask) -> TaskProtocol:
         """The task protocol for a dataset layout and task kind; an error names what the file defines."""
