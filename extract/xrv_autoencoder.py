@@ -9,6 +9,7 @@ imports pandas and scikit-image at import time (about 5 s).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -18,10 +19,18 @@ from adaptor_vlp.extract.backbone_spec import BackboneSpec, SpecError
 from adaptor_vlp.extract.local_files import IncompatibleWeights
 
 
-def xrv_weights_location(weights_name: str) -> tuple[Path, str]:
+@dataclass(frozen=True)
+class XrvWeightsLocation:
+    """Where torchxrayvision keeps a weights file (`path`) and the URL it names for it (`url`)."""
+
+    path: Path
+    url: str
+
+
+def xrv_weights_location(weights_name: str) -> XrvWeightsLocation:
     """Where torchxrayvision keeps the weights called `weights_name`, and the URL it names for them."""
     url = _weights_entry(weights_name)["weights_url"]
-    return Path(_torchxrayvision().utils.get_cache_dir()).expanduser() / os.path.basename(url), url
+    return XrvWeightsLocation(Path(_torchxrayvision().utils.get_cache_dir()).expanduser() / os.path.basename(url), url)
 
 
 class AutoencoderTower(torch.nn.Module):

@@ -76,10 +76,18 @@ class LoadedAdaptor:
     weights_sha256: str
 
 
-def checkpoint_paths(run_dir: Path, kind: CheckpointKind) -> tuple[Path, Path]:
-    """The (safetensors, JSON) files of one checkpoint in a run folder."""
+@dataclass(frozen=True)
+class CheckpointFiles:
+    """The two files of one checkpoint: the tensors (safetensors) and the JSON record that names and checks them."""
+
+    tensors: Path
+    record: Path
+
+
+def checkpoint_paths(run_dir: Path, kind: CheckpointKind) -> CheckpointFiles:
+    """The files of one checkpoint in a run folder (whether or not they exist)."""
     run_dir = Path(run_dir)
-    return run_dir / f"{kind.value}.safetensors", run_dir / f"{kind.value}.json"
+    return CheckpointFiles(tensors=run_dir / f"{kind.value}.safetensors", record=run_dir / f"{kind.value}.json")
 
 
 def save_checkpoint(
@@ -122,7 +130,8 @@ def _write_checkpoint(run_dir: Path, kind: CheckpointKind, tensors: dict[str, to
     """Both files are written in full before either replaces its predecessor (`write_together`), so a
     failed write (a full disk) raises WriteFailed naming the file and leaves the previous checkpoint
     of this kind whole."""
-    tensor_path, json_path = checkpoint_paths(run_dir, kind)
+    files = checkpoint_paths(run_dir, kind)
+    tensor_path, json_path = files.tensors, files.record
     tensor_bytes = save(tensors, metadata=metadata)
     document = {
         "format": CHECKPOINT_FORMAT,
@@ -136,9 +145,17 @@ def _write_checkpoint(run_dir: Path, kind: CheckpointKind, tensors: dict[str, to
     return tensor_path
 
 
-def read_record(run_dir: Path, kind: CheckpointKind) -> tuple[CheckpointRecord, str]:
+@dataclass(frozen=True)
+class RecordedCheckpoint:
+    """A checkpoint as its JSON file records it: the record and the SHA-256 its tensor file must have."""
+
+    record: CheckpointRecord
+    weights_sha256: str
+
+
+def read_record(run_dir: Path, kind: CheckpointKind) -> RecordedCheckpoint:
     """A checkpoint's record and the SHA-256 its tensor file must have."""
-    _, json_path = checkpoint_paths(run_dir, kind)
+    json_path = checkpoint_paths(run_dir, kind).record
     if not json_path.is_file():
         raise CheckpointError(f"{json_path}: no {kind.value} checkpoint in {run_dir}; train a run there first")
     document = json.loads(json_path.read_text())
@@ -150,12 +167,12 @@ def read_record(run_dir: Path, kind: CheckpointKind) -> tuple[CheckpointRecord, 
     missing = sorted(set(fields) - set(document))
     if missing:
         raise CheckpointError(f"{json_path}: lacks {missing}")
-    return CheckpointRecord(**{name: document[name] for name in fields}), document["weights_sha256"]
+    return RecordedCheckpoint(CheckpointRecord(**{name: document[name] for name in fields}), document["weights_sha256"])
 
 
 def load_adaptor(run_dir: Path, kind: CheckpointKind = CheckpointKind.BEST, device: str = "cpu") -> LoadedAdaptor:
     """The trained Adaptor of a run folder, checked against its recorded hash, ready for inference."""
-    record, _ = read_record(run_dir, kind)
+    record = read_record(run_dir, kind).record
     model = Adaptor(record.config())
     tensors, _, tensor_path, sha256 = _read_tensors(run_dir, kind)
     model.load_state_dict(_with_prefix(tensors, MODEL_PREFIX))
@@ -170,7 +187,7 @@ def restore_training_state(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
 ) -> CheckpointRecord:
     """Puts model, optimiser, scheduler and random generators back where the checkpoint left them."""
-    record, _ = read_record(run_dir, kind)
+    record = read_record(run_dir, kind).record
     tensors, metadata, tensor_path, _ = _read_tensors(run_dir, kind)
     if OPTIMIZER_GROUPS_KEY not in metadata:
         raise CheckpointError(f"{tensor_path}: holds an Adaptor's weights only, no training state to resume from")
@@ -199,8 +216,9 @@ def file_sha256(path: Path) -> str:
 
 def _read_tensors(run_dir: Path, kind: CheckpointKind) -> tuple[dict[str, torch.Tensor], dict[str, str], Path, str]:
     """The tensor file's tensors and metadata, refused when its bytes differ from what the JSON recorded."""
-    tensor_path, json_path = checkpoint_paths(run_dir, kind)
-    _, expected_sha256 = read_record(run_dir, kind)
+    files = checkpoint_paths(run_dir, kind)
+    tensor_path, json_path = files.tensors, files.record
+    expected_sha256 = read_record(run_dir, kind).weights_sha256
     if not tensor_path.is_file():
         raise CheckpointError(f"{tensor_path}: missing, though {json_path.name} names it")
     sha256 = file_sha256(tensor_path)

@@ -64,11 +64,7 @@ class TrainResult:
 
     @property
     def best_checkpoint(self) -> Path:
-        return checkpoint_paths(self.run_dir, CheckpointKind.BEST)[0]
-
-    @property
-    def last_checkpoint(self) -> Path:
-        return checkpoint_paths(self.run_dir, CheckpointKind.LAST)[0]
+        return checkpoint_paths(self.run_dir, CheckpointKind.BEST).tensors
 
     def to_json(self) -> dict[str, Any]:
         return {"best_epoch": self.best_epoch, "best_metrics": dict(self.best_metrics),
@@ -145,9 +141,9 @@ def train_adaptor(
 
 def _epochs_kept(run_dir: Path) -> str:
     """What a run stopped by a failed write keeps, and how to continue it."""
-    if not checkpoint_paths(run_dir, CheckpointKind.LAST)[1].is_file():
+    if not checkpoint_paths(run_dir, CheckpointKind.LAST).record.is_file():
         return "No epoch was complete; free space and run the same command again"
-    record, _ = read_record(run_dir, CheckpointKind.LAST)
+    record = read_record(run_dir, CheckpointKind.LAST).record
     return (f"Epochs 1-{record.epoch} are complete and kept (last checkpoint in {run_dir}); free space and rerun "
             f"the same command with --resume: it continues with epoch {record.epoch + 1}")
 
@@ -175,7 +171,7 @@ def _train_in_locked_folder(pairing: StorePairing, recipe: Recipe, run_dir: Path
 def check_run_folder(run_dir: Path, resume: bool) -> None:
     """Refuses a folder that already holds a started or finished run unless the call resumes it."""
     finished = read_completed(run_dir)
-    if (finished or checkpoint_paths(run_dir, CheckpointKind.LAST)[1].is_file()) and not resume:
+    if (finished or checkpoint_paths(run_dir, CheckpointKind.LAST).record.is_file()) and not resume:
         raise RunFolderError(f"{run_dir} already holds a {'finished' if finished else 'started'} run; "
                              "pass --resume to continue it, or choose another --out")
 
@@ -190,7 +186,7 @@ def start_run(run_dir: Path, data: PairedData, provenance: Mapping[str, Any], de
     """
     recipe = data.recipe
     finished = read_completed(run_dir)
-    has_checkpoint = checkpoint_paths(run_dir, CheckpointKind.LAST)[1].is_file()
+    has_checkpoint = checkpoint_paths(run_dir, CheckpointKind.LAST).record.is_file()
     if has_checkpoint:
         _check_resumable(run_dir, recipe, provenance, data.subset.to_json())
     if finished:
@@ -375,7 +371,7 @@ def _validate(model: Adaptor, data: PairedData, device: torch.device) -> dict[st
 def _check_resumable(run_dir: Path, recipe: Recipe, provenance: Mapping[str, Any],
                      data_subset: Mapping[str, Any]) -> None:
     """Refuses to resume a run with other settings, naming the first one that differs."""
-    record, _ = read_record(run_dir, CheckpointKind.LAST)
+    record = read_record(run_dir, CheckpointKind.LAST).record
     for name, value in recipe.to_dict().items():
         if record.recipe.get(name) != value:
             raise RunFolderError(f"{run_dir}: was started with {name}={record.recipe.get(name)!r}, "

@@ -30,7 +30,7 @@ from adaptor_vlp.cache_schema.manifest import Manifest, ManifestError, manifest_
 from adaptor_vlp.evaluate.classify import ClassifySettings
 from adaptor_vlp.evaluate.commands import DatasetEvaluation, classify_dataset, segment_dataset
 from adaptor_vlp.evaluate.features import open_adaptor_run
-from adaptor_vlp.evaluate.heads import TaskKind as HeadTask
+from adaptor_vlp.evaluate.heads import LabelStructure
 from adaptor_vlp.evaluate.report import format_interval
 from adaptor_vlp.evaluate.results import EvaluationTask, FeatureSpace, ResultError, StoredResult, read_results, write_result
 from adaptor_vlp.evaluate.segment import METHOD as DECODER_METHOD
@@ -357,7 +357,7 @@ class HeadStep(Step):
     def adaptor_weights_sha256(self) -> str | None:
         """SHA-256 of the chosen Adaptor's best checkpoint, or None while a candidate run is unfinished."""
         try:
-            return read_record(self.chosen_run(), CheckpointKind.BEST)[1]
+            return read_record(self.chosen_run(), CheckpointKind.BEST).weights_sha256
         except (StepFailed, CheckpointError):
             return None
 
@@ -386,7 +386,7 @@ class HeadStep(Step):
         if self.task.kind is TaskKind.CLASSIFY:
             settings = ClassifySettings(head=self.task.head, fractions=(self.fraction,), seed=self.seed,
                                         n_resamples=self.task.resamples)
-            task = HeadTask.MULTICLASS if self.task.metric is Metric.ACCURACY else None
+            task = LabelStructure.MULTICLASS if self.task.metric is Metric.ACCURACY else None
             return classify_dataset(self.cache, self.task.dataset, self.vision, run, spaces, settings, task,
                                     self.task.labels, device=self.device)
         settings = SegmentSettings(fractions=(self.fraction,), seed=self.seed, n_resamples=self.task.resamples,
@@ -461,9 +461,9 @@ def _best_epoch(result: TrainResult) -> str:
 
 def _recorded_recipe(run_dir: Path, kind: CheckpointKind) -> dict | None:
     """The recipe a run folder's checkpoint of `kind` records, or None when there is none."""
-    if not checkpoint_paths(run_dir, kind)[1].is_file():
+    if not checkpoint_paths(run_dir, kind).record.is_file():
         return None
     try:
-        return dict(read_record(run_dir, kind)[0].recipe)
+        return dict(read_record(run_dir, kind).record.recipe)
     except CheckpointError:
         return None

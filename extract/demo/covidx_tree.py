@@ -104,7 +104,7 @@ def write_demo_covidx(out: Path, images: int = DEFAULT_IMAGES, seed: int = 0) ->
         if image is not missing:
             path = out / image.path
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(_encode(expose(image.exposure)[0], image.source))
+            path.write_bytes(_encode(expose(image.exposure).pixels, image.source))
     listings = {name: [image.line for image in planned if image.label_file == name] for name in (TRAIN_FILE, TEST_FILE)}
     listings[duplicated.label_file].append(duplicated.line)
     for name, lines in listings.items():

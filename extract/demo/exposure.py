@@ -37,12 +37,20 @@ class Exposure:
         return "AP" if self.portable else "PA"
 
 
-def expose(exposure: Exposure, side: int = DOWNSTREAM_SIDE) -> tuple[np.ndarray, Chest]:
+@dataclass(frozen=True)
+class ExposedImage:
+    """A drawn exposure: its (side, side) uint8 pixels and its positioned anatomy laid on the same grid."""
+
+    pixels: np.ndarray
+    chest: Chest
+
+
+def expose(exposure: Exposure, side: int = DOWNSTREAM_SIDE) -> ExposedImage:
     """The image's (side, side) uint8 pixels and its positioned anatomy laid on the same grid (for targets)."""
     rng = np.random.default_rng(exposure.seed)
     anatomy = position(exposure.anatomy, rng, portable=exposure.portable)
     pixels = draw_frontal(exposure.findings, anatomy, rng, portable=exposure.portable, side=side)
-    return pixels, lay_out(anatomy, side)
+    return ExposedImage(pixels, lay_out(anatomy, side))
 
 
 def dicom_uid(rng: np.random.Generator) -> str:

@@ -124,7 +124,8 @@ def _pneumonia(rng: np.random.Generator) -> AirspaceDisease | None:
 
 def _draw(image: _DemoImage) -> tuple[np.ndarray, list[Box]]:
     """The image's pixels and one box per opacity (none without pneumonia)."""
-    pixels, chest = expose(image.exposure)
+    exposed = expose(image.exposure)
+    pixels, chest = exposed.pixels, exposed.chest
     airspace = image.exposure.findings.airspace
     if airspace is None:
         return pixels, []

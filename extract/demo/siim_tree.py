@@ -128,7 +128,8 @@ def _pneumothorax(rng: np.random.Generator) -> Pneumothorax | None:
 
 def _draw(image: _DemoImage) -> tuple[np.ndarray, list[str]]:
     """The image's pixels and its `EncodedPixels` cells: one per pneumothorax side, or `-1`."""
-    pixels, chest = expose(image.exposure)
+    exposed = expose(image.exposure)
+    pixels, chest = exposed.pixels, exposed.chest
     pneumothorax = image.exposure.findings.pneumothorax
     if pneumothorax is None:
         return pixels, [SIIM_NO_MASK]

@@ -12,7 +12,7 @@ from adaptor_vlp.evaluate.classify import (
     run_classification,
 )
 from adaptor_vlp.evaluate.features import open_adaptor_run, open_dataset_rows, pooled_features
-from adaptor_vlp.evaluate.heads import HeadKind, TaskKind
+from adaptor_vlp.evaluate.heads import HeadKind, LabelStructure
 from adaptor_vlp.evaluate.results import FeatureSpace, RunContext
 from tests.evaluate.conftest import DATASET, LABELS, VISION
 
@@ -91,14 +91,14 @@ def test_uncertain_labels_train_by_the_policy_and_are_not_scored(toy):
 def test_one_label_makes_a_binary_task(toy):
     rows = open_dataset_rows(toy.cache_dir, DATASET, VISION)
     targets = classification_targets(rows, labels=["Opacity"])
-    assert targets.task is TaskKind.BINARY
+    assert targets.task is LabelStructure.BINARY
     assert targets.fit.shape == (len(rows),)
 
 
 def test_a_multiclass_task_needs_one_positive_label_per_row(toy):
     rows = open_dataset_rows(toy.cache_dir, DATASET, VISION)
     with pytest.raises(ClassificationError, match="exactly one positive label per row"):
-        classification_targets(rows, task=TaskKind.MULTICLASS)
+        classification_targets(rows, task=LabelStructure.MULTICLASS)
 
 
 def test_unknown_labels_are_refused_naming_the_known_ones(toy):

@@ -12,7 +12,7 @@ from torch import nn
 from adaptor_vlp.evaluate.classify import ClassifySettings, classification_targets, run_classification
 from adaptor_vlp.evaluate.early_stopping import TrainingSettings, train_with_early_stopping
 from adaptor_vlp.evaluate.features import open_dataset_rows, pooled_features
-from adaptor_vlp.evaluate.heads import HeadKind, TaskKind
+from adaptor_vlp.evaluate.heads import HeadKind, LabelStructure
 from adaptor_vlp.evaluate.protocol_heads import ProtocolMismatch, protocol_head_kind, protocol_mlp_settings
 from adaptor_vlp.evaluate.results import FeatureSpace, RunContext
 from adaptor_vlp.protocols import HeadTask
@@ -70,7 +70,7 @@ def test_a_protocol_classification_records_its_recipe_and_a_manifest_of_another_
     rows = open_dataset_rows(toy.cache_dir, DATASET, VISION)
     features = {FeatureSpace.BACKBONE: pooled_features(rows, np.arange(len(rows)), FeatureSpace.BACKBONE, None)}
     contexts = {FeatureSpace.BACKBONE: RunContext(DATASET, {"image": {}}, None)}
-    targets = classification_targets(rows, TaskKind.BINARY, ["Effusion"])
+    targets = classification_targets(rows, LabelStructure.BINARY, ["Effusion"])
     corrected = load_protocol("corrected").task("rsna", HeadTask.CLASSIFY)
 
     [run] = run_classification(rows, targets, features, contexts,

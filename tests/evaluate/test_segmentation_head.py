@@ -3,13 +3,13 @@ import numpy as np
 import pytest
 
 from adaptor_vlp.evaluate.metrics import segmentation_report
-from adaptor_vlp.evaluate.segmentation_head import SegmenterSettings, fit_segmentation_head
+from adaptor_vlp.evaluate.segmentation_head import DecoderSettings, fit_segmentation_head
 
 GRID = 8
 CELL_PIXELS = 4
 OUT_SIZE = GRID * CELL_PIXELS
 N_FEATURES = 8
-SMALL_DECODER = SegmenterSettings(hidden_channels=32)
+SMALL_DECODER = DecoderSettings(hidden_channels=32)
 
 
 def _marked_rectangles(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

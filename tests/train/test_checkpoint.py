@@ -63,7 +63,7 @@ def test_saved_adaptor_loads_with_identical_weights_and_record(tmp_path: Path) -
 def test_files_are_safetensors_and_json_not_pickles(tmp_path: Path) -> None:
     model, optimizer, scheduler = trained_state()
     tensor_path = save_checkpoint(tmp_path, CheckpointKind.LAST, model, optimizer, scheduler, record())
-    _, json_path = checkpoint_paths(tmp_path, CheckpointKind.LAST)
+    json_path = checkpoint_paths(tmp_path, CheckpointKind.LAST).record
 
     raw = tensor_path.read_bytes()
     header_length = struct.unpack("<Q", raw[:8])[0]
