@@ -460,7 +460,7 @@ def _protocol(table: _Table, entry: Any) -> Protocol:
     if not isinstance(entry, str) or not entry:
         raise table.error("protocols", f"must list protocol names or files, got {_shown(entry)}")
     try:
-        if entry in BUILTIN_PROTOCOLS:
+        if entry in BUILTIN_PROTOCOLS or not entry.endswith(".toml"):
             return load_protocol(entry)
         return load_protocol(Path(table.source).parent / entry)
     except ProtocolError as error:

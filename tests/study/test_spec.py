@@ -107,3 +107,34 @@ def test_mistakes_in_the_optional_tables_name_their_key(tmp_path, extra, message
 def test_a_missing_spec_file_is_named(tmp_path):
     with pytest.raises(SpecError, match="no such study spec"):
         load_spec(tmp_path / "absent.toml")
+
+
+PROTOCOL_TASK = MINIMAL.replace('metric = "auroc"\n', 'protocols = ["published", "corrected"]\n')
+
+
+def test_a_task_with_protocols_becomes_one_task_per_protocol_on_that_protocols_split(tmp_path):
+    spec = _load(tmp_path, PROTOCOL_TASK)
+
+    published, corrected = spec.tasks
+    assert (published.name, published.spec_name, published.dataset) == ("t@published", "t", "rsna-published-classify")
+    assert (corrected.name, corrected.dataset) == ("t@corrected", "rsna-corrected")
+    assert (published.seeds, corrected.seeds) == ((42,), (0, 1, 2))
+    assert published.compared_with_published and not corrected.compared_with_published
+    assert published.metric is Metric.AUROC and published.head.value == "mlp"
+    assert set(spec.datasets) == {"rsna-published-classify", "rsna-corrected"}
+    derived = spec.datasets["rsna-published-classify"]
+    assert (derived.layout.value, derived.root, derived.protocol.name, derived.protocol_kind) == (
+        "rsna", Path("rsna"), "published", TaskKind.CLASSIFY)
+    assert derived.protocol_fractions == (1.0, 10.0, 100.0)
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ('protocols = ["published", "corrected"]', 'protocols = ["paper"]', r"tasks\.t\.protocols: unknown protocol 'paper'"),
+    ('protocols = ["published", "corrected"]', 'protocols = ["published"]\nseeds = [1]',
+     r"tasks\.t\.seeds: the task's protocols decide"),
+    ('kind = "classify"', 'kind = "segment"\nepochs = 3', r"tasks\.t\.protocols: .*no segment task for dataset 'covidx'"),
+])
+def test_a_protocol_mistake_names_the_key(tmp_path, old, new, message):
+    text = PROTOCOL_TASK.replace(old, new).replace('layout = "rsna"', 'layout = "covidx"')
+    with pytest.raises(SpecError, match=message):
+        _load(tmp_path, text)
