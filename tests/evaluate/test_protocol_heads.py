@@ -11,7 +11,7 @@ from torch import nn
 
 from adaptor_vlp.evaluate.classify import ClassifySettings, classification_targets, run_classification
 from adaptor_vlp.evaluate.early_stopping import TrainingSettings, train_with_early_stopping
-from adaptor_vlp.evaluate.features import open_dataset_rows, pooled_features
+from adaptor_vlp.evaluate.features import open_adaptor_run, open_dataset_rows, pooled_features
 from adaptor_vlp.evaluate.heads import HeadKind, LabelStructure
 from adaptor_vlp.evaluate.protocol_heads import ProtocolMismatch, protocol_head_kind, protocol_mlp_settings
 from adaptor_vlp.evaluate.results import FeatureSpace, RunContext
@@ -66,20 +66,32 @@ def test_selection_on_a_validation_metric_keeps_the_best_and_stops_after_patienc
     assert (outcome.epochs_run, outcome.best_epoch, outcome.best_val_metric) == (5, 5, 0.7009)
 
 
-def test_a_protocol_classification_records_its_recipe_and_a_manifest_of_another_split_is_refused(toy):
+def test_a_protocol_classification_trains_adaptor_and_baseline_with_its_recipe_and_records_it(toy, toy_run):
+    run = open_adaptor_run(toy_run)
+    rows = open_dataset_rows(toy.cache_dir, DATASET, VISION, run)
+    features = {space: pooled_features(rows, np.arange(len(rows)), space, run) for space in FeatureSpace}
+    contexts = {space: RunContext(DATASET, {"image": {}}, None) for space in FeatureSpace}
+    targets = classification_targets(rows, LabelStructure.BINARY, ["Effusion"])
+    corrected = load_protocol("corrected").task("rsna", HeadTask.CLASSIFY)
+
+    runs = run_classification(rows, targets, features, contexts,
+                              ClassifySettings(fractions=(100.0,), seed=1, n_resamples=20, protocol=corrected))
+
+    recipes = {result.record.feature_space: result.record.details["head"]["recipe"] for result in runs}
+    assert recipes[FeatureSpace.ADAPTOR] == recipes[FeatureSpace.BACKBONE]
+    recipe = recipes[FeatureSpace.BACKBONE]
+    assert (recipe["learning_rate"], recipe["step_batch"], recipe["patience"], recipe["dropout"]) == (
+        5e-5, 1024, 10, 0.1)
+    for result in runs:
+        assert result.record.method == "mlp" and result.record.details["protocol"]["task"] == "rsna-classification"
+        assert result.record.metrics["macro_auroc"].point > 0.5
+
+
+def test_a_manifest_split_otherwise_is_refused(toy):
     rows = open_dataset_rows(toy.cache_dir, DATASET, VISION)
     features = {FeatureSpace.BACKBONE: pooled_features(rows, np.arange(len(rows)), FeatureSpace.BACKBONE, None)}
     contexts = {FeatureSpace.BACKBONE: RunContext(DATASET, {"image": {}}, None)}
     targets = classification_targets(rows, LabelStructure.BINARY, ["Effusion"])
-    corrected = load_protocol("corrected").task("rsna", HeadTask.CLASSIFY)
-
-    [run] = run_classification(rows, targets, features, contexts,
-                               ClassifySettings(fractions=(100.0,), seed=1, n_resamples=20, protocol=corrected))
-
-    recipe = run.record.details["head"]["recipe"]
-    assert run.record.method == "mlp" and run.record.details["protocol"]["task"] == "rsna-classification"
-    assert (recipe["learning_rate"], recipe["step_batch"], recipe["patience"]) == (5e-5, 1024, 10)
-    assert run.record.metrics["macro_auroc"].point > 0.5
     published = load_protocol("published").task("rsna", HeadTask.CLASSIFY)
     with pytest.raises(ProtocolMismatch, match="manifest was split by no protocol.*extract manifest --protocol"):
         run_classification(rows, targets, features, contexts, ClassifySettings(protocol=published))
