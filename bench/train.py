@@ -44,12 +44,12 @@ from bench.common import Ratio, best_seconds, describe_machine, timed
 from bench.extract import DATASET as IMAGE_SET_DATASET
 from bench.extract import Device, write_image_set
 from adaptor_vlp.cache_schema import ArrayName, CacheStore, FeatureShape, Modality, Provenance, dataset_dir, store_path
+from adaptor_vlp.cache_schema.manifest import read_manifest
 from adaptor_vlp.extract.backbones import MINILM_NAME, BackboneSpec, RandomTextConfig, get_spec
+from adaptor_vlp.extract.datasets.report_sections import report_text
 from adaptor_vlp.extract.demo.findings import sample_findings, sample_traits
 from adaptor_vlp.extract.demo.reports import ReportForm, StudyContext, write_report
 from adaptor_vlp.extract.encoders import ImageEncoder, TextEncoder, load_image_encoder, load_text_encoder
-from adaptor_vlp.cache_schema.manifest import read_manifest
-from adaptor_vlp.extract.report_sections import report_text
 from adaptor_vlp.extract.sources import ImageRows, collate_images
 from adaptor_vlp.train.batches import TRAIN_SPLIT, VALIDATION_SPLIT, PairBatch, PairedData, steps_per_epoch
 from adaptor_vlp.train.loop import TrainResult, adamw, linear_warmup_decay, train_adaptor, train_epoch

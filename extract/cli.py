@@ -1,9 +1,8 @@
 """`adaptor extract`: the extract stage's commands."""
 import dataclasses
 import json
-from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import torch
 import typer
@@ -11,16 +10,17 @@ import typer
 from adaptor_vlp.cache_schema import Modality, ProvenanceMismatch, StoreError
 from adaptor_vlp.cache_schema.cli import input_errors_exit
 from adaptor_vlp.cache_schema.cluster import SCHEDULER_HELP, SchedulerError
+from adaptor_vlp.cache_schema.manifest import Manifest, ManifestError, excluded_file, write_manifest
 from adaptor_vlp.extract.backbones import REGISTRY_ENV, SpecError, UnknownBackbone, load_registry
+from adaptor_vlp.extract.datasets.chexpert import BlankPolicy, ChexpertUncertainPolicy
+from adaptor_vlp.extract.datasets.mimic_cxr import DEFAULT_VIEWS
+from adaptor_vlp.extract.datasets.registry import LAYOUTS, ManifestDataset, dataset_layout, layouts_accepting
 from adaptor_vlp.extract.demo import MIN_SUBJECTS, write_demo_dataset
 from adaptor_vlp.extract.demo.downstream_trees import DEMO_TREES, DemoTree
-from adaptor_vlp.extract.downstream import BlankPolicy, UncertainPolicy, read_chexpert, read_covidx, read_rsna, read_siim
 from adaptor_vlp.extract.image_transforms import DecodeSize, DecodeSizeTooSmall
 from adaptor_vlp.extract.job import ExtractionJob, PassError
-from adaptor_vlp.extract.precision import Precision
-from adaptor_vlp.cache_schema.manifest import Manifest, ManifestError, excluded_file, write_manifest
-from adaptor_vlp.extract.mimic import DEFAULT_VIEWS, read_mimic_cxr
 from adaptor_vlp.extract.pipeline import ReportEncodingFailed
+from adaptor_vlp.extract.precision import Precision
 from adaptor_vlp.extract.run import ExtractionSummary, run_multi_extraction
 from adaptor_vlp.extract.weights import IncompatibleWeights, MissingWeights, weights_available
 
@@ -198,45 +198,15 @@ def _cell(value: object) -> str:
     return str(value)
 
 
-class ManifestDataset(str, Enum):
-    """Dataset layouts `adaptor extract manifest` can read."""
-
-    MIMIC_CXR = "mimic-cxr"
-    CHEXPERT = "chexpert"
-    RSNA = "rsna"
-    COVIDX = "covidx"
-    SIIM = "siim"
-
-
-_DOWNSTREAM_READERS: Mapping[ManifestDataset, Callable[..., Manifest]] = {
-    ManifestDataset.CHEXPERT: read_chexpert,
-    ManifestDataset.RSNA: read_rsna,
-    ManifestDataset.COVIDX: read_covidx,
-    ManifestDataset.SIIM: read_siim,
-}
-_DOWNSTREAM = tuple(_DOWNSTREAM_READERS)
-_OPTION_DATASETS: Mapping[str, tuple[ManifestDataset, ...]] = {
-    "--reports": (ManifestDataset.MIMIC_CXR,),
-    "--views": (ManifestDataset.MIMIC_CXR,),
-    "--merge-val-test": (ManifestDataset.MIMIC_CXR,),
-    "--uncertain": (ManifestDataset.CHEXPERT,),
-    "--blank": (ManifestDataset.CHEXPERT,),
-    "--val-fraction": _DOWNSTREAM,
-    "--test-fraction": (ManifestDataset.RSNA, ManifestDataset.SIIM),
-    "--seed": _DOWNSTREAM,
-}
-"""Which datasets each reader-specific option of `adaptor extract manifest` applies to."""
+_ROOT_HELP = "Dataset folder. " + "; ".join(f"{name.value}: {layout.description}"
+                                             for name, layout in LAYOUTS.items()) + "."
+"""The --root help, one clause per layout of the dataset registry."""
 
 
 @app.command("manifest")
 def manifest_command(
     dataset: ManifestDataset = typer.Option(..., "--dataset", help="Layout of the dataset tree under --root."),
-    root: Path = typer.Option(..., "--root", exists=True, file_okay=False,
-                              help="Dataset folder. mimic-cxr: MIMIC-CXR-JPG 2.0.0 (files/ and the "
-                                   "mimic-cxr-2.0.0-*.csv.gz tables); chexpert: CheXpert-v1.0 or CheXpert-v1.0-small "
-                                   "(train.csv, valid.csv); rsna: stage_2_train_labels.csv and stage_2_train_images/; "
-                                   "covidx: train.txt, test.txt, train/, test/; siim: train-rle.csv and "
-                                   "dicom-images-train/."),
+    root: Path = typer.Option(..., "--root", exists=True, file_okay=False, help=_ROOT_HELP),
     reports: Path = typer.Option(None, "--reports", exists=True, file_okay=False,
                                  help="mimic-cxr: reports folder holding files/pNN/pSUBJECT/sSTUDY.txt, when not "
                                       "unzipped into --root."),
@@ -246,12 +216,12 @@ def manifest_command(
                                                     f"[default: {','.join(DEFAULT_VIEWS)}]."),
     merge_val_test: bool = typer.Option(False, "--merge-val-test",
                                         help="mimic-cxr: put the official test split into validate."),
-    uncertain: UncertainPolicy = typer.Option(None, "--uncertain",
-                                              help="chexpert: what an uncertain (-1) label becomes. competition "
-                                                   "[default]: the five competition tasks mapped as GLoRIA/MGCA do "
-                                                   "(Atelectasis, Edema, Pleural Effusion 1; Cardiomegaly, "
-                                                   "Consolidation 0), other labels unscored; ones; zeros; ignore "
-                                                   "(unscored)."),
+    uncertain: ChexpertUncertainPolicy = typer.Option(None, "--uncertain",
+                                                      help="chexpert: what an uncertain (-1) label becomes. "
+                                                           "competition [default]: the five competition tasks mapped "
+                                                           "as GLoRIA/MGCA do (Atelectasis, Edema, Pleural Effusion "
+                                                           "1; Cardiomegaly, Consolidation 0), other labels "
+                                                           "unscored; ones; zeros; ignore (unscored)."),
     blank: BlankPolicy = typer.Option(None, "--blank",
                                       help="chexpert: what an unmentioned label becomes: negative (0) [default] or "
                                            "ignore (unscored)."),
@@ -266,7 +236,7 @@ def manifest_command(
                                                   "[default: 0]."),
 ) -> None:
     """Read a dataset tree into a manifest (one row per image) and say what was left out and why."""
-    given = {"--reports": reports, "--views": views, "--merge-val-test": merge_val_test or None,
+    given = {"--reports": reports, "--views": views or None, "--merge-val-test": merge_val_test or None,
              "--uncertain": uncertain, "--blank": blank, "--val-fraction": val_fraction,
              "--test-fraction": test_fraction, "--seed": seed}
     with input_errors_exit(ValueError):  # a layout error naming the file, or an option that does not fit
@@ -278,20 +248,22 @@ def manifest_command(
 
 def _read_dataset(dataset: ManifestDataset, root: Path, given: Mapping[str, Any]) -> Manifest:
     """The dataset's reader run with the options given (None: not given), its defaults for the rest."""
+    layout = dataset_layout(dataset)
     for flag, value in given.items():
-        if value is not None and dataset not in _OPTION_DATASETS[flag]:
-            datasets = ", ".join(applicable.value for applicable in _OPTION_DATASETS[flag])
+        if value is not None and flag not in layout.options:
+            datasets = ", ".join(applicable.value for applicable in layouts_accepting(flag))
             raise ValueError(f"{flag} does not apply to --dataset {dataset.value} (it applies to {datasets})")
-    if dataset is ManifestDataset.MIMIC_CXR:
-        reports = given["--reports"]
-        return read_mimic_cxr(
-            root,
-            reports_root=reports.resolve() if reports is not None else None,
-            views=(given["--views"] or ",".join(DEFAULT_VIEWS)).split(","),
-            merge_validate_test=bool(given["--merge-val-test"]),
-        )
-    keywords = {flag[2:].replace("-", "_"): value for flag, value in given.items() if value is not None}
-    return _DOWNSTREAM_READERS[dataset](root, **keywords)
+    keywords = {layout.options[flag]: _reader_value(flag, value) for flag, value in given.items() if value is not None}
+    return layout.read(root, **keywords)
+
+
+def _reader_value(flag: str, value: Any) -> Any:
+    """An option's value as the reader takes it: --views as a list of names, --reports as an absolute path."""
+    if flag == "--views":
+        return value.split(",")
+    if flag == "--reports":
+        return value.resolve()
+    return value
 
 
 def _manifest_report(manifest: Manifest, csv_path: Path) -> list[str]:

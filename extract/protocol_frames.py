@@ -13,7 +13,12 @@ from pathlib import Path
 
 from adaptor_vlp.cache_schema.manifest import Manifest, ManifestRow, Split
 from adaptor_vlp.cache_schema.targets import SIIM_NO_MASK
-from adaptor_vlp.extract.downstream.tables import DownstreamLayoutError, find_file, read_csv_records, read_text_lines
+from adaptor_vlp.extract.datasets.downstream_tables import (
+    DownstreamLayoutError,
+    find_file,
+    read_csv_records,
+    read_text_lines,
+)
 from adaptor_vlp.extract.protocol_splits import FrameRow
 from adaptor_vlp.protocols import SplitRule, SplitUnit, TaskProtocol
 

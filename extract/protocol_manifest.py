@@ -15,7 +15,7 @@ import numpy as np
 
 from adaptor_vlp.cache_schema.manifest import Exclusion, Manifest, ManifestRow, Split
 from adaptor_vlp.cache_schema.targets import decode_siim_rle, encode_rle_target, parse_target_header
-from adaptor_vlp.extract.downstream.tables import DownstreamLayoutError
+from adaptor_vlp.extract.datasets.downstream_tables import DownstreamLayoutError
 from adaptor_vlp.extract.protocol_frames import (
     COVIDX_DEFAULT_FILES,
     COVIDX_FILES_OPTION,

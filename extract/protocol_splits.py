@@ -9,7 +9,7 @@ them, which frame rows each image has there (an image with several label rows ca
 with only its own rows), the training subsets the protocol draws at manifest time, and the images no split
 holds (negatives left out by a balanced training split).
 
-Under the corrected protocol the rule is `patient-groups` (`extract.downstream.splits.split_groups`): no patient
+Under the corrected protocol the rule is `patient-groups` (`extract.datasets.splits.split_groups`): no patient
 and no image in two splits; its subsets are drawn per run seed by the evaluate stage, not here.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from adaptor_vlp.cache_schema.manifest import Split
-from adaptor_vlp.extract.downstream.splits import held_out, split_groups
+from adaptor_vlp.extract.datasets.splits import held_out, split_groups
 from adaptor_vlp.protocols import SplitRule, SubsetRule, TaskProtocol, TrainingBalance
 
 SPLIT_ORDER = (Split.TRAIN, Split.VALIDATE, Split.TEST)

@@ -9,6 +9,8 @@
   `extract` and `evaluate` may read it.
 - `train` and `evaluate` never open an image or run a backbone: they import no image decoder and
   no backbone library.
+- Only a command-line module (`cli.py`, `__main__.py`) imports a `cli` module: what a command and
+  the study runner share (a dataset layout, an error type) lives in the stage's library modules.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ ALLOWED_STAGES = {
 }
 IMAGE_OR_BACKBONE_LIBRARIES = {"PIL", "pydicom", "cv2", "timm", "transformers", "torchvision", "torchxrayvision"}
 NO_IMAGE_STAGES = ("train", "evaluate")
+CLI_MODULE_NAMES = {"cli.py", "__main__.py"}
 
 
 def _modules(folder: str) -> list[Path]:
@@ -35,7 +38,11 @@ def _modules(folder: str) -> list[Path]:
 
 
 def _imported_names(path: Path) -> list[tuple[int, str]]:
-    """(line, absolute dotted name) of every import in a module, relative imports resolved."""
+    """(line, absolute dotted name) of every import in a module, relative imports resolved.
+
+    `from a.b import c` yields both `a.b` and `a.b.c`, so a module imported by name (`from
+    adaptor_vlp.extract import cli`) is seen as well as its package.
+    """
     folders = path.relative_to(REPOSITORY).parent.parts
     package = ".".join(folders if folders[0] == "adaptor_vlp" else ("adaptor_vlp", *folders))
     names = []
@@ -49,7 +56,7 @@ def _imported_names(path: Path) -> list[tuple[int, str]]:
             else:
                 module = node.module or ""
             names.append((node.lineno, module))
-            names.extend((node.lineno, f"{module}.{alias.name}") for alias in node.names if module == "adaptor_vlp")
+            names.extend((node.lineno, f"{module}.{alias.name}") for alias in node.names)  # a module imported by name
     return names
 
 
@@ -85,9 +92,20 @@ def test_train_and_evaluate_import_no_image_decoder_or_backbone_library(stage):
     assert broken == []
 
 
+@pytest.mark.parametrize("folder", ("adaptor_vlp", *STAGES, "bench"))
+def test_only_a_command_line_module_imports_a_cli_module(folder):
+    broken = [f"{path.relative_to(REPOSITORY)}:{line}: {name}"
+              for path in _modules(folder) if path.name not in CLI_MODULE_NAMES
+              for line, name in _imported_names(path) if "cli" in name.split(".")]
+
+    assert broken == []
+
+
 def test_the_rules_see_imports_at_all():
     """Guards the tests above against a parser that finds nothing (they would pass vacuously)."""
     names = {name for path in _modules("evaluate") for _, name in _imported_names(path)}
 
     assert "adaptor_vlp.cache_schema.manifest" in names
     assert any(_stage_of(name) == "train" for name in names)
+    cli_imports = {name for _, name in _imported_names(REPOSITORY / "adaptor_vlp" / "cli.py")}
+    assert "adaptor_vlp.extract.cli" in cli_imports

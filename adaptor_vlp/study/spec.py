@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
 from adaptor_vlp.evaluate.heads import HeadKind
-from adaptor_vlp.extract.cli import ManifestDataset
+from adaptor_vlp.extract.datasets.registry import ManifestDataset
 from adaptor_vlp.extract.precision import Precision
 from adaptor_vlp.protocols import (
     BUILTIN_PROTOCOLS,

@@ -2,8 +2,9 @@
 
 Four kinds of step, each a small picklable value, so a step can run in this process or as a Dask task:
 
-- `ManifestStep`: read a dataset tree into `CACHE/<dataset>/manifest.csv` (the readers behind
-  `adaptor extract manifest`); done when the manifest's CSV matches the hash its JSON records.
+- `ManifestStep`: read a dataset tree into `CACHE/<dataset>/manifest.csv` with the reader the
+  dataset registry (`extract.datasets.registry`) names for its layout, as `adaptor extract
+  manifest` does; done when the manifest's CSV matches the hash its JSON records.
 - `ExtractStep`: run a frozen backbone over a dataset (`extract.run.run_extraction`, the code of
   `adaptor extract images|texts`); done when the store's every shard has its completion marker.
   Image steps of one dataset with the same settings run together (`extract_in_one_pass`, the code
@@ -23,10 +24,10 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Sequence
 
 from adaptor_vlp.cache_schema import ArrayName, CacheStore, Modality, ProvenanceMismatch, StoreError, dataset_dir
-from adaptor_vlp.cache_schema.manifest import Manifest, ManifestError, manifest_sha256, read_manifest, write_manifest
+from adaptor_vlp.cache_schema.manifest import ManifestError, manifest_sha256, read_manifest, write_manifest
 from adaptor_vlp.evaluate.classify import ClassifySettings
 from adaptor_vlp.evaluate.commands import DatasetEvaluation, classify_dataset, segment_dataset
 from adaptor_vlp.evaluate.features import open_adaptor_run
@@ -36,11 +37,9 @@ from adaptor_vlp.evaluate.results import EvaluationTask, FeatureSpace, ResultErr
 from adaptor_vlp.evaluate.segment import METHOD as DECODER_METHOD
 from adaptor_vlp.evaluate.segment import SegmentSettings
 from adaptor_vlp.extract.backbones import BackboneSpec, UnknownBackbone, get_spec
-from adaptor_vlp.extract.cli import ManifestDataset
-from adaptor_vlp.extract.downstream import read_chexpert, read_covidx, read_rsna, read_siim
+from adaptor_vlp.extract.datasets.registry import dataset_layout
 from adaptor_vlp.extract.image_transforms import DecodeSize
 from adaptor_vlp.extract.job import ExtractionJob
-from adaptor_vlp.extract.mimic import read_mimic_cxr
 from adaptor_vlp.extract.run import ExtractionSummary, run_multi_extraction
 from adaptor_vlp.extract.weights import MissingWeights, locate_tokenizer, locate_weights, weights_origin
 from adaptor_vlp.study.spec import DatasetSpec, Metric, TaskKind, TaskSpec
@@ -81,30 +80,6 @@ class StepFailed(RuntimeError):
     """A step ran but did not produce what it should; the message says why."""
 
 
-LAYOUT_DATA = {
-    ManifestDataset.MIMIC_CXR: "MIMIC-CXR-JPG 2.0.0 (PhysioNet, credentialed): files/ and the "
-                               "mimic-cxr-2.0.0-{metadata,split,chexpert}.csv.gz tables, with the reports "
-                               "(files/pNN/pSUBJECT/sSTUDY.txt) beside them or in the reports folder",
-    ManifestDataset.RSNA: "RSNA Pneumonia Detection Challenge (Kaggle): stage_2_train_labels.csv and "
-                          "stage_2_train_images/*.dcm",
-    ManifestDataset.COVIDX: "COVIDx CXR (COVID-Net; the 3-class files of v9 or earlier): train.txt, test.txt, "
-                            "train/ and test/",
-    ManifestDataset.SIIM: "SIIM-ACR Pneumothorax Segmentation (Kaggle): train-rle.csv and dicom-images-train/",
-    ManifestDataset.CHEXPERT: "CheXpert-v1.0 or CheXpert-v1.0-small: train.csv, valid.csv and the images",
-}
-"""What each layout's tree holds, for the plan's 'data' lines."""
-
-_READERS: Mapping[ManifestDataset, Callable[[DatasetSpec], Manifest]] = {
-    ManifestDataset.MIMIC_CXR: lambda dataset: read_mimic_cxr(
-        dataset.root.resolve(), reports_root=None if dataset.reports is None else dataset.reports.resolve()),
-    ManifestDataset.RSNA: lambda dataset: read_rsna(dataset.root.resolve()),
-    ManifestDataset.COVIDX: lambda dataset: read_covidx(dataset.root.resolve()),
-    ManifestDataset.SIIM: lambda dataset: read_siim(dataset.root.resolve()),
-    ManifestDataset.CHEXPERT: lambda dataset: read_chexpert(dataset.root.resolve()),
-}
-"""The readers `adaptor extract manifest --dataset LAYOUT` runs, each with its defaults."""
-
-
 class Step(ABC):
     """One unit of a study: its key, kind, the keys of the steps it needs first, and how to check and run it."""
 
@@ -140,7 +115,7 @@ class ManifestStep(Step):
         return dataset_dir(self.cache, self.dataset.name)
 
     def needs(self) -> list[str]:
-        lines = [f"data: {LAYOUT_DATA[self.dataset.layout]}, at {self.dataset.root}"]
+        lines = [f"data: {dataset_layout(self.dataset.layout).description}, at {self.dataset.root}"]
         if self.dataset.reports is not None:
             lines.append(f"data: reports at {self.dataset.reports}")
         return lines
@@ -163,7 +138,8 @@ class ManifestStep(Step):
         return StepState(Status.PENDING, f"reads {self.dataset.root} ({self.dataset.layout.value} layout)")
 
     def execute(self, scheduler: str) -> str:
-        manifest = _READERS[self.dataset.layout](self.dataset)
+        reports = {} if self.dataset.reports is None else {"reports_root": self.dataset.reports.resolve()}
+        manifest = dataset_layout(self.dataset.layout).read(self.dataset.root.resolve(), **reports)
         write_manifest(manifest, self.folder)
         splits = ", ".join(f"{split} {count}" for split, count in manifest.split_counts().items())
         return f"{len(manifest.rows)} images ({splits}), {sum(manifest.exclusions.values())} left out -> {self.folder}"

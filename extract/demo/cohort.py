@@ -11,11 +11,11 @@ from enum import Enum
 
 import numpy as np
 
+from adaptor_vlp.cache_schema.manifest import Split
+from adaptor_vlp.extract.datasets.mimic_cxr import image_relpath, report_relpath
 from adaptor_vlp.extract.demo.anatomy import Anatomy, sample_anatomy
 from adaptor_vlp.extract.demo.findings import StudyFindings, sample_findings, sample_traits
 from adaptor_vlp.extract.demo.reports import ReportForm
-from adaptor_vlp.cache_schema.manifest import Split
-from adaptor_vlp.extract.mimic import image_relpath, report_relpath
 
 MIN_SUBJECTS = 3
 """One patient per split at least; with two or more studies each that also leaves a study per fault."""

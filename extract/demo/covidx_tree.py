@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from adaptor_vlp.extract.datasets.covidx import IMAGE_FOLDERS, TEST_FILE, THREE_CLASSES, TRAIN_FILE
 from adaptor_vlp.extract.demo.anatomy import sample_anatomy
 from adaptor_vlp.extract.demo.exposure import PORTABLE_RATE, Exposure, drawing_seed, expose
 from adaptor_vlp.extract.demo.findings import AirspaceAppearance, AirspaceDisease, Certainty, Side, StudyFindings
-from adaptor_vlp.extract.demo.radiograph import encode_jpeg
-from adaptor_vlp.extract.downstream.covidx import IMAGE_FOLDERS, TEST_FILE, THREE_CLASSES, TRAIN_FILE
 from adaptor_vlp.extract.demo.preflight import check_empty_folder, check_image_count
+from adaptor_vlp.extract.demo.radiograph import encode_jpeg
 
 MIN_IMAGES = 24
 """Enough images for a test list and a patient-wise validation carve-out with every class likely in each."""

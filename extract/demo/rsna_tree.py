@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from adaptor_vlp.cache_schema.targets import Box
+from adaptor_vlp.extract.datasets.rsna import IMAGES_FOLDER, LABEL_COLUMNS, LABELS_TABLE
 from adaptor_vlp.extract.demo.anatomy import sample_anatomy
 from adaptor_vlp.extract.demo.dicom import DicomIdentity, encode_dicom
 from adaptor_vlp.extract.demo.exposure import PORTABLE_RATE, Exposure, dicom_uid, drawing_seed, expose
@@ -28,7 +29,6 @@ from adaptor_vlp.extract.demo.findings import (
     AirspaceAppearance, AirspaceDisease, Certainty, Side, sample_findings, sample_traits,
 )
 from adaptor_vlp.extract.demo.pathology import airspace_regions
-from adaptor_vlp.extract.downstream.rsna import IMAGES_FOLDER, LABEL_COLUMNS, LABELS_TABLE
 from adaptor_vlp.extract.demo.preflight import check_empty_folder, check_image_count
 
 MIN_IMAGES = 12

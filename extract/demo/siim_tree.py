@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from adaptor_vlp.cache_schema.targets import SIIM_NO_MASK, encode_siim_rle
+from adaptor_vlp.extract.datasets.siim import IMAGES_FOLDER, LABELS_TABLE
 from adaptor_vlp.extract.demo.anatomy import sample_anatomy
 from adaptor_vlp.extract.demo.dicom import DicomIdentity, encode_dicom
 from adaptor_vlp.extract.demo.exposure import PORTABLE_RATE, Exposure, dicom_uid, drawing_seed, expose
 from adaptor_vlp.extract.demo.findings import Pneumothorax, Severity, Side, sample_findings, sample_traits
 from adaptor_vlp.extract.demo.pathology import pneumothorax_region
-from adaptor_vlp.extract.downstream.siim import IMAGES_FOLDER, LABELS_TABLE
-from adaptor_vlp.cache_schema.targets import SIIM_NO_MASK, encode_siim_rle
 from adaptor_vlp.extract.demo.preflight import check_empty_folder, check_image_count
 
 MIN_IMAGES = 12

@@ -15,6 +15,17 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from adaptor_vlp.cache_schema.manifest import CHEXPERT_LABELS, Split, format_label
+from adaptor_vlp.extract.datasets.mimic_cxr import (
+    CHEXPERT_COLUMNS,
+    CHEXPERT_TABLE,
+    METADATA_COLUMNS,
+    METADATA_TABLE,
+    SPLIT_COLUMNS,
+    SPLIT_TABLE,
+    report_relpath,
+    study_folder,
+)
 from adaptor_vlp.extract.demo.anatomy import position
 from adaptor_vlp.extract.demo.cohort import (
     Cohort,
@@ -29,17 +40,6 @@ from adaptor_vlp.extract.demo.cohort import (
 from adaptor_vlp.extract.demo.preflight import check_empty_folder
 from adaptor_vlp.extract.demo.radiograph import IMAGE_SIDE, draw_frontal, draw_lateral, encode_jpeg
 from adaptor_vlp.extract.demo.reports import DemoReport, ReportForm, StudyContext, write_report
-from adaptor_vlp.cache_schema.manifest import CHEXPERT_LABELS, Split, format_label
-from adaptor_vlp.extract.mimic import (
-    CHEXPERT_COLUMNS,
-    CHEXPERT_TABLE,
-    METADATA_COLUMNS,
-    METADATA_TABLE,
-    SPLIT_COLUMNS,
-    SPLIT_TABLE,
-    report_relpath,
-    study_folder,
-)
 
 _VIEW_CODE_MEANING = {
     "PA": "postero-anterior", "AP": "antero-posterior", "LATERAL": "lateral", "LL": "left lateral", "": "",

@@ -13,7 +13,7 @@ from adaptor_vlp.cache_schema.targets import (
     encode_siim_rle,
     parse_target_header,
 )
-from tests.extract.downstream.conftest import real_rows
+from tests.extract.datasets.conftest import real_rows
 
 
 def test_runs_go_down_columns_with_starts_relative_to_the_previous_run_end():

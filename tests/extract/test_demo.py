@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from adaptor_vlp.cache_schema.manifest import CHEXPERT_LABELS
+from adaptor_vlp.extract.datasets.mimic_cxr import CHEXPERT_COLUMNS, METADATA_COLUMNS, SPLIT_COLUMNS, report_relpath
+from adaptor_vlp.extract.datasets.report_sections import Section, parse_sections, report_text
 from adaptor_vlp.extract.demo import Fault, write_demo_dataset
 from adaptor_vlp.extract.demo.anatomy import sample_anatomy
 from adaptor_vlp.extract.demo.findings import (
@@ -24,9 +27,6 @@ from adaptor_vlp.extract.demo.findings import (
     StudyFindings,
 )
 from adaptor_vlp.extract.demo.radiograph import IMAGE_SIDE, draw_frontal
-from adaptor_vlp.cache_schema.manifest import CHEXPERT_LABELS
-from adaptor_vlp.extract.mimic import CHEXPERT_COLUMNS, METADATA_COLUMNS, SPLIT_COLUMNS, report_relpath
-from adaptor_vlp.extract.report_sections import Section, parse_sections, report_text
 
 SUBJECT_ID = re.compile(r"^1[0-9]{7}$")
 STUDY_ID = re.compile(r"^5[0-9]{7}$")

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 from adaptor_vlp.cache_schema.manifest import Split
+from adaptor_vlp.extract.datasets import read_covidx
+from adaptor_vlp.extract.datasets.covidx import DUPLICATE_FILE_NAME, THREE_CLASSES
 from adaptor_vlp.extract.demo.covidx_tree import MIN_IMAGES, write_demo_covidx
-from adaptor_vlp.extract.downstream import read_covidx
-from adaptor_vlp.extract.downstream.covidx import DUPLICATE_FILE_NAME, THREE_CLASSES
 from adaptor_vlp.extract.images import read_grayscale
 from tests.extract.conftest import tree_bytes
 

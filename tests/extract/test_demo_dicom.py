@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
+from adaptor_vlp.extract.datasets.dicom_header import read_dicom_header
 from adaptor_vlp.extract.demo.dicom import DicomIdentity, encode_dicom
-from adaptor_vlp.extract.downstream.dicom_header import read_dicom_header
 from adaptor_vlp.extract.images import read_grayscale
 
 IDENTITY = DicomIdentity("patient-7", "AP", "2.25.11", "2.25.12", "2.25.13")

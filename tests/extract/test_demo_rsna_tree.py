@@ -4,8 +4,8 @@ import csv
 import pytest
 
 from adaptor_vlp.cache_schema.targets import decode_mask
+from adaptor_vlp.extract.datasets import read_rsna
 from adaptor_vlp.extract.demo.rsna_tree import MIN_IMAGES, write_demo_rsna
-from adaptor_vlp.extract.downstream import read_rsna
 from adaptor_vlp.extract.images import read_grayscale
 from tests.extract.conftest import tree_bytes
 

@@ -3,10 +3,10 @@ import csv
 
 import pytest
 
-from adaptor_vlp.extract.demo.siim_tree import MIN_IMAGES, write_demo_siim
-from adaptor_vlp.extract.downstream import read_siim
-from adaptor_vlp.extract.images import read_grayscale
 from adaptor_vlp.cache_schema.targets import decode_mask
+from adaptor_vlp.extract.datasets import read_siim
+from adaptor_vlp.extract.demo.siim_tree import MIN_IMAGES, write_demo_siim
+from adaptor_vlp.extract.images import read_grayscale
 from tests.extract.conftest import tree_bytes
 
 IMAGES = 16

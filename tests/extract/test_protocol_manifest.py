@@ -11,10 +11,10 @@ from sklearn.model_selection import train_test_split
 
 from adaptor_vlp.cache_schema.manifest import Split
 from adaptor_vlp.cache_schema.targets import decode_mask, decode_siim_rle
-from adaptor_vlp.extract.downstream import read_rsna, read_siim
+from adaptor_vlp.extract.datasets import DownstreamLayoutError, read_covidx, read_rsna, read_siim
 from adaptor_vlp.extract.protocol_manifest import NOT_DRAWN, apply_protocol
 from adaptor_vlp.protocols import MANIFEST_OPTION, HeadTask, load_protocol
-from tests.extract.downstream.conftest import real_rows, write_csv, write_dicom
+from tests.extract.datasets.conftest import real_rows, write_csv, write_dicom
 
 pytestmark = pytest.mark.slow
 SIIM_ROWS = 160
@@ -121,9 +121,6 @@ def _covidx_tree(root: Path, classes: tuple[str, str, str]) -> Path:
 
 
 def test_the_published_covidx_split_is_mgcas_and_a_two_class_list_is_refused_naming_the_files(tmp_path):
-    from adaptor_vlp.extract.downstream import read_covidx
-    from adaptor_vlp.extract.downstream.tables import DownstreamLayoutError
-
     three = _covidx_tree(tmp_path / "three", ("normal", "pneumonia", "COVID-19"))
     two = _covidx_tree(tmp_path / "two", ("negative", "positive", "negative"))
     df = pd.read_csv(three / "train.txt", sep=" ", header=None)

@@ -17,7 +17,7 @@ from sklearn.model_selection import train_test_split
 from adaptor_vlp.cache_schema.manifest import Split
 from adaptor_vlp.extract.protocol_splits import FrameRow, protocol_split
 from adaptor_vlp.protocols import HeadTask, load_protocol
-from tests.extract.downstream.conftest import XRV_DATA
+from tests.extract.datasets.conftest import XRV_DATA
 
 FRACTIONS = (1.0, 10.0, 100.0)
 pytestmark = pytest.mark.slow

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptor_vlp.extract.downstream.dicom_header import DicomHeader, UnreadableHeader, read_dicom_header
-from adaptor_vlp.extract.downstream.rows import IMAGE_MISSING, UNREADABLE_HEADER, image_row, require_images
-from adaptor_vlp.extract.downstream.splits import held_out, split_groups
-from adaptor_vlp.extract.downstream.tables import DownstreamLayoutError, find_file, read_csv_records
 from adaptor_vlp.cache_schema.manifest import Exclusion, Manifest
 from adaptor_vlp.cache_schema.targets import TargetError, decode_siim_rle, encode_rle_target
+from adaptor_vlp.extract.datasets.dicom_header import DicomHeader, UnreadableHeader, read_dicom_header
+from adaptor_vlp.extract.datasets.downstream_tables import DownstreamLayoutError, find_file, read_csv_records
+from adaptor_vlp.extract.datasets.rows import IMAGE_MISSING, UNREADABLE_HEADER, image_row, require_images
+from adaptor_vlp.extract.datasets.splits import held_out, split_groups
 
 DATASET = "siim"
 LABELS_TABLE = "train-rle.csv"

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from adaptor_vlp.extract.tables import read_csv_records, read_text_lines
+from adaptor_vlp.extract.datasets.csv_tables import read_csv_records, read_text_lines
 
 PLAIN = "id,name\n1,a\n2,b\n"
 

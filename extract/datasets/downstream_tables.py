@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from adaptor_vlp.extract import tables
+from adaptor_vlp.extract.datasets import csv_tables
 
 
 class DownstreamLayoutError(ValueError):
@@ -20,10 +20,10 @@ def find_file(root: Path, name: str, hint: str) -> Path:
 
 
 def read_csv_records(path: Path, required: Sequence[str]) -> Iterator[tuple[int, dict[str, str]]]:
-    """(line number, the required columns' stripped values) for each data row (see `extract.tables`)."""
-    return tables.read_csv_records(path, required, DownstreamLayoutError)
+    """(line number, the required columns' stripped values) for each data row (see `csv_tables`)."""
+    return csv_tables.read_csv_records(path, required, DownstreamLayoutError)
 
 
 def read_text_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, stripped text) for each non-blank line of a plain-text label file."""
-    return tables.read_text_lines(path, DownstreamLayoutError)
+    return csv_tables.read_text_lines(path, DownstreamLayoutError)

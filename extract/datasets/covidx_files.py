@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from adaptor_vlp.extract.downstream.tables import DownstreamLayoutError
+from adaptor_vlp.extract.datasets.downstream_tables import DownstreamLayoutError
 
 LIST_PATTERNS = {"train": ("train.txt", "train_COVIDx*.txt"), "test": ("test.txt", "test_COVIDx*.txt")}
 VAL_FILE = "val.txt"

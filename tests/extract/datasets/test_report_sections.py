@@ -1,7 +1,13 @@
 """Report section parsing and IMPRESSION + FINDINGS selection on realistic MIMIC-CXR report variants."""
 import pytest
 
-from adaptor_vlp.extract.report_sections import DEFAULT_MIN_WORDS, Section, parse_section_names, parse_sections, report_text
+from adaptor_vlp.extract.datasets.report_sections import (
+    DEFAULT_MIN_WORDS,
+    Section,
+    parse_section_names,
+    parse_sections,
+    report_text,
+)
 
 MODERN = """                                 FINAL REPORT
  EXAMINATION:  CHEST (PA AND LAT)

@@ -22,10 +22,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from adaptor_vlp.extract.downstream.rows import IMAGE_MISSING, image_row, require_images
-from adaptor_vlp.extract.downstream.splits import held_out, split_groups
-from adaptor_vlp.extract.downstream.tables import DownstreamLayoutError, find_file, read_csv_records
 from adaptor_vlp.cache_schema.manifest import CHEXPERT_LABELS, Exclusion, Manifest, ManifestRow, Split, parse_label
+from adaptor_vlp.extract.datasets.downstream_tables import DownstreamLayoutError, find_file, read_csv_records
+from adaptor_vlp.extract.datasets.rows import IMAGE_MISSING, image_row, require_images
+from adaptor_vlp.extract.datasets.splits import held_out, split_groups
 
 DATASET = "chexpert"
 TRAIN_TABLE = "train.csv"
@@ -52,8 +52,13 @@ DEFAULT_VAL_FRACTION = 0.025
 LATERAL_IMAGE = "lateral image (frontal only)"
 
 
-class UncertainPolicy(str, Enum):
-    """What an uncertain (-1.0) label becomes in the manifest."""
+class ChexpertUncertainPolicy(str, Enum):
+    """What an uncertain (-1.0) label of CheXpert's tables becomes in the manifest the reader writes.
+
+    Not `evaluate.classify.UncertainPolicy`: that one reads the -1.0 labels a manifest still holds
+    (MIMIC-CXR's) when heads are fitted; this one decides, when CheXpert is read, what the manifest
+    records (including CheXpert's own competition mapping), and leaves no -1.0 behind.
+    """
 
     COMPETITION = "competition"
     """The five competition tasks as `COMPETITION_UNCERTAIN` says; the other nine labels are not scored (None)."""
@@ -74,7 +79,7 @@ class BlankPolicy(str, Enum):
     """Not mentioned is not scored (None)."""
 
 
-DEFAULT_UNCERTAIN = UncertainPolicy.COMPETITION
+DEFAULT_UNCERTAIN = ChexpertUncertainPolicy.COMPETITION
 DEFAULT_BLANK = BlankPolicy.NEGATIVE
 
 
@@ -92,7 +97,7 @@ class _Image:
 
 def read_chexpert(
     root: Path,
-    uncertain: UncertainPolicy = DEFAULT_UNCERTAIN,
+    uncertain: ChexpertUncertainPolicy = DEFAULT_UNCERTAIN,
     blank: BlankPolicy = DEFAULT_BLANK,
     frontal_only: bool = True,
     val_fraction: float = DEFAULT_VAL_FRACTION,
@@ -126,18 +131,22 @@ def read_chexpert(
     return Manifest(DATASET, root, root, tuple(rows), options, excluded=tuple(excluded))
 
 
-def policy_label(value: float | None, name: str, uncertain: UncertainPolicy, blank: BlankPolicy) -> float | None:
+def policy_label(
+    value: float | None, name: str, uncertain: ChexpertUncertainPolicy, blank: BlankPolicy
+) -> float | None:
     """A table label after the policies: 1.0, 0.0, or None for "not scored"."""
     if value is None:
         return 0.0 if blank is BlankPolicy.NEGATIVE else None
     if value != -1.0:
         return value
-    if uncertain is UncertainPolicy.COMPETITION:
+    if uncertain is ChexpertUncertainPolicy.COMPETITION:
         return COMPETITION_UNCERTAIN.get(name)
-    return {UncertainPolicy.ONES: 1.0, UncertainPolicy.ZEROS: 0.0, UncertainPolicy.IGNORE: None}[uncertain]
+    return {
+        ChexpertUncertainPolicy.ONES: 1.0, ChexpertUncertainPolicy.ZEROS: 0.0, ChexpertUncertainPolicy.IGNORE: None
+    }[uncertain]
 
 
-def _row(image: _Image, split: Split, uncertain: UncertainPolicy, blank: BlankPolicy) -> ManifestRow:
+def _row(image: _Image, split: Split, uncertain: ChexpertUncertainPolicy, blank: BlankPolicy) -> ManifestRow:
     labels = {name: policy_label(image.labels[name], name, uncertain, blank) for name in CHEXPERT_LABELS}
     return image_row(image.image_id, image.study, image.patient, split, image.view, image.image_path, labels)
 

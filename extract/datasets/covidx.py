@@ -18,10 +18,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from adaptor_vlp.extract.downstream.rows import IMAGE_MISSING, image_row, require_images
-from adaptor_vlp.extract.downstream.splits import held_out, split_groups
-from adaptor_vlp.extract.downstream.tables import DownstreamLayoutError, read_text_lines
 from adaptor_vlp.cache_schema.manifest import Exclusion, Manifest, ManifestRow, Split
+from adaptor_vlp.extract.datasets.downstream_tables import DownstreamLayoutError, read_text_lines
+from adaptor_vlp.extract.datasets.rows import IMAGE_MISSING, image_row, require_images
+from adaptor_vlp.extract.datasets.splits import held_out, split_groups
 
 DATASET = "covidx"
 THREE_CLASSES: tuple[str, ...] = ("normal", "pneumonia", "COVID-19")

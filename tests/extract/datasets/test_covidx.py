@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from adaptor_vlp.extract.downstream import DownstreamLayoutError, read_covidx
-from adaptor_vlp.extract.downstream.covidx import DUPLICATE_FILE_NAME, NON_ASCII_NAME
 from adaptor_vlp.cache_schema.manifest import Split, read_manifest, write_manifest
+from adaptor_vlp.extract.datasets import DownstreamLayoutError, read_covidx
+from adaptor_vlp.extract.datasets.covidx import DUPLICATE_FILE_NAME, NON_ASCII_NAME
 from tests.extract.conftest import resave_like_a_spreadsheet
 
 OLD_CLASSES = ("normal", "pneumonia", "COVID-19")

@@ -3,9 +3,9 @@ from collections import Counter
 
 import pytest
 
-from adaptor_vlp.extract.downstream import DownstreamLayoutError
-from adaptor_vlp.extract.downstream.splits import SplitFractions, held_out, split_groups
 from adaptor_vlp.cache_schema.manifest import Split
+from adaptor_vlp.extract.datasets import DownstreamLayoutError
+from adaptor_vlp.extract.datasets.splits import SplitFractions, held_out, split_groups
 
 PATIENTS = [f"patient{index:03d}" for index in range(200)]
 

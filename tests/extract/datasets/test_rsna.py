@@ -4,11 +4,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adaptor_vlp.extract.downstream import DownstreamLayoutError, read_rsna
-from adaptor_vlp.extract.downstream.rows import UNREADABLE_HEADER
 from adaptor_vlp.cache_schema.manifest import Split, read_manifest, write_manifest
 from adaptor_vlp.cache_schema.targets import decode_mask
-from tests.extract.downstream.conftest import assert_reads_the_same_once_resaved, write_csv, write_dicom
+from adaptor_vlp.extract.datasets import DownstreamLayoutError, read_rsna
+from adaptor_vlp.extract.datasets.rows import UNREADABLE_HEADER
+from tests.extract.datasets.conftest import assert_reads_the_same_once_resaved, write_csv, write_dicom
 
 LABEL_ROWS = 60
 

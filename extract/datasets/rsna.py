@@ -14,12 +14,12 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from adaptor_vlp.extract.downstream.dicom_header import UnreadableHeader, read_dicom_header
-from adaptor_vlp.extract.downstream.rows import IMAGE_MISSING, UNREADABLE_HEADER, image_row, require_images
-from adaptor_vlp.extract.downstream.splits import held_out, split_groups
-from adaptor_vlp.extract.downstream.tables import DownstreamLayoutError, find_file, read_csv_records
 from adaptor_vlp.cache_schema.manifest import Exclusion, Manifest
 from adaptor_vlp.cache_schema.targets import Box, encode_boxes_target
+from adaptor_vlp.extract.datasets.dicom_header import UnreadableHeader, read_dicom_header
+from adaptor_vlp.extract.datasets.downstream_tables import DownstreamLayoutError, find_file, read_csv_records
+from adaptor_vlp.extract.datasets.rows import IMAGE_MISSING, UNREADABLE_HEADER, image_row, require_images
+from adaptor_vlp.extract.datasets.splits import held_out, split_groups
 
 DATASET = "rsna"
 LABELS_TABLE = "stage_2_train_labels.csv"

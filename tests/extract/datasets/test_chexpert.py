@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from adaptor_vlp.extract.downstream import BlankPolicy, DownstreamLayoutError, UncertainPolicy, read_chexpert
-from adaptor_vlp.extract.downstream.chexpert import COMPETITION_TASKS, LATERAL_IMAGE
 from adaptor_vlp.cache_schema.manifest import CHEXPERT_LABELS, Split, read_manifest, write_manifest
-from tests.extract.downstream.conftest import assert_reads_the_same_once_resaved, write_csv
+from adaptor_vlp.extract.datasets import BlankPolicy, ChexpertUncertainPolicy, DownstreamLayoutError, read_chexpert
+from adaptor_vlp.extract.datasets.chexpert import COMPETITION_TASKS, LATERAL_IMAGE
+from tests.extract.datasets.conftest import assert_reads_the_same_once_resaved, write_csv
 
 TRAIN_ROWS = 40
 MISSING = "train/patient00003/study1/view1_frontal.jpg"
@@ -72,9 +72,9 @@ def test_uncertain_and_blank_policies(tree):
         "Atelectasis": 1.0, "Cardiomegaly": 0.0, "Consolidation": 0.0, "Edema": 1.0, "Pleural Effusion": 1.0}
     assert competition[image].labels["Pneumonia"] == 0.0 and competition[image].labels["Fracture"] == 1.0
     assert competition[other].labels["Pneumothorax"] is None  # uncertain outside the competition tasks
-    ones = _by_id(read_chexpert(tree, uncertain=UncertainPolicy.ONES))
-    zeros = _by_id(read_chexpert(tree, uncertain=UncertainPolicy.ZEROS))
-    ignore = _by_id(read_chexpert(tree, uncertain=UncertainPolicy.IGNORE, blank=BlankPolicy.IGNORE))
+    ones = _by_id(read_chexpert(tree, uncertain=ChexpertUncertainPolicy.ONES))
+    zeros = _by_id(read_chexpert(tree, uncertain=ChexpertUncertainPolicy.ZEROS))
+    ignore = _by_id(read_chexpert(tree, uncertain=ChexpertUncertainPolicy.IGNORE, blank=BlankPolicy.IGNORE))
     assert ones[image].labels["Cardiomegaly"] == 1.0 and ones[other].labels["Pneumothorax"] == 1.0
     assert zeros[image].labels["Edema"] == 0.0 and zeros[other].labels["Pneumothorax"] == 0.0
     assert ignore[image].labels["Cardiomegaly"] is None and ignore[image].labels["Pneumonia"] is None
@@ -82,7 +82,7 @@ def test_uncertain_and_blank_policies(tree):
 
 
 def test_options_are_recorded_and_survive_the_manifest_files(tree, tmp_path):
-    manifest = read_chexpert(tree, uncertain=UncertainPolicy.ZEROS, seed=4)
+    manifest = read_chexpert(tree, uncertain=ChexpertUncertainPolicy.ZEROS, seed=4)
     write_manifest(manifest, tmp_path)
     restored = read_manifest(tmp_path)
     assert restored == manifest

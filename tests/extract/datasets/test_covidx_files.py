@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from adaptor_vlp.extract.covidx_files import find_covidx_lists
-from adaptor_vlp.extract.downstream.tables import DownstreamLayoutError
+from adaptor_vlp.extract.datasets.covidx_files import find_covidx_lists
+from adaptor_vlp.extract.datasets.downstream_tables import DownstreamLayoutError
 
 
 def _touch(root, *names):

@@ -8,7 +8,7 @@ from typing import Iterable
 import numpy as np
 
 from adaptor_vlp.cache_schema.manifest import Split
-from adaptor_vlp.extract.downstream.tables import DownstreamLayoutError
+from adaptor_vlp.extract.datasets.downstream_tables import DownstreamLayoutError
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adaptor_vlp.extract.downstream import DownstreamLayoutError, read_siim
-from adaptor_vlp.extract.downstream.rows import UNREADABLE_HEADER
-from adaptor_vlp.extract.downstream.siim import DUPLICATE_FILE
 from adaptor_vlp.cache_schema.manifest import read_manifest, write_manifest
 from adaptor_vlp.cache_schema.targets import decode_mask, decode_siim_rle
-from tests.extract.downstream.conftest import assert_reads_the_same_once_resaved, write_csv, write_dicom
+from adaptor_vlp.extract.datasets import DownstreamLayoutError, read_siim
+from adaptor_vlp.extract.datasets.rows import UNREADABLE_HEADER
+from adaptor_vlp.extract.datasets.siim import DUPLICATE_FILE
+from tests.extract.datasets.conftest import assert_reads_the_same_once_resaved, write_csv, write_dicom
 
 SINGLE_ROW_IMAGES = 24
 MULTI_COMPONENT_IMAGES = 3

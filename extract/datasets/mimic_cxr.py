@@ -17,9 +17,15 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from adaptor_vlp.cache_schema.manifest import CHEXPERT_LABELS, Exclusion, Manifest, ManifestRow, Split, parse_label
-from adaptor_vlp.extract.report_sections import DEFAULT_MIN_WORDS, DEFAULT_SECTIONS, ReportText, Section, parse_section_names
-from adaptor_vlp.extract.report_sections import report_text as select_report_text
-from adaptor_vlp.extract.tables import read_csv_records
+from adaptor_vlp.extract.datasets.csv_tables import read_csv_records
+from adaptor_vlp.extract.datasets.report_sections import (
+    DEFAULT_MIN_WORDS,
+    DEFAULT_SECTIONS,
+    ReportText,
+    Section,
+    parse_section_names,
+)
+from adaptor_vlp.extract.datasets.report_sections import report_text as select_report_text
 
 DATASET = "mimic-cxr"
 

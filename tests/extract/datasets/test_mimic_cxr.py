@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from adaptor_vlp.extract.demo import Fault, write_demo_dataset
 from adaptor_vlp.cache_schema.manifest import CHEXPERT_LABELS, MANIFEST_CSV, Split, read_exclusions, write_manifest
-from adaptor_vlp.extract.mimic import (
+from adaptor_vlp.extract.datasets.mimic_cxr import (
     CHEXPERT_COLUMNS,
     IMAGE_MISSING,
     METADATA_COLUMNS,
@@ -18,6 +17,7 @@ from adaptor_vlp.extract.mimic import (
     read_mimic_cxr,
     report_relpath,
 )
+from adaptor_vlp.extract.demo import Fault, write_demo_dataset
 from tests.extract.conftest import resave_like_a_spreadsheet
 
 FULL_REPORT = """                                 FINAL REPORT

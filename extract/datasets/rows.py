@@ -5,9 +5,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from adaptor_vlp.extract.downstream.tables import DownstreamLayoutError
 from adaptor_vlp.cache_schema.manifest import Exclusion, ManifestRow, Split
-from adaptor_vlp.extract.mimic import IMAGE_MISSING
+from adaptor_vlp.extract.datasets.downstream_tables import DownstreamLayoutError
+from adaptor_vlp.extract.datasets.mimic_cxr import IMAGE_MISSING
 
 __all__ = ["IMAGE_MISSING", "NO_REPORT", "UNREADABLE_HEADER", "image_row", "require_images"]
 
