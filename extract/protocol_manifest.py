@@ -59,6 +59,18 @@ def apply_protocol(manifest: Manifest, protocol: Protocol, kind: HeadTask,
                     excluded=tuple(excluded))
 
 
+def protocol_kind(protocol: Protocol, dataset: str) -> HeadTask:
+    """The task kind whose split to write when none is named: the protocol's only split of the dataset."""
+    tasks = [task for task in protocol.tasks.values() if task.dataset == dataset]
+    if not tasks:
+        raise DownstreamLayoutError(f"protocol {protocol.name!r} ({protocol.source}) has no task on {dataset}")
+    if len(protocol.tasks_sharing_split(dataset, tasks[0].kind)) != len(tasks):
+        kinds = sorted(task.kind.value for task in tasks)
+        raise DownstreamLayoutError(f"protocol {protocol.name!r} splits {dataset} differently for its tasks "
+                                    f"({', '.join(kinds)}): name one with --kind")
+    return tasks[0].kind
+
+
 def _check_classes(manifest: Manifest, protocol: Protocol, task: TaskProtocol) -> None:
     """A task with a class vocabulary (COVIDx's three classes) refuses lists of another, naming them."""
     if task.classes and tuple(manifest.label_names) != task.classes:
