@@ -20,7 +20,7 @@ from adaptor_vlp.evaluate.heads import LabelStructure
 from adaptor_vlp.evaluate.protocol_heads import protocol_classification_task
 from adaptor_vlp.evaluate.results import EvaluatedRun, FeatureSpace, RunContext
 from adaptor_vlp.evaluate.segment import SegmentSettings, run_segmentation
-from adaptor_vlp.protocols import Protocol
+from adaptor_vlp.protocols import HeadTask, Protocol
 
 
 @dataclass(frozen=True)
@@ -54,9 +54,15 @@ def classify_dataset(cache_dir: Path, dataset: str, vision: str, run: AdaptorRun
 
 
 def segment_dataset(cache_dir: Path, dataset: str, vision: str, run: AdaptorRun | None,
-                    spaces: Sequence[FeatureSpace], settings: SegmentSettings, device: str = "cpu") -> DatasetEvaluation:
-    """A decoder per (fraction, feature space) on the dataset's `vision` store's patch tokens, raw or through `run`."""
+                    spaces: Sequence[FeatureSpace], settings: SegmentSettings, device: str = "cpu",
+                    protocol: Protocol | None = None) -> DatasetEvaluation:
+    """A decoder per (fraction, feature space) on the dataset's `vision` store's patch tokens, raw or through `run`.
+
+    With `protocol`, its segmentation task for the manifest's dataset decides the training subsets.
+    """
     rows = _rows(cache_dir, dataset, vision, run, spaces)
+    if protocol is not None:
+        settings = replace(settings, protocol=protocol.task(rows.manifest.dataset, HeadTask.SEGMENT))
     runs = []
     for space in spaces:
         adaptor = run if space is FeatureSpace.ADAPTOR else None

@@ -31,10 +31,12 @@ from adaptor_vlp.evaluate.bootstrap import ConfidenceInterval, bootstrap_ci
 from adaptor_vlp.evaluate.classify import TEST_SPLIT, TRAIN_SPLIT, VALIDATION_SPLIT
 from adaptor_vlp.evaluate.features import AdaptorRun, DatasetRows, adaptor_token_embeddings
 from adaptor_vlp.evaluate.metrics import segmentation_report
+from adaptor_vlp.evaluate.protocol_heads import check_manifest_protocol, protocol_subset
 from adaptor_vlp.evaluate.results import EvaluatedRun, EvaluationTask, FeatureSpace, ResultRecord, RunContext
 from adaptor_vlp.evaluate.segmentation_head import fit_segmentation_head
 from adaptor_vlp.cache_schema.geometry import mask_through_geometry
 from adaptor_vlp.cache_schema.targets import decode_mask
+from adaptor_vlp.protocols import TaskProtocol
 
 METHOD = "decoder"
 
@@ -56,6 +58,8 @@ class SegmentSettings:
     epochs: int = 50
     mask_size: int | None = None
     n_overlays: int = 4
+    protocol: TaskProtocol | None = None
+    """A protocol's segmentation task: its training subsets (recorded in the manifest, or per seed) are used."""
 
 
 def token_grid(rows: DatasetRows) -> int:
@@ -112,9 +116,13 @@ def run_segmentation(rows: DatasetRows, context: RunContext, settings: SegmentSe
     val_tokens, val_masks = inputs(val), aligned_masks(rows, val, size)
     test_tokens, test_masks = inputs(test), aligned_masks(rows, test, size)
     dropped = {**rows.dropped, "no mask target": int((~has_mask).sum())}
+    record = check_manifest_protocol(rows, settings.protocol) if settings.protocol else None
     runs = []
     for pct in settings.fractions:
-        chosen, subset = rows.training_subset(train, pct, settings.seed)
+        if settings.protocol:
+            chosen, subset = protocol_subset(rows, train, pct, settings.protocol, record, settings.seed)
+        else:
+            chosen, subset = rows.training_subset(train, pct, settings.seed)
         record_fields = dict(task=EvaluationTask.SEGMENT, context=context, feature_space=space,
                              method=METHOD, split=TEST_SPLIT, data_pct=pct, subset=subset.to_json(),
                              seed=settings.seed, headline="dice_positive")

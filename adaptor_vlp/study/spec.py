@@ -295,9 +295,11 @@ def _datasets_used(spec: StudySpec, tasks: tuple[TaskSpec, ...]) -> dict[str, Da
 
 def _source_dataset(spec: StudySpec, task: TaskSpec) -> str:
     """The spec dataset whose protocol split a protocol task's derived dataset is."""
+    kind = HeadTask(task.kind.value)
     return next(name for name, dataset in spec.datasets.items()
-                if task.protocol.cache_dataset(dataset.layout.value, HeadTask(task.kind.value), prefix=name)
-                == task.dataset)
+                if any(entry.dataset == dataset.layout.value and entry.kind is kind
+                       for entry in task.protocol.tasks.values())
+                and task.protocol.cache_dataset(dataset.layout.value, kind, prefix=name) == task.dataset)
 
 
 class _Table:

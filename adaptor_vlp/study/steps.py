@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Sequence
 
 from adaptor_vlp.cache_schema import ArrayName, CacheStore, Modality, ProvenanceMismatch, StoreError, dataset_dir
-from adaptor_vlp.cache_schema.manifest import ManifestError, manifest_sha256, read_manifest, write_manifest
+from adaptor_vlp.cache_schema.manifest import Manifest, ManifestError, manifest_sha256, read_manifest, write_manifest
 from adaptor_vlp.evaluate.classify import ClassifySettings
 from adaptor_vlp.evaluate.commands import DatasetEvaluation, classify_dataset, segment_dataset
 from adaptor_vlp.evaluate.features import open_adaptor_run
@@ -40,8 +40,10 @@ from adaptor_vlp.extract.backbones import BackboneSpec, UnknownBackbone, get_spe
 from adaptor_vlp.extract.datasets.registry import dataset_layout
 from adaptor_vlp.extract.image_transforms import DecodeSize
 from adaptor_vlp.extract.job import ExtractionJob
+from adaptor_vlp.extract.protocol_manifest import apply_protocol
 from adaptor_vlp.extract.run import ExtractionSummary, run_multi_extraction
 from adaptor_vlp.extract.weights import MissingWeights, locate_tokenizer, locate_weights, weights_origin
+from adaptor_vlp.protocols import HeadTask, ProtocolRecord
 from adaptor_vlp.study.spec import DatasetSpec, Metric, TaskKind, TaskSpec
 from adaptor_vlp.train.checkpoint import CheckpointError, CheckpointKind, checkpoint_paths, read_record
 from adaptor_vlp.train.loop import TrainResult, read_completed
@@ -118,6 +120,9 @@ class ManifestStep(Step):
         lines = [f"data: {dataset_layout(self.dataset.layout).description}, at {self.dataset.root}"]
         if self.dataset.reports is not None:
             lines.append(f"data: reports at {self.dataset.reports}")
+        if self.dataset.protocol is not None:
+            lines.append(f"split: protocol {self.dataset.protocol.name} ({self.dataset.protocol.source}), "
+                         f"{self.dataset.protocol_kind.value} tasks")
         return lines
 
     def state(self) -> StepState:
@@ -130,6 +135,11 @@ class ManifestStep(Step):
                                              f"spec reads {self.dataset.root}: give the study another --cache, or "
                                              f"move {self.folder} away to read the spec's tree")
         if manifest is not None:
+            other = self._other_protocol(manifest)
+            if other:
+                return StepState(Status.BLOCKED, f"{self.folder} holds a manifest {other}, not as protocol "
+                                                 f"{self.dataset.protocol.name} splits it: move {self.folder} away "
+                                                 "to write this protocol's split")
             return StepState(Status.DONE, f"{len(manifest.rows)} images in {self.folder}")
         if not self.dataset.root.is_dir():
             return StepState(Status.BLOCKED, f"data missing: {self.dataset.root} is not a folder; put the "
@@ -137,9 +147,24 @@ class ManifestStep(Step):
                                              "spec's root at it")
         return StepState(Status.PENDING, f"reads {self.dataset.root} ({self.dataset.layout.value} layout)")
 
+    def _other_protocol(self, manifest: Manifest) -> str | None:
+        """How the manifest was split, when that is not the dataset's protocol split; None when it is."""
+        if self.dataset.protocol is None:
+            return None
+        record = ProtocolRecord.from_options(manifest.options, str(self.folder))
+        if record is None:
+            return "split without a protocol"
+        task = self.dataset.protocol.task(self.dataset.layout.value, HeadTask(self.dataset.protocol_kind.value))
+        if record.name != self.dataset.protocol.name or not record.split_matches(task.split):
+            return f"split by protocol {record.name!r} ({dict(record.split)})"
+        return None
+
     def execute(self, scheduler: str) -> str:
         reports = {} if self.dataset.reports is None else {"reports_root": self.dataset.reports.resolve()}
         manifest = dataset_layout(self.dataset.layout).read(self.dataset.root.resolve(), **reports)
+        if self.dataset.protocol is not None:
+            manifest = apply_protocol(manifest, self.dataset.protocol, HeadTask(self.dataset.protocol_kind.value),
+                                      self.dataset.protocol_fractions)
         write_manifest(manifest, self.folder)
         splits = ", ".join(f"{split} {count}" for split, count in manifest.split_counts().items())
         return f"{len(manifest.rows)} images ({splits}), {sum(manifest.exclusions.values())} left out -> {self.folder}"
@@ -364,10 +389,11 @@ class HeadStep(Step):
                                         n_resamples=self.task.resamples)
             task = LabelStructure.MULTICLASS if self.task.metric is Metric.ACCURACY else None
             return classify_dataset(self.cache, self.task.dataset, self.vision, run, spaces, settings, task,
-                                    self.task.labels, device=self.device)
+                                    self.task.labels, device=self.device, protocol=self.task.protocol)
         settings = SegmentSettings(fractions=(self.fraction,), seed=self.seed, n_resamples=self.task.resamples,
                                    epochs=self.task.epochs)
-        return segment_dataset(self.cache, self.task.dataset, self.vision, run, spaces, settings, self.device)
+        return segment_dataset(self.cache, self.task.dataset, self.vision, run, spaces, settings, self.device,
+                               protocol=self.task.protocol)
 
 
 def find_result(folder: Path, task: TaskSpec, space: FeatureSpace, fraction: float, seed: int) -> StoredResult | None:

@@ -40,18 +40,27 @@ def test_the_shipped_specs_load_with_the_papers_shape():
     assert paper.image_backbones == ("resnet-ae", "dinov2-s", "dinov2-b")
     assert paper.text_backbones == ("bert", "biobert", "clinicalbert", "pubmedbert", "cxrbert")
     assert [(task.name, task.kind, task.metric) for task in paper.tasks] == [
-        ("rsna-classification", TaskKind.CLASSIFY, Metric.AUROC),
-        ("covidx-classification", TaskKind.CLASSIFY, Metric.ACCURACY),
-        ("siim-segmentation", TaskKind.SEGMENT, Metric.DICE_PUBLISHED),
-        ("rsna-segmentation", TaskKind.SEGMENT, Metric.DICE_PUBLISHED)]
+        ("rsna-classification@published", TaskKind.CLASSIFY, Metric.AUROC),
+        ("rsna-classification@corrected", TaskKind.CLASSIFY, Metric.AUROC),
+        ("covidx-classification@published", TaskKind.CLASSIFY, Metric.ACCURACY),
+        ("covidx-classification@corrected", TaskKind.CLASSIFY, Metric.ACCURACY),
+        ("siim-segmentation@published", TaskKind.SEGMENT, Metric.DICE_PUBLISHED),
+        ("siim-segmentation@corrected", TaskKind.SEGMENT, Metric.DICE_POSITIVE),
+        ("rsna-segmentation@published", TaskKind.SEGMENT, Metric.DICE_PUBLISHED),
+        ("rsna-segmentation@corrected", TaskKind.SEGMENT, Metric.DICE_POSITIVE)]
     assert all(task.fractions == (1.0, 10.0, 100.0) for task in paper.tasks)
-    rsna = paper.tasks[0]
+    tasks = {task.name: task for task in paper.tasks}
+    rsna = tasks["rsna-classification@published"]
     assert paper.published.value(rsna, "dinov2-b", "biobert", 1.0) == 84.4  # published-results.md, RSNA AUROC table
-    assert paper.published.value(paper.tasks[2], "dinov2-s", "clinicalbert", 1.0) == 41.9
-    assert paper.published.value(paper.tasks[3], "resnet-ae", "cxrbert", 100.0) == 75.5
+    assert paper.published.value(tasks["rsna-classification@corrected"], "dinov2-b", "biobert", 1.0) is None
+    assert paper.published.value(tasks["siim-segmentation@published"], "dinov2-s", "clinicalbert", 1.0) == 41.9
+    assert paper.published.value(tasks["rsna-segmentation@published"], "resnet-ae", "cxrbert", 100.0) == 75.5
     assert "holajoa/Adaptor-VL-SSL" in paper.published.source
     assert {method.name for method in paper.published.methods} >= {"ConVIRT", "MGCA (ViT-B/16)"}
-    assert paper.tasks[2].left_out_reason("resnet-ae") and paper.tasks[2].left_out_reason("dinov2-s") is None
+    siim = tasks["siim-segmentation@published"]
+    assert siim.left_out_reason("resnet-ae") and siim.left_out_reason("dinov2-s") is None
+    assert set(paper.datasets) == {"rsna-published-classify", "rsna-published-segment", "rsna-corrected",
+                                   "covidx-published", "covidx-corrected", "siim-published", "siim-corrected"}
     demo = load_spec(REPOSITORY / "studies" / "demo.toml")
     assert [task.name for task in demo.tasks] == [task.name for task in paper.tasks]
     assert demo.published is None
