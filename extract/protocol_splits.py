@@ -21,6 +21,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from adaptor_vlp.cache_schema.manifest import Split
+from adaptor_vlp.extract.datasets.downstream_tables import DownstreamLayoutError
 from adaptor_vlp.extract.datasets.splits import held_out, split_groups
 from adaptor_vlp.protocols import SplitRule, SubsetRule, TaskProtocol, TrainingBalance
 
@@ -99,6 +100,10 @@ def _split_rows(frame: Sequence[FrameRow], task: TaskProtocol) -> dict[Split, np
     positions = np.arange(len(frame))
     if spec.rule is SplitRule.MGCA_TWO_STAGE:
         held = spec.held_out if isinstance(spec.held_out, int) else float(spec.held_out)
+        if isinstance(held, int) and held >= len(frame):
+            raise DownstreamLayoutError(
+                f"protocol task {task.name!r} holds out {held:,} {spec.unit.value} rows for validation and test "
+                f"(the published code's fixed count), but the dataset has {len(frame):,}: it needs the full dataset")
         train, rest = train_test_split(positions, test_size=held, random_state=spec.seed)
         test, validate = train_test_split(rest, test_size=0.5, random_state=spec.seed)
         return {Split.TRAIN: train, Split.VALIDATE: validate, Split.TEST: test}

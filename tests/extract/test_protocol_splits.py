@@ -15,12 +15,12 @@ import pytest
 from sklearn.model_selection import train_test_split
 
 from adaptor_vlp.cache_schema.manifest import Split
+from adaptor_vlp.extract.datasets import DownstreamLayoutError
 from adaptor_vlp.extract.protocol_splits import FrameRow, protocol_split
 from adaptor_vlp.protocols import HeadTask, load_protocol
 from tests.extract.datasets.conftest import XRV_DATA
 
 FRACTIONS = (1.0, 10.0, 100.0)
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,7 @@ def _ids(split, name: Split) -> set[str]:
     return set(split.splits[name].images)
 
 
+@pytest.mark.slow
 def test_rsna_classification_split_and_subsets_equal_mgca(rsna_labels):
     frame = _mgca_rsna_frame(rsna_labels)
     train_df, test_val_df = train_test_split(frame, test_size=0.15 * 2, random_state=0)
@@ -71,6 +72,7 @@ def test_rsna_classification_split_and_subsets_equal_mgca(rsna_labels):
     assert ours.images_in_several_splits() == frozenset()
 
 
+@pytest.mark.slow
 def test_rsna_segmentation_uses_the_detection_split_and_the_global_generators_draws(rsna_labels):
     frame = _mgca_rsna_frame(rsna_labels)
     train_df, test_val_df = train_test_split(frame, test_size=5337 * 2, random_state=0)
@@ -95,6 +97,7 @@ def _siim_rows(labels: pd.DataFrame) -> list[FrameRow]:
             for image, pixels in zip(labels["ImageId"], labels[" EncodedPixels"])]
 
 
+@pytest.mark.slow
 def test_siim_split_by_label_row_and_balanced_subsets_equal_mgca(siim_labels):
     df = siim_labels.copy()
     train_df, test_val_df = train_test_split(df, test_size=0.15 * 2, random_state=0)
@@ -143,6 +146,7 @@ def _images_in_several(*frames: pd.DataFrame) -> frozenset[str]:
     return frozenset(counts.index[counts > 1])
 
 
+@pytest.mark.slow
 def test_the_corrected_splits_hold_no_patient_in_two_splits(siim_labels):
     task = load_protocol("corrected").task("siim", HeadTask.SEGMENT)
     images = siim_labels.groupby("ImageId", sort=False)[" EncodedPixels"].agg(lambda x: any(v.strip() != "-1"
@@ -156,3 +160,11 @@ def test_the_corrected_splits_hold_no_patient_in_two_splits(siim_labels):
     assert ours.images_in_several_splits() == frozenset()
     assert all(not (a & b) for i, a in enumerate(patients) for b in patients[i + 1:])
     assert ours.subsets == {}
+
+
+def test_a_fixed_held_out_count_larger_than_the_dataset_says_it_needs_the_full_dataset():
+    task = load_protocol("published").task("rsna", HeadTask.SEGMENT)
+    frame = [FrameRow(f"p{index}", f"p{index}", index % 3 == 0) for index in range(1200)]
+
+    with pytest.raises(DownstreamLayoutError, match=r"holds out 10,674 patient rows .* the dataset has 1,200"):
+        protocol_split(frame, task)
