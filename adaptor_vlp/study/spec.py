@@ -438,7 +438,8 @@ def _task(table: _Table, name: str, spec: StudySpec) -> tuple[TaskSpec, ...]:
         return (_plain_task(table, name, spec),)
     for key in ("metric", "head", "seeds"):
         if key in table.values:
-            raise table.error(key, "the task's protocols decide its head, seeds and headline metric; remove it")
+            raise table.error(key, "the task's protocols decide its head, seeds and headline metric; remove it "
+                                   "(max_seeds runs only each protocol's first seeds)")
     dataset = _dataset_name(table, spec)
     layout = spec.datasets[dataset].layout.value
     kind = table.choice("kind", TaskKind)
@@ -519,6 +520,7 @@ def _protocol_task(table: _Table, name: str, spec: StudySpec, dataset: str, kind
     """The task as `protocol` runs it: its split's dataset, its head, seeds and headline metric."""
     labels = table.get("labels", list, None)
     head = HeadKind.MLP if entry.head is not None and entry.head.architecture.value == "mlp" else HeadKind.LINEAR
+    max_seeds = table.get("max_seeds", int, None, check=_at_least(1))
     return TaskSpec(
         name=f"{name}@{protocol.name}",
         title=f"{table.get('title', str, name)}, {protocol.name} protocol",
@@ -526,7 +528,7 @@ def _protocol_task(table: _Table, name: str, spec: StudySpec, dataset: str, kind
         kind=kind,
         metric=Metric(entry.metric.value),
         fractions=_fractions(table),
-        seeds=entry.training.seeds,
+        seeds=entry.training.seeds[:max_seeds],
         head=head,
         labels=None if labels is None else tuple(labels),
         resamples=table.get("resamples", int, 1000, check=_at_least(1)),

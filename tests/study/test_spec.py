@@ -135,6 +135,8 @@ def test_a_task_with_protocols_becomes_one_task_per_protocol_on_that_protocols_s
     assert (derived.layout.value, derived.root, derived.protocol.name, derived.protocol_kind) == (
         "rsna", Path("rsna"), "published", TaskKind.CLASSIFY)
     assert derived.protocol_fractions == (1.0, 10.0, 100.0)
+    capped = _load(tmp_path, PROTOCOL_TASK.replace("protocols = [", "max_seeds = 1\nprotocols = ["))
+    assert [task.seeds for task in capped.tasks] == [(42,), (0,)]
 
 
 @pytest.mark.parametrize(("old", "new", "message"), [
