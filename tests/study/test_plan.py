@@ -81,13 +81,14 @@ def test_plan_on_a_cache_with_some_of_the_papers_stores_lists_what_is_missing(tm
     assert "Put torchxrayvision's weights file at " in states["extract image resnet-ae on mimic-cxr"].detail
     assert "vit_base_patch14_dinov2.lvd142m" in states["extract image dinov2-b on mimic-cxr"].detail
     assert "huggingface-cli download" in states["extract text biobert on mimic-cxr"].detail
-    assert "data missing: data/rsna-pneumonia" in states["manifest rsna"].detail
+    assert "data missing: data/rsna-pneumonia" in states["manifest rsna-published-classify"].detail
     assert states["train dinov2-b+bert"].status is Status.BLOCKED
     assert states["train resnet-ae+bert"].detail.startswith(
         "needs extract image resnet-ae on mimic-cxr, which cannot run: weights for backbone 'resnet-ae'")
     trains = [step for step in plan.steps if isinstance(step, TrainStep)]
-    assert len(trains) == 15 and len(plan.left_out) == 2
-    assert sum(isinstance(step, HeadStep) for step in plan.steps) == 4 * 3 * 6 * 3 - 2 * 6 * 3
+    assert len(trains) == 15 and len(plan.left_out) == 4  # ResNet-AE segmentation, two tasks x two protocols
+    seeds = 1 + 3  # published: one seed; corrected: three
+    assert sum(isinstance(step, HeadStep) for step in plan.steps) == (4 * 3 * 6 * 3 - 2 * 6 * 3) * seeds
 
     result = CliRunner().invoke(app, ["study", "plan", "paper.toml", "--cache", str(cache)])
     assert result.exit_code == 0, result.output
@@ -100,5 +101,5 @@ def test_plan_on_a_cache_with_some_of_the_papers_stores_lists_what_is_missing(tm
            "timm/vit_base_patch14_dinov2.lvd142m, read from the local cache (not on this machine)" in result.output
     assert "needs weights: resnet-ae: 101-elastic, torchxrayvision's weights file " in result.output
     assert "needs data: RSNA Pneumonia Detection Challenge (Kaggle): stage_2_train_labels.csv" in result.output
-    assert "left out    siim-segmentation x resnet-ae: the paper segments with ResNet-AE through a U-Net" \
+    assert "left out    siim-segmentation@published x resnet-ae: the paper segments with ResNet-AE through a U-Net" \
            in result.output
