@@ -48,6 +48,9 @@ def protocol_lines(task: TaskSpec, layout: str, cache: Path) -> list[str]:
         return []
     entry = task.protocol_task(layout)
     lines = [f"- Protocol `{task.protocol.name}` ({task.protocol.source}): {task.protocol.title}."]
+    if task.seeds != entry.training.seeds:
+        lines.append(f"- This study runs seed(s) {list(task.seeds)} of the protocol's {list(entry.training.seeds)} "
+                     "(the spec's max_seeds).")
     for key in entry.faults:
         fault = task.protocol.faults[key]
         lines.append(f"- Fault `{key}`: {' '.join(fault.description.split())}")
