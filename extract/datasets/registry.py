@@ -117,7 +117,8 @@ LAYOUTS: Mapping[ManifestDataset, DatasetLayout] = {layout.name: layout for layo
         reader=covidx.read_covidx,
         options={**_SPLIT_OPTIONS, "--train-file": "train_file", "--test-file": "test_file"},
         group="patient (the label files' first column)",
-        splits=f"the official test list is the test split; val.txt where it exists, else {covidx.DEFAULT_VAL_FRACTION:g} "
+        splits=f"the official test list is the test split; val.txt where it exists, else "
+               f"{covidx.DEFAULT_VAL_FRACTION:g} "
                "of the training patients, seeded",
         labels=covidx.THREE_CLASSES,
         tasks="multi-class classification (normal, pneumonia, COVID-19; CXR-2 and later: negative, positive)",
