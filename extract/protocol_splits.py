@@ -88,7 +88,8 @@ def protocol_split(frame: Sequence[FrameRow], task: TaskProtocol, fractions: Seq
     splits = {split: _images(table, rows[split]) for split in SPLIT_ORDER}
     unused: tuple[str, ...] = ()
     if task.split.balance is TrainingBalance.BALANCED:
-        splits[Split.TRAIN], unused = _balanced(table, splits[Split.TRAIN], np.random.RandomState(task.split.balance_seed))
+        generator = np.random.RandomState(task.split.balance_seed)
+        splits[Split.TRAIN], unused = _balanced(table, splits[Split.TRAIN], generator)
     subsets = {float(pct): _subset(table, rows[Split.TRAIN], splits, task, float(pct)) for pct in fractions
                if task.subset.rule is not SubsetRule.NESTED_SEEDED}
     return ProtocolSplit(splits, subsets, unused)

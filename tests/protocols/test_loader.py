@@ -46,7 +46,8 @@ def test_the_published_protocol_holds_the_published_scripts_values():
     assert (rsna.training.learning_rate, rsna.training.weight_decay, rsna.training.epochs) == (5e-5, 1e-4, 100)
     assert (rsna.training.batch_for(1), rsna.training.batch_for(10), rsna.training.batch_for(100)) == (128, 512, 512)
     assert (rsna.training.patience, rsna.training.seeds, rsna.metric) == (10, (42,), Metric.AUROC)
-    assert (covidx.training.batch_size, covidx.training.learning_rate, covidx.training.weight_decay) == (128, 5e-4, 0.05)
+    assert (covidx.training.batch_size, covidx.training.learning_rate, covidx.training.weight_decay) == (
+        128, 5e-4, 0.05)
     assert (covidx.training.epochs, covidx.training.patience, covidx.training.seeds) == (50, 5, (6,))
     assert covidx.training.schedule is Schedule.COSINE_WARM_RESTARTS_PER_EPOCH
     assert covidx.classes == ("normal", "pneumonia", "COVID-19")
@@ -94,7 +95,8 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 
 @pytest.mark.parametrize(("old", "new", "message"), [
-    ('learning_rate = 5e-4', 'learning_rate = "fast"', r"covidx-classification.training.learning_rate: must be a number"),
+    ('learning_rate = 5e-4', 'learning_rate = "fast"',
+     r"covidx-classification.training.learning_rate: must be a number"),
     ('rule = "mgca-train-validate"', 'rule = "by-hand"', r"covidx-classification.split.rule: 'by-hand' is not one of"),
     ('patience = 5\n', 'patience = 5\nwarmup = 3\n', r"covidx-classification.training: unknown key\(s\) \['warmup'\]"),
     ('train_share = 0.8\n', '', r"covidx-classification.split: the mgca-train-validate rule needs 'train_share'"),

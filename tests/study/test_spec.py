@@ -140,10 +140,12 @@ def test_a_task_with_protocols_becomes_one_task_per_protocol_on_that_protocols_s
 
 
 @pytest.mark.parametrize(("old", "new", "message"), [
-    ('protocols = ["published", "corrected"]', 'protocols = ["paper"]', r"tasks\.t\.protocols: unknown protocol 'paper'"),
+    ('protocols = ["published", "corrected"]', 'protocols = ["paper"]',
+     r"tasks\.t\.protocols: unknown protocol 'paper'"),
     ('protocols = ["published", "corrected"]', 'protocols = ["published"]\nseeds = [1]',
      r"tasks\.t\.seeds: the task's protocols decide"),
-    ('kind = "classify"', 'kind = "segment"\nepochs = 3', r"tasks\.t\.protocols: .*no segment task for dataset 'covidx'"),
+    ('kind = "classify"', 'kind = "segment"\nepochs = 3',
+     r"tasks\.t\.protocols: .*no segment task for dataset 'covidx'"),
 ])
 def test_a_protocol_mistake_names_the_key(tmp_path, old, new, message):
     text = PROTOCOL_TASK.replace(old, new).replace('layout = "rsna"', 'layout = "covidx"')
