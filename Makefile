@@ -16,6 +16,12 @@ TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 EDITABLE_MODE ?=
 
 DEMO_STUDY := studies/demo.toml
+# Where the demo study's runs lie (studies/demo.toml: out = "runs/study-demo", runs under out/runs), and where
+# `make` exports the best of them and writes its zero-shot scores of a few demo images.
+DEMO_RUNS := runs/study-demo/runs
+DEMO_RESULTS := runs/study-demo/results
+DEMO_MODEL := runs/study-demo/model
+DEMO_SCORES := runs/study-demo/predict-zeroshot.csv
 STUDY ?= $(DEMO_STUDY)
 DATASET ?= mimic-cxr
 DATA ?= demo/mimic-cxr-jpg
@@ -37,7 +43,7 @@ DEMO_DOWNSTREAM := siim:demo/siim-acr rsna:demo/rsna-pneumonia covidx:demo/covid
 SEG_DATA ?= demo/siim-acr
 SEG_DATASET := siim
 
-.PHONY: all install demo-data study manifest extract train evaluate sweep bench bench-gpu lint test test-fast clean
+.PHONY: all install demo-data study predict-demo manifest extract train evaluate sweep bench bench-gpu lint test test-fast clean
 
 all: study
 
@@ -65,6 +71,14 @@ demo-data: install
 study: install $(if $(filter $(DEMO_STUDY),$(STUDY)),demo-data)
 	$(ADAPTOR) study run $(STUDY) --scheduler $(SCHEDULER)
 	$(ADAPTOR) study report $(STUDY)
+	$(if $(filter $(DEMO_STUDY),$(STUDY)),@$(MAKE) --no-print-directory predict-demo)
+
+# The demo's best Adaptor pair exported as one folder to share (its card lists the study's results made with it),
+# then scored zero-shot (CheXpert prompts) on the radiographs of the demo tree's first patient, as on new images.
+predict-demo: install
+	$(ADAPTOR) export $(DEMO_RUNS) $(DEMO_MODEL) --results $(DEMO_RESULTS)
+	$(ADAPTOR) predict zeroshot --model $(DEMO_MODEL) --images $$(ls -d demo/mimic-cxr-jpg/files/*/* | head -1) \
+		--out $(DEMO_SCORES)
 
 manifest: demo-data
 	$(ADAPTOR) extract manifest --dataset $(DATASET) --root $(DATA) --reports $(REPORTS) --out $(CACHE)
@@ -100,6 +114,8 @@ bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.multi_extract
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.multi_extract --backbones dinov2-s,dinov2-b,resnet-ae --images 64 --batch-size 8 --rounds 2
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.preprocess
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.decode_fidelity
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.report_tokens
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.dask_extract
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.cache_formats
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.train

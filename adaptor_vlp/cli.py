@@ -4,6 +4,7 @@ import typer
 from adaptor_vlp.cache_schema.cli import app as cache_app
 from adaptor_vlp.evaluate.cli import app as evaluate_app
 from adaptor_vlp.extract.cli import app as extract_app
+from adaptor_vlp.inference.cli import export, predict_app
 from adaptor_vlp.study.cli import app as study_app
 from adaptor_vlp.train.cli import app as train_app
 
@@ -17,3 +18,6 @@ app.add_typer(evaluate_app, name="evaluate", help="Downstream heads and metrics 
 app.add_typer(cache_app, name="cache", help="Inspect and verify cache stores.")
 app.add_typer(study_app, name="study", help="A whole study from one spec file: plan, run, report beside published "
                                             "numbers.")
+app.command(name="export", help="Write a trained run (or the best of a folder of runs) as one folder to share: "
+                               "config.json, model.safetensors, README.md.")(export)
+app.add_typer(predict_app, name="predict", help="Embed, zero-shot score or match new radiographs with a trained model.")

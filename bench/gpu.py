@@ -5,8 +5,10 @@ each in its own process with its own share of the time budget:
 
 - `bench.extract` with DINOv2-S and with DINOv2-B (bf16 autocast and channels-last on CUDA);
 - `bench.multi_extract` with tiny backbones (decode-bound) and with the paper's three;
-- `bench.sweep`: stacked groups of 8 and 16 sweep points against one run at a time, and a MIMIC-sized
-  stacked group of 16 points at the paper's batch size.
+- `bench.device_decode`: full-resolution JPEG decoding with nvJPEG (`--decoder gpu`), batched,
+  against Pillow on one core, and the largest per-pixel difference between the two;
+- `bench.sweep`: stacked groups of 16 sweep points (exact and fast form) against one run at a time, and a
+  MIMIC-sized stacked group of 16 points at the paper's batch size.
 
 A piece that runs past its share is stopped (with its decoder processes) and reported as such;
 the others still run. At the end every ratio line of every piece is printed again, each with the
@@ -67,15 +69,17 @@ SWEEP_SECONDS = 60
 """bench.sweep starts no new round after this; its share of the budget leaves room for the round under way."""
 PIECES = (
     Piece("extract dinov2-s", "bench.extract", ("--backbone", "dinov2-s", "--images", "1024", "--batch-size",
-                                                "128", "--rounds", "1"), QUICK_EXTRACT, share=0.17),
+                                                "128", "--rounds", "1"), QUICK_EXTRACT, share=0.16),
     Piece("extract dinov2-b", "bench.extract", ("--backbone", "dinov2-b", "--images", "1024", "--batch-size",
-                                                "128", "--rounds", "1"), (*QUICK_EXTRACT, "--tokens"), share=0.17),
+                                                "128", "--rounds", "1"), (*QUICK_EXTRACT, "--tokens"), share=0.16),
     Piece("one pass, tiny backbones", "bench.multi_extract", ("--images", "2048", "--rounds", "1"),
           ("--quick",), share=0.13),
     Piece("one pass, paper backbones", "bench.multi_extract",
           ("--backbones", "dinov2-s,dinov2-b,resnet-ae", "--images", "1024", "--batch-size", "128", "--rounds", "1"),
-          ("--quick", "--backbones", "tiny-vit,tiny-resnet"), share=0.33),
-    Piece("stacked sweep", "bench.sweep", ("--groups", "8,16", "--scale-points", "16", "--steps", "20", "--rounds",
+          ("--quick", "--backbones", "tiny-vit,tiny-resnet"), share=0.30),
+    Piece("JPEG decode on the device", "bench.device_decode", ("--images", "32", "--batch-size", "32", "--rounds",
+                                                               "2"), ("--quick",), share=0.05),
+    Piece("stacked sweep", "bench.sweep", ("--groups", "16", "--scale-points", "16", "--steps", "20", "--rounds",
                                            "2", "--time-limit", str(SWEEP_SECONDS)), ("--quick",), share=0.2),
 )
 

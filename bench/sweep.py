@@ -6,13 +6,16 @@
 
 1. Demo sweep: one grid of N points (the DEMO recipe; learning rate x weight decay x seed x dropout) swept
    by `run_sweep` into fresh folders, in interleaved rounds: one run at a time with checkpoints every
-   epoch (how the sweep wrote them before stacking), one run at a time, and stacked in groups of each G.
-   Seconds per point, sweep points per hour, their ratios, and a check that every contender's
-   leaderboard (wall time aside) and every run's weights equal the one-at-a-time sweep's. The cache is
+   epoch (how the sweep wrote them before stacking), one run at a time, and stacked in groups of each G,
+   in the exact form and in the fast one (`--stack-mode fast`: one AdamW step over the stack, batched
+   norms and loss). Seconds per point, sweep points per hour, their ratios, and a check that every
+   contender's leaderboard (wall time aside) and every run's weights equal the one-at-a-time sweep's
+   (the fast form's within its tolerance: the largest weight difference is printed). The cache is
    `--cache` (e.g. the demo cache `make extract` builds) or, by default, synthetic stores of the demo's
    size and widths.
 2. MIMIC-CXR-sized cache (377,110 images x 768, 227,835 studies x 768, synthetic float16), the paper's
-   recipe (batch 1024, P=768, L=2): Adaptor steps of one run against a stacked group of G runs,
+   recipe (batch 1024, P=768, L=2): Adaptor steps of one run against a stacked group of G runs (exact
+   and fast form),
    interleaved rounds of `--steps` steps (an epoch of 360 steps is too long for this shared machine);
    an end of epoch (validation, checkpoints) in the same rounds; the cache load (once per run, once per
    group) measured once; one epoch per point extrapolated from them; and the tensor operations
@@ -68,7 +71,7 @@ from adaptor_vlp.train.model import Adaptor, AdaptorConfig
 from adaptor_vlp.train.pairs import StorePairing, pair_stores
 from adaptor_vlp.train.recipe import DEMO, PAPER, Recipe, RecipeName
 from adaptor_vlp.train.stacked import StackedRuns
-from adaptor_vlp.train.stacked_model import StackedAdaptors
+from adaptor_vlp.train.stacked_model import StackedAdaptors, StackMode
 from adaptor_vlp.train.sweep import LEADERBOARD_CSV, SweepRun, expand_grid, run_sweep
 
 DEMO_GRID = {"lr": [1e-3, 3e-3], "weight_decay": [0.01, 0.1], "seed": [0, 1], "dropout": [0.1, 0.0]}
@@ -218,9 +221,15 @@ class DemoFigures:
 
 
 def demo_runs(settings: Settings, vision: str, text: str) -> list[SweepRun]:
-    """The first `settings.points` combinations of DEMO_GRID on the given backbones."""
-    grid = {**DEMO_GRID, **({"epochs": [settings.demo_epochs]} if settings.demo_epochs else {})}
-    runs = expand_grid(grid, RecipeName.DEMO, vision, text)
+    """The first `settings.points` combinations of DEMO_GRID on the given backbones.
+
+    `text` may name several text backbones, comma-separated: the grid then crosses them too (fastest-varying, so
+    the first points alternate them), and a stack holds Adaptors of several text encoders on one image store.
+    """
+    texts = text.split(",")
+    grid = {**DEMO_GRID, **({"epochs": [settings.demo_epochs]} if settings.demo_epochs else {}),
+            **({"text": texts} if len(texts) > 1 else {})}
+    runs = expand_grid(grid, RecipeName.DEMO, vision, None if len(texts) > 1 else text)
     if settings.points > len(runs):
         raise typer.BadParameter(f"the demo grid has {len(runs)} points", param_hint="--points")
     return runs[:settings.points]
@@ -244,7 +253,9 @@ def measure_demo(settings: Settings, folder: Path, deadline: Deadline) -> DemoFi
     sweep = functools.partial(run_sweep, runs, cache, dataset, device=settings.device.value)
     run_sweep(runs[:2], cache, dataset, folder / "warm-up", device=settings.device.value, stack_size=2)
     contenders = {EVERY_EPOCH: dict(stack_size=1, checkpoint_seconds=0.0), ONE_AT_A_TIME: dict(stack_size=1),
-                  **{f"stacked, groups of {group}": dict(stack_size=group) for group in settings.groups}}
+                  **{f"stacked, groups of {group}": dict(stack_size=group) for group in settings.groups},
+                  **{f"stacked fast, groups of {group}": dict(stack_size=group, stack_mode=StackMode.FAST)
+                     for group in settings.groups}}
     rounds = itertools.count()
     folders: dict[str, Path] = {}
 
@@ -291,11 +302,14 @@ class ScaleFigures:
     steps_per_round: int
     solo_step: Timings
     stacked_step: Timings
+    fast_step: Timings
+    """A step of the stacked group in the fast form (`StackMode.FAST`)."""
     load_seconds: float
     end_of_epoch: Timings
     """Validation and checkpoints (the last one, and the best one when the epoch improves) of one run."""
-    operations_per_step: tuple[float, float]
-    """Dispatched tensor operations per step: one run's, the stacked group's."""
+    operations_per_step: tuple[float, float, float, float]
+    """Dispatched tensor operations per step: one run's, the stacked group's, the fast stacked group's, and the fast
+    group's when its points share learning rate and weight decay (a study's stack of text encoders)."""
 
     @property
     def steps_per_epoch(self) -> int:
@@ -310,25 +324,32 @@ class ScaleFigures:
 
     def lines(self) -> list[str]:
         per_point = self.stacked_step.best / self.points
+        fast_per_point = self.fast_step.best / self.points
         return [
             f"2. MIMIC-CXR-sized cache: {self.images:,} images x {self.dim} (synthetic float16), "
             f"{self.train_pairs:,} train pairs; paper recipe, batch {self.recipe.batch_size}, "
             f"P={self.recipe.projection_dim}, L={self.recipe.num_layers}; stacked group of {self.points} points "
             f"(learning rates {sorted(set(SCALE_LR[:self.points]))})",
             f"   measured, {self.steps_per_round} steps a round: one run {self.solo_step.text('s')} per step; "
-            f"stacked {self.stacked_step.text('s')} per step of all {self.points} = {per_point:.3f} s per point-step",
+            f"stacked {self.stacked_step.text('s')} per step of all {self.points} = {per_point:.3f} s per point-step; "
+            f"fast form {self.fast_step.text('s')} = {fast_per_point:.3f} s per point-step",
             f"   measured: end of epoch (validation, last checkpoint and best when improved) "
             f"{self.end_of_epoch.text('s')} per point; once: cache load (open, join, read) {self.load_seconds:.1f} s, "
             "once per run or per group",
             f"   tensor operations dispatched per step (a foreach op once; on CUDA about one kernel each): one run "
             f"{self.operations_per_step[0]:.0f}, stacked group {self.operations_per_step[1]:.0f} = "
-            f"{self.operations_per_step[1] / self.points:.0f} per point",
+            f"{self.operations_per_step[1] / self.points:.0f} per point, fast form {self.operations_per_step[2]:.0f} "
+            f"= {self.operations_per_step[2] / self.points:.0f} per point (with one learning rate for all points, "
+            f"as a study's stack has: {self.operations_per_step[3]:.0f} = "
+            f"{self.operations_per_step[3] / self.points:.0f} per point)",
             f"   extrapolated epoch of {self.steps_per_epoch} steps per point, from opening the stores: one run "
             f"{self.epoch_seconds(False) / 60:.1f} min, stacked {self.epoch_seconds(True) / 60:.1f} min",
             Ratio(f"one run / stacked, time per point for one epoch (MIMIC-sized, groups of {self.points}, "
                   "extrapolated)", self.epoch_seconds(False) / self.epoch_seconds(True), unit="x").line(),
             Ratio(f"one run / stacked, time per point-step (MIMIC-sized, groups of {self.points}, measured)",
                   self.solo_step.best / per_point, unit="x").line(),
+            Ratio(f"one run / stacked fast form, time per point-step (MIMIC-sized, groups of {self.points}, "
+                  "measured)", self.solo_step.best / fast_per_point, unit="x").line(),
         ]
 
 
@@ -359,6 +380,13 @@ def measure_scale(settings: Settings, folder: Path, deadline: Deadline) -> Scale
     group = StackedRuns(pairing, recipes, [folder / f"stacked-{point}" for point in range(len(recipes))],
                         settings.device.value)
     group.finish_done()
+    fast = StackedRuns(pairing, recipes, [folder / f"fast-{point}" for point in range(len(recipes))],
+                       settings.device.value, stack_mode=StackMode.FAST)
+    fast.finish_done()
+    shared = StackedRuns(pairing, [recipes[0].with_overrides({"seed": point}) for point in range(len(recipes))],
+                         [folder / f"shared-{point}" for point in range(len(recipes))], settings.device.value,
+                         stack_mode=StackMode.FAST)
+    shared.finish_done()
     epochs = itertools.count(1)
 
     def solo_steps() -> float:
@@ -368,16 +396,19 @@ def measure_scale(settings: Settings, folder: Path, deadline: Deadline) -> Scale
     def stacked_steps() -> float:
         return synchronised(device, group.train_steps) / settings.steps
 
+    def fast_steps() -> float:
+        return synchronised(device, fast.train_steps) / settings.steps
+
     def end_of_epoch() -> float:
         return synchronised(device, lambda: solo.end_epoch(solo.progress.epoch + 1, 0.0, time.perf_counter()))
 
-    solo_steps(), stacked_steps()
-    timings = deadline.rounds({"one run": solo_steps, "stacked": stacked_steps, "end of epoch": end_of_epoch},
-                              settings.rounds)
-    operations = (dispatched_operations(solo_steps) / settings.steps,
-                  dispatched_operations(stacked_steps) / settings.steps)
+    solo_steps(), stacked_steps(), fast_steps(), shared.train_steps()
+    timings = deadline.rounds({"one run": solo_steps, "stacked": stacked_steps, "fast": fast_steps,
+                               "end of epoch": end_of_epoch}, settings.rounds)
+    operations = tuple(dispatched_operations(steps) / settings.steps for steps in (solo_steps, stacked_steps,
+                                                                                   fast_steps, shared.train_steps))
     return ScaleFigures(settings.scale_images, settings.scale_dim, n_train, subset.with_overrides({"data_pct": 100.0}),
-                        settings.scale_points, settings.steps, timings["one run"], timings["stacked"],
+                        settings.scale_points, settings.steps, timings["one run"], timings["stacked"], timings["fast"],
                         load_seconds, timings["end of epoch"], operations)
 
 
@@ -500,7 +531,8 @@ def main(
                                       "demo-sized stores); needs --dataset, --vision and --text."),
     dataset: str = typer.Option("mimic-cxr", "--dataset", help="Dataset of --cache."),
     vision: str | None = typer.Option(None, "--vision", help="Image backbone of --cache."),
-    text: str | None = typer.Option(None, "--text", help="Text backbone of --cache."),
+    text: str | None = typer.Option(None, "--text", help="Text backbone of --cache; several, comma-separated, cross "
+                                    "the demo grid with them (stacks then span text encoders)."),
     points: int | None = typer.Option(None, "--points", min=1, help="Demo sweep points (default 16)."),
     groups: str | None = typer.Option(None, "--groups", help="Stacked group sizes to time, comma-separated "
                                       "(default 4,8,16)."),

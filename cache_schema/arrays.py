@@ -18,12 +18,17 @@ from adaptor_vlp.cache_schema.layout import (
     DEFAULT_CHUNK_BYTES,
     DEFAULT_SHARD_BYTES,
     DIMENSION_NAMES,
+    FEATURE_MAP_ARRAYS,
     SPLIT_NAMES,
     ArrayName,
 )
 
 MAX_SHARD_ROWS = 4096
 """Upper bound on rows per shard, so that even small embeddings give many resumable units of work."""
+
+FEATURE_MAP_CODEC = {"cname": "zstd", "clevel": 1, "shuffle": "shuffle", "typesize": 2}
+"""Blosc settings of the feature maps: zstd level 1 on byte-shuffled float16. On seeded ResNet-AE-101 maps at
+224 px it stored 1.14-1.69x smaller per level, near level 5's ratio at a fifth of its time (BENCHMARKS.md)."""
 
 @dataclass(frozen=True)
 class FeatureShape:
@@ -33,6 +38,15 @@ class FeatureShape:
     token_count: int = 0
     token_dim: int = 0
     views: int = 0
+    feature_maps: tuple[tuple[int, int, int], ...] = ()
+    """(channels, height, width) of each intermediate map, finest first; empty: the store holds none."""
+
+    def __post_init__(self) -> None:
+        maps = tuple(tuple(int(size) for size in level) for level in self.feature_maps)
+        if len(maps) not in (0, len(FEATURE_MAP_ARRAYS)) or any(len(level) != 3 for level in maps):
+            raise ValueError(f"feature_maps must give (channels, height, width) for {len(FEATURE_MAP_ARRAYS)} "
+                             f"levels, got {self.feature_maps}")
+        object.__setattr__(self, "feature_maps", maps)
 
     def shapes(self, n_rows: int) -> dict[ArrayName, tuple[int, ...]]:
         """Shape of every feature array (and the token mask) for a store of n_rows rows."""
@@ -42,11 +56,22 @@ class FeatureShape:
             shapes[ArrayName.TOKEN_MASK] = (n_rows, self.token_count)
         if self.views:
             shapes[ArrayName.VIEWS] = (n_rows, self.views, self.embedding_dim)
+        for name, level in zip(FEATURE_MAP_ARRAYS, self.feature_maps):
+            shapes[name] = (n_rows, *level)
         return shapes
 
     def row_bytes(self) -> int:
         """Bytes of the widest float16 array's row: it decides how many rows a shard holds."""
-        return 2 * max(self.embedding_dim, self.token_count * self.token_dim, self.views * self.embedding_dim)
+        return 2 * max(self.embedding_dim, self.token_count * self.token_dim, self.views * self.embedding_dim,
+                       *(int(np.prod(level)) for level in self.feature_maps))
+
+    def to_json(self) -> dict[str, Any]:
+        """The sizes as the store's attribute block records them (`feature_maps` only where there are some)."""
+        record: dict[str, Any] = {"embedding_dim": self.embedding_dim, "token_count": self.token_count,
+                                  "token_dim": self.token_dim, "views": self.views}
+        if self.feature_maps:
+            record["feature_maps"] = [list(level) for level in self.feature_maps]
+        return record
 
 
 @dataclass(frozen=True)
@@ -98,6 +123,8 @@ def create_arrays(
     for name, shape in features.shapes(n_rows).items():
         if name == ArrayName.TOKEN_MASK:
             _create_feature_array(group, name, shape, np.bool_, False, shard_rows, shape[1])
+        elif name in FEATURE_MAP_ARRAYS:
+            _create_feature_map_array(group, name, shape, shard_rows, 2 * int(np.prod(shape[1:])))
         else:
             _create_feature_array(group, name, shape, np.float16, np.nan, shard_rows, row_bytes)
 
@@ -141,4 +168,24 @@ def _create_feature_array(
         compressors=None,
         dimension_names=DIMENSION_NAMES[name],
         fill_value=fill_value,
+    )
+
+
+def _create_feature_map_array(group: zarr.Group, name: ArrayName, shape: tuple[int, ...], shard_rows: int,
+                              row_bytes: int) -> None:
+    """Creates one level of feature maps: float16, Blosc-compressed inner chunks of ~2 MiB.
+
+    A map is megabytes per sample at the paper's sizes and, after a ReLU, partly zero, so it is compressed;
+    there a chunk is one sample, so a random read of a few samples (a training batch) decodes no neighbour.
+    Small maps (the demo's) share a chunk, since zarr's cost per chunk read then outweighs the bytes.
+    """
+    group.create_array(
+        name.value,
+        shape=shape,
+        dtype=np.float16,
+        chunks=(_chunk_rows(shard_rows, row_bytes), *shape[1:]),
+        shards=(shard_rows, *shape[1:]),
+        compressors=BloscCodec(**FEATURE_MAP_CODEC),
+        dimension_names=DIMENSION_NAMES[name],
+        fill_value=np.nan,
     )

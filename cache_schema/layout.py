@@ -34,6 +34,16 @@ class ArrayName(str, Enum):
     TOKENS = "tokens"
     TOKEN_MASK = "token_mask"
     VIEWS = "views"
+    FEATURE_MAP_1 = "feature_map_1"
+    FEATURE_MAP_2 = "feature_map_2"
+    FEATURE_MAP_3 = "feature_map_3"
+    FEATURE_MAP_4 = "feature_map_4"
+
+
+FEATURE_MAP_ARRAYS = (ArrayName.FEATURE_MAP_1, ArrayName.FEATURE_MAP_2, ArrayName.FEATURE_MAP_3,
+                      ArrayName.FEATURE_MAP_4)
+"""Optional (sample, channel, height, width) maps of a CNN backbone at 1/2, 1/4, 1/8 and 1/16 of its input,
+the skip connections of the published ResNet-AE U-Net; compressed, one inner chunk per sample."""
 
 
 DIMENSION_NAMES: dict[ArrayName, tuple[str, ...]] = {
@@ -45,9 +55,10 @@ DIMENSION_NAMES: dict[ArrayName, tuple[str, ...]] = {
     ArrayName.TOKENS: ("sample", "token", "feature"),
     ArrayName.TOKEN_MASK: ("sample", "token"),
     ArrayName.VIEWS: ("sample", "view", "feature"),
+    **{name: ("sample", "channel", "height", "width") for name in FEATURE_MAP_ARRAYS},
 }
 
-FEATURE_ARRAYS = (ArrayName.EMBEDDING, ArrayName.TOKENS, ArrayName.VIEWS)
+FEATURE_ARRAYS = (ArrayName.EMBEDDING, ArrayName.TOKENS, ArrayName.VIEWS, *FEATURE_MAP_ARRAYS)
 """Float16 arrays written per shard by a backbone; failed rows hold NaN."""
 
 SPLIT_NAMES = ("train", "validate", "test")

@@ -92,11 +92,14 @@ def check_provenance(store: str, found: Provenance, expected: Mapping[str, Any])
 FEATURE_DEFINING_FIELDS = ("modality", "backbone", "weights_id", "weights_sha256", "pooling", "dtype")
 """Fields two stores must share for their embeddings to live in one space (any dataset, any manifest)."""
 
-SPACE_NEUTRAL_PREPROCESSING = ("tokens", "views", "forward_precision", "decode_size")
+SPACE_NEUTRAL_PREPROCESSING = ("tokens", "views", "forward_precision", "decode_size", "reduced_decode_frame",
+                               "decoder", "feature_maps")
 """Preprocessing entries that do not move a store's embeddings to another space: which extra arrays
 it holds, the forward pass's arithmetic (bf16 and float32 runs of one backbone agree to within
 bf16 rounding: cosine 0.99998 for real MiniLM weights), and the resolution images were decoded at
-before the same steps (JPEG DCT scaling changes them by about half a grey level). A resumed run
+before the same steps, the frame a reduced decode's first resize takes its shape from (JPEG DCT
+scaling changes the pixels by about half a grey level) and the JPEG decoder (a device decoder's
+IDCT differs from libjpeg-turbo's in the last bits). A resumed run
 must still match them all."""
 
 

@@ -26,6 +26,7 @@ from adaptor_vlp.cache_schema.layout import (
     ATTRIBUTE_NAMESPACE,
     DIMENSION_NAMES,
     FEATURE_ARRAYS,
+    FEATURE_MAP_ARRAYS,
     MARKER_FOLDER,
     SCHEMA_VERSION,
     SPLIT_NAMES,
@@ -114,12 +115,7 @@ class CacheStore:
                 "n_rows": n_rows,
                 "shard_rows": shard_rows,
                 "split_names": list(SPLIT_NAMES),
-                "features": {
-                    "embedding_dim": features.embedding_dim,
-                    "token_count": features.token_count,
-                    "token_dim": features.token_dim,
-                    "views": features.views,
-                },
+                "features": features.to_json(),
                 "arrays": {name.value: list(DIMENSION_NAMES[name]) for name in array_names(features)},
                 "provenance": provenance.to_json(),
             }
@@ -287,7 +283,8 @@ class CacheStore:
         if name.value not in self._block["arrays"]:
             raise StoreError(f"{self.path}: has no '{name.value}' array; it holds {sorted(self._block['arrays'])}"
                              + (" (extract with --tokens)" if name in (ArrayName.TOKENS, ArrayName.TOKEN_MASK) else "")
-                             + (" (extract with --views K)" if name == ArrayName.VIEWS else ""))
+                             + (" (extract with --views K)" if name == ArrayName.VIEWS else "")
+                             + (" (extract with --feature-maps)" if name in FEATURE_MAP_ARRAYS else ""))
         reader = ShardFileReader.of(self._group[name.value], self.path / name.value,
                                     must_exist=lambda shard: self.records_object(name, shard))
         if reader is not None:

@@ -19,7 +19,7 @@ headline.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -33,7 +33,8 @@ from adaptor_vlp.evaluate.features import AdaptorRun, DatasetRows, adaptor_token
 from adaptor_vlp.evaluate.metrics import segmentation_report
 from adaptor_vlp.evaluate.protocol_heads import check_manifest_protocol, protocol_subset
 from adaptor_vlp.evaluate.results import EvaluatedRun, EvaluationTask, FeatureSpace, ResultRecord, RunContext
-from adaptor_vlp.evaluate.segmentation_head import fit_segmentation_head
+from adaptor_vlp.evaluate.segmentation_head import DecoderSettings, fit_segmentation_head
+from adaptor_vlp.evaluate.skip_maps import SkipMapRows, fit_unet_segmenter, skip_map_rows, unet_geometry
 from adaptor_vlp.cache_schema.geometry import mask_through_geometry
 from adaptor_vlp.cache_schema.targets import decode_mask
 from adaptor_vlp.protocols import TaskProtocol
@@ -60,6 +61,9 @@ class SegmentSettings:
     n_overlays: int = 4
     protocol: TaskProtocol | None = None
     """A protocol's segmentation task: its training subsets (recorded in the manifest, or per seed) are used."""
+    unet_width_divisor: int | None = None
+    """None: the token decoder on patch tokens. An integer: the published ResNet-AE U-Net over the store's
+    feature maps (`--feature-maps`), its widths divided by it (1 is the published model)."""
 
 
 def token_grid(rows: DatasetRows) -> int:
@@ -93,17 +97,23 @@ def run_segmentation(rows: DatasetRows, context: RunContext, settings: SegmentSe
     Without `adaptor` the decoder reads the backbone's patch tokens (feature space "backbone");
     with it, the tokens after that Adaptor's image path (feature space "adaptor").
     """
-    grid = token_grid(rows)
     space = FeatureSpace.BACKBONE if adaptor is None else FeatureSpace.ADAPTOR
-    if adaptor is not None and rows.store.features.token_dim != adaptor.loaded.model.config.image_dim:
+    unet = settings.unet_width_divisor is not None
+    if unet:
+        width = rows.store.features.embedding_dim if adaptor is None else adaptor.loaded.model.config.projection_dim
+        geometry = replace(unet_geometry(rows.store, width), width_divisor=settings.unet_width_divisor)
+    grid = None if unet else token_grid(rows)
+    if not unet and adaptor is not None and rows.store.features.token_dim != adaptor.loaded.model.config.image_dim:
         raise SegmentationError(f"{rows.store.path}: its patch tokens are {rows.store.features.token_dim} wide but the "
                                 f"Adaptor of {adaptor.run_dir} projects {adaptor.loaded.model.config.image_dim}-wide "
                                 "image features; segment through an Adaptor trained on this backbone's features")
 
-    def inputs(positions: np.ndarray) -> np.ndarray:
+    def inputs(positions: np.ndarray) -> np.ndarray | SkipMapRows:
+        if unet:
+            return skip_map_rows(rows, positions, adaptor, device)
         return _decoder_inputs(rows, positions, adaptor, device)
 
-    size = settings.mask_size or 4 * grid
+    size = settings.mask_size or (geometry.input_size if unet else 4 * grid)
     has_mask = rows.mask_targets != ""
     if not has_mask.any():
         raise SegmentationError(f"the {rows.manifest.dataset} manifest has no mask targets; segmentation needs "
@@ -126,7 +136,8 @@ def run_segmentation(rows: DatasetRows, context: RunContext, settings: SegmentSe
         record_fields = dict(task=EvaluationTask.SEGMENT, context=context, feature_space=space,
                              method=METHOD, split=TEST_SPLIT, data_pct=pct, subset=subset.to_json(),
                              seed=settings.seed, headline="dice_positive")
-        details = {"grid": grid, "mask_size": size, "n_train": len(chosen), "n_validate": len(val),
+        details = {"grid": grid, "mask_size": size, "decoder": "unet" if unet else "tokens", "n_train": len(chosen),
+                   "n_validate": len(val),
                    "n_test": len(test), "n_test_positive": int(test_masks.any(axis=(1, 2)).sum()),
                    "dice_published_predicting_nothing": float((~test_masks.any(axis=(1, 2))).mean()),
                    "rows_dropped": dropped}
@@ -136,9 +147,13 @@ def run_segmentation(rows: DatasetRows, context: RunContext, settings: SegmentSe
             runs.append(EvaluatedRun(ResultRecord(**record_fields, metrics={}, details=details, skipped=skipped),
                                      arrays))
             continue
-        segmenter = fit_segmentation_head(inputs(chosen), aligned_masks(rows, chosen, size), val_tokens,
-                                          val_masks, grid=grid, out_size=size, seed=settings.seed,
-                                          epochs=settings.epochs)
+        if unet:
+            segmenter = fit_unet_segmenter(inputs(chosen), aligned_masks(rows, chosen, size), val_tokens, val_masks,
+                                           geometry, size, settings.seed, settings.epochs, DecoderSettings().training)
+        else:
+            segmenter = fit_segmentation_head(inputs(chosen), aligned_masks(rows, chosen, size), val_tokens,
+                                              val_masks, grid=grid, out_size=size, seed=settings.seed,
+                                              epochs=settings.epochs)
         predicted = segmenter.predict_masks(test_tokens)
         metrics = _metrics(predicted, test_masks, rows.subjects[test], settings)
         details["training"] = {"best_epoch": segmenter.training.best_epoch,

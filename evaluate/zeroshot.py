@@ -183,8 +183,7 @@ def run_zeroshot(cache_dir: Path, dataset: str, prompts_name: str, run: AdaptorR
     images = pooled_features(rows, test, FeatureSpace.ADAPTOR, run, device)
     prompt_embeddings = adaptor_embeddings(prompt_store, prompt_rows, run, device)
     logit_scale = float(run.loaded.model.clamped_logit_scale().detach().exp())
-    logits = logit_scale * images.astype(np.float64) @ prompt_embeddings.astype(np.float64).T
-    scores = _softmax(logits) if multiclass else _softmax(logits.reshape(len(test), -1, 2))[..., 0]
+    scores = prompt_scores(images, prompt_embeddings, prompts.scoring, logit_scale)
     truth = targets.scored[test]
     metrics, not_scored = metrics_with_intervals(task, truth, scores, prompts.class_names, rows.subjects[test],
                                                  settings.n_resamples, settings.seed)
@@ -199,6 +198,19 @@ def run_zeroshot(cache_dir: Path, dataset: str, prompts_name: str, run: AdaptorR
     arrays = {"test_ids": rows.ids[test], "test_targets": truth, "test_scores": scores,
               "label_names": np.array(prompts.class_names)}
     return EvaluatedRun(record, arrays)
+
+
+def prompt_scores(images: np.ndarray, prompt_embeddings: np.ndarray, scoring: PromptScoring,
+                  logit_scale: float) -> np.ndarray:
+    """(N, classes) scores of unit-norm Adaptor-space images against prompt embeddings in `PromptSet.prompts` order.
+
+    PAIRS: per class, the softmax of its (positive, negative) similarities, the positive's share.
+    CLASSES: the softmax over the classes. Similarities are scaled by the Adaptor's logit scale.
+    """
+    logits = logit_scale * images.astype(np.float64) @ prompt_embeddings.astype(np.float64).T
+    if scoring is PromptScoring.CLASSES:
+        return _softmax(logits)
+    return _softmax(logits.reshape(len(images), -1, 2))[..., 0]
 
 
 def _class_prompts(path: Path, name: str, entry: object) -> ClassPrompts:

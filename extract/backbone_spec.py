@@ -12,8 +12,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from adaptor_vlp.cache_schema import Modality
+from adaptor_vlp.extract.text_cleaning import TextCleaning
 
 RANDOM_INIT_PREFIX = "random-init:seed="
+SPEC_DECIDED_TEXT_RECORD = ("text_cleaning", "pooler_init_seed")
+"""The keys of `BackboneSpec.text_record`."""
 
 
 class Source(str, Enum):
@@ -113,13 +116,17 @@ class ImagePreprocessing:
 
     `steps` run in order on the gray image (pixel values 0..255); then the image is scaled to
     0..1, replicated to `channels` channels and normalised with `mean` and `std`. The steps
-    must end in a fixed square: `size` is its side.
+    must end in a fixed square: `size` is its side. `decode_size` is the shorter side images are
+    decoded at by default when that is measured to be faithful to a full decode (issue 22's
+    bound, `bench.decode_fidelity`); it is recorded per store as `preprocessing.decode_size`, not
+    here, since it changes how the image is read, not what the steps are.
     """
 
     steps: tuple[ImageStep, ...]
     channels: int = 3
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    decode_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
@@ -130,6 +137,10 @@ class ImagePreprocessing:
         if any(value <= 0 for value in self.std):
             raise SpecError(f"std values must be positive, got {list(self.std)}")
         output_square(self.steps)
+        first_resize = next((step for step in self.steps if step.op in RESIZE_OPS), None)
+        if self.decode_size is not None and (first_resize is None or self.decode_size < first_resize.size):
+            raise SpecError(f"decode_size {self.decode_size} must be at least the first resize's size "
+                            f"({first_resize.size if first_resize else 'there is none'})")
 
     @property
     def size(self) -> int:
@@ -201,8 +212,12 @@ class BackboneSpec:
     Backbones with `random_init_seed` set are built with seeded random weights instead (tests
     and demos). `architecture` loads a transformers checkpoint as that model type instead of
     the one its config names (a checkpoint that asks for remote code, whose encoder is a plain
-    BERT). `image` is set for, and only for, image backbones. `notes` says what the entry's
-    values rest on; it does not shape embeddings.
+    BERT). `image` is set for, and only for, image backbones. `text_cleaning` is what a text
+    backbone's reports go through before its tokenizer (`extract.text_cleaning`).
+    `pooler_init_seed` lets a text checkpoint without a trained pooler run `pooler` pooling
+    through a pooler initialised as transformers initialises a missing one, from that torch
+    seed (`extract.hf_models`). `notes` says what the entry's values rest on; it does not shape
+    embeddings.
     """
 
     name: str
@@ -218,6 +233,8 @@ class BackboneSpec:
     tokenizer_backbone: str | None = None
     random_text_config: RandomTextConfig | None = None
     architecture: str | None = None
+    text_cleaning: TextCleaning = TextCleaning.NONE
+    pooler_init_seed: int | None = None
     notes: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -237,6 +254,11 @@ class BackboneSpec:
             refuse("random_text_config goes with, and only with, a randomly initialised transformers backbone")
         if self.dim < 1 or self.max_length < 1:
             refuse("dim and max_length must be positive")
+        if self.text_cleaning is not TextCleaning.NONE and self.modality is not Modality.TEXT:
+            refuse("text_cleaning is for text backbones")
+        if self.pooler_init_seed is not None and (self.modality is not Modality.TEXT
+                                                  or self.pooling is not Pooling.POOLER or random_text):
+            refuse("pooler_init_seed goes with a pretrained text checkpoint read with pooling \"pooler\"")
 
     @property
     def weights_id(self) -> str:
@@ -244,6 +266,16 @@ class BackboneSpec:
         if self.random_init_seed is not None:
             return f"{RANDOM_INIT_PREFIX}{self.random_init_seed}"
         return self.model_id
+
+    def text_record(self) -> dict:
+        """What of a text store's `preprocessing` this entry decides alone: `text_cleaning` and `pooler_init_seed`,
+        each only when set, so stores written before they existed still resume under entries that set neither."""
+        record: dict = {}
+        if self.text_cleaning is not TextCleaning.NONE:
+            record["text_cleaning"] = self.text_cleaning.value
+        if self.pooler_init_seed is not None:
+            record["pooler_init_seed"] = self.pooler_init_seed
+        return record
 
     @property
     def is_random_init(self) -> bool:

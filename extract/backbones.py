@@ -40,6 +40,7 @@ from adaptor_vlp.extract.backbone_spec import (
     DEFAULT_MAX_LENGTH, RANDOM_INIT_PREFIX, BackboneSpec, ImagePreprocessing, ImageStep, Interpolation, Pooling,
     RandomTextConfig, Source, SpecError, StepOp,
 )
+from adaptor_vlp.extract.text_cleaning import TextCleaning
 
 __all__ = [
     "ADHOC_SCHEMES", "BUILTIN_REGISTRY", "DEFAULT_MAX_LENGTH", "MINILM_NAME", "RANDOM_INIT_PREFIX", "REGISTRY_ENV",
@@ -197,7 +198,7 @@ def _read_registry_file(path: Path) -> list[RegistryEntry]:
 
 
 _SPEC_KEYS = {f.name for f in fields(BackboneSpec)} - {"name"}
-_IMAGE_KEYS = {"steps", "channels", "mean", "std"}
+_IMAGE_KEYS = {"steps", "channels", "mean", "std", "decode_size"}
 _STEP_KEYS = {"op", "size", "interpolation", "rounded"}
 
 
@@ -216,6 +217,8 @@ def _specs_from_table(path: Path, name: str, table: Any) -> list[BackboneSpec]:
     try:
         values["source"] = _choice(where, "source", Source, values["source"])
         values["pooling"] = _choice(where, "pooling", Pooling, values["pooling"])
+        if "text_cleaning" in values:
+            values["text_cleaning"] = _choice(where, "text_cleaning", TextCleaning, values["text_cleaning"])
         if "image" in values:
             values["image"] = _image_from_table(f"{where}, [image]", values["image"])
         if "random_text_config" in values:
@@ -265,6 +268,7 @@ def _image_from_table(where: str, table: Any) -> ImagePreprocessing:
         return ImagePreprocessing(
             steps=tuple(steps), channels=channels,
             mean=tuple(table.get("mean", (0.5,) * channels)), std=tuple(table.get("std", (0.5,) * channels)),
+            decode_size=table.get("decode_size"),
         )
     except (SpecError, TypeError) as error:
         raise RegistryError(f"{where}: {error}") from None

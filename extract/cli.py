@@ -13,10 +13,12 @@ from adaptor_vlp.cache_schema.cluster import SCHEDULER_HELP, SchedulerError
 from adaptor_vlp.cache_schema.manifest import Manifest, ManifestError, excluded_file, write_manifest
 from adaptor_vlp.extract.backbones import REGISTRY_ENV, SpecError, UnknownBackbone, load_registry
 from adaptor_vlp.extract.datasets.chexpert import BlankPolicy, ChexpertUncertainPolicy
-from adaptor_vlp.extract.datasets.mimic_cxr import DEFAULT_VIEWS
+from adaptor_vlp.extract.datasets.mimic_cxr import DEFAULT_VIEWS, SectionParser
 from adaptor_vlp.extract.datasets.registry import LAYOUTS, ManifestDataset, dataset_layout, layouts_accepting
 from adaptor_vlp.extract.demo import MIN_SUBJECTS, write_demo_dataset
 from adaptor_vlp.extract.demo.downstream_trees import DEMO_TREES, DemoTree
+from adaptor_vlp.extract.device_decoding import Decoder
+from adaptor_vlp.extract.encoders import NoFeatureMaps
 from adaptor_vlp.extract.image_transforms import DecodeSize, DecodeSizeTooSmall
 from adaptor_vlp.extract.job import ExtractionJob, PassError
 from adaptor_vlp.extract.pipeline import ReportEncodingFailed
@@ -27,7 +29,7 @@ from adaptor_vlp.extract.weights import IncompatibleWeights, MissingWeights, wei
 from adaptor_vlp.protocols import HeadTask, load_protocol
 
 RUN_ERRORS = (ManifestError, MissingWeights, IncompatibleWeights, UnknownBackbone, SpecError, ProvenanceMismatch,
-              StoreError, SchedulerError, ReportEncodingFailed, PassError, DecodeSizeTooSmall)
+              StoreError, SchedulerError, ReportEncodingFailed, PassError, DecodeSizeTooSmall, NoFeatureMaps)
 """Errors caused by the command's input: reported as one clear line and exit code 2, not a traceback."""
 
 CACHE_OPTION = typer.Option(Path("cache"), "--cache", help="Cache folder holding <dataset>/manifest.csv and the stores.")
@@ -61,6 +63,9 @@ def images(
     weights: Path = WEIGHTS_OPTION,
     tokens: bool = TOKENS_OPTION,
     views: int = typer.Option(0, "--views", min=0, help="Also store K seeded augmented views of every image."),
+    feature_maps: bool = typer.Option(False, "--feature-maps", help="Also store a CNN's four intermediate maps "
+                                      "(1/2 .. 1/16 of its input; compressed float16, megabytes per image), the "
+                                      "skip connections of the published ResNet-AE U-Net (`evaluate segment`)."),
     batch_size: int = BATCH_OPTION,
     workers: int = typer.Option(2, "--workers", min=0, help="Decoders reading images ahead of the forward pass: "
                                 "worker processes, or threads in each Dask shard task."),
@@ -76,16 +81,25 @@ def images(
     decode_size: str = typer.Option("auto", "--decode-size", help="How large images are decoded before the "
                                     "backbones' steps (recorded in each store): 'full', a shorter side in pixels "
                                     "(JPEGs then decode at reduced DCT scale), or auto: what the largest input "
-                                    "among the backbones needs (full resolution for the paper's area resize)."),
+                                    "among the backbones needs: the registry's measured size where it states one "
+                                    "(512 for the paper's DINOv2 entries), else full resolution for an area resize "
+                                    "(ResNet-AE), else the first resize. 'full' is the paper's exact decode."),
+    decoder: Decoder = typer.Option(Decoder.CPU, "--decoder", help="What decodes JPEGs: cpu (Pillow, in the "
+                                    "--workers) or gpu (torchvision's decode_jpeg on the CUDA --device, a batch at "
+                                    "a time; recorded in each store, whose bits differ from the CPU's)."),
 ) -> None:
     """Embed every image of a dataset's manifest with frozen image backbones, one store each."""
     with input_errors_exit(ValueError):  # an option that does not parse, named
         names = _backbone_names(backbone, weights)
         decode = None if decode_size == "auto" else DecodeSize.parse(decode_size)
+    chosen_device = _device(device)
+    if decoder is Decoder.GPU and not chosen_device.startswith("cuda"):
+        raise typer.BadParameter(f"--decoder gpu decodes on the CUDA device; --device is {chosen_device!r}: give "
+                                 "--device cuda, or --decoder cpu", param_hint="--decoder")
     job = ExtractionJob(cache, dataset, Modality.IMAGE, names[0], weights=weights, tokens=tokens, views=views,
-                        batch_size=batch_size, num_workers=workers, device=_device(device), precision=precision,
+                        batch_size=batch_size, num_workers=workers, device=chosen_device, precision=precision,
                         shard_rows=shard_rows, image_root=image_root, registry=tuple(registry), verbose=verbose,
-                        decode_size=decode)
+                        decode_size=decode, decoder=decoder, feature_maps=feature_maps)
     _extract([dataclasses.replace(job, backbone=name) for name in names], overwrite, scheduler)
 
 
@@ -119,10 +133,12 @@ def texts(
     max_length: int = typer.Option(None, "--max-length", min=1, help="Cap the text length in tokens (recorded in the "
                                    "store); an hf: model's own maximum is capped at 112 unless this is given."),
     verbose: bool = VERBOSE_OPTION,
+    workers: int = typer.Option(2, "--workers", min=0, help="Tokenisers working ahead of the forward pass: worker "
+                                "processes, or threads in each Dask shard task (0: in series with it)."),
 ) -> None:
     """Embed every study's report (one row per study) with a frozen text backbone."""
     _extract([ExtractionJob(cache, dataset, Modality.TEXT, backbone, weights=weights, tokens=tokens,
-                            batch_size=batch_size, device=_device(device), precision=precision,
+                            batch_size=batch_size, num_workers=workers, device=_device(device), precision=precision,
                             shard_rows=shard_rows, registry=tuple(registry), max_length=max_length,
                             verbose=verbose)],
              overwrite, scheduler)
@@ -218,6 +234,11 @@ def manifest_command(
                                                     f"[default: {','.join(DEFAULT_VIEWS)}]."),
     merge_val_test: bool = typer.Option(False, "--merge-val-test",
                                         help="mimic-cxr: put the official test split into validate."),
+    section_parser: SectionParser = typer.Option(None, "--section-parser",
+                                                 help="mimic-cxr: how reports are cut into sections. adaptor "
+                                                      "[default]: known headers, IMPRESSION + FINDINGS; mit-lcp: "
+                                                      "MIT-LCP's section_parser.py, IMPRESSION + \" \" + FINDINGS "
+                                                      "exactly as the paper's code read them."),
     uncertain: ChexpertUncertainPolicy = typer.Option(None, "--uncertain",
                                                       help="chexpert: what an uncertain (-1) label becomes. "
                                                            "competition [default]: the five competition tasks mapped "
@@ -251,6 +272,7 @@ def manifest_command(
 ) -> None:
     """Read a dataset tree into a manifest (one row per image) and say what was left out and why."""
     given = {"--reports": reports, "--views": views or None, "--merge-val-test": merge_val_test or None,
+             "--section-parser": section_parser,
              "--uncertain": uncertain, "--blank": blank, "--val-fraction": val_fraction,
              "--test-fraction": test_fraction, "--seed": seed, "--train-file": train_file, "--test-file": test_file}
     folder = out / dataset.value

@@ -28,6 +28,9 @@ from adaptor_vlp.extract.weights import IncompatibleWeights, locate_tokenizer, l
 from adaptor_vlp.extract.xrv_autoencoder import build_autoencoder
 
 TIMM_GLOBAL_POOL = {Pooling.CLS: "token", Pooling.MEAN: "avg"}
+MAP_LEVELS = 4
+MAP_REDUCTIONS = (2, 4, 8, 16)
+"""Where the published U-Net's skip maps sit: 1/2, 1/4, 1/8 and 1/16 of the input (models/seg_models.py:49-52)."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,12 @@ class EncoderOutput:
     pooled: torch.Tensor
     tokens: torch.Tensor | None = None
     token_mask: torch.Tensor | None = None
+    feature_maps: tuple[torch.Tensor, ...] | None = None
+    """A CNN's four intermediate maps (B, C, H, W) at 1/2 .. 1/16 of the input (`--feature-maps`)."""
+
+
+class NoFeatureMaps(ValueError):
+    """Feature maps were asked of a backbone whose tower has no intermediate maps at strides 2, 4, 8 and 16."""
 
 
 class FrozenEncoder:
@@ -82,6 +91,7 @@ class ImageEncoder(FrozenEncoder):
         if device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
         self.channels = spec.image.channels
+        self._map_shapes: tuple[tuple[int, int, int], ...] | None = None
         probe = self.encode(torch.zeros(1, self.channels, spec.image_size, spec.image_size), with_tokens=True)
         if probe.pooled.shape[-1] != spec.dim or probe.tokens.shape[-1] != spec.dim:
             raise IncompatibleWeights(
@@ -94,7 +104,16 @@ class ImageEncoder(FrozenEncoder):
     def preprocessing(self) -> dict:
         return {**image_preprocessing(self.spec), "source": self.spec.source.value, "pooling": self.spec.pooling.value}
 
-    def encode(self, pixels: torch.Tensor, with_tokens: bool = False) -> EncoderOutput:
+    def feature_map_shapes(self) -> tuple[tuple[int, int, int], ...]:
+        """(channels, height, width) of the four maps `encode(..., with_feature_maps=True)` returns, finest first
+        (probed once: NoFeatureMaps for a backbone without them)."""
+        if self._map_shapes is None:
+            size = self.spec.image_size
+            probe = self.encode(torch.zeros(1, self.channels, size, size), with_feature_maps=True)
+            self._map_shapes = tuple(tuple(level.shape[1:]) for level in probe.feature_maps)
+        return self._map_shapes
+
+    def encode(self, pixels: torch.Tensor, with_tokens: bool = False, with_feature_maps: bool = False) -> EncoderOutput:
         """Embeds a (B, C, S, S) batch from `extract.image_transforms.preprocess`."""
         size = self.spec.image_size
         if pixels.ndim != 4 or tuple(pixels.shape[1:]) != (self.channels, size, size):
@@ -104,12 +123,26 @@ class ImageEncoder(FrozenEncoder):
             )
         memory_format = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
         pixels = pixels.to(self.device, dtype=torch.float32, memory_format=memory_format)
+        maps = None
         with self._running():
-            pooled, tokens = self.model(pixels)
+            if with_feature_maps:
+                pooled, tokens, maps = self._maps_tower().forward_with_maps(pixels)
+                maps = tuple(_to_cpu_float(level) for level in maps)
+            else:
+                pooled, tokens = self.model(pixels)
         if not with_tokens:
-            return EncoderOutput(pooled=_to_cpu_float(pooled))
+            return EncoderOutput(pooled=_to_cpu_float(pooled), feature_maps=maps)
         token_mask = torch.ones(tokens.shape[:2], dtype=torch.bool)
-        return EncoderOutput(pooled=_to_cpu_float(pooled), tokens=_to_cpu_float(tokens), token_mask=token_mask)
+        return EncoderOutput(pooled=_to_cpu_float(pooled), tokens=_to_cpu_float(tokens), token_mask=token_mask,
+                             feature_maps=maps)
+
+    def _maps_tower(self) -> torch.nn.Module:
+        """The tower, when it can return intermediate maps; else NoFeatureMaps naming the backbone."""
+        if not hasattr(self.model, "forward_with_maps") or not getattr(self.model, "has_feature_maps", True):
+            raise NoFeatureMaps(f"backbone {self.spec.name!r} has no intermediate maps at 1/2, 1/4, 1/8 and 1/16 of "
+                                "its input (a ResNet-style CNN: torchxrayvision's autoencoders, timm ResNets); "
+                                "extract it without --feature-maps")
+        return self.model
 
 
 class TimmTower(torch.nn.Module):
@@ -125,6 +158,36 @@ class TimmTower(torch.nn.Module):
         if features.ndim == 4:
             return pooled, features.flatten(2).transpose(1, 2)
         return pooled, features[:, self.network.num_prefix_tokens :, :]
+
+    @property
+    def has_feature_maps(self) -> bool:
+        """A CNN whose first four feature stages sit at 1/2, 1/4, 1/8 and 1/16 of its input (a timm ResNet)."""
+        info = getattr(self.network, "feature_info", None)
+        reductions = [stage["reduction"] for stage in info] if isinstance(info, list) else []
+        return reductions[:MAP_LEVELS] == list(MAP_REDUCTIONS) and hasattr(self.network, "forward_intermediates")
+
+    def forward_with_maps(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """(pooled, tokens) as `forward`, and the outputs of its first four feature stages (timm's feature_info)."""
+        features, stages = self.network.forward_intermediates(pixels, indices=len(self.network.feature_info))
+        pooled = self.network.forward_head(features, pre_logits=True)
+        return pooled, features.flatten(2).transpose(1, 2), list(stages[:MAP_LEVELS])
+
+
+@dataclass(frozen=True)
+class ReportTokenizer:
+    """A text backbone's tokenisation of a batch of reports: every text padded and truncated to `max_length`.
+
+    Small and picklable, so the reader's worker processes can tokenise batches ahead of the forward pass.
+    """
+
+    tokenizer: PreTrainedTokenizerBase
+    max_length: int
+
+    def __call__(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        if isinstance(texts, str):
+            raise TypeError("tokenise a list of texts, not one string")
+        return dict(self.tokenizer(list(texts), padding="max_length", truncation=True, max_length=self.max_length,
+                                   return_tensors="pt"))
 
 
 class TextEncoder(FrozenEncoder):
@@ -150,6 +213,7 @@ class TextEncoder(FrozenEncoder):
             )
         super().__init__(spec, model, device, precision)
         self.tokenizer = tokenizer
+        self.tokenization = ReportTokenizer(tokenizer, spec.max_length)
         self.tokenizer_id = tokenizer_id
         self.token_count: int = spec.max_length
         vocabulary = sorted(tokenizer.get_vocab().items())
@@ -158,7 +222,9 @@ class TextEncoder(FrozenEncoder):
 
     @property
     def preprocessing(self) -> dict:
+        """What shapes the embeddings besides the weights; `text_cleaning` and `pooler_init_seed` only when set."""
         return {
+            **self.spec.text_record(),
             "tokenizer": self.tokenizer_id,
             "tokenizer_class": type(self.tokenizer).__name__,
             "lowercase": bool(getattr(self.tokenizer, "do_lower_case", False)),
@@ -174,13 +240,11 @@ class TextEncoder(FrozenEncoder):
         """Embeds a batch of texts; tokens are the last hidden states, (B, max_length, D)."""
         if isinstance(texts, str):
             raise TypeError("encode takes a list of texts, not one string")
-        batch = self.tokenizer(
-            list(texts),
-            padding="max_length",
-            truncation=True,
-            max_length=self.spec.max_length,
-            return_tensors="pt",
-        ).to(self.device)
+        return self.encode_tokenized(self.tokenization(texts), with_tokens)
+
+    def encode_tokenized(self, tokenized: dict[str, torch.Tensor], with_tokens: bool = False) -> EncoderOutput:
+        """Embeds a batch `self.tokenization` made (perhaps in another process): the forward pass alone."""
+        batch = {key: value.to(self.device) for key, value in tokenized.items()}
         with self._running():
             output = self.model(**{key: value for key, value in batch.items() if key in self._forward_inputs})
         hidden = output.last_hidden_state.float()

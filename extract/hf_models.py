@@ -4,7 +4,9 @@ A checkpoint folder is loaded as the model its config names (or as `spec.archite
 tower of a two-tower model (SigLIP, CLIP) when the config holds both, never with remote code:
 `trust_remote_code` is always False, and a config transformers does not know is refused with
 what to do. A checkpoint that lacks tensors the model needs (BERT's pooler for `pooler`
-pooling) is refused with their names rather than run through randomly initialised layers.
+pooling) is refused with their names rather than run through randomly initialised layers, unless
+its entry sets `pooler_init_seed`: then the pooler is initialised as transformers initialises a
+missing one, from that seed, so the same entry embeds the same way on every run.
 
 Vision towers (`AutoModel` DINOv2, ViT, SigLIP vision, ...) give CLS, mean or pooler pooling
 and patch tokens without the class or register tokens: whatever the sequence holds before the
@@ -43,8 +45,32 @@ def load_transformers_model(spec: BackboneSpec, folder: Path, verbose: bool = Fa
             )
         except (OSError, ValueError, RuntimeError) as error:
             raise IncompatibleWeights(f"{folder} does not load as {model_class.__name__}: {error}") from error
-    _refuse_missing_tensors(spec, folder, sorted(loading_info["missing_keys"]))
+    missing = sorted(loading_info["missing_keys"])
+    if spec.pooler_init_seed is not None and missing and set(missing) == set(POOLER_TENSORS):
+        initialise_pooler(model, spec.pooler_init_seed)
+        missing = []
+    _refuse_missing_tensors(spec, folder, missing)
     return model
+
+
+POOLER_TENSORS = ("pooler.dense.weight", "pooler.dense.bias")
+"""BERT's pooler, tanh(dense([CLS])): a checkpoint trained without next-sentence prediction lacks these tensors."""
+
+
+def initialise_pooler(model: torch.nn.Module, seed: int) -> None:
+    """BERT's pooler as transformers initialises a missing one, drawn from a generator seeded with `seed`.
+
+    `BertPreTrainedModel._init_weights` sets a Linear layer's weight to normal(0, initializer_range)
+    and its bias to zero; here the draw comes from `torch.Generator().manual_seed(seed)`, so it is
+    the draw `torch.manual_seed(seed)` followed at once by the same `normal_` call would give.
+    """
+    dense = model.pooler.dense
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        weight = torch.empty(dense.weight.shape, dtype=torch.float32)
+        weight.normal_(mean=0.0, std=model.config.initializer_range, generator=generator)
+        dense.weight.copy_(weight)
+        dense.bias.zero_()
 
 
 class VisionTower(torch.nn.Module):

@@ -59,12 +59,16 @@ def preprocess(gray: np.ndarray, spec: BackboneSpec) -> torch.Tensor:
     return preprocess_each(gray, [spec])[0]
 
 
-def preprocess_each(gray: np.ndarray, specs: Sequence[BackboneSpec]) -> list[torch.Tensor]:
+def preprocess_each(gray: np.ndarray, specs: Sequence[BackboneSpec],
+                    frame: tuple[int, int] | None = None) -> list[torch.Tensor]:
     """`preprocess(gray, spec)` for each spec, running the leading steps that specs share only once.
 
     The paper's three image backbones all begin with the area resize of the full-resolution
     radiograph to 256 and the square padding, the costly part; each result is the same tensor
-    `preprocess` gives for that spec alone (steps never modify their input).
+    `preprocess` gives for that spec alone (steps never modify their input). `frame`: the
+    full-resolution (height, width) a reduced decode stands for; each spec's first resize then
+    takes its output shape from that frame (`frame_of`), as it would from a full decode, instead
+    of from the reduced image, whose sides are rounded at its own size.
     """
     done: dict[tuple[ImageStep, ...], torch.Tensor] = {(): _grey_levels(gray)}
     inputs = []
@@ -73,19 +77,32 @@ def preprocess_each(gray: np.ndarray, specs: Sequence[BackboneSpec]) -> list[tor
         shared = max(k for k in range(len(steps) + 1) if steps[:k] in done)
         image = done[steps[:shared]]
         for k in range(shared, len(steps)):
-            image = done[steps[:k + 1]] = apply_step(image, steps[k], whole_levels=_keeps_whole_levels(steps[:k]))
+            image = done[steps[:k + 1]] = apply_step(image, steps[k], whole_levels=_keeps_whole_levels(steps[:k]),
+                                                     frame=frame_of(steps[:k], frame))
         inputs.append(_normalise(image.div(MAX_GREY), spec.image))
     return inputs
 
 
-def apply_step(image: torch.Tensor, step: ImageStep, whole_levels: bool = False) -> torch.Tensor:
+def frame_of(steps: Sequence[ImageStep], frame: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The full-resolution frame after `steps`: scale-free steps square it; a resize makes it the image's own (None)."""
+    for step in steps:
+        if frame is None or step.op not in SCALE_FREE_OPS:
+            return None
+        frame = (max(frame),) * 2 if step.op is StepOp.PAD_SQUARE else (min(frame),) * 2
+    return frame
+
+
+def apply_step(image: torch.Tensor, step: ImageStep, whole_levels: bool = False,
+               frame: tuple[int, int] | None = None) -> torch.Tensor:
     """One geometric step on a (1, H, W) float32 image of grey levels (sizes and windows: `cache_schema.geometry`).
 
-    `whole_levels`: the image holds whole grey levels (see `area_resize`).
+    `whole_levels`: the image holds whole grey levels (see `area_resize`). `frame`: the
+    full-resolution (height, width) the image stands for; a resize takes its output shape from it.
     """
     height, width = image.shape[-2:]
     if step.op in RESIZE_OPS:
-        return _resize(image, step, *resized_shape(step.op.value, step.size, height, width), whole_levels)
+        return _resize(image, step, *resized_shape(step.op.value, step.size, *(frame or (height, width))),
+                       whole_levels)
     if step.op is StepOp.PAD_SQUARE:
         top, bottom, left, right = square_padding(height, width)
         return torch_functional.pad(image, (left, right, top, bottom), value=0.0)
@@ -160,13 +177,17 @@ class DecodeSizeTooSmall(ValueError):
 
 
 def decode_size(spec: BackboneSpec) -> int | None:
-    """The shorter side a backbone decodes at by default: its first resize's size, or None for full resolution.
+    """The shorter side a backbone decodes at by default (`--decode-size auto`), or None for full resolution.
 
-    None (full resolution) for backbones whose first resize averages areas: the paper's steps
-    average the original pixels, so decoding at a reduced scale first would change them. None
-    too where no reduced decode gives the same field of view (`least_decode_size`). Otherwise the
-    first resize step's size, which it then reaches from at least that size.
+    The registry's measured `decode_size` where it states one (the paper's DINOv2 entries: 512,
+    faithful to a full decode by `bench.decode_fidelity`). Else None (full resolution) for
+    backbones whose first resize averages areas: their steps average the original pixels, so a
+    reduced decode changes them (measured for ResNet-AE: below the bound at every reduced size).
+    None too where no reduced decode gives the same field of view (`least_decode_size`).
+    Otherwise the first resize step's size, which it then reaches from at least that size.
     """
+    if spec.image.decode_size is not None:
+        return spec.image.decode_size
     first_resize = next((step for step in spec.image.steps if step.interpolation is not None), None)
     if first_resize is not None and first_resize.interpolation is Interpolation.AREA:
         return None

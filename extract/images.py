@@ -7,6 +7,7 @@ reason; it is never replaced by a blank image, so the extractor can record and m
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
@@ -42,24 +43,39 @@ class Photometric(str, Enum):
     MONOCHROME2 = "MONOCHROME2"
 
 
+@dataclass(frozen=True)
+class DecodedImage:
+    """A decoded radiograph and the (height, width) of its full-resolution frame (its own shape unless reduced)."""
+
+    gray: np.ndarray
+    frame: tuple[int, int]
+
+
 def read_grayscale(path: Path | str, target_size: int | None = None) -> np.ndarray:
-    """An image file as a uint8 (H, W) array, its shorter side resized to `target_size`.
+    """An image file as a uint8 (H, W) array, its shorter side resized to `target_size` (see `read_decoded`)."""
+    return read_decoded(path, target_size).gray
+
+
+def read_decoded(path: Path | str, target_size: int | None = None) -> DecodedImage:
+    """An image file as a uint8 (H, W) array, its shorter side resized to `target_size`, with its full frame.
 
     JPEGs are decoded at a reduced DCT scale first (Pillow's draft mode), which makes the
     ~2500 x 3000 MIMIC-CXR-JPG radiographs cheap to bring down to model size. DICOM pixel data
     goes through the modality and VOI LUT (windowing), is stretched onto 0..255 and inverted when
-    MONOCHROME1. `target_size=None` keeps the full resolution.
+    MONOCHROME1. `target_size=None` keeps the full resolution. The frame is the full-resolution
+    shape, which a reduced image only approximates (its sides are rounded at the reduced size).
     """
     path = Path(path)
     if not path.is_file():
         raise UnreadableImage(path, "file not found")
     if _is_dicom(path):
         gray = _read_dicom(path)
+        frame = gray.shape
     else:
-        gray = _read_with_pillow(path, target_size)
+        gray, frame = _read_with_pillow(path, target_size)
     if target_size is None:
-        return gray
-    return _resize_shorter_side(gray, target_size)
+        return DecodedImage(gray, frame)
+    return DecodedImage(resize_shorter_side(gray, target_size), frame)
 
 
 class HDF5ImageSource:
@@ -140,15 +156,16 @@ def _is_dicom(path: Path) -> bool:
     return header[DICOM_MAGIC_OFFSET:] == DICOM_MAGIC
 
 
-def _read_with_pillow(path: Path, target_size: int | None) -> np.ndarray:
+def _read_with_pillow(path: Path, target_size: int | None) -> tuple[np.ndarray, tuple[int, int]]:
     try:
         with Image.open(path) as image:
+            frame = (image.height, image.width)
             if target_size is not None:
                 image.draft("L", (target_size, target_size))
             image.load()
             if image.mode in HIGH_DEPTH_PIL_MODES:
-                return _stretch_to_uint8(np.asarray(image, dtype=np.float64))
-            return np.array(image.convert("L"), dtype=np.uint8)
+                return _stretch_to_uint8(np.asarray(image, dtype=np.float64)), frame
+            return np.array(image.convert("L"), dtype=np.uint8), frame
     except DECODE_ERRORS as error:
         raise UnreadableImage(path, _describe(error)) from error
 
@@ -178,7 +195,8 @@ def _stretch_to_uint8(values: np.ndarray) -> np.ndarray:
     return np.rint((values - low) * scale).astype(np.uint8)
 
 
-def _resize_shorter_side(gray: np.ndarray, target_size: int) -> np.ndarray:
+def resize_shorter_side(gray: np.ndarray, target_size: int) -> np.ndarray:
+    """The image with its shorter side resized to `target_size` (bicubic), as a reduced decode ends."""
     height, width = gray.shape
     shorter = min(height, width)
     if shorter == target_size:

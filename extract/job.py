@@ -13,6 +13,7 @@ from typing import Sequence
 
 from adaptor_vlp.cache_schema import Modality, store_path
 from adaptor_vlp.extract.backbones import BackboneSpec, get_spec
+from adaptor_vlp.extract.device_decoding import Decoder
 from adaptor_vlp.extract.image_transforms import DecodeSize, check_decode_size, decode_size, pass_decode_size
 from adaptor_vlp.extract.precision import Precision
 
@@ -25,6 +26,8 @@ class ExtractionJob:
     backbone's tokens (`--max-length`), `verbose` lets the backbone libraries print their load
     reports and progress bars. `decode_size` is how large images are decoded before the
     backbone's steps (recorded in the store); None: the backbone's own default (`decode`).
+    `decoder` decodes JPEGs on the CPU or on the job's device (recorded where it is the device).
+    `feature_maps` also stores a CNN's four intermediate maps (`--feature-maps`, the U-Net's skips).
     """
 
     cache_dir: Path
@@ -34,6 +37,7 @@ class ExtractionJob:
     weights: Path | None = None
     tokens: bool = False
     views: int = 0
+    feature_maps: bool = False
     batch_size: int = 32
     num_workers: int = 0
     device: str = "cpu"
@@ -44,6 +48,7 @@ class ExtractionJob:
     max_length: int | None = None
     verbose: bool = False
     decode_size: DecodeSize | None = None
+    decoder: Decoder = Decoder.CPU
 
     @property
     def spec(self) -> BackboneSpec:

@@ -23,10 +23,23 @@ import numpy as np
 import torch
 
 from adaptor_vlp.cache_schema import ArrayName, CacheStore, FeatureShape, Modality, Provenance, ShardSpan, dataset_dir
-from adaptor_vlp.extract.encoders import EncoderOutput, ImageEncoder, TextEncoder, load_image_encoder, load_text_encoder
+from adaptor_vlp.cache_schema.arrays import FEATURE_MAP_CODEC
+from adaptor_vlp.cache_schema.layout import FEATURE_MAP_ARRAYS
+from adaptor_vlp.extract.device_decoding import decoder_record
+from adaptor_vlp.extract.encoders import (
+    MAP_REDUCTIONS,
+    EncoderOutput,
+    ImageEncoder,
+    TextEncoder,
+    load_image_encoder,
+    load_text_encoder,
+)
 from adaptor_vlp.extract.job import ExtractionJob, ExtractionPass
 from adaptor_vlp.cache_schema.manifest import Manifest, ManifestRow, manifest_sha256, read_manifest
-from adaptor_vlp.extract.sources import Decoders, ImageBatch, ImagePassRows, TextBatch, image_batches, text_batch
+from adaptor_vlp.extract.sources import (
+    Decoders, ImageBatch, ImagePassRows, ReportEncodingFailed, ReportRows, TextBatch, image_batches, read_ahead,
+    report_failure,
+)
 
 Encoder = ImageEncoder | TextEncoder
 
@@ -85,14 +98,14 @@ def open_store(job: ExtractionJob, encoder: Encoder, manifest_folder: Path, rows
                overwrite: bool = False) -> CacheStore:
     """Creates the job's store, or reopens it to resume; refuses one built with other settings.
 
-    An image store records the decode size its images were read at (`preprocessing.decode_size`):
-    'full' or the shorter side in pixels.
+    An image store records how its images were decoded (`image_decoding`).
     """
     if overwrite and job.store.exists():
         shutil.rmtree(job.store)
-    decoding = {"decode_size": job.decode.record()} if job.modality is Modality.IMAGE else {}
+    decoding = image_decoding(job) if job.modality is Modality.IMAGE else {}
+    maps = {"feature_maps": feature_maps_record(encoder)} if job.feature_maps else {}
     preprocessing = {**encoder.preprocessing, **decoding, "tokens": job.tokens, "views": job.views,
-                     "forward_precision": encoder.precision.value}
+                     "forward_precision": encoder.precision.value, **maps}
     provenance = Provenance(
         dataset=job.dataset,
         manifest_sha256=manifest_sha256(manifest_folder),
@@ -107,14 +120,40 @@ def open_store(job: ExtractionJob, encoder: Encoder, manifest_folder: Path, rows
                                        store_features(job, encoder), job.shard_rows)
 
 
+REDUCED_DECODE_FRAME = "full resolution"
+"""What a reduced decode's first resize takes its output shape from (`image_transforms.preprocess_each`'s frame)."""
+
+
+def image_decoding(job: ExtractionJob) -> dict:
+    """The preprocessing entries that say how an image store's images were decoded.
+
+    `decode_size`: 'full' or the shorter side in pixels. A reduced decode also records
+    `reduced_decode_frame`: its first resize's output shape comes from the full-resolution frame, so a
+    store from before (shape from the reduced image) is refused on resume, naming that field.
+    `decoder`, only for a store whose JPEGs the device decoded (`device_decoding.decoder_record`).
+    """
+    decoding: dict = {"decode_size": job.decode.record(), **decoder_record(job.decoder, job.device)}
+    if job.decode.pixels is not None:
+        decoding["reduced_decode_frame"] = REDUCED_DECODE_FRAME
+    return decoding
+
+
 def store_features(job: ExtractionJob, encoder: Encoder) -> FeatureShape:
-    """The arrays the job's store holds beside the ids: their widths, token count and views."""
+    """The arrays the job's store holds beside the ids: their widths, token count, views and feature maps."""
     return FeatureShape(
         embedding_dim=encoder.dim,
         token_count=encoder.token_count if job.tokens else 0,
         token_dim=encoder.dim if job.tokens else 0,
         views=job.views,
+        feature_maps=encoder.feature_map_shapes() if job.feature_maps else (),
     )
+
+
+def feature_maps_record(encoder: ImageEncoder) -> dict:
+    """What a store's feature maps are, for its provenance: where the backbone was cut, each level's size, the codec."""
+    return {"levels": [list(shape) for shape in encoder.feature_map_shapes()], "reductions": list(MAP_REDUCTIONS),
+            "layers": "the stem after its ReLU and the first three residual stages (models/seg_models.py:49-52)",
+            "dtype": "float16", "codec": dict(FEATURE_MAP_CODEC)}
 
 
 class ShardBuffer:
@@ -123,8 +162,9 @@ class ShardBuffer:
     def __init__(self, store: CacheStore, span: ShardSpan) -> None:
         self.span = span
         n = span.stop - span.start
-        self.arrays = {name: np.full((n, *shape[1:]), np.nan, dtype=np.float32)
-                       for name, shape in store.features.shapes(store.n_rows).items()}
+        self.arrays = {name: np.full((n, *shape[1:]), np.nan,
+                                     dtype=np.float16 if name in FEATURE_MAP_ARRAYS else np.float32)
+                       for name, shape in store.features.shapes(store.n_rows).items()}  # maps: megabytes a row
         if ArrayName.TOKEN_MASK in self.arrays:
             self.arrays[ArrayName.TOKEN_MASK] = np.zeros(self.arrays[ArrayName.TOKEN_MASK].shape, dtype=bool)
         self.failed: dict[int, str] = {}
@@ -237,26 +277,29 @@ def _embedded_batches(
     batches = shard_batches(spans, settings.batch_size)
     if settings.modality is Modality.TEXT:
         (target,) = targets
-        for batch_rows in batches:
-            batch = text_batch([rows.manifest_rows[r] for r in batch_rows], batch_rows)
+        reports = ReportRows(rows.manifest_rows, target.encoder.tokenization, target.encoder.spec.text_cleaning)
+        for batch_rows, batch in zip(batches, read_ahead(reports, batches, settings.num_workers, decoders,
+                                                         pin_memory=False)):
             outputs = _encoded_reports(target.encoder, batch, rows, settings.tokens) if batch.texts else {}
             yield batch_rows[0] // shard_rows, batch.rows, [outputs], batch.failures
         return
     dataset = ImagePassRows(rows.manifest_rows, image_root, [target.encoder.spec for target in targets],
-                            views=settings.views, decode=settings.decode)
+                            views=settings.views, decode=settings.decode, decoder=settings.decoder,
+                            device=str(targets[0].encoder.device))
     pin_memory = any(target.encoder.device.type == "cuda" for target in targets)
     loader = image_batches(dataset, batches, settings.num_workers, decoders, pin_memory=pin_memory)
     for batch_rows, per_backbone in zip(batches, loader):
-        outputs = [_embedded_images(target.encoder, batch, settings.tokens)
+        outputs = [_embedded_images(target.encoder, batch, settings.tokens, settings.feature_maps)
                    for target, batch in zip(targets, per_backbone)]
         yield batch_rows[0] // shard_rows, per_backbone[0].rows, outputs, per_backbone[0].failures
 
 
-def _embedded_images(encoder: ImageEncoder, batch: ImageBatch, tokens: bool) -> dict[ArrayName, np.ndarray]:
-    """One backbone's arrays for a batch's readable images: pooled (and tokens), and its views' pooled embeddings."""
+def _embedded_images(encoder: ImageEncoder, batch: ImageBatch, tokens: bool,
+                     feature_maps: bool) -> dict[ArrayName, np.ndarray]:
+    """One backbone's arrays for a batch's readable images: pooled (tokens, feature maps), its views' pooled ones."""
     if batch.pixels is None:
         return {}
-    outputs = _encoder_arrays(encoder.encode(batch.pixels, with_tokens=tokens))
+    outputs = _encoder_arrays(encoder.encode(batch.pixels, with_tokens=tokens, with_feature_maps=feature_maps))
     if batch.views is not None:
         n, k = batch.views.shape[:2]
         pooled = encoder.encode(batch.views.flatten(0, 1)).pooled
@@ -264,29 +307,14 @@ def _embedded_images(encoder: ImageEncoder, batch: ImageBatch, tokens: bool) -> 
     return outputs
 
 
-class ReportEncodingFailed(RuntimeError):
-    """The text encoder raised on a batch of reports; the message names the studies, never their text."""
-
-
 def _encoded_reports(encoder: Encoder, batch: TextBatch, rows: StoreRows, tokens: bool) -> dict[ArrayName, np.ndarray]:
-    """The batch's reports through the encoder; an encoder error is re-raised naming studies by id only.
-
-    Reports are credentialed data (MIMIC-CXR): an error message that quoted one would carry it into
-    logs, so every report of the batch is cut out of the message before it is shown.
-    """
+    """The batch's tokenised reports through the encoder; an encoder error is re-raised naming studies by id only."""
+    if batch.tokenizer_error is not None:
+        raise ReportEncodingFailed(batch.tokenizer_error)
     try:
-        return _encoder_arrays(encoder.encode(batch.texts, with_tokens=tokens))
+        return _encoder_arrays(encoder.encode_tokenized(batch.tokens, with_tokens=tokens))
     except Exception as error:
-        studies = [rows.ids[row] for row in batch.rows]
-        message = str(error)
-        for study, text in zip(studies, batch.texts):
-            if text:
-                message = message.replace(text, f"<report of study {study}>")
-        raise ReportEncodingFailed(
-            f"the text encoder failed on the reports of studies {', '.join(studies[:8])}"
-            f"{' ...' if len(studies) > 8 else ''} (store rows {batch.rows[0]}-{batch.rows[-1]}): "
-            f"{type(error).__name__}: {message}; the complete shards are kept and the same command resumes"
-        ) from None
+        raise report_failure(error, batch, [rows.ids[row] for row in batch.rows]) from None
 
 
 def shard_batches(spans: Iterable[ShardSpan], batch_size: int) -> list[list[int]]:
@@ -300,6 +328,8 @@ def _encoder_arrays(output: EncoderOutput) -> dict[ArrayName, np.ndarray]:
     if output.tokens is not None:
         arrays[ArrayName.TOKENS] = output.tokens.numpy()
         arrays[ArrayName.TOKEN_MASK] = output.token_mask.numpy()
+    for name, level in zip(FEATURE_MAP_ARRAYS, output.feature_maps or ()):
+        arrays[name] = level.numpy()
     return arrays
 
 

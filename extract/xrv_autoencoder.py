@@ -48,13 +48,29 @@ class AutoencoderTower(torch.nn.Module):
         code = self.autoencoder.encode(pixels, check_resolution=False)
         return code.mean(dim=(2, 3)), code.flatten(2).transpose(1, 2)
 
+    def forward_with_maps(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """(pooled, tokens) as `forward`, and the four maps the published U-Net reads as skip connections.
+
+        The published ResNetAEUNet (models/seg_models.py:49-53) cuts the encoder at the same layers
+        `encode` runs: block1 = conv1, bn1, relu (1/2 of the input); block2 = maxpool, layer1 (1/4);
+        block3 = layer2 (1/8); block4 = layer3 (1/16); layer4's output is the code.
+        """
+        net = self.autoencoder
+        block1 = net.relu(net.bn1(net.conv1(pixels)))
+        block2 = net.layer1(net.maxpool(block1))
+        block3 = net.layer2(block2)
+        block4 = net.layer3(block3)
+        code = net.layer4(block4)
+        return code.mean(dim=(2, 3)), code.flatten(2).transpose(1, 2), [block1, block2, block3, block4]
+
 
 def build_autoencoder(spec: BackboneSpec, checkpoint: Path | None) -> AutoencoderTower:
     """The spec's autoencoder with the state dict in `checkpoint` (None: seeded random weights)."""
     entry = _weights_entry(spec.model_id)
-    if spec.image_size != entry["resolution"]:
+    if spec.image_size not in published_sizes(entry["resolution"]):
         raise IncompatibleWeights(f"backbone {spec.name!r} feeds {spec.image_size} px images; torchxrayvision's "
-                                  f"{spec.model_id!r} weights are for {entry['resolution']} px")
+                                  f"{spec.model_id!r} weights are for {entry['resolution']} px (the published U-Net "
+                                  f"also ran them at {', '.join(map(str, published_sizes(entry['resolution'])[1:]))})")
     architecture = getattr(_torchxrayvision().autoencoders, entry["class"])
     if checkpoint is None:
         with torch.random.fork_rng(devices=[]):
@@ -69,6 +85,15 @@ def build_autoencoder(spec: BackboneSpec, checkpoint: Path | None) -> Autoencode
         raise IncompatibleWeights(f"{checkpoint} does not load into torchxrayvision's {entry['class']}: "
                                   f"{first_line}") from error
     return AutoencoderTower(network)
+
+
+def published_sizes(resolution: int) -> tuple[int, ...]:
+    """The input sides the weights run at: their own, and the published U-Net's larger crops of it.
+
+    models/seg_models.py ResNetAEUNet (lines 60-73) accepts 224 x 2^k px and runs the encoder's blocks
+    directly, bypassing torchxrayvision's resolution check; shell/segment-siim.sh crops SIIM at 896.
+    """
+    return tuple(resolution * 2 ** k for k in range(3))
 
 
 def _weights_entry(weights_name: str) -> dict:

@@ -35,6 +35,7 @@ def _environment_with(path_first: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(path_first), "HF_HUB_OFFLINE": "1"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda command: " ".join(command) or "adaptor")
 def test_every_command_works_beside_top_level_packages_named_like_the_stages(command, tmp_path):
     _write_raising_stubs(tmp_path / "stubs")
@@ -47,6 +48,7 @@ def test_every_command_works_beside_top_level_packages_named_like_the_stages(com
     assert "Usage" in completed.stdout
 
 
+@pytest.mark.slow
 def test_python_dash_m_runs_each_stage_under_the_namespace(tmp_path):
     _write_raising_stubs(tmp_path)
     for module in ("adaptor_vlp", *(f"adaptor_vlp.{stage}" for stage in STAGE_FOLDERS)):
@@ -92,6 +94,7 @@ def test_the_wheel_holds_every_module_and_data_file_of_the_stage_folders(wheel):
     assert sorted(expected - names) == []
 
 
+@pytest.mark.slow
 def test_the_installed_wheel_runs_from_its_own_files(wheel, tmp_path):
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--target",

@@ -44,6 +44,7 @@ def invoke(*arguments: str) -> str:
     return result.output
 
 
+@pytest.mark.slow
 def test_the_papers_three_image_backbones_and_bert_run_extract_train_and_evaluate(published_weights, tmp_path):
     data, cache, runs = tmp_path / "demo", tmp_path / "cache", tmp_path / "runs"
     invoke("extract", "demo-data", str(data), "--subjects", "6")

@@ -151,13 +151,17 @@ class FeatureReader:
 class PairedData:
     """A run's training subset and validation split of two paired stores, and its epoch batches."""
 
-    def __init__(self, pairing: StorePairing, recipe: Recipe) -> None:
+    def __init__(self, pairing: StorePairing, recipe: Recipe, image: FeatureReader | None = None) -> None:
+        """`image`: the image store's reader when another run's data holds it already (its `image`, loaded once)."""
         for split in (TRAIN_SPLIT, VALIDATION_SPLIT):
             if len(pairing.splits.get(split, ())) < 2:
                 raise PairingError(f"{pairing.image_store.path} and {pairing.text_store.path} share fewer than 2 "
                                    f"'{split}' pairs; training needs both a train and a validate split")
         self.recipe = recipe
-        self.image = FeatureReader(pairing.image_store, recipe.inputs, recipe.use_views)
+        if image is not None and (image.store.path != pairing.image_store.path or image.inputs is not recipe.inputs):
+            raise ValueError(f"the image reader of {image.store.path} ({image.inputs.value}) cannot serve "
+                             f"{pairing.image_store.path} ({recipe.inputs.value})")
+        self.image = image or FeatureReader(pairing.image_store, recipe.inputs, recipe.use_views)
         self.text = FeatureReader(pairing.text_store, recipe.inputs)
         available = pairing.splits[TRAIN_SPLIT]
         chosen = choose_subset(len(available), recipe.data_pct, recipe.subset_seed)

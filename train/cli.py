@@ -24,7 +24,7 @@ from adaptor_vlp.train.pairs import PairingError, open_pair_stores, pair_stores
 from adaptor_vlp.train.recipe import RECIPES, Recipe, RecipeError, RecipeName, Selection
 from adaptor_vlp.cache_schema.cluster import SCHEDULER_HELP, SchedulerError
 from adaptor_vlp.cache_schema.cli import input_errors_exit
-from adaptor_vlp.train.stacked_model import StackError
+from adaptor_vlp.train.stacked_model import StackError, StackMode
 from adaptor_vlp.train.sweep import CUDA_STACK_SIZE, GridError, SweepOutcome, expand_grid, read_grid, run_sweep
 
 INPUT_ERRORS = (StoreError, ProvenanceMismatch, IncompleteProvenance, PairingError, RecipeError, RunFolderError,
@@ -111,9 +111,16 @@ def sweep(
     rank_by: Selection = typer.Option(Selection.RECALL, "--rank-by", help="Leaderboard order."),
     scheduler: str = typer.Option("none", "--scheduler", help=SCHEDULER_HELP),
     stack: Optional[int] = typer.Option(None, "--stack", min=1, help="Train up to this many combinations as one "
-                                        "stacked model when they share stores, Adaptor shape, batch size and data "
+                                        "stacked model when they share the image store (text stores may differ), "
+                                        "Adaptor shape, batch size and data "
                                         "subset (same results as one at a time); 1: one at a time. Default: "
                                         f"{CUDA_STACK_SIZE} on CUDA, 1 on the CPU (no faster there)."),
+    stack_mode: StackMode = typer.Option(StackMode.EXACT, "--stack-mode", help="How a stack computes its points: "
+                                         "exact (each point's own AdamW, norms and loss: its weights bit for bit "
+                                         "its solo run's on the CPU) or fast (fused AdamW steps and batched norms and "
+                                         "loss over the stack: faster, near the solo run but not equal to it, "
+                                         "drifting as epochs go on). Recorded; a resume "
+                                         "under the other mode is refused."),
     checkpoint_seconds: float = CHECKPOINT_SECONDS_OPTION,
     device: str = DEVICE_OPTION,
 ) -> None:
@@ -123,7 +130,7 @@ def sweep(
         typer.echo(f"{len(runs)} combinations in {grid}")
         ranked = run_sweep(runs, cache, dataset, out, device=device, scheduler=scheduler, rank_by=rank_by,
                            on_outcome=lambda outcome: typer.echo(_outcome_line(outcome)), stack_size=stack,
-                           checkpoint_seconds=checkpoint_seconds)
+                           checkpoint_seconds=checkpoint_seconds, stack_mode=stack_mode)
     best = ranked[0]
     typer.echo(f"leaderboard: {out / 'leaderboard.md'}; best {best.run.name} "
                f"(val recall@5 {best.result.best_metrics['val_recall@5']:.3f})")

@@ -36,8 +36,12 @@ from adaptor_vlp.train.model import Adaptor, count_trainable_parameters
 from adaptor_vlp.train.pairs import StorePairing
 from adaptor_vlp.train.recipe import Recipe
 from adaptor_vlp.train.retrieval import retrieval_recall
+from adaptor_vlp.train.stacked_model import StackMode
 
 COMPLETED_MARKER = "completed.json"
+TRAINING_PROVENANCE = "training"
+"""The record's provenance entry, beside the stores' "image" and "text", saying how a run's steps were computed: a
+`StackMode` other than exact (the solo run's arithmetic, which a record without the entry has)."""
 SUBSET_IDS_FILE = "data_subset.txt"
 PROVENANCE_IGNORED_ON_RESUME = frozenset({"created"})
 
@@ -177,14 +181,19 @@ def check_run_folder(run_dir: Path, resume: bool) -> None:
 
 
 def start_run(run_dir: Path, data: PairedData, provenance: Mapping[str, Any], device: torch.device,
-              checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS) -> TrainingRun | TrainResult:
+              checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
+              stack_mode: StackMode = StackMode.EXACT) -> TrainingRun | TrainResult:
     """The run in `run_dir`, ready for its next epoch (fresh or from its last checkpoint), or its recorded result.
 
     Seeds the process's torch generator with the recipe's seed, initialises the Adaptor from it,
     and on resume puts the generator where the checkpoint left it; the caller forks the generator
     around the run (`torch.random.fork_rng`), and the run's dropout draws continue from there.
+    `stack_mode` is how the caller computes the steps (`train.stacked`); a mode other than exact
+    is recorded in the provenance, and a resume under another mode than the record's is refused.
     """
     recipe = data.recipe
+    if stack_mode is not StackMode.EXACT:
+        provenance = {**provenance, TRAINING_PROVENANCE: {"stack_mode": stack_mode.value}}
     finished = read_completed(run_dir)
     has_checkpoint = checkpoint_paths(run_dir, CheckpointKind.LAST).record.is_file()
     if has_checkpoint:
@@ -376,7 +385,14 @@ def _check_resumable(run_dir: Path, recipe: Recipe, provenance: Mapping[str, Any
         if record.recipe.get(name) != value:
             raise RunFolderError(f"{run_dir}: was started with {name}={record.recipe.get(name)!r}, "
                                  f"this resume asks for {value!r}; resume with the original settings")
+    recorded_mode = record.provenance.get(TRAINING_PROVENANCE, {}).get("stack_mode", StackMode.EXACT.value)
+    asked_mode = provenance.get(TRAINING_PROVENANCE, {}).get("stack_mode", StackMode.EXACT.value)
+    if recorded_mode != asked_mode:
+        raise RunFolderError(f"{run_dir}: was trained with stack_mode={recorded_mode!r}, this resume asks for "
+                             f"{asked_mode!r}; resume with --stack-mode {recorded_mode}")
     for modality, fields in provenance.items():
+        if modality == TRAINING_PROVENANCE:
+            continue
         for name, value in fields.items():
             recorded = record.provenance[modality].get(name)
             if name not in PROVENANCE_IGNORED_ON_RESUME and recorded != value:

@@ -49,6 +49,23 @@ def contrastive_loss(
     return LossOutput(loss=loss, image_loss=image_loss, text_loss=text_loss)
 
 
+def stacked_contrastive_loss(image_embeds: Tensor, text_embeds: Tensor, logit_scale: Tensor,
+                             image_weights: Tensor) -> Tensor:
+    """`contrastive_loss(image_embeds[g], text_embeds[g], logit_scale[g], image_weights[g]).loss` for every g at once.
+
+    (G, B, P) embeddings, (G,) log scales and weights; returns the (G,) losses. The same
+    arithmetic in batched calls (a stacked sweep's fast form), so equal to the per-point losses
+    within float rounding, not bit for bit.
+    """
+    points, batch = image_embeds.shape[:2]
+    logits_per_text = torch.bmm(logit_scale.exp().view(-1, 1, 1) * text_embeds, image_embeds.mT)
+    targets = torch.arange(batch, device=logits_per_text.device).repeat(points)
+    image_loss = F.cross_entropy(logits_per_text.reshape(points * batch, batch), targets, reduction="none")
+    text_loss = F.cross_entropy(logits_per_text.mT.reshape(points * batch, batch), targets, reduction="none")
+    return (image_weights * image_loss.view(points, batch).mean(1)
+            + (1.0 - image_weights) * text_loss.view(points, batch).mean(1))
+
+
 class ContrastiveLoss(nn.Module):
     """`contrastive_loss` with its ``image_weight`` fixed at construction."""
 

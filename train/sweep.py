@@ -8,10 +8,10 @@ spells the combination's values of every grid key, so adding a value to the grid
 the names (and the finished runs) of the existing combinations. A run folder with a completion
 marker is skipped; one with only a last checkpoint is resumed.
 
-Runs on the same stores whose recipes differ only in settings a stacked model lets each point
-have its own (learning rate, weight decay, warm-up, epochs, patience, selection, gradient clip,
-loss weight, dropout, seed) train together as one stacked model (`train.stacked`), with the
-same weights, folders and results as one at a time.
+Runs on the same image store whose recipes differ only in settings a stacked model lets each
+point have its own (text backbone, learning rate, weight decay, warm-up, epochs, patience,
+selection, gradient clip, loss weight, dropout, seed) train together as one stacked model
+(`train.stacked`), with the same weights, folders and results as one at a time.
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from adaptor_vlp.train.loop import DEFAULT_CHECKPOINT_SECONDS, TrainResult, read
 from adaptor_vlp.train.pairs import open_pair_stores, pair_stores
 from adaptor_vlp.train.recipe import RECIPES, Recipe, RecipeError, RecipeName, Selection
 from adaptor_vlp.train.stacked import stack_key, stackable, train_stacked
+from adaptor_vlp.train.stacked_model import StackMode
 
 PAIR_KEY = "pair"
 VISION_KEY = "vision"
@@ -136,13 +137,16 @@ def run_sweep(
     on_outcome: Callable[[SweepOutcome], None] | None = None,
     stack_size: int | None = None,
     checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
+    stack_mode: StackMode = StackMode.EXACT,
 ) -> list[SweepOutcome]:
     """Trains every unfinished run, skips finished ones, and writes the leaderboard; returns outcomes in rank order.
 
     Every backbone pair's stores are opened and paired first, so a missing or mismatched store
     stops the sweep before anything trains. Unfinished runs that can share a stacked model train
     in groups of up to `stack_size` (`plan_groups`; 1 trains every run alone; None:
-    `default_stack_size`); each group is one task for the scheduler.
+    `default_stack_size`); each group is one task for the scheduler. `stack_mode` picks the
+    stacks' exact or fast form (`train.stacked_model.StackMode`); in the fast form a run alone
+    trains as a stack of one, so that every run of the sweep resumes in the form it started in.
     """
     stack_size = default_stack_size(device) if stack_size is None else stack_size
     if stack_size < 1:
@@ -166,7 +170,7 @@ def run_sweep(
             record(SweepOutcome(run, finished, skipped=True))
     groups = plan_groups(pending, stack_size)
     train_group = functools.partial(train_sweep_group, cache_dir=cache_dir, dataset=dataset, out_dir=out_dir,
-                                    device=device, checkpoint_seconds=checkpoint_seconds)
+                                    device=device, checkpoint_seconds=checkpoint_seconds, stack_mode=stack_mode)
     trained = (((group, train_group(group)) for group in groups) if placement.in_process
                else run_on_dask(placement, train_group, groups))
     for group, results in trained:
@@ -184,26 +188,33 @@ def default_stack_size(device: str) -> int:
 
 
 def plan_groups(runs: Sequence[SweepRun], stack_size: int) -> list[list[SweepRun]]:
-    """The runs as training groups, in grid order: runs on the same stores whose recipes share the stacked
-    settings (`train.stacked.stack_key`) go together, at most `stack_size` at a time; the rest train alone."""
+    """The runs as training groups, in grid order: runs on the same image store whose recipes share the stacked
+    settings (`train.stacked.stack_key`) go together, whatever their text stores, at most `stack_size` at a time;
+    the rest train alone."""
     by_key: dict[tuple, list[SweepRun]] = {}
     for run in runs:
         stacks = stack_size > 1 and stackable(run.recipe)
-        key = (run.vision, run.text, stack_key(run.recipe)) if stacks else (run.name,)
+        key = (run.vision, stack_key(run.recipe)) if stacks else (run.name,)
         by_key.setdefault(key, []).append(run)
     return [members[start:start + stack_size] for members in by_key.values()
             for start in range(0, len(members), stack_size)]
 
 
 def train_sweep_group(group: Sequence[SweepRun], cache_dir: Path, dataset: str, out_dir: Path, device: str,
-                      checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS) -> list[TrainResult]:
-    """Trains one group of `plan_groups` (stacked, or one run alone) into its folders, resuming interrupted runs."""
-    if len(group) == 1:
+                      checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
+                      stack_mode: StackMode = StackMode.EXACT) -> list[TrainResult]:
+    """Trains one group of `plan_groups` (stacked, or one run alone) into its folders, resuming interrupted runs.
+
+    In the exact form a group of one trains as `train_sweep_run` (the same arithmetic); in the fast form every
+    group trains stacked.
+    """
+    if len(group) == 1 and stack_mode is StackMode.EXACT:
         return [train_sweep_run(group[0], cache_dir, dataset, out_dir, device, checkpoint_seconds)]
-    first = group[0]
-    pairing = pair_stores(*open_pair_stores(cache_dir, dataset, first.vision, first.text))
-    return train_stacked(pairing, [run.recipe for run in group], [Path(out_dir) / run.name for run in group],
-                         device=device, resume=True, checkpoint_seconds=checkpoint_seconds)
+    pairings = {text: pair_stores(*open_pair_stores(cache_dir, dataset, group[0].vision, text))
+                for text in dict.fromkeys(run.text for run in group)}
+    return train_stacked([pairings[run.text] for run in group], [run.recipe for run in group],
+                         [Path(out_dir) / run.name for run in group],
+                         device=device, resume=True, checkpoint_seconds=checkpoint_seconds, stack_mode=stack_mode)
 
 
 def train_sweep_run(run: SweepRun, cache_dir: Path, dataset: str, out_dir: Path, device: str,

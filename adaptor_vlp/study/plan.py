@@ -87,14 +87,16 @@ def _extract_steps(spec: StudySpec, device: str) -> Iterator[ExtractStep]:
         for backbone in spec.image_backbones:
             computed = [task for task in tasks if task.left_out_reason(backbone) is None]
             if computed:
-                tokens = any(task.kind is TaskKind.SEGMENT for task in computed)
-                yield _extract_step(spec, dataset, Modality.IMAGE, backbone, device, tokens=tokens, views=0)
+                tokens = any(task.kind is TaskKind.SEGMENT and not task.uses_unet(backbone) for task in computed)
+                maps = any(task.uses_unet(backbone) for task in computed)
+                yield _extract_step(spec, dataset, Modality.IMAGE, backbone, device, tokens=tokens, views=0,
+                                    feature_maps=maps)
 
 
 def _extract_step(spec: StudySpec, dataset: str, modality: Modality, backbone: str, device: str, tokens: bool,
-                  views: int) -> ExtractStep:
+                  views: int, feature_maps: bool = False) -> ExtractStep:
     job = ExtractionJob(spec.cache, dataset, modality, backbone, tokens=tokens, views=views,
-                        batch_size=spec.extract.batch_size,
+                        feature_maps=feature_maps, batch_size=spec.extract.batch_size,
                         num_workers=spec.extract.workers if modality is Modality.IMAGE else 0,
                         device=device, precision=spec.extract.precision)
     return ExtractStep(extract_key(dataset, modality, backbone), job, (_manifest_key(dataset),))

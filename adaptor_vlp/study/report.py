@@ -345,6 +345,14 @@ def _task_notes(table: TaskTable, report: StudyReport) -> list[str]:
     published = spec.published
     if table.compared and published is not None and table.task.spec_name in published.task_notes:
         extra.append(f"- On the published values: {published.task_notes[table.task.spec_name]}")
+    for image in table.task.unet:
+        extra.append(f"- {image}: segmented as the paper did, by the published ResNet-AE U-Net over the encoder's "
+                     "four intermediate maps, cached (`extract images --feature-maps`) instead of recomputed: the "
+                     "maps are the float16 rounding of the encoder's output, the Adaptor embeds each image's pooled "
+                     "code on its own (the published one read a batch as one sequence), and training sees no augmented "
+                     "views (the published one drew a new warp every epoch)"
+                     + (f", and the decoder's widths are the published ones / {table.task.unet_width_divisor}"
+                        if table.task.unet_width_divisor > 1 else "") + ".")
     trivial = trivial_score_line(table.metric, _details(report, table.task))
     if trivial:
         extra.append(trivial)

@@ -11,7 +11,10 @@ run in this process one at a time, their shards spread over the cluster as `adap
 spreads them, while the independent training runs and heads of a wave run as Dask tasks side by
 side (Dask workers may not start the DataLoader processes a whole extraction run uses). The image
 extractions of a wave that share a dataset and settings run as one pass, decoding each image once
-for all their backbones; each keeps its own step, store and log entry.
+for all their backbones; each keeps its own step, store and log entry. Likewise the train steps
+of a wave on one image store with the same recipe train as stacks of up to `STUDY_STACK_SIZE`
+(one per image backbone and recipe in the paper's study: its text encoders), each run with its
+own folder, resume and log entry; with a cluster, each stack is one Dask task.
 """
 from __future__ import annotations
 
@@ -28,10 +31,23 @@ import torch
 from adaptor_vlp.cache_schema.cluster import Scheduler, local_cluster, parse_scheduler, run_on_dask
 from adaptor_vlp.study.log import LogEntry, Outcome, RunLog
 from adaptor_vlp.study.plan import StudyPlan
-from adaptor_vlp.study.steps import ExtractStep, Status, Step, StepFailed, StepKind, extract_in_one_pass
+from adaptor_vlp.study.steps import (
+    ExtractStep,
+    Status,
+    Step,
+    StepFailed,
+    StepKind,
+    TrainStep,
+    extract_in_one_pass,
+    train_in_one_stack,
+)
+from adaptor_vlp.train.sweep import CUDA_STACK_SIZE
 
 IN_PROCESS_KINDS = (StepKind.MANIFEST, StepKind.EXTRACT)
 """Steps that always run in the runner's process (extraction places its own shards on the cluster)."""
+STUDY_STACK_SIZE = CUDA_STACK_SIZE
+"""Train steps in one stack at most. On CUDA a stack shares the launch-bound step's kernel launches; on the CPU it
+runs at parity with one run at a time (BENCHMARKS.md, "Stacked sweeps") and loads the image store once."""
 
 
 @dataclass(frozen=True)
@@ -96,39 +112,60 @@ def execute_step(step: Step, scheduler: str, torch_threads: int | None = None) -
     return StepOutcome(step.key, step.kind, succeeded, started, time.perf_counter() - clock, detail)
 
 
-def execute_pass(steps: Sequence[ExtractStep], scheduler: str, torch_threads: int | None = None) -> list[StepOutcome]:
-    """Runs extraction steps that share `pass_settings` as one pass: one outcome per step, never a raise.
+def execute_together(steps: Sequence[Step], scheduler: str, torch_threads: int | None = None) -> list[StepOutcome]:
+    """Runs one group of `step_groups` (one pass of extractions, one stack of training runs): an outcome per step.
 
-    Each step's time is the pass's time shared evenly among them, so a study's cost adds up to the
-    time it took. If the pass fails, each step runs again alone (resuming what the pass wrote), so
-    one backbone's failure (weights that do not load, say) fails its own step and not the others.
+    A group of one runs as `execute_step`. Each step's time is the group's time shared evenly
+    among them, so a study's cost adds up to the time it took. If the group fails, each step runs
+    again alone (resuming what the group wrote), so one backbone's failure (weights that do not
+    load, say) fails its own step and not the others. Never raises.
     """
+    if len(steps) == 1:
+        return [execute_step(steps[0], scheduler, torch_threads)]
     if torch_threads is not None:
         torch.set_num_threads(torch_threads)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     clock = time.perf_counter()
     try:
-        summaries = extract_in_one_pass(steps, scheduler)
+        products = (train_in_one_stack(steps) if steps[0].kind is StepKind.TRAIN
+                    else extract_in_one_pass(steps, scheduler))
     except Exception:  # each step alone says whose failure it was (see the docstring)
         return [execute_step(step, scheduler, torch_threads) for step in steps]
     seconds = (time.perf_counter() - clock) / len(steps)
     outcomes = []
-    for step, summary in zip(steps, summaries):
+    for step, product in zip(steps, products):
         try:
-            detail, succeeded = step.account(summary), True
+            detail, succeeded = step.account(product), True
         except StepFailed as error:
             detail, succeeded = _reason(error), False
         outcomes.append(StepOutcome(step.key, step.kind, succeeded, started, seconds, detail))
     return outcomes
 
 
-def one_pass_groups(steps: Sequence[Step]) -> list[list[Step]]:
-    """The steps in order, with extraction steps of equal `pass_settings` gathered where the first of them stands."""
+def step_groups(steps: Sequence[Step]) -> list[list[Step]]:
+    """The steps in order, with those that run together gathered where the first of them stands.
+
+    Extraction steps of equal `pass_settings` make one pass; train steps of equal `stack_settings`
+    make stacks of up to STUDY_STACK_SIZE; every other step is a group of its own.
+    """
     groups: dict[object, list[Step]] = {}
     for position, step in enumerate(steps):
-        settings = step.pass_settings() if isinstance(step, ExtractStep) else None
-        groups.setdefault(position if settings is None else settings, []).append(step)
-    return list(groups.values())
+        settings = _shared_settings(step)
+        groups.setdefault(position if settings is None else (step.kind, settings), []).append(step)
+    chunks = []
+    for group in groups.values():
+        size = STUDY_STACK_SIZE if group[0].kind is StepKind.TRAIN else len(group)
+        chunks += [group[start:start + size] for start in range(0, len(group), size)]
+    return chunks
+
+
+def _shared_settings(step: Step) -> object | None:
+    """What a step shares with the steps it runs together with; None: it runs alone."""
+    if isinstance(step, ExtractStep):
+        return step.pass_settings()
+    if isinstance(step, TrainStep):
+        return step.stack_settings()
+    return None
 
 
 def run_study(plan: StudyPlan, scheduler: str = "none", on_event: Callable[[str], None] = print) -> RunSummary:
@@ -168,14 +205,9 @@ def _run_wave(ready: Sequence[Step], address: str | None, torch_threads: int | N
     """Runs one wave: in-process steps first, one at a time, then the rest (as Dask tasks when there is a cluster)."""
     local = [step for step in ready if address is None or step.kind in IN_PROCESS_KINDS]
     remote = [step for step in ready if step not in local]
-    for group in one_pass_groups(local):
-        if len(group) == 1:
-            on_event(f"-> {group[0].key}")
-            outcomes = [execute_step(group[0], address or "none", torch_threads)]
-        else:
-            on_event(f"-> {len(group)} steps in one pass: {', '.join(step.key for step in group)}")
-            outcomes = execute_pass(group, address or "none", torch_threads)
-        for outcome in outcomes:
+    for group in step_groups(local):
+        on_event(f"-> {_group_line(group)}")
+        for outcome in execute_together(group, address or "none", torch_threads):
             on_event(_outcome_line(outcome))
             yield outcome
     if not remote:
@@ -183,12 +215,15 @@ def _run_wave(ready: Sequence[Step], address: str | None, torch_threads: int | N
     on_event(f"-> {len(remote)} steps as Dask tasks on {address}: {', '.join(step.key for step in remote[:3])}"
              f"{' ...' if len(remote) > 3 else ''}")
     finished: set[str] = set()
-    task = functools.partial(execute_step, scheduler="none", torch_threads=torch_threads)
+    task = functools.partial(execute_together, scheduler="none", torch_threads=torch_threads)
     try:
-        for _, outcome in run_on_dask(Scheduler(address=address), task, remote):
-            finished.add(outcome.key)
-            on_event(_outcome_line(outcome))
-            yield outcome
+        for group, outcomes in run_on_dask(Scheduler(address=address), task, step_groups(remote)):
+            if len(group) > 1:
+                on_event(f"   {_group_line(group)}")
+            for outcome in outcomes:
+                finished.add(outcome.key)
+                on_event(_outcome_line(outcome))
+                yield outcome
     except Exception as error:  # the cluster itself failed (a worker died): the unfinished steps failed with it
         reason = f"its Dask task did not finish: {_reason(error)}"
         for step in remote:
@@ -240,6 +275,14 @@ def _cluster(placement: Scheduler) -> Iterator[str | None]:
             yield cluster.scheduler_address
         finally:
             cluster.close()
+
+
+def _group_line(group: Sequence[Step]) -> str:
+    """What a group of `step_groups` is, for the run's events."""
+    if len(group) == 1:
+        return group[0].key
+    how = "in one stack" if group[0].kind is StepKind.TRAIN else "in one pass"
+    return f"{len(group)} steps {how}: {', '.join(step.key for step in group)}"
 
 
 def _outcome_line(outcome: StepOutcome) -> str:

@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping, TypeVar
 
 from adaptor_vlp.evaluate.heads import HeadKind
 from adaptor_vlp.extract.datasets.registry import ManifestDataset
+from adaptor_vlp.extract.datasets.mimic_cxr import SectionParser
 from adaptor_vlp.extract.precision import Precision
 from adaptor_vlp.protocols import (
     BUILTIN_PROTOCOLS,
@@ -87,6 +88,9 @@ class DatasetSpec:
 
     With `protocol`, the manifest is split as that protocol splits the dataset for tasks of `protocol_kind`
     (`adaptor extract manifest --protocol`); the study derives one such dataset per task protocol.
+
+    MIMIC-CXR only: `merge_validate_test` puts the official test split into validate (the
+    paper's validation set), `section_parser` says how reports are cut into sections.
     """
 
     name: str
@@ -97,6 +101,24 @@ class DatasetSpec:
     protocol_kind: TaskKind | None = None
     protocol_fractions: tuple[float, ...] = ()
     """The training percentages whose subsets the protocol draws when it writes the manifest."""
+    merge_validate_test: bool = False
+    section_parser: SectionParser = SectionParser.ADAPTOR
+
+    def reader_options(self) -> dict[str, Any]:
+        """The options the manifest reader records that the spec decides (compared with an existing manifest)."""
+        if self.layout is not ManifestDataset.MIMIC_CXR:
+            return {}
+        options: dict[str, Any] = {"merge_validate_test": self.merge_validate_test}
+        if self.section_parser is not SectionParser.ADAPTOR:
+            options["section_parser"] = self.section_parser.value
+        return options
+
+    def reader_keywords(self) -> dict[str, Any]:
+        """The keywords the layout's reader runs with: the reports folder and the options the spec decides."""
+        keywords: dict[str, Any] = {} if self.reports is None else {"reports_root": self.reports.resolve()}
+        if self.layout is ManifestDataset.MIMIC_CXR:
+            keywords.update(merge_validate_test=self.merge_validate_test, section_parser=self.section_parser)
+        return keywords
 
 
 @dataclass(frozen=True)
@@ -169,10 +191,19 @@ class TaskSpec:
     def protocol_task(self, layout: str) -> TaskProtocol | None:
         """The protocol's entry for this task on a dataset layout, or None without a protocol."""
         return self.protocol.task(layout, HeadTask(self.kind.value)) if self.protocol else None
+    unet: tuple[str, ...] = ()
+    """Image backbones this segmentation task decodes with the published ResNet-AE U-Net over their cached
+    feature maps (the published code chose it for resnet-ae, segment.py:82-89); the others read patch tokens."""
+    unet_width_divisor: int = 1
+    """The U-Net's widths divided by this (1: the published model; more only for the CPU demo)."""
 
     def left_out_reason(self, image: str) -> str | None:
         """Why this task's cells of image backbone `image` are left out, or None when they are computed."""
         return next((entry.reason for entry in self.left_out if entry.image == image), None)
+
+    def uses_unet(self, image: str) -> bool:
+        """Whether this task segments image backbone `image` with the U-Net (over feature maps, not tokens)."""
+        return self.kind is TaskKind.SEGMENT and image in self.unet
 
 
 @dataclass(frozen=True)
@@ -375,7 +406,9 @@ def _pretraining(table: _Table) -> DatasetSpec:
     """The image-text dataset: MIMIC-CXR-JPG with its reports (the only layout with report texts)."""
     reports = table.get("reports", str, None)
     return DatasetSpec(table.get("dataset", str, ManifestDataset.MIMIC_CXR.value), ManifestDataset.MIMIC_CXR,
-                       Path(table.get("root", str)), None if reports is None else Path(reports))
+                       Path(table.get("root", str)), None if reports is None else Path(reports),
+                       merge_validate_test=table.get("merge_validate_test", bool, False),
+                       section_parser=table.choice("section_parser", SectionParser, SectionParser.ADAPTOR))
 
 
 def _names(table: _Table, key: str) -> tuple[str, ...]:
@@ -497,6 +530,7 @@ def _plain_task(table: _Table, name: str, spec: StudySpec, protocol: Protocol | 
         raise table.error("labels", f"must be a non-empty list of label names, got {_shown(labels)}")
     head = table.choice("head", HeadKind, HeadKind.LINEAR) if kind is TaskKind.CLASSIFY else HeadKind.LINEAR
     epochs = table.get("epochs", int, 50, check=_at_least(1)) if kind is TaskKind.SEGMENT else 50
+    unet, unet_width_divisor = _unet(table, spec) if kind is TaskKind.SEGMENT else ((), 1)
     task = TaskSpec(
         name=name,
         title=table.get("title", str, name),
@@ -510,6 +544,8 @@ def _plain_task(table: _Table, name: str, spec: StudySpec, protocol: Protocol | 
         resamples=table.get("resamples", int, 1000, check=_at_least(1)),
         epochs=epochs,
         left_out=_left_out(table, spec),
+        unet=unet,
+        unet_width_divisor=unet_width_divisor,
     )
     table.finish()
     return task
@@ -521,6 +557,7 @@ def _protocol_task(table: _Table, name: str, spec: StudySpec, dataset: str, kind
     labels = table.get("labels", list, None)
     head = HeadKind.MLP if entry.head is not None and entry.head.architecture.value == "mlp" else HeadKind.LINEAR
     max_seeds = table.get("max_seeds", int, None, check=_at_least(1))
+    unet, unet_width_divisor = _unet(table, spec) if kind is TaskKind.SEGMENT else ((), 1)
     return TaskSpec(
         name=f"{name}@{protocol.name}",
         title=f"{table.get('title', str, name)}, {protocol.name} protocol",
@@ -534,6 +571,8 @@ def _protocol_task(table: _Table, name: str, spec: StudySpec, dataset: str, kind
         resamples=table.get("resamples", int, 1000, check=_at_least(1)),
         epochs=table.get("epochs", int, 50, check=_at_least(1)) if kind is TaskKind.SEGMENT else 50,
         left_out=_left_out(table, spec),
+        unet=unet,
+        unet_width_divisor=unet_width_divisor,
         protocol=protocol,
         base=name,
     )
@@ -545,6 +584,17 @@ def _fractions(table: _Table) -> tuple[float, ...]:
                for value in fractions) or len(set(fractions)) != len(fractions):
         raise table.error("fractions", f"must be distinct percentages in (0, 100], got {_shown(fractions)}")
     return tuple(float(value) for value in sorted(fractions))
+def _unet(table: _Table, spec: StudySpec) -> tuple[tuple[str, ...], int]:
+    """A segmentation task's `unet` backbones (each an image backbone of the study) and `unet_width_divisor`."""
+    names = table.get("unet", list, [])
+    unknown = [name for name in names if name not in spec.image_backbones]
+    if unknown:
+        raise table.error("unet", f"{_shown(unknown)} are not image backbones of the study "
+                                  f"({', '.join(spec.image_backbones)})")
+    divisor = table.get("unet_width_divisor", int, 1, check=_at_least(1))
+    if 512 % divisor or 32 % divisor:
+        raise table.error("unet_width_divisor", f"must divide the published widths 512 .. 32, got {divisor}")
+    return tuple(names), divisor
 
 
 def _left_out(table: _Table, spec: StudySpec) -> tuple[LeftOut, ...]:

@@ -11,6 +11,9 @@ Four kinds of step, each a small picklable value, so a step can run in this proc
   of `adaptor extract images --backbone a,b,c`): each image is decoded once for all their backbones.
 - `TrainStep`: train one Adaptor (`train.sweep.train_sweep_run`, the code of `adaptor train run`
   and `sweep`, resuming an interrupted run); done when the run folder's completion marker exists.
+  Train steps on one image store with the same recipe train as one stack (`train_in_one_stack`,
+  the code of `adaptor train sweep`'s stacked groups), whatever their text stores; each keeps its
+  own run folder, resume and log entry.
 - `HeadStep`: fit one head or decoder for a task, backbone pair (or raw-backbone baseline), data
   fraction and seed (`evaluate.commands`, the code of `adaptor evaluate classify|segment`); done
   when the results folder holds a result file for it, made with the pair's current Adaptor.
@@ -24,7 +27,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from adaptor_vlp.cache_schema import ArrayName, CacheStore, Modality, ProvenanceMismatch, StoreError, dataset_dir
 from adaptor_vlp.cache_schema.manifest import Manifest, ManifestError, manifest_sha256, read_manifest, write_manifest
@@ -36,6 +39,7 @@ from adaptor_vlp.evaluate.report import format_interval
 from adaptor_vlp.evaluate.results import EvaluationTask, FeatureSpace, ResultError, StoredResult, read_results, write_result
 from adaptor_vlp.evaluate.segment import METHOD as DECODER_METHOD
 from adaptor_vlp.evaluate.segment import SegmentSettings
+from adaptor_vlp.extract.backbone_spec import SPEC_DECIDED_TEXT_RECORD
 from adaptor_vlp.extract.backbones import BackboneSpec, UnknownBackbone, get_spec
 from adaptor_vlp.extract.datasets.registry import dataset_layout
 from adaptor_vlp.extract.image_transforms import DecodeSize
@@ -48,7 +52,8 @@ from adaptor_vlp.study.spec import DatasetSpec, Metric, TaskKind, TaskSpec
 from adaptor_vlp.train.checkpoint import CheckpointError, CheckpointKind, checkpoint_paths, read_record
 from adaptor_vlp.train.loop import TrainResult, read_completed
 from adaptor_vlp.train.recipe import Selection
-from adaptor_vlp.train.sweep import SweepOutcome, SweepRun, rank_outcomes, train_sweep_run
+from adaptor_vlp.train.stacked import stack_key, stackable
+from adaptor_vlp.train.sweep import SweepOutcome, SweepRun, rank_outcomes, train_sweep_group, train_sweep_run
 
 
 class StepKind(str, Enum):
@@ -134,6 +139,10 @@ class ManifestStep(Step):
             return StepState(Status.BLOCKED, f"{self.folder} holds a manifest read from {manifest.image_root}, the "
                                              f"spec reads {self.dataset.root}: give the study another --cache, or "
                                              f"move {self.folder} away to read the spec's tree")
+        differing = _differing_option(manifest, self.dataset.reader_options()) if manifest is not None else None
+        if differing is not None:
+            return StepState(Status.BLOCKED, f"{self.folder} holds a manifest read with {differing}: give the study "
+                                             f"another --cache, or move {self.folder} away to read it again")
         if manifest is not None:
             other = self._other_protocol(manifest)
             if other:
@@ -160,14 +169,22 @@ class ManifestStep(Step):
         return None
 
     def execute(self, scheduler: str) -> str:
-        reports = {} if self.dataset.reports is None else {"reports_root": self.dataset.reports.resolve()}
-        manifest = dataset_layout(self.dataset.layout).read(self.dataset.root.resolve(), **reports)
+        manifest = dataset_layout(self.dataset.layout).read(self.dataset.root.resolve(), **self.dataset.reader_keywords())
         if self.dataset.protocol is not None:
             manifest = apply_protocol(manifest, self.dataset.protocol, HeadTask(self.dataset.protocol_kind.value),
                                       self.dataset.protocol_fractions)
         write_manifest(manifest, self.folder)
         splits = ", ".join(f"{split} {count}" for split, count in manifest.split_counts().items())
         return f"{len(manifest.rows)} images ({splits}), {sum(manifest.exclusions.values())} left out -> {self.folder}"
+
+
+def _differing_option(manifest: Manifest, expected: Mapping[str, Any]) -> str | None:
+    """'KEY = FOUND, the spec asks for WANTED' for the first reader option the manifest records otherwise, or None."""
+    for key, wanted in expected.items():
+        found = manifest.options.get(key, False if isinstance(wanted, bool) else None)
+        if found != wanted:
+            return f"{key} = {found!r}, the spec asks for {wanted!r}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -190,7 +207,8 @@ class ExtractStep(Step):
         if problem:
             return StepState(Status.BLOCKED, problem)
         tokens = " with patch tokens" if self.job.tokens else ""
-        return StepState(Status.PENDING, f"writes {self.job.store}{tokens}")
+        maps = " with feature maps" if self.job.feature_maps else ""
+        return StepState(Status.PENDING, f"writes {self.job.store}{tokens}{maps}")
 
     def execute(self, scheduler: str) -> str:
         return self.account(extract_in_one_pass([self], scheduler)[0])
@@ -235,13 +253,24 @@ class ExtractStep(Step):
         except (ManifestError, OSError):
             current = None
         overwrite = (f"adaptor extract {self.job.modality.value}s --cache {self.job.cache_dir} --dataset "
-                     f"{self.job.dataset} --backbone {self.job.backbone}{' --tokens' if self.job.tokens else ''} "
-                     "--overwrite")
+                     f"{self.job.dataset} --backbone {self.job.backbone}{' --tokens' if self.job.tokens else ''}"
+                     f"{' --feature-maps' if self.job.feature_maps else ''} --overwrite")
         if current is not None and store.provenance.manifest_sha256 != current:
             return StepState(Status.BLOCKED, f"{store_path} was built from another manifest of {self.job.dataset}; "
                                              f"rebuild it: {overwrite}")
+        if self.job.modality is Modality.TEXT:
+            recorded = {key: store.provenance.preprocessing.get(key) for key in SPEC_DECIDED_TEXT_RECORD}
+            wanted = {key: self.job.spec.text_record().get(key) for key in SPEC_DECIDED_TEXT_RECORD}
+            differing = next((key for key in SPEC_DECIDED_TEXT_RECORD if recorded[key] != wanted[key]), None)
+            if differing is not None:
+                return StepState(Status.BLOCKED, f"{store_path} records preprocessing.{differing} = "
+                                                 f"{recorded[differing]!r}, backbone {self.job.backbone!r} asks "
+                                                 f"for {wanted[differing]!r}; rebuild it: {overwrite}")
         if self.job.tokens and not store.has(ArrayName.TOKENS):
             return StepState(Status.BLOCKED, f"{store_path} holds no patch tokens, which segmentation needs; "
+                                             f"rebuild it: {overwrite}")
+        if self.job.feature_maps and not store.has(ArrayName.FEATURE_MAP_1):
+            return StepState(Status.BLOCKED, f"{store_path} holds no feature maps, which the U-Net decoder reads; "
                                              f"rebuild it: {overwrite}")
         if not store.is_complete:
             return StepState(Status.PENDING, f"resumes {store_path}: {len(store.complete_shard_indices())} of "
@@ -297,8 +326,30 @@ class TrainStep(Step):
         return StepState(Status.PENDING, f"trains into {self.run_dir}")
 
     def execute(self, scheduler: str) -> str:
-        result = train_sweep_run(self.run, self.cache, self.dataset, self.runs_dir, self.device)
+        return self.account(train_sweep_run(self.run, self.cache, self.dataset, self.runs_dir, self.device))
+
+    def stack_settings(self) -> tuple | None:
+        """What this step must share with other train steps to train in one stack with them; None: it trains alone.
+
+        The cache, dataset, runs folder, device, image backbone and the recipe's stacked settings
+        (`train.stacked.stack_key`); the text backbones may differ. Token-input runs train alone.
+        """
+        if not stackable(self.run.recipe):
+            return None
+        return self.cache, self.dataset, self.runs_dir, self.device, self.run.vision, stack_key(self.run.recipe)
+
+    def account(self, result: TrainResult) -> str:
+        """The step's one-line account of its training run."""
         return f"{_best_epoch(result)}, {result.wall_seconds:.1f} s training -> {self.run_dir}"
+
+
+def train_in_one_stack(steps: Sequence[TrainStep]) -> list[TrainResult]:
+    """Trains train steps of equal `stack_settings` as one stack (one step: a plain run); a result per step.
+
+    Each run resumes from its own last checkpoint; a failure raises (each run keeps its checkpointed epochs).
+    """
+    first = steps[0]
+    return train_sweep_group([step.run for step in steps], first.cache, first.dataset, first.runs_dir, first.device)
 
 
 @dataclass(frozen=True)
@@ -390,8 +441,9 @@ class HeadStep(Step):
             task = LabelStructure.MULTICLASS if self.task.metric is Metric.ACCURACY else None
             return classify_dataset(self.cache, self.task.dataset, self.vision, run, spaces, settings, task,
                                     self.task.labels, device=self.device, protocol=self.task.protocol)
+        unet = self.task.unet_width_divisor if self.task.uses_unet(self.vision) else None
         settings = SegmentSettings(fractions=(self.fraction,), seed=self.seed, n_resamples=self.task.resamples,
-                                   epochs=self.task.epochs)
+                                   epochs=self.task.epochs, unet_width_divisor=unet)
         return segment_dataset(self.cache, self.task.dataset, self.vision, run, spaces, settings, self.device,
                                protocol=self.task.protocol)
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from adaptor_vlp.cache_schema.manifest import CHEXPERT_LABELS, Exclusion, Manifest, ManifestRow, Split, parse_label
 from adaptor_vlp.extract.datasets.csv_tables import read_csv_records
+from adaptor_vlp.extract.datasets.mit_lcp_sections import published_report_text
 from adaptor_vlp.extract.datasets.report_sections import (
     DEFAULT_MIN_WORDS,
     DEFAULT_SECTIONS,
@@ -64,6 +66,15 @@ _NO_LABELS: dict[str, float | None] = {name: None for name in CHEXPERT_LABELS}
 """The labels of a study absent from the CheXpert table: none mentioned."""
 
 
+class SectionParser(str, Enum):
+    """Which parser finds a report's sections."""
+
+    ADAPTOR = "adaptor"
+    """`extract.datasets.report_sections`: known headers only, in any case, wanted sections in the order asked."""
+    MIT_LCP = "mit-lcp"
+    """`extract.datasets.mit_lcp_sections`: MIT-LCP's parser as the paper's code used it (IMPRESSION + FINDINGS only)."""
+
+
 class MimicLayoutError(ValueError):
     """A MIMIC-CXR-JPG table is missing, lacks a column, or holds a value that cannot be read."""
 
@@ -90,17 +101,21 @@ def read_mimic_cxr(
     merge_validate_test: bool = False,
     sections: Sequence[Section | str] = DEFAULT_SECTIONS,
     min_words: int = DEFAULT_MIN_WORDS,
+    section_parser: SectionParser = SectionParser.ADAPTOR,
 ) -> Manifest:
     """One manifest row per image of the selected views that exists on disk, in metadata order.
 
     Images of other views, images not in the split table and missing image files are left out,
     each recorded in `excluded` (ids, path, reason) and counted by reason in `exclusions`. A
     missing, empty, unreadable or section-less report keeps its rows with `report_issue` set.
-    With `merge_validate_test`, test rows join the validate split.
+    With `merge_validate_test`, test rows join the validate split. With the MIT-LCP section
+    parser the text is IMPRESSION + " " + FINDINGS as the paper's code built it (`sections` and
+    `min_words` do not apply: MGCA's cleaning, a text backbone's `text_cleaning`, decides what is
+    too short).
     """
     reports_root = root if reports_root is None else reports_root
     wanted_views = _parse_views(views)
-    reports = _StudyReports(reports_root, parse_section_names(sections), min_words)
+    reports = _StudyReports(reports_root, parse_section_names(sections), min_words, section_parser)
     splits = _read_splits(_find_table(root, SPLIT_TABLE))
     labels = _read_labels(_find_table(root, CHEXPERT_TABLE))
     excluded: list[Exclusion] = []
@@ -131,6 +146,8 @@ def read_mimic_cxr(
         "sections": [section.value for section in reports.sections],
         "min_words": min_words,
     }
+    if section_parser is SectionParser.MIT_LCP:
+        options.update(section_parser=section_parser.value, sections=["impression", "findings"], min_words=None)
     return Manifest(DATASET, root, reports_root, tuple(rows), options, excluded=tuple(excluded))
 
 
@@ -151,10 +168,12 @@ class _ImageRecord:
 class _StudyReports:
     """Each study's report text, read once however many images the study has."""
 
-    def __init__(self, reports_root: Path, sections: tuple[Section, ...], min_words: int) -> None:
+    def __init__(self, reports_root: Path, sections: tuple[Section, ...], min_words: int,
+                 parser: SectionParser) -> None:
         self.reports_root = reports_root
         self.sections = sections
         self.min_words = min_words
+        self.parser = parser
         self._texts: dict[str, ReportText] = {}
 
     def text_of(self, subject_id: str, study_id: str) -> ReportText:
@@ -167,7 +186,8 @@ class _StudyReports:
             except OSError as error:  # a folder, no permission, an I/O error: the study keeps its images
                 self._texts[study_id] = ReportText("", f"{UNREADABLE_REPORT} ({type(error).__name__})")
             else:
-                self._texts[study_id] = select_report_text(raw, self.sections, self.min_words)
+                self._texts[study_id] = (published_report_text(raw, study_id) if self.parser is SectionParser.MIT_LCP
+                                         else select_report_text(raw, self.sections, self.min_words))
         return self._texts[study_id]
 
 

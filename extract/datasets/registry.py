@@ -78,7 +78,8 @@ LAYOUTS: Mapping[ManifestDataset, DatasetLayout] = {layout.name: layout for layo
         tree="files/ and the mimic-cxr-2.0.0-{metadata,split,chexpert}.csv.gz tables, with the reports "
              "(files/pNN/pSUBJECT/sSTUDY.txt) beside them or in the reports folder",
         reader=read_mimic_cxr,
-        options={"--reports": "reports_root", "--views": "views", "--merge-val-test": "merge_validate_test"},
+        options={"--reports": "reports_root", "--views": "views", "--merge-val-test": "merge_validate_test",
+                 "--section-parser": "section_parser"},
         group="patient (subject_id)",
         splits="the official split table (mimic-cxr-2.0.0-split)",
         labels=CHEXPERT_LABELS,

@@ -4,12 +4,14 @@ Its pieces include `bench.multi_extract --quick`, whose printed figures are chec
 """
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from bench import gpu
 from bench.extract import Device
 
 
+@pytest.mark.slow
 def test_the_gpu_check_runs_every_piece_and_prints_each_ratio_with_the_device_name() -> None:
     result = CliRunner().invoke(gpu.app, ["--device", "cpu", "--quick", "--budget", "600"])
     assert result.exit_code == 0, result.output
@@ -24,6 +26,7 @@ def test_the_gpu_check_runs_every_piece_and_prints_each_ratio_with_the_device_na
     assert [ratio.split(":")[0] for ratio in one_pass] == [
         "one pass/3 single passes", "one pass/its ceiling", "reader of one pass/readers of the single passes"]
     assert f"[{name}] one pass, paper backbones: ratio one pass/2 single passes: " in summary
+    assert f"[{name}] JPEG decode on the device: ratio device decode/one CPU core: " in summary
     pieces_output = result.output.split("== summary", 1)[0]
     assert "one pass (decode at 168 px (shorter side))" in pieces_output  # the largest first resize of the three
     assert "single tiny-vit (decode at 64 px (shorter side))" in pieces_output

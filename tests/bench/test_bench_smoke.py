@@ -1,9 +1,10 @@
 """Smoke runs of the benchmarks at --quick sizes: each finishes and prints every ratio it promises."""
 import re
 
+import pytest
 from typer.testing import CliRunner
 
-from bench import cache_formats, dask_extract, extract, multi_extract, preprocess, projection
+from bench import cache_formats, dask_extract, extract, multi_extract, preprocess, projection, report_tokens
 
 RATIO_LINE = re.compile(r"^ratio (?P<name>.+?): (?P<value>\d+\.\d+)x?( \(goal (>=|<=) [\d.]+x?: (met|MISSED)\))?$")
 
@@ -26,6 +27,7 @@ def _run(app, *args: str) -> str:
     return result.output
 
 
+@pytest.mark.slow
 def test_extract_benchmark_prints_pipeline_bounds_and_draft_speedup() -> None:
     ratios = _ratios(_run(extract.app, "--quick"))
     bound = {name for name in ratios if name.startswith("pipeline/bound")}
@@ -59,6 +61,7 @@ def test_cache_formats_benchmark_prints_size_and_read_ratios() -> None:
         assert any(line.startswith(contender) for line in output.splitlines()), contender
 
 
+@pytest.mark.slow
 def test_dask_extract_benchmark_prints_the_decoder_ratios() -> None:
     ratios = _ratios(_run(dask_extract.app, "--quick"))
     assert set(ratios) == {"dask decoder threads/one process", "dask decoder threads/dask no decoders"}
@@ -76,15 +79,30 @@ def test_preprocess_benchmark_prints_the_shared_and_block_sum_ratios() -> None:
     assert "decode at full resolution: " in output and "one core reads " in output
 
 
-def test_the_projection_prints_every_stage_both_totals_and_its_inputs() -> None:
-    result = CliRunner().invoke(projection.app, ["--forward", "8000,4000,4000", "--adaptor-step-ms", "4"])
+def test_the_projection_prints_every_stage_the_study_per_decoding_configuration_and_its_inputs() -> None:
+    result = CliRunner().invoke(projection.app, ["--forward", "8000,4000,4000", "--stacked-step-ms", "4"])
     assert result.exit_code == 0, result.output
     stages = [line.split(" | ")[0].lstrip("| ") for line in result.output.splitlines() if line.startswith("| ")]
+    configurations = ["exact: all three in one pass at full resolution",
+                      "split: dinov2-s + dinov2-b in one pass at 512 px (their auto), then resnet-ae alone at full "
+                      "resolution", "fast: all three in one pass at 512 px (resnet-ae below the fidelity bound)",
+                      "GPU decode: all three in one pass at full resolution, JPEGs decoded by nvJPEG"]
     assert stages[1:] == ["images, dinov2-s alone", "images, dinov2-b alone", "images, resnet-ae alone",
-                          "images, all three in one pass", "texts", "Adaptors", "classification heads",
-                          "segmentation heads", "**study, images in three single passes**",
-                          "**study, images in one pass**"]
-    assert "forward 8,000/s" in result.output and "4 ms per step" in result.output
+                          *(f"images, {name}" for name in configurations), "texts, tokenised in worker processes",
+                          "Adaptors, stacked across text encoders", "classification heads", "segmentation heads",
+                          "ResNet-AE feature maps", "ResNet-AE U-Net heads",
+                          "study, images decoded", *configurations]
+    assert "forward 8,000/s" in result.output and "4 ms per stacked step" in result.output
     assert "One pass over the images is " in result.output
+    assert "Disk: the ResNet-AE feature maps take 521 GiB" in result.output
+    faster = CliRunner().invoke(projection.app, ["--gpu-decode-per-s", "3000", "--reduced-speedup", "3"])
+    assert faster.exit_code == 0 and "3,000 full-resolution MIMIC-sized JPEGs/s" in faster.output
     refused = CliRunner().invoke(projection.app, ["--forward", "8000,4000"])
     assert refused.exit_code == 2 and "give 3 positive numbers" in refused.output
+
+
+def test_the_tokenisation_benchmark_prints_both_ratios_on_real_reports() -> None:
+    output = _run(report_tokens.app, "--quick")
+    assert "128 Indiana University reports" in output
+    assert set(_ratios(output)) == {"worker processes/in series, texts/s delivered",
+                                    "in series/worker processes, feeding thread's CPU per text"}

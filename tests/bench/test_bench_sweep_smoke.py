@@ -19,6 +19,7 @@ def one_torch_thread():
     torch.set_num_threads(previous)
 
 
+@pytest.mark.slow
 def test_sweep_benchmark_prints_throughput_ratios_and_equal_results(one_torch_thread) -> None:
     result = CliRunner().invoke(sweep.app, ["--quick"])
 
@@ -29,12 +30,18 @@ def test_sweep_benchmark_prints_throughput_ratios_and_equal_results(one_torch_th
     assert {name.split(" (")[0] for name in ratios} == {
         "stacked, groups of 2 / one at a time, sweep points per hour",
         "stacked, groups of 2 / one at a time, checkpoints every epoch, sweep points per hour",
+        "stacked fast, groups of 2 / one at a time, sweep points per hour",
+        "stacked fast, groups of 2 / one at a time, checkpoints every epoch, sweep points per hour",
         "one run / stacked, time per point for one epoch",
         "one run / stacked, time per point-step",
+        "one run / stacked fast form, time per point-step",
         "vmap / grouped products, forward + backward",
     }, output
     assert all(value > 0 for value in ratios.values())
     assert output.count("same leaderboard, weights bit for bit") == 2, output
+    fast = re.search(r"stacked fast, groups of 2 .*same leaderboard, weights (bit for bit|largest difference (\S+))",
+                     output)
+    assert fast and (fast[2] is None or float(fast[2]) <= 1e-5), output
     assert output.count("sweep points per hour") >= 3
 
 

@@ -39,6 +39,7 @@ def test_siim_cells_and_rle_targets_round_trip_random_masks():
     assert not decode_mask("rle:3x2:").any() and decode_mask("rle:3x2:").shape == (3, 2)
 
 
+@pytest.mark.slow
 def test_every_real_siim_rle_decodes_to_a_plausible_pneumothorax():
     """The relative, column-major reading is right: all 12,954 cells fit 1024x1024, re-encode identically,
     and the masks lie where a pneumothorax does: in the upper chest, off the midline."""

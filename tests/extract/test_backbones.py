@@ -11,6 +11,7 @@ from adaptor_vlp.extract.backbones import (
     SpecError, StepOp, UnknownBackbone, get_spec, load_registry,
 )
 from adaptor_vlp.extract.cli import app
+from adaptor_vlp.extract.text_cleaning import TextCleaning
 
 PAPER_IMAGE = ("dinov2-s", "dinov2-b", "resnet-ae")
 PAPER_TEXT = ("bert", "biobert", "clinicalbert", "pubmedbert", "cxrbert")
@@ -55,6 +56,30 @@ def test_the_paper_backbones_are_registered_with_the_papers_settings():
         text = get_spec(name)
         assert text.modality is Modality.TEXT and text.max_length == 112
         assert text.pooling is (Pooling.CLS if name == "cxrbert" else Pooling.POOLER)
+        assert text.text_cleaning is TextCleaning.MGCA
+    published_pooler = get_spec("cxrbert-published-pooler")
+    assert published_pooler.model_id == get_spec("cxrbert").model_id and published_pooler.pooling is Pooling.POOLER
+    assert published_pooler.pooler_init_seed == 42 and published_pooler.text_cleaning is TextCleaning.MGCA
+    assert get_spec("minilm").text_cleaning is TextCleaning.NONE
+
+
+@pytest.mark.parametrize("extra, problem", [
+    ('text_cleaning = "mgca"', "text_cleaning is for text backbones"),
+    ("pooler_init_seed = 1", "pooler_init_seed goes with a pretrained text checkpoint"),
+])
+def test_text_only_settings_on_an_image_entry_are_refused(tmp_path, extra, problem):
+    path = tmp_path / "mine.toml"
+    path.write_text(USER_REGISTRY.replace('notes = "a user\'s entry"', extra))
+    with pytest.raises(RegistryError, match=problem):
+        load_registry([path])
+
+
+def test_an_unknown_text_cleaning_is_refused_naming_the_choices(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text(USER_REGISTRY.replace('modality = "image"', 'modality = "text"').replace(
+        'notes = "a user\'s entry"', 'text_cleaning = "gloria"').split("[backbones.my-vit.image]")[0])
+    with pytest.raises(RegistryError, match="text_cleaning"):
+        load_registry([path])
 
 
 def test_todays_chest_xray_encoders_are_registered_with_their_model_cards_settings():

@@ -49,6 +49,23 @@ def test_views_and_merge_options_reach_the_reader(demo_root, tmp_path):
     assert "view PA not selected" in result.output
 
 
+def test_the_mit_lcp_section_parser_is_chosen_and_recorded(demo_root, tmp_path):
+    result = runner.invoke(app, ["manifest", "--dataset", "mimic-cxr", "--root", str(demo_root), "--out", str(tmp_path),
+                                 "--section-parser", "mit-lcp"])
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(tmp_path / "mimic-cxr")
+    assert manifest.options["section_parser"] == "mit-lcp" and manifest.options["min_words"] is None
+    ours = read_manifest(_manifest_folder(runner, demo_root, tmp_path / "ours"))
+    assert "section_parser" not in ours.options
+    assert [row.dicom_id for row in manifest.rows] == [row.dicom_id for row in ours.rows]
+    assert {row.report_issue for row in manifest.rows} >= {"empty report", "missing report file"}
+
+
+def _manifest_folder(cli, root, out):
+    assert cli.invoke(app, ["manifest", "--dataset", "mimic-cxr", "--root", str(root), "--out", str(out)]).exit_code == 0
+    return out / "mimic-cxr"
+
+
 def test_separate_reports_root_is_used(demo_root, tmp_path):
     reports = tmp_path / "reports"
     reports.mkdir()
@@ -127,7 +144,7 @@ def test_reader_options_reach_the_downstream_reader(tmp_path):
 @pytest.mark.parametrize(
     ("dataset", "option", "value"),
     [("siim", "--uncertain", "ones"), ("covidx", "--test-fraction", "0.2"), ("mimic-cxr", "--seed", "1"),
-     ("chexpert", "--views", "PA")],
+     ("chexpert", "--views", "PA"), ("rsna", "--section-parser", "mit-lcp")],
 )
 def test_options_for_another_dataset_are_refused(siim_demo_root, tmp_path, dataset, option, value):
     result = runner.invoke(app, ["manifest", "--dataset", dataset, "--root", str(siim_demo_root),

@@ -280,3 +280,23 @@ def test_the_libraries_load_reports_and_progress_bars_show_only_when_verbose(hub
     assert "Loading weights" not in quiet.err + quiet.out, "no progress bar"
     assert "cls_projection_head.dense_to_hidden.weight" in verbose_log, "the unused projection head is reported"
     assert "Loading weights" in verbose.err + verbose.out
+
+
+@pytest.mark.slow
+def test_the_published_pooler_variant_reads_a_pooler_initialised_from_its_seed(hub_cache, bert_without_pooler):
+    """CXR-BERT-general has no pooler tensors; the published code read BertModel's freshly initialised one."""
+    place_in_cache(hub_cache, "microsoft/BiomedVLP-CXR-BERT-general", bert_without_pooler)
+
+    published = load_text_encoder("cxrbert-published-pooler")
+    again = load_text_encoder("cxrbert-published-pooler")
+    corrected = load_text_encoder("cxrbert")
+    output = published.encode(REPORTS, with_tokens=True)
+
+    torch.manual_seed(42)  # transformers' _init_weights for a Linear layer, right after the published seed
+    weight = torch.empty(768, 768).normal_(mean=0.0, std=0.02)
+    reference = torch.tanh(output.tokens[:, 0] @ weight.T)
+    torch.testing.assert_close(output.pooled, reference, rtol=1e-4, atol=1e-5)
+    assert published.weights_sha256 == again.weights_sha256 != corrected.weights_sha256
+    assert published.preprocessing["pooler_init_seed"] == 42 and published.spec.pooling is Pooling.POOLER
+    torch.testing.assert_close(corrected.encode(REPORTS).pooled, output.tokens[:, 0], rtol=1e-4, atol=1e-5)
+    assert "pooler_init_seed" not in corrected.preprocessing

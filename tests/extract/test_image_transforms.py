@@ -10,8 +10,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from pydicom.data import get_testdata_file
 
+from adaptor_vlp.cache_schema.geometry import resized_shape
 from adaptor_vlp.extract.backbones import (
     BackboneSpec, ImagePreprocessing, ImageStep, Interpolation, Modality, Pooling, Source, StepOp, get_spec,
 )
@@ -188,9 +190,12 @@ def test_torchxrayvision_own_transforms_and_ours_agree_on_the_real_radiograph(ra
     assert np.abs(default_engine - theirs).mean() > difference.mean(), "the area engine is the one matched"
 
 
-def test_decode_size_is_full_resolution_for_area_steps_and_the_first_resize_otherwise():
-    assert decode_size(get_spec("dinov2-s")) is None
+def test_decode_size_is_the_measured_size_else_full_resolution_for_area_steps_else_the_first_resize():
+    assert decode_size(get_spec("dinov2-s")) == decode_size(get_spec("dinov2-b")) == 512  # bench.decode_fidelity
     assert decode_size(get_spec("resnet-ae")) is None
+    area_first = image_spec(ImageStep(StepOp.RESIZE_LONGEST, 256, Interpolation.AREA), ImageStep(StepOp.PAD_SQUARE),
+                            ImageStep(StepOp.CENTER_CROP, 224))
+    assert decode_size(area_first) is None
     assert decode_size(get_spec("rad-dino")) == 518
     assert decode_size(SPEC) == SIZE
 
@@ -309,12 +314,27 @@ def test_preprocess_each_gives_each_backbones_own_input_bit_for_bit(radiograph):
         assert torch.equal(shared, preprocess(radiograph, spec)), spec.name
 
 
-def test_a_pass_decodes_at_full_resolution_for_an_area_resize_else_at_the_largest_first_resize():
+def test_a_pass_decodes_at_full_resolution_for_an_area_resize_else_at_the_largest_default():
     paper = [get_spec(name) for name in ("dinov2-s", "dinov2-b", "resnet-ae")]
     assert pass_decode_size(paper) == DecodeSize(None)
+    assert pass_decode_size(paper[:2]) == DecodeSize(512)
     assert pass_decode_size([SPEC, get_spec("rad-dino")]) == DecodeSize(518)
     assert pass_decode_size([SPEC]) == DecodeSize(decode_size(SPEC)) == DecodeSize(SIZE)
-    assert pass_decode_size([SPEC, get_spec("dinov2-s")]) == DecodeSize(None)
+    assert pass_decode_size([SPEC, get_spec("resnet-ae")]) == DecodeSize(None)
+
+
+def test_a_reduced_decode_resizes_to_the_shape_of_the_full_resolution_frame(radiograph):
+    """1955 x 1841 decoded at 512 is 544 x 512, whose own longest-side resize to 256 is one pixel narrower."""
+    dinov2 = get_spec("dinov2-s")
+    reduced = np.asarray(Image.fromarray(radiograph).resize((512, 544), Image.Resampling.BICUBIC))
+    first = dinov2.image.steps[0]
+    assert resized_shape(first.op.value, 256, *reduced.shape) == (256, 240)
+    assert resized_shape(first.op.value, 256, *radiograph.shape) == (256, 241)
+    framed = preprocess_each(reduced, [dinov2], frame=radiograph.shape)[0]
+    shifted = preprocess(reduced, dinov2)
+    full = preprocess(radiograph, dinov2)
+    assert (framed - full).abs().mean() < (shifted - full).abs().mean() / 2
+    assert torch.equal(preprocess_each(radiograph, [dinov2], frame=radiograph.shape)[0], full)
 
 
 def test_a_decode_size_below_a_backbones_first_resize_or_before_a_fixed_crop_is_refused():

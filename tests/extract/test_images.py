@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from adaptor_vlp.extract.images import HDF5ImageSource, UnreadableImage, read_grayscale
+from adaptor_vlp.extract.images import HDF5ImageSource, UnreadableImage, read_decoded, read_grayscale
 
 CHEST_CR = "RG1_UNCI.dcm"  # a real chest radiograph (CR, MONOCHROME1, 15-bit, with a window)
 
@@ -54,6 +54,13 @@ def test_target_size_resizes_the_shorter_side_keeping_the_aspect_ratio():
     gray = read_grayscale(get_testdata_file(CHEST_CR), target_size=256)
 
     assert gray.shape == (272, 256)
+
+
+def test_a_reduced_decode_keeps_the_full_resolution_frame_it_stands_for(large_jpeg):
+    decoded = read_decoded(large_jpeg, target_size=256)
+    assert decoded.gray.shape == (307, 256) and decoded.frame == (3000, 2500)
+    assert read_decoded(large_jpeg).frame == read_decoded(large_jpeg).gray.shape == (3000, 2500)
+    assert read_decoded(get_testdata_file(CHEST_CR), target_size=256).frame == (1955, 1841)
 
 
 def test_jpeg_draft_decoding_matches_full_decode_then_resize(large_jpeg):

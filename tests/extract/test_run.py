@@ -1,4 +1,5 @@
 """Extraction runs: faults masked and reported, resume after kill -9, reruns, Dask equals in-process, several backbones in one pass."""
+import dataclasses
 import errno
 import json
 import os
@@ -18,7 +19,8 @@ from typer.testing import CliRunner
 from adaptor_vlp.cache_schema import ArrayName, CacheStore, Modality, ProvenanceMismatch, verify_store
 from adaptor_vlp.cache_schema.lock import FolderLock, lock_path, read_holder
 from adaptor_vlp.cli import app
-from adaptor_vlp.extract.encoders import TextEncoder
+from adaptor_vlp.extract.device_decoding import Decoder
+from adaptor_vlp.extract.encoders import ReportTokenizer
 from adaptor_vlp.extract.image_transforms import DecodeSize
 from adaptor_vlp.extract.job import ExtractionJob
 from adaptor_vlp.extract.precision import Precision
@@ -97,6 +99,7 @@ def test_rerun_does_nothing_overwrite_starts_over_and_other_settings_are_refused
     assert redone.shards_skipped == 0 and CacheStore.open(first.store).features.views == 1
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_byte_identical_arrays(tiny_dataset, tmp_path) -> None:
     uninterrupted = _copy_cache(tiny_dataset[0], tmp_path / "a")
     run_extraction(_image_job(uninterrupted, shard_rows=1, batch_size=1))
@@ -123,6 +126,7 @@ def test_killed_run_resumes_to_byte_identical_arrays(tiny_dataset, tmp_path) -> 
     assert any("_shards" in name for name in expected)
 
 
+@pytest.mark.slow
 def test_local_dask_cluster_writes_the_same_store_as_one_process(tiny_dataset, tmp_path) -> None:
     """Inside daemonic Dask workers the job's decoders are threads (num_workers=2 in each shard task)."""
     in_process = _copy_cache(tiny_dataset[0], tmp_path / "a")
@@ -189,6 +193,7 @@ def test_a_full_disk_stops_with_what_is_kept_and_the_same_command_resumes(tiny_d
     assert _array_bytes(_store(cache)) == _array_bytes(_store(clean))
 
 
+@pytest.mark.slow
 def test_a_second_run_on_the_same_store_is_refused_naming_the_first(tiny_dataset, tmp_path) -> None:
     cache = _copy_cache(tiny_dataset[0], tmp_path)
     command = [sys.executable, "-m", "adaptor_vlp", *IMAGE_COMMAND, "--shard-rows", "1", "--batch-size", "1",
@@ -220,15 +225,25 @@ def test_a_lock_left_by_a_killed_run_is_taken_over_with_a_note(tiny_dataset, tmp
     assert f"note: took over the lock {lock} of a store run that is gone (pid {dead.pid}" in result.output
 
 
+def test_reports_tokenised_in_worker_processes_give_the_in_series_store_bytes(tiny_dataset, tmp_path) -> None:
+    stores = []
+    for workers in (0, 2):
+        cache = _copy_cache(tiny_dataset[0], tmp_path / f"workers-{workers}")
+        job = ExtractionJob(cache, "tiny", Modality.TEXT, "tiny-bert", tokens=True, batch_size=4, shard_rows=4,
+                            num_workers=workers)
+        stores.append(run_extraction(job).store)
+    assert _array_bytes(stores[0]) == _array_bytes(stores[1])
+
+
 def test_an_encoder_error_names_studies_by_id_and_never_prints_a_report(tiny_dataset, tmp_path, monkeypatch) -> None:
     cache = _copy_cache(tiny_dataset[0], tmp_path)
 
-    def quoting_encoder(self, texts, with_tokens=False):
+    def quoting_tokenizer(self, texts):
         raise ValueError(f"cannot tokenize {texts[0]!r}")
 
-    monkeypatch.setattr(TextEncoder, "encode", quoting_encoder)
+    monkeypatch.setattr(ReportTokenizer, "__call__", quoting_tokenizer)  # raised in a tokenising worker process
     result = runner.invoke(app, ["extract", "texts", "--cache", str(cache), "--dataset", "tiny", "--backbone",
-                                 "tiny-bert", "--batch-size", "4", "--device", "cpu"])
+                                 "tiny-bert", "--batch-size", "4", "--device", "cpu", "--workers", "1"])
     assert result.exit_code == 2
     assert ("the text encoder failed on the reports of studies 50000000, 50000001, 50000003 (store rows 0-3): "
             "ValueError: cannot tokenize '<report of study 50000000>'") in result.output
@@ -310,6 +325,74 @@ def test_a_store_decoded_at_another_size_is_refused_naming_the_field(tiny_datase
         run_extraction(_image_job(cache))
 
 
+MEASURED_REGISTRY = """
+[backbones.tiny-area]
+modality = "image"
+source = "timm"
+model_id = "test_vit"
+dim = 64
+pooling = "cls"
+random_init_seed = 5
+[backbones.tiny-area.image]
+steps = [
+    { op = "resize_longest", size = 64, interpolation = "area" },
+    { op = "pad_square" },
+]
+decode_size = 96
+"""
+"""An area-resize backbone whose registry entry states a measured decode size, as the paper's DINOv2 entries do."""
+
+
+def test_a_store_from_before_a_measured_decode_size_is_refused_naming_the_field(tiny_dataset, tmp_path) -> None:
+    registry = tmp_path / "measured.toml"
+    registry.write_text(MEASURED_REGISTRY)
+    cache = _copy_cache(tiny_dataset[0], tmp_path / "cache")
+    job = _image_job(cache, backbone="tiny-area", registry=(registry,), tokens=False, views=0)
+    run_extraction(dataclasses.replace(job, decode_size=DecodeSize(None)))  # what `auto` chose before
+    store = _image_store(cache, "tiny-area")
+    assert "reduced_decode_frame" not in CacheStore.open(store).provenance.preprocessing
+    with pytest.raises(ProvenanceMismatch, match="'preprocessing.decode_size' differs: expected 96, found 'full'"):
+        run_extraction(job)
+    run_extraction(dataclasses.replace(job, decode_size=DecodeSize(None)))  # the exact decode, by name, resumes
+
+    reduced = _copy_cache(tiny_dataset[0], tmp_path / "reduced")
+    run_extraction(dataclasses.replace(job, cache_dir=reduced))
+    recorded = CacheStore.open(_image_store(reduced, "tiny-area")).provenance.preprocessing
+    assert (recorded["decode_size"], recorded["reduced_decode_frame"]) == (96, "full resolution")
+    metadata = _image_store(reduced, "tiny-area") / "zarr.json"  # a reduced store from before the frame was kept
+    document = json.loads(metadata.read_text())
+    del document["attributes"]["adaptor_vlp"]["provenance"]["preprocessing"]["reduced_decode_frame"]
+    metadata.write_text(json.dumps(document))
+    with pytest.raises(ProvenanceMismatch, match="'preprocessing.reduced_decode_frame' differs: "
+                                                 "expected 'full resolution', found '<absent>'"):
+        run_extraction(dataclasses.replace(job, cache_dir=reduced))
+
+
+def test_a_store_is_refused_for_resume_by_the_other_jpeg_decoder_naming_the_field(tiny_dataset, tmp_path) -> None:
+    """`--decoder gpu` runs torchvision's decode_jpeg on the job's device: here the CPU, which exercises its path."""
+    on_cpu = _copy_cache(tiny_dataset[0], tmp_path / "cpu")
+    cpu_summary = run_extraction(_image_job(on_cpu, tokens=False, views=0))
+    assert "decoder" not in CacheStore.open(cpu_summary.store).provenance.preprocessing, "CPU stores are as before"
+    with pytest.raises(ProvenanceMismatch, match="'preprocessing.decoder' differs: "
+                                                 "expected 'torchvision.io.decode_jpeg on cpu', found '<absent>'"):
+        run_extraction(_image_job(on_cpu, tokens=False, views=0, decoder=Decoder.GPU))
+
+    on_device = _copy_cache(tiny_dataset[0], tmp_path / "device")
+    device_summary = run_extraction(_image_job(on_device, tokens=False, views=0, decoder=Decoder.GPU, num_workers=2))
+    assert CacheStore.open(device_summary.store).provenance.preprocessing["decoder"] == \
+        "torchvision.io.decode_jpeg on cpu"
+    assert device_summary.failures == cpu_summary.failures, "missing and truncated files fail alike"
+    with pytest.raises(ProvenanceMismatch, match="'preprocessing.decoder' differs: "
+                                                 "expected '<absent>', found 'torchvision.io.decode_jpeg on cpu'"):
+        run_extraction(_image_job(on_device, tokens=False, views=0))
+
+
+def test_the_gpu_decoder_needs_a_cuda_device(tiny_dataset, tmp_path) -> None:
+    result = runner.invoke(app, [*IMAGE_COMMAND, "--cache", str(tmp_path), "--decoder", "gpu"])
+    assert result.exit_code == 2 and "--decoder gpu decodes on the CUDA device" in result.output, result.output
+
+
+@pytest.mark.slow
 def test_a_killed_pass_resumes_every_store_to_a_clean_runs_bytes(tiny_dataset, tmp_path) -> None:
     backbones = ("tiny-vit", "tiny-resnet")
     clean = _copy_cache(tiny_dataset[0], tmp_path / "clean")
@@ -338,6 +421,7 @@ def test_a_killed_pass_resumes_every_store_to_a_clean_runs_bytes(tiny_dataset, t
         assert _array_bytes(_image_store(killed, name)) == _array_bytes(_image_store(clean, name)), name
 
 
+@pytest.mark.slow
 def test_each_store_resumes_from_its_own_shards_in_dask_tasks_covering_the_stores_that_lack_them(
         tiny_dataset, tmp_path) -> None:
     backbones = ("tiny-vit", "tiny-resnet")

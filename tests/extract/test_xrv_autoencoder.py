@@ -45,6 +45,27 @@ def test_resnet_ae_embeds_the_averaged_code_and_its_3x3_tokens(home):
     assert weights_available(get_spec("resnet-ae"))
 
 
+@pytest.mark.slow
+def test_resnet_ae_feature_maps_are_the_published_unets_blocks_1_to_4(home):
+    _, reference = home
+    encoder = load_image_encoder("resnet-ae")
+    pixels = torch.randn(1, 1, 224, 224, generator=torch.Generator().manual_seed(1)) * 500
+
+    output = encoder.encode(pixels, with_feature_maps=True)
+
+    blocks = list(reference.children())[:8]  # models/seg_models.py:48-53, as the published U-Net cuts them
+    with torch.no_grad():
+        block1 = torch.nn.Sequential(*blocks[:3])(pixels)
+        block2 = torch.nn.Sequential(*blocks[3:5])(block1)
+        block3 = blocks[5](block2)
+        block4 = blocks[6](block3)
+        code = reference.encode(pixels)
+    for got, want in zip(output.feature_maps, (block1, block2, block3, block4)):
+        torch.testing.assert_close(got, want)
+    torch.testing.assert_close(output.pooled, code.mean(dim=(2, 3)))
+    assert encoder.feature_map_shapes() == ((64, 112, 112), (256, 56, 56), (512, 28, 28), (1024, 14, 14))
+
+
 def test_resnet_ae_takes_one_channel_in_torchxrayvisions_range(home):
     encoder = load_image_encoder("resnet-ae")
     pixels = preprocess(np.full((300, 250), 255, dtype=np.uint8), encoder.spec)
@@ -89,6 +110,7 @@ def test_the_papers_adaptor_on_resnet_ae_has_12_011_009_trainable_parameters(hom
     assert count_trainable_parameters(Adaptor(AdaptorConfig(image_dim=dims[0], text_dim=dims[1]))) == 12_011_009
 
 
+@pytest.mark.slow
 def test_adaptor_extract_images_runs_resnet_ae_from_its_cache_folder(home, tiny_dataset):
     cache, _ = tiny_dataset
 
@@ -105,3 +127,22 @@ def test_adaptor_extract_images_runs_resnet_ae_from_its_cache_folder(home, tiny_
     valid = store.read("valid")
     assert embedding.shape == (12, 512) and tokens.shape == (12, 9, 512)
     np.testing.assert_allclose(embedding[valid], tokens[valid].astype(np.float32).mean(axis=1), rtol=2e-2, atol=2e-2)
+
+
+def _resnet_ae_at(size: int):
+    import dataclasses
+
+    from adaptor_vlp.extract.backbone_spec import ImageStep, Interpolation, StepOp
+
+    spec = get_spec("resnet-ae")
+    steps = (*spec.image.steps[:-1], ImageStep(StepOp.RESIZE, size, Interpolation.AREA, rounded=False))
+    return dataclasses.replace(spec, image=dataclasses.replace(spec.image, steps=steps), random_init_seed=3)
+
+
+def test_resnet_ae_builds_at_the_published_unets_crop_sizes_and_no_other():
+    from adaptor_vlp.extract.xrv_autoencoder import build_autoencoder
+
+    assert _resnet_ae_at(896).image_size == 896
+    assert isinstance(build_autoencoder(_resnet_ae_at(896), None), torch.nn.Module)
+    with pytest.raises(IncompatibleWeights, match="weights are for 224 px .* also ran them at 448, 896"):
+        build_autoencoder(_resnet_ae_at(320), None)

@@ -120,7 +120,8 @@ LEFT_OUT_REASON = "its intermediate maps are not cached"
 
 @dataclass(frozen=True)
 class FinishedStudy:
-    """A study run to the end (two image backbones, one left out of SIIM segmentation, published values), the
+    """A study run to the end (two image backbones, one left out of SIIM segmentation and segmented by the U-Net
+    on RSNA, published values), the
     output of its run, and the manifest step done by hand before it."""
 
     spec: Path
@@ -136,7 +137,8 @@ def finished_study(demo_trees: DemoTrees, tmp_path_factory: pytest.TempPathFacto
 
     folder = tmp_path_factory.mktemp("finished-study")
     tasks = {**TASKS, "siim-segmentation": TASKS["siim-segmentation"]
-             + f'\nleft_out = [{{ image = "tiny-resnet", reason = "{LEFT_OUT_REASON}" }}]'}
+             + f'\nleft_out = [{{ image = "tiny-resnet", reason = "{LEFT_OUT_REASON}" }}]',
+             "rsna-segmentation": TASKS["rsna-segmentation"] + '\nunet = ["tiny-resnet"]\nunet_width_divisor = 8'}
     spec = write_spec(folder, demo_trees, tasks=tasks, image=("tiny-vit", "tiny-resnet"), extra=PUBLISHED)
     runner = CliRunner()
     by_hand = runner.invoke(app, ["extract", "manifest", "--dataset", "rsna", "--root", str(demo_trees.rsna),

@@ -7,7 +7,9 @@ from huggingface_hub import constants as hub_constants
 from typer.testing import CliRunner
 
 from adaptor_vlp.cache_schema import ArrayName, CacheStore, FeatureShape, Modality, Provenance, dataset_dir, store_path
-from adaptor_vlp.cache_schema.manifest import CHEXPERT_LABELS, Manifest, ManifestRow, Split, manifest_sha256, write_manifest
+from adaptor_vlp.cache_schema.manifest import (
+    CHEXPERT_LABELS, Manifest, ManifestRow, Split, manifest_sha256, read_manifest, write_manifest,
+)
 from adaptor_vlp.cli import app
 from adaptor_vlp.study.plan import plan_study
 from adaptor_vlp.study.spec import load_spec
@@ -45,10 +47,11 @@ def test_a_left_out_cell_has_no_step_and_its_store_only_what_other_tasks_need(de
         ("siim-segmentation", "tiny-resnet", "not cached")]
 
 
-def _store(cache: Path, modality: Modality, backbone: str, ids: list[str], groups: list[str], splits: list[str]):
+def _store(cache: Path, modality: Modality, backbone: str, ids: list[str], groups: list[str], splits: list[str],
+           preprocessing: dict | None = None):
     provenance = Provenance(dataset="mimic-cxr", manifest_sha256=manifest_sha256(dataset_dir(cache, "mimic-cxr")),
                             modality=modality, backbone=backbone, weights_id=backbone, weights_sha256="c" * 64,
-                            preprocessing={}, pooling="cls")
+                            preprocessing=preprocessing or {}, pooling="cls")
     store = CacheStore.create(store_path(cache, "mimic-cxr", modality, backbone), provenance, ids, groups, splits,
                               FeatureShape(8))
     for span in store.shards():
@@ -66,11 +69,14 @@ def test_plan_on_a_cache_with_some_of_the_papers_stores_lists_what_is_missing(tm
                              split=(Split.TRAIN, Split.VALIDATE, Split.TEST)[index % 3], view="PA",
                              image_path=f"files/d{index}.jpg", report_text="Clear lungs.", report_issue="",
                              labels={name: None for name in CHEXPERT_LABELS}) for index in range(6))
-    write_manifest(Manifest("mimic-cxr", PAPER_MIMIC_ROOT.resolve(), PAPER_MIMIC_ROOT.resolve(), rows),
+    paper_reading = {"merge_validate_test": True, "section_parser": "mit-lcp"}  # studies/paper.toml's [pretraining]
+    write_manifest(Manifest("mimic-cxr", PAPER_MIMIC_ROOT.resolve(), PAPER_MIMIC_ROOT.resolve(), rows, paper_reading),
                    dataset_dir(cache, "mimic-cxr"))
     ids, splits = [row.dicom_id for row in rows], [row.split.value for row in rows]
     _store(cache, Modality.IMAGE, "dinov2-s", ids, [row.study_id for row in rows], splits)
-    _store(cache, Modality.TEXT, "bert", [row.study_id for row in rows], [row.study_id for row in rows], splits)
+    studies = [row.study_id for row in rows]
+    _store(cache, Modality.TEXT, "bert", studies, studies, splits, preprocessing={"text_cleaning": "mgca"})
+    _store(cache, Modality.TEXT, "biobert", studies, studies, splits)  # made before the paper's text was cleaned
     shutil.copy(REPOSITORY / "studies" / "paper.toml", tmp_path / "paper.toml")
 
     plan = plan_study(load_spec(tmp_path / "paper.toml").with_paths(cache=cache))
@@ -80,15 +86,24 @@ def test_plan_on_a_cache_with_some_of_the_papers_stores_lists_what_is_missing(tm
     assert states["train dinov2-s+bert"].status is Status.PENDING
     assert "Put torchxrayvision's weights file at " in states["extract image resnet-ae on mimic-cxr"].detail
     assert "vit_base_patch14_dinov2.lvd142m" in states["extract image dinov2-b on mimic-cxr"].detail
-    assert "huggingface-cli download" in states["extract text biobert on mimic-cxr"].detail
+    assert "huggingface-cli download" in states["extract text clinicalbert on mimic-cxr"].detail
+    assert states["extract text biobert on mimic-cxr"].status is Status.BLOCKED
+    assert "records preprocessing.text_cleaning = None, backbone 'biobert' asks for 'mgca'; rebuild it: " \
+           "adaptor extract texts" in states["extract text biobert on mimic-cxr"].detail
     assert "data missing: data/rsna-pneumonia" in states["manifest rsna-published-classify"].detail
     assert states["train dinov2-b+bert"].status is Status.BLOCKED
     assert states["train resnet-ae+bert"].detail.startswith(
         "needs extract image resnet-ae on mimic-cxr, which cannot run: weights for backbone 'resnet-ae'")
     trains = [step for step in plan.steps if isinstance(step, TrainStep)]
-    assert len(trains) == 15 and len(plan.left_out) == 4  # ResNet-AE segmentation, two tasks x two protocols
+    assert len(trains) == 15 and len(plan.left_out) == 0
     seeds = 1 + 3  # published: one seed; corrected: three
-    assert sum(isinstance(step, HeadStep) for step in plan.steps) == (4 * 3 * 6 * 3 - 2 * 6 * 3) * seeds
+    assert sum(isinstance(step, HeadStep) for step in plan.steps) == 4 * 3 * 6 * 3 * seeds
+    jobs = {step.key: step.job for step in plan.steps if isinstance(step, ExtractStep)}
+    for dataset in ("siim-published", "rsna-published-segment", "rsna-corrected"):
+        # the U-Net reads ResNet-AE's maps; the DINOv2 decoders read patch tokens
+        resnet, dinov2 = jobs[f"extract image resnet-ae on {dataset}"], jobs[f"extract image dinov2-s on {dataset}"]
+        assert (resnet.feature_maps, dinov2.feature_maps, dinov2.tokens) == (True, False, True)
+    assert not jobs["extract image resnet-ae on covidx-published"].feature_maps
 
     result = CliRunner().invoke(app, ["study", "plan", "paper.toml", "--cache", str(cache)])
     assert result.exit_code == 0, result.output
@@ -101,5 +116,30 @@ def test_plan_on_a_cache_with_some_of_the_papers_stores_lists_what_is_missing(tm
            "timm/vit_base_patch14_dinov2.lvd142m, read from the local cache (not on this machine)" in result.output
     assert "needs weights: resnet-ae: 101-elastic, torchxrayvision's weights file " in result.output
     assert "needs data: RSNA Pneumonia Detection Challenge (Kaggle): stage_2_train_labels.csv" in result.output
-    assert "left out    siim-segmentation@published x resnet-ae: the paper segments with ResNet-AE through a U-Net" \
-           in result.output
+    assert "0 task x image backbone cells left out by the spec" in result.output
+
+
+
+def test_a_manifest_read_with_other_reader_options_than_the_spec_asks_is_blocked_naming_the_option(demo_trees,
+                                                                                                 tmp_path):
+    spec_path = write_spec(tmp_path, demo_trees)
+    plan = plan_study(load_spec(spec_path))
+    manifest_step = next(step for step in plan.steps if step.kind is StepKind.MANIFEST)
+    manifest_step.execute("")
+    assert manifest_step.state().status is Status.DONE
+
+    text = spec_path.read_text().replace("[pretraining]\n", "[pretraining]\nmerge_validate_test = true\n"
+                                                          "section_parser = \"mit-lcp\"\n")
+    spec_path.write_text(text)
+    paper_reading = plan_study(load_spec(spec_path)).steps[0]
+    assert paper_reading.dataset.merge_validate_test and paper_reading.dataset.section_parser.value == "mit-lcp"
+    state = paper_reading.state()
+    assert state.status is Status.BLOCKED
+    assert "read with merge_validate_test = False, the spec asks for True" in state.detail
+
+    assert read_manifest(paper_reading.folder).split_counts()["test"] > 0
+    paper_reading.folder.rename(tmp_path / "old-manifest")
+    paper_reading.execute("")
+    assert paper_reading.state().status is Status.DONE
+    manifest = read_manifest(paper_reading.folder)
+    assert manifest.split_counts()["test"] == 0 and manifest.options["section_parser"] == "mit-lcp"

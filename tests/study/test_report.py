@@ -5,6 +5,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from adaptor_vlp.cache_schema import ArrayName, CacheStore, Modality, store_path
 from adaptor_vlp.cli import app
 from adaptor_vlp.study.log import LogEntry, Outcome, RunLog
 from adaptor_vlp.study.plan import plan_study
@@ -60,6 +61,19 @@ def test_a_left_out_cell_says_why_and_still_shows_the_published_value(reported):
     assert (cell["status"], cell["value"], cell["published"]) == ("left out", None, 73.1)
     assert cell["reason"] == LEFT_OUT_REASON
     assert "left out (1); pub. 73.1" in markdown and f"1. {LEFT_OUT_REASON}" in markdown
+
+
+def test_the_unet_row_reads_feature_maps_and_says_how_it_differs(reported, finished_study):
+    _, markdown, document = reported
+    cell = _cell(document, "rsna-segmentation", "tiny-bert", "tiny-resnet", 100.0)
+    assert cell["status"] == "computed"
+    spec = load_spec(finished_study.spec)
+    [result] = spec.results_dir.glob("rsna-segmentation/tiny-resnet+tiny-bert/rsna/segment-adaptor-*-100pct-seed0.json")
+    assert json.loads(result.read_text())["details"]["decoder"] == "unet"
+    store = CacheStore.open(store_path(spec.cache, "rsna", Modality.IMAGE, "tiny-resnet"))
+    assert store.features.feature_maps and not store.has(ArrayName.TOKENS)
+    assert "- tiny-resnet: segmented as the paper did, by the published ResNet-AE U-Net" in markdown
+    assert "the decoder's widths are the published ones / 8" in markdown
 
 
 def test_other_methods_plots_and_costs(reported, finished_study):

@@ -7,14 +7,19 @@ import subprocess
 import sys
 import time
 
+import pytest
+from safetensors.torch import load_file
+
 from adaptor_vlp.cache_schema import CacheStore
 from adaptor_vlp.extract.image_transforms import DecodeSize
 from adaptor_vlp.extract.run import run_extraction
 from adaptor_vlp.study.log import Outcome, RunLog
 from adaptor_vlp.study.plan import plan_study
-from adaptor_vlp.study.runner import execute_pass, one_pass_groups, run_study
+from adaptor_vlp.study.runner import execute_together, step_groups, run_study
 from adaptor_vlp.study.spec import load_spec
 from adaptor_vlp.study.steps import ExtractStep, HeadStep, Status, TrainStep
+from adaptor_vlp.train.loop import read_completed, train_adaptor
+from adaptor_vlp.train.pairs import open_pair_stores, pair_stores
 from tests.study.conftest import TASKS, write_spec
 
 KILL_AFTER_STEPS = 11
@@ -59,7 +64,7 @@ def test_image_extractions_of_one_dataset_ran_as_one_pass_each_with_its_own_step
 def test_extractions_share_a_pass_only_with_equal_settings_and_decode_size(demo_trees, tmp_path):
     plan = plan_study(load_spec(write_spec(tmp_path, demo_trees, image=("tiny-vit", "tiny-resnet"))))
     extractions = [step for step in plan.steps if isinstance(step, ExtractStep)]
-    grouped = [[step.key for step in group] for group in one_pass_groups(extractions)]
+    grouped = [[step.key for step in group] for group in step_groups(extractions)]
     assert ["extract image tiny-vit on mimic-cxr", "extract image tiny-resnet on mimic-cxr"] in grouped
     assert ["extract text tiny-bert on mimic-cxr"] in grouped, "a text backbone runs alone"
     assert ["extract image tiny-vit on rsna", "extract image tiny-resnet on rsna"] in grouped
@@ -67,7 +72,7 @@ def test_extractions_share_a_pass_only_with_equal_settings_and_decode_size(demo_
     begun = next(step for step in extractions if step.key == "extract image tiny-resnet on rsna")
     next(step for step in plan.steps if step.key == "manifest rsna").execute("none")
     run_extraction(dataclasses.replace(begun.job, decode_size=DecodeSize(96), shard_rows=10_000), scheduler="none")
-    grouped = [[step.key for step in group] for group in one_pass_groups(extractions)]
+    grouped = [[step.key for step in group] for group in step_groups(extractions)]
     assert ["extract image tiny-resnet on rsna"] in grouped, "a begun store resumes only at the size it records"
     assert ["extract image tiny-vit on rsna"] in grouped
 
@@ -84,9 +89,9 @@ def test_a_backbone_that_fails_in_a_pass_fails_its_own_step_and_the_others_still
     healthy, broken = (dataclasses.replace(template, key=f"extract image {name} on rsna",
                                            job=dataclasses.replace(template.job, backbone=name, registry=(registry,)))
                        for name in ("tiny-vit", "unbuildable"))
-    assert len(one_pass_groups([healthy, broken])) == 1
+    assert len(step_groups([healthy, broken])) == 1
 
-    outcomes = {outcome.key: outcome for outcome in execute_pass([healthy, broken], "none")}
+    outcomes = {outcome.key: outcome for outcome in execute_together([healthy, broken], "none")}
 
     assert outcomes[healthy.key].succeeded and CacheStore.open(healthy.job.store).is_complete
     assert not outcomes[broken.key].succeeded and "no_such_model" in outcomes[broken.key].detail
@@ -151,3 +156,27 @@ def _record_times(plan, keys: set[str]) -> dict[str, float]:
         elif step.key in keys and isinstance(step, TrainStep):
             times[step.key] = (step.run_dir / "completed.json").stat().st_mtime_ns
     return times
+
+
+@pytest.mark.slow
+def test_train_steps_on_one_image_store_train_as_one_stack_each_logged_and_equal_to_its_solo_run(demo_trees,
+                                                                                                  tmp_path):
+    """Two text encoders of other widths (tiny-bert 32, MiniLM 384) on one image store: one stack, two runs."""
+    tasks = {"rsna-classification": TASKS["rsna-classification"]}
+    plan = plan_study(load_spec(write_spec(tmp_path / "study", demo_trees, tasks=tasks, text=("tiny-bert", "minilm"))))
+    trains = [step for step in plan.steps if isinstance(step, TrainStep)]
+    assert [[step.key for step in group] for group in step_groups(trains)] == [[step.key for step in trains]]
+    events = []
+
+    summary = run_study(plan, on_event=events.append)
+
+    assert summary.complete and not summary.failed
+    assert f"-> 2 steps in one stack: {', '.join(step.key for step in trains)}" in events
+    latest = RunLog(plan.spec.out).latest()
+    for step in trains:
+        assert latest[step.key].outcome is Outcome.DONE and str(step.run_dir) in latest[step.key].detail
+        pairing = pair_stores(*open_pair_stores(step.cache, step.dataset, step.run.vision, step.run.text))
+        solo = train_adaptor(pairing, step.run.recipe, tmp_path / "solo" / step.run.name, device="cpu")
+        assert solo.best_epoch == read_completed(step.run_dir).best_epoch
+        alone, stacked = (load_file(folder / "last.safetensors") for folder in (solo.run_dir, step.run_dir))
+        assert all((alone[name] - stacked[name]).abs().max() <= 1e-5 for name in alone), step.key

@@ -57,12 +57,18 @@ def test_the_shipped_specs_load_with_the_papers_shape():
     assert paper.published.value(tasks["rsna-segmentation@published"], "resnet-ae", "cxrbert", 100.0) == 75.5
     assert "holajoa/Adaptor-VL-SSL" in paper.published.source
     assert {method.name for method in paper.published.methods} >= {"ConVIRT", "MGCA (ViT-B/16)"}
-    siim = tasks["siim-segmentation@published"]
-    assert siim.left_out_reason("resnet-ae") and siim.left_out_reason("dinov2-s") is None
     assert set(paper.datasets) == {"rsna-published-classify", "rsna-published-segment", "rsna-corrected",
                                    "covidx-published", "covidx-corrected", "siim-published", "siim-corrected"}
+    assert all(task.left_out_reason(image) is None for task in paper.tasks for image in paper.image_backbones)
+    assert [task.uses_unet("resnet-ae") for task in paper.tasks] == [False] * 4 + [True] * 4
+    assert not tasks["siim-segmentation@published"].uses_unet("dinov2-s")
+    assert tasks["siim-segmentation@published"].unet_width_divisor == 1
     demo = load_spec(REPOSITORY / "studies" / "demo.toml")
     assert [task.name for task in demo.tasks] == [task.name for task in paper.tasks]
+    demo_tasks = {task.name: task for task in demo.tasks}
+    siim_demo = demo_tasks["siim-segmentation@published"]
+    assert siim_demo.uses_unet("tiny-resnet") and siim_demo.unet_width_divisor == 8
+    assert not demo_tasks["rsna-segmentation@published"].uses_unet("tiny-resnet")
     assert demo.published is None
 
 
@@ -86,6 +92,11 @@ def test_a_minimal_spec_gets_the_documented_defaults(tmp_path):
     (('metric = "auroc"', 'metric = "auroc"\nepochs = 5'), "tasks.t.epochs: unknown key"),
     (('metric = "auroc"', 'metric = "auroc"\nleft_out = [{ image = "dinov2-b", reason = "x" }]'),
      "tasks.t.left_out[0].image: 'dinov2-b' is not one of the study's image backbones"),
+    (('metric = "auroc"', 'metric = "auroc"\nunet = ["tiny-vit"]'), "tasks.t.unet: unknown key"),
+    (('kind = "classify"\nmetric = "auroc"', 'kind = "segment"\nmetric = "dice-positive"\nunet = ["resnet-ae"]'),
+     "tasks.t.unet: ['resnet-ae'] are not image backbones of the study"),
+    (('kind = "classify"\nmetric = "auroc"', 'kind = "segment"\nmetric = "dice-positive"\nunet_width_divisor = 3'),
+     "tasks.t.unet_width_divisor: must divide the published widths"),
 ])
 def test_a_mistake_is_refused_naming_the_file_and_the_key(tmp_path, change, message):
     old, new = change

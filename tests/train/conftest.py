@@ -95,6 +95,29 @@ def build_toy_cache(
     return ToyCache(Path(cache_dir), image_store, text_store)
 
 
+def add_text_store(cache: ToyCache, text: str, text_dim: int, seed: int = 1, unusable: int = 0) -> CacheStore:
+    """Another text encoder's store of the same studies (a width of its own), its texts tied to the studies' images.
+
+    The first `unusable` training studies get no usable text in it (their rows marked invalid), so
+    this store pairs fewer training images than the first.
+    """
+    rng = np.random.default_rng(seed)
+    studies = list(cache.text_store.ids)
+    first_image = {}
+    for row, study in enumerate(cache.image_store.group_ids):
+        first_image.setdefault(study, row)
+    image = cache.image_store.read(ArrayName.EMBEDDING).astype(np.float64)[[first_image[s] for s in studies]]
+    text_map = rng.standard_normal((image.shape[1], text_dim))
+    embeddings = image @ text_map / np.sqrt(image.shape[1]) + 0.3 * rng.standard_normal((len(studies), text_dim))
+    store = CacheStore.create(store_path(cache.cache_dir, DATASET, Modality.TEXT, text),
+                              provenance(Modality.TEXT, text), studies, studies, list(cache.text_store.splits),
+                              FeatureShape(text_dim, 0, 0), shard_rows=cache.text_store.shard_rows)
+    for span in store.shards():
+        failed = {row: "empty report" for row in range(span.start, min(span.stop, unusable))}
+        store.write_shard(span.index, {ArrayName.EMBEDDING: embeddings[span.rows]}, failed)
+    return store
+
+
 def _tokens(rng: np.random.Generator, pooled: np.ndarray, token_count: int, noise: float) -> dict:
     """Token sequences of varying length whose real tokens scatter around the pooled vector."""
     n, dim = pooled.shape

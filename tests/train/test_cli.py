@@ -1,5 +1,6 @@
 """`adaptor train run | sweep | embed` end to end, one-line errors, and no image or backbone library imported."""
 import errno
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from typer.testing import CliRunner
 
 from adaptor_vlp.cli import app
 from adaptor_vlp.cache_schema import CacheStore, FeatureShape, FolderLock, Modality, store_path
-from tests.train.conftest import DATASET, TEXT, VISION, ToyCache, provenance
+from tests.train.conftest import DATASET, TEXT, VISION, ToyCache, add_text_store, provenance
 
 runner = CliRunner()
 SMALL = ["--recipe", "demo", "--epochs", "2", "--batch-size", "32", "--projection-dim", "32", "--num-heads", "4",
@@ -59,6 +60,27 @@ def test_sweep_from_the_command_line_writes_the_leaderboard(toy_cache: ToyCache,
     assert result.exit_code == 0, result.output
     assert result.output.startswith("2 combinations") and "leaderboard:" in result.output
     assert (tmp_path / "sweep" / "leaderboard.md").is_file()
+
+
+def test_a_fast_sweep_across_text_stores_is_resumed_only_in_the_fast_form(toy_cache: ToyCache, tmp_path: Path) -> None:
+    add_text_store(toy_cache, "toy-clinical", 20)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(f"text: [{TEXT}, toy-clinical]\nlr: [0.003]\nepochs: 2\nbatch_size: 32\nprojection_dim: 32\n"
+                    "num_heads: 4\n")
+    command = ["train", "sweep", "--grid", str(grid), "--out", str(tmp_path / "sweep"), "--cache",
+               str(toy_cache.cache_dir), "--dataset", DATASET, "--vision", VISION, "--recipe", "demo", "--device",
+               "cpu", "--stack", "2", "--checkpoint-seconds", "0"]
+
+    fast = runner.invoke(app, command + ["--stack-mode", "fast"])
+    interrupted = next((tmp_path / "sweep").glob("*toy-clinical*"))
+    (interrupted / "completed.json").unlink()
+    exact = runner.invoke(app, command)
+
+    assert fast.exit_code == 0, fast.output
+    assert json.loads((interrupted / "last.json").read_text())["provenance"]["training"] == {"stack_mode": "fast"}
+    assert exact.exit_code == 2 and exact.output.strip().splitlines()[-1] == (
+        f"error: {interrupted}: was trained with stack_mode='fast', this resume asks for 'exact'; resume with "
+        "--stack-mode fast")
 
 
 @pytest.mark.parametrize(

@@ -6,12 +6,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.train.conftest import TOY_RECIPE, ToyCache, build_toy_cache
+from tests.train.conftest import TOY_RECIPE, ToyCache, add_text_store, build_toy_cache
 from adaptor_vlp.cache_schema.lock import FolderLock, FolderLocked
 from adaptor_vlp.train.loop import RunFolderError, train_adaptor
-from adaptor_vlp.train.pairs import pair_stores
+from adaptor_vlp.train.pairs import StorePairing, pair_stores
 from adaptor_vlp.train.stacked import train_stacked
-from adaptor_vlp.train.stacked_model import StackError
+from adaptor_vlp.train.stacked_model import StackError, StackMode
 
 TOLERANCE = 1e-5
 """Float32 on the CPU: a stacked point's weights must equal its solo run's to this (they are bit for bit here)."""
@@ -172,3 +172,82 @@ def test_a_stack_is_refused_while_another_run_holds_one_of_its_folders(trained, 
                           device="cpu")
 
     assert not (tmp_path / "a").exists() and not (tmp_path / "a.lock").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", list(StackMode))
+def test_adaptors_on_one_image_store_and_several_text_stores_stack_and_each_ends_as_its_solo_run(
+        tmp_path: Path, mode: StackMode) -> None:
+    """Text encoders of other widths, and one whose store lacks some texts (fewer steps: a stack of its own)."""
+    cache = build_toy_cache(tmp_path / "cache", n_train_studies=60, n_val_studies=20)
+    texts = [cache.text_store, add_text_store(cache, "toy-clinical", 20), cache.text_store,
+             add_text_store(cache, "toy-lacking", 12, unusable=6)]
+    pairings = [pair_stores(cache.image_store, text) for text in texts]
+    group = [TOY_RECIPE.with_overrides({"epochs": 3, **point}) for point in POINTS[:4]]
+    for index, (pairing, recipe) in enumerate(zip(pairings, group)):
+        train_adaptor(pairing, recipe, tmp_path / f"solo-{index}", device="cpu")
+    folders = [tmp_path / f"stacked-{index}" for index in range(len(group))]
+
+    stacked = train_stacked(pairings, group, folders, device="cpu", stack_mode=mode)
+
+    assert len(pairings[3].splits["train"]) < len(pairings[0].splits["train"])
+    for index, result in enumerate(stacked):
+        assert result.run_dir == folders[index]
+        assert_same_weights(tmp_path / f"solo-{index}", folders[index])
+        for row, solo_row in zip(metric_rows(folders[index]), metric_rows(tmp_path / f"solo-{index}"), strict=True):
+            assert row == (solo_row if mode is StackMode.EXACT else pytest.approx(solo_row, rel=1e-4, abs=1e-5))
+        recorded = json.loads((folders[index] / "last.json").read_text())["provenance"]["text"]["backbone"]
+        assert recorded == texts[index].provenance.backbone
+
+
+def test_a_stack_shares_one_image_store(trained, tmp_path: Path) -> None:
+    cache, _, _ = trained
+    other = build_toy_cache(tmp_path / "other", vision="toy-cnn", n_train_studies=20, n_val_studies=5)
+    pairings: list[StorePairing] = [pair_stores(cache.image_store, cache.text_store),
+                                    pair_stores(other.image_store, other.text_store)]
+
+    with pytest.raises(StackError, match="a stack shares one image store"):
+        train_stacked(pairings, [TOY_RECIPE, TOY_RECIPE], [tmp_path / "a", tmp_path / "b"], device="cpu")
+
+
+def test_the_fast_form_ends_every_point_within_the_tolerance_of_its_solo_run(trained) -> None:
+    cache, out, solo = trained
+    folders = [out / f"fast-{index}" for index in range(len(POINTS))]
+
+    fast = train_stacked(pair_stores(cache.image_store, cache.text_store), recipes(), folders, device="cpu",
+                         stack_mode=StackMode.FAST)
+
+    for index, (alone, together) in enumerate(zip(solo, fast)):
+        assert_same_weights(out / f"solo-{index}", together.run_dir)
+        assert (together.best_epoch, together.epochs_run, together.stopped_early) == (
+            alone.best_epoch, alone.epochs_run, alone.stopped_early)
+        for row, solo_row in zip(metric_rows(together.run_dir), metric_rows(alone.run_dir), strict=True):
+            assert row == pytest.approx(solo_row, rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_a_fast_stack_resumes_only_in_the_fast_form_and_then_ends_as_its_solo_runs(trained) -> None:
+    cache, out, solo = trained
+    pairing = pair_stores(cache.image_store, cache.text_store)
+    folders = [out / f"fast-killed-{index}" for index in range(len(POINTS))]
+
+    def kill_during_epoch_2(run_dir: Path, row: dict) -> None:
+        if run_dir == folders[0] and row["epoch"] == 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train_stacked(pairing, recipes(), folders, device="cpu", on_epoch=kill_during_epoch_2, checkpoint_seconds=0,
+                      stack_mode=StackMode.FAST)
+    with pytest.raises(RunFolderError, match="was trained with stack_mode='fast', this resume asks for 'exact'"):
+        train_stacked(pairing, recipes(), folders, device="cpu", resume=True)
+    with pytest.raises(RunFolderError, match="stack_mode='fast'"):
+        train_adaptor(pairing, recipes()[0], folders[0], device="cpu", resume=True)
+
+    train_stacked(pairing, recipes(), folders, device="cpu", resume=True, checkpoint_seconds=0,
+                  stack_mode=StackMode.FAST)
+
+    for index in range(len(POINTS)):
+        assert_same_weights(out / f"solo-{index}", folders[index])
+    with pytest.raises(RunFolderError, match="was trained with stack_mode='exact', this resume asks for 'fast'"):
+        train_stacked(pairing, recipes(), [out / f"solo-{index}" for index in range(len(POINTS))], device="cpu",
+                      resume=True, stack_mode=StackMode.FAST)

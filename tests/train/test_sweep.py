@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from tests.train.conftest import DATASET, TEXT, VISION, ToyCache, build_toy_cache
+from tests.train.conftest import DATASET, TEXT, VISION, ToyCache, add_text_store, build_toy_cache
 from adaptor_vlp.train.recipe import RecipeName, Selection
 from adaptor_vlp.train.sweep import (
     GridError,
@@ -123,9 +123,10 @@ def leaderboard_without_times(out: Path) -> list[dict]:
 
 def test_a_stacked_sweep_gives_the_weights_and_leaderboard_of_one_run_at_a_time(toy_cache: ToyCache,
                                                                                 tmp_path: Path) -> None:
-    grid = {"lr": [0.003, 0.01], "dropout": [0.1, 0.0], "seed": [1, 2], "epochs": [3], "batch_size": [32],
-            "projection_dim": [32], "num_heads": [4]}
-    runs = expand_grid(grid, RecipeName.DEMO, VISION, TEXT)
+    add_text_store(toy_cache, "toy-clinical", 20)
+    grid = {"text": [TEXT, "toy-clinical"], "lr": [0.003, 0.01], "dropout": [0.1, 0.0], "seed": [1], "epochs": [3],
+            "batch_size": [32], "projection_dim": [32], "num_heads": [4]}
+    runs = expand_grid(grid, RecipeName.DEMO, VISION)
 
     alone = run_sweep(runs, toy_cache.cache_dir, DATASET, tmp_path / "alone", device="cpu", stack_size=1)
     stacked = run_sweep(runs, toy_cache.cache_dir, DATASET, tmp_path / "stacked", device="cpu", stack_size=3)
@@ -138,17 +139,18 @@ def test_a_stacked_sweep_gives_the_weights_and_leaderboard_of_one_run_at_a_time(
         assert all((first[name] - second[name]).abs().max() <= 1e-5 for name in first), run.name
 
 
-def test_runs_are_grouped_by_stores_and_shared_settings_in_grid_order() -> None:
-    grid = {"pair": [["a", "b"], ["a", "c"]], "batch_size": [32, 64], "lr": [0.1, 0.2, 0.3]}
+def test_runs_are_grouped_by_image_store_and_shared_settings_in_grid_order_across_text_stores() -> None:
+    grid = {"pair": [["a", "b"], ["a", "c"], ["d", "b"]], "batch_size": [32, 64], "lr": [0.1, 0.2, 0.3]}
     runs = expand_grid(grid, RecipeName.DEMO)
     tokens = expand_grid({"pair": [["a", "b"]], "inputs": ["tokens"], "seed": [1, 2]}, RecipeName.DEMO)
 
     groups = plan_groups(runs + tokens, stack_size=2)
 
-    assert [[run.name for run in group] for group in groups][:2] == [[runs[0].name, runs[1].name], [runs[2].name]]
-    assert len(groups) == 4 * 2 + 2
-    assert all({(run.vision, run.text, run.recipe.batch_size) for run in group} == {
-        (group[0].vision, group[0].text, group[0].recipe.batch_size)} for group in groups)
+    names = [[run.name for run in group] for group in groups]
+    assert names[:2] == [[runs[0].name, runs[1].name], [runs[2].name, runs[6].name]]
+    assert len(groups) == 3 + 3 + 2 + 2 + 2
+    assert all({(run.vision, run.recipe.batch_size) for run in group} == {
+        (group[0].vision, group[0].recipe.batch_size)} for group in groups)
     assert [len(group) for group in groups[-2:]] == [1, 1]
     assert len(plan_groups(runs, stack_size=1)) == len(runs)
     assert default_stack_size("cpu") == 1

@@ -89,6 +89,7 @@ def test_options_are_recorded_and_survive_the_manifest_files(tree, tmp_path):
     assert restored.options["uncertain"] == "zeros" and restored.options["seed"] == 4
 
 
+@pytest.mark.slow
 def test_the_whole_real_train_csv_parses(chexpert_rows, tmp_path):
     """Every real row's Path and labels are understood; with no images on disk, the error counts them."""
     write_csv(tmp_path / "train.csv", chexpert_rows)

@@ -13,6 +13,7 @@ from adaptor_vlp.extract.datasets.mimic_cxr import (
     METADATA_COLUMNS,
     SPLIT_COLUMNS,
     MimicLayoutError,
+    SectionParser,
     image_relpath,
     read_mimic_cxr,
     report_relpath,
@@ -170,6 +171,16 @@ def test_views_are_configurable(tree):
 def test_reader_options_are_recorded(tree):
     options = read_mimic_cxr(tree, sections=["findings"], min_words=5).options
     assert options == {"views": ["PA", "AP"], "merge_validate_test": False, "sections": ["findings"], "min_words": 5}
+
+
+def test_the_mit_lcp_parser_gives_impression_space_findings_and_records_itself(tree):
+    manifest = read_mimic_cxr(tree, section_parser=SectionParser.MIT_LCP)
+    rows = {row.dicom_id: row for row in manifest.rows}
+    assert rows["d1"].report_text == "Right pleural effusion. Moderate right pleural effusion. No pneumothorax."
+    assert (rows["d5"].report_text, rows["d5"].report_issue) == ("", "no IMPRESSION or FINDINGS section (MIT-LCP's "
+                                                                     "parser)"), "a header on the first line"
+    assert (rows["d6"].report_text, rows["d6"].report_issue) == ("", "empty report")
+    assert manifest.options["section_parser"] == "mit-lcp"
 
 
 def test_same_tree_gives_the_same_manifest_bytes(tree, tmp_path):
