@@ -20,9 +20,24 @@ import numpy as np
 
 from adaptor_vlp.evaluate.bootstrap import ConfidenceInterval, bootstrap_ci
 from adaptor_vlp.evaluate.features import DatasetRows
-from adaptor_vlp.evaluate.heads import FittedHead, HeadKind, LabelStructure, LinearProbe, MlpHead, fit_head
+from adaptor_vlp.evaluate.heads import (
+    FittedHead,
+    HeadKind,
+    LabelStructure,
+    LinearProbe,
+    MlpHead,
+    MlpSettings,
+    fit_head,
+)
 from adaptor_vlp.evaluate.metrics import accuracy, auroc_report, macro_auroc
+from adaptor_vlp.evaluate.protocol_heads import (
+    check_manifest_protocol,
+    protocol_head_kind,
+    protocol_mlp_settings,
+    protocol_subset,
+)
 from adaptor_vlp.evaluate.results import EvaluatedRun, EvaluationTask, FeatureSpace, ResultRecord, RunContext
+from adaptor_vlp.protocols import TaskProtocol
 
 TRAIN_SPLIT = "train"
 VALIDATION_SPLIT = "validate"
@@ -58,12 +73,21 @@ class ClassificationTargets:
 
 @dataclass(frozen=True)
 class ClassifySettings:
-    """The head, the training fractions (percent), one seed for subsets, heads and bootstrap, and resamples."""
+    """The head, the training fractions (percent), one seed for subsets, heads and bootstrap, and resamples.
+
+    With `protocol` (a protocol file's task), the protocol decides the head, its training recipe and the
+    training subsets (`evaluate.protocol_heads`), and `head` is ignored.
+    """
 
     head: HeadKind = HeadKind.LINEAR
     fractions: tuple[float, ...] = (1.0, 10.0, 100.0)
     seed: int = 0
     n_resamples: int = 1000
+    protocol: TaskProtocol | None = None
+
+    @property
+    def head_kind(self) -> HeadKind:
+        return protocol_head_kind(self.protocol) if self.protocol else self.head
 
 
 def classification_targets(
@@ -116,24 +140,28 @@ def run_classification(
         if len(positions) == 0:
             raise ClassificationError(f"the {rows.manifest.dataset} store {rows.store.path} has no valid "
                                       f"'{split}' rows; classification needs train, validate and test rows")
+    record = check_manifest_protocol(rows, settings.protocol) if settings.protocol else None
     runs = []
     for pct in settings.fractions:
-        chosen, subset = rows.training_subset(train, pct, settings.seed)
+        if settings.protocol:
+            chosen, subset = protocol_subset(rows, train, pct, settings.protocol, record, settings.seed)
+        else:
+            chosen, subset = rows.training_subset(train, pct, settings.seed)
         columns, left_out, skipped = _learnable_columns(targets, chosen)
         for space, space_features in features.items():
             record_fields = dict(task=EvaluationTask.CLASSIFY, context=contexts[space], feature_space=space,
-                                 method=settings.head.value, split=TEST_SPLIT, data_pct=pct, subset=subset.to_json(),
-                                 seed=settings.seed, headline=_headline(targets.task))
+                                 method=settings.head_kind.value, split=TEST_SPLIT, data_pct=pct,
+                                 subset=subset.to_json(), seed=settings.seed, headline=_headline(targets.task))
             details = {"task": targets.task.value, "uncertain_policy": targets.uncertain.value,
                        "labels": list(targets.names), "labels_not_trained": left_out,
                        "n_train": len(chosen), "n_validate": len(val), "n_test": len(test),
-                       "rows_dropped": dict(rows.dropped)}
+                       "rows_dropped": dict(rows.dropped), **_protocol_details(settings.protocol)}
             arrays = {"subset_ids": rows.ids[chosen]}
             if skipped:
                 record = ResultRecord(**record_fields, metrics={}, details=details, skipped=skipped)
             else:
                 metrics, scored_details, test_arrays = _fit_and_score(space_features, targets, columns, chosen, val,
-                                                                      test, rows, settings)
+                                                                      test, rows, settings, pct)
                 record = ResultRecord(**record_fields, metrics=metrics, details={**details, **scored_details})
                 arrays.update(test_arrays)
             runs.append(EvaluatedRun(record, arrays))
@@ -166,19 +194,43 @@ def metrics_with_intervals(task: LabelStructure, truth: np.ndarray, scores: np.n
 
 
 def _fit_and_score(features: np.ndarray, targets: ClassificationTargets, columns: list[int], chosen: np.ndarray,
-                   val: np.ndarray, test: np.ndarray, rows: DatasetRows, settings: ClassifySettings
+                   val: np.ndarray, test: np.ndarray, rows: DatasetRows, settings: ClassifySettings, pct: float
                    ) -> tuple[dict[str, ConfidenceInterval], dict[str, object], dict[str, np.ndarray]]:
     """Fits a head on the subset's learnable labels and scores the test split: metrics, details, arrays to keep."""
+    mlp = (protocol_mlp_settings(settings.protocol, len(chosen), pct)
+           if settings.protocol and settings.head_kind is HeadKind.MLP else MlpSettings())
     head = fit_head(targets.task, *_task_data(features, targets, chosen, columns),
-                    *_task_data(features, targets, val, columns), head=settings.head, seed=settings.seed,
-                    n_classes=len(targets.names) if targets.task is LabelStructure.MULTICLASS else None)
+                    *_task_data(features, targets, val, columns), head=settings.head_kind, seed=settings.seed,
+                    n_classes=len(targets.names) if targets.task is LabelStructure.MULTICLASS else None, mlp=mlp)
     scores = head.predict_scores(features[test])
     truth = _scored(targets, test, columns)
     names = [targets.names[column] for column in columns]
     metrics, not_scored = metrics_with_intervals(targets.task, truth, scores, names, rows.subjects[test],
                                                  settings.n_resamples, settings.seed)
     arrays = {"test_ids": rows.ids[test], "test_targets": truth, "test_scores": scores, "label_names": np.array(names)}
-    return metrics, {"head": _head_details(head), "labels_not_scored": not_scored}, arrays
+    details = {"head": _head_details(head), "labels_not_scored": not_scored,
+               "majority_class_test_score": _majority_class_score(targets.task, truth)}
+    return metrics, details, arrays
+
+
+def _majority_class_score(task: LabelStructure, truth: np.ndarray) -> float:
+    """What predicting the majority class for every test row scores: its share (multi-class accuracy), else the
+    AUROC of a constant score, 0.5."""
+    if task is LabelStructure.MULTICLASS:
+        return float(np.bincount(truth.astype(np.int64)).max() / len(truth))
+    return 0.5
+
+
+def _protocol_details(task: TaskProtocol | None) -> dict[str, object]:
+    """What a result records of the protocol task that made it (nothing without one)."""
+    if task is None:
+        return {}
+    recipe = task.training
+    return {"protocol": {"task": task.name, "split_rule": task.split.rule.value, "subset_rule": task.subset.rule.value,
+                         "learning_rate": recipe.learning_rate, "weight_decay": recipe.weight_decay,
+                         "batch_size": recipe.batch_size, "devices": recipe.devices, "epochs": recipe.epochs,
+                         "schedule": recipe.schedule.value, "patience": recipe.patience,
+                         "selection": recipe.selection.value}}
 
 
 def _single_positive_class(raw: np.ndarray, ids: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
@@ -233,8 +285,16 @@ def _headline(task: LabelStructure) -> str:
 
 def _head_details(head: FittedHead) -> dict[str, object]:
     if isinstance(head, MlpHead):
+        training = head.settings.training
         return {"kind": HeadKind.MLP.value, "best_epoch": head.training.best_epoch,
-                "epochs_run": head.training.epochs_run, "val_loss": head.val_loss}
+                "epochs_run": head.training.epochs_run, "val_loss": head.val_loss,
+                "best_val_metric": head.training.best_val_metric,
+                "recipe": {"hidden": head.settings.hidden, "dropout": head.settings.dropout,
+                           "learning_rate": training.learning_rate, "weight_decay": training.weight_decay,
+                           "step_batch": training.batch_size, "max_epochs": training.max_epochs,
+                           "patience": training.patience, "schedule_t0": training.schedule_t0,
+                           "eta_min": training.eta_min, "validate_every": training.validate_every,
+                           "min_delta": training.min_delta, "select_on_metric": training.select_on_metric}}
     if isinstance(head, LinearProbe):
         return {"kind": HeadKind.LINEAR.value, "chosen_c": list(head.chosen_c), "val_loss": head.val_loss}
     raise TypeError(f"no details known for a {type(head).__name__}")

@@ -20,6 +20,7 @@ from adaptor_vlp.evaluate.commands import DatasetEvaluation, classify_dataset, s
 from adaptor_vlp.evaluate.features import AdaptorRun, open_adaptor_run
 from adaptor_vlp.evaluate.heads import HeadKind, LabelStructure
 from adaptor_vlp.evaluate.plots import PLOTS_FOLDER, draw_plots
+from adaptor_vlp.evaluate.protocol_heads import ProtocolMismatch
 from adaptor_vlp.evaluate.report import render_tables, write_report
 from adaptor_vlp.evaluate.results import EvaluatedRun, FeatureSpace, ResultError, read_results, write_result
 from adaptor_vlp.evaluate.retrieval import RetrievalSettings, run_retrieval
@@ -33,14 +34,17 @@ from adaptor_vlp.evaluate.zeroshot import (
     run_zeroshot,
     write_prompt_manifest,
 )
-from adaptor_vlp.cache_schema.manifest import ManifestError
+from adaptor_vlp.cache_schema.layout import dataset_dir
+from adaptor_vlp.cache_schema.manifest import ManifestError, read_manifest
 from adaptor_vlp.cache_schema.targets import TargetError
+from adaptor_vlp.protocols import HeadTask, Protocol, ProtocolError, load_protocol
 from adaptor_vlp.train.checkpoint import CheckpointError, CheckpointKind
 from adaptor_vlp.train.encoding import DeviceError
 from adaptor_vlp.train.pairs import PairingError
 
 INPUT_ERRORS = (StoreError, ProvenanceMismatch, IncompleteProvenance, ManifestError, CheckpointError, PairingError,
-                ClassificationError, PromptError, SegmentationError, ResultError, DeviceError, TargetError)
+                ClassificationError, PromptError, SegmentationError, ResultError, DeviceError, TargetError,
+                ProtocolError, ProtocolMismatch)
 """Errors caused by the command's input: reported as one clear line and exit code 2, not a traceback."""
 
 EVALUATION_FOLDER = "evaluation"
@@ -55,6 +59,9 @@ OUT_OPTION = typer.Option(None, "--out", help="Results folder (default: RUN_DIR/
 DEVICE_OPTION = typer.Option("cpu", "--device", help="Where the Adaptor encodes: cpu, cuda, cuda:N or auto.")
 FRACTIONS_OPTION = typer.Option("1,10,100", "--fractions", help="Percentages of the training split, comma-separated.")
 SPLIT_OPTION = typer.Option("test", "--split", help="Held-out split to evaluate on.")
+PROTOCOL_OPTION = typer.Option(None, "--protocol", help="Downstream protocol: published, corrected or a protocol "
+                               "TOML file. It decides the head, its training recipe, the subsets and the seeds; the "
+                               "manifest must have been written with the same protocol.")
 
 app = typer.Typer(no_args_is_help=True, help="Downstream heads and metrics on the cache.")
 
@@ -75,20 +82,25 @@ def classify(
     labels: Optional[str] = typer.Option(None, "--labels", help="Comma-separated label names (default: all)."),
     uncertain: UncertainPolicy = typer.Option(UncertainPolicy.ZEROS, "--uncertain", help="Uncertain training "
                                               "labels read as negative (zeros) or positive (ones)."),
-    seed: int = SEED_OPTION,
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the training subsets, the heads and the "
+                                       "bootstrap [default: each of the protocol's seeds with --protocol, else 0]."),
     resamples: int = RESAMPLES_OPTION,
     out: Optional[Path] = OUT_OPTION,
     checkpoint: CheckpointKind = CHECKPOINT_OPTION,
     device: str = DEVICE_OPTION,
+    protocol: Optional[str] = PROTOCOL_OPTION,
 ) -> None:
     """Fit a head on 1/10/100% of the training split, on Adaptor and backbone features; AUROC or accuracy."""
     out_dir = _out_dir(out, run_dir)
-    settings = ClassifySettings(head=head, fractions=_fractions(fractions), seed=seed, n_resamples=resamples)
     with input_errors_exit(*INPUT_ERRORS):
+        chosen = load_protocol(protocol) if protocol else None
         run = _open_run(run_dir, checkpoint, device)
-        evaluation = classify_dataset(cache, dataset, _vision(vision, run), run, _spaces(spaces, run), settings, task,
-                                      _names(labels), uncertain, device)
-        _finish_dataset(evaluation, out_dir)
+        for run_seed in _seeds(seed, chosen, cache, dataset):
+            settings = ClassifySettings(head=head, fractions=_fractions(fractions), seed=run_seed,
+                                        n_resamples=resamples)
+            evaluation = classify_dataset(cache, dataset, _vision(vision, run), run, _spaces(spaces, run), settings,
+                                          task, _names(labels), uncertain, device, chosen)
+            _finish_dataset(evaluation, out_dir)
 
 
 @app.command()
@@ -161,8 +173,8 @@ def segment(
 ) -> None:
     """Train a decoder on cached patch tokens (raw, or through the Adaptor's image path) at 1/10/100% of train,
     with the published decoder, loss and schedule by default; Dice and IoU, all and positive-only."""
-    protocol = replace(SegmentationProtocol(), max_epochs=epochs, decoder=decoder, loss=loss)
-    settings = SegmentSettings(fractions=_fractions(fractions), seed=seed, n_resamples=resamples, protocol=protocol,
+    recipe = replace(SegmentationProtocol(), max_epochs=epochs, decoder=decoder, loss=loss)
+    settings = SegmentSettings(fractions=_fractions(fractions), seed=seed, n_resamples=resamples, recipe=recipe,
                                mask_size=mask_size)
     with input_errors_exit(*INPUT_ERRORS):
         run = _open_run(run_dir, checkpoint, device)
@@ -248,6 +260,16 @@ def _spaces(spaces: list[FeatureSpace], run: AdaptorRun | None) -> list[FeatureS
     if FeatureSpace.ADAPTOR in spaces and run is None:
         raise typer.BadParameter("Adaptor features need --run RUN_DIR", param_hint="--space")
     return list(dict.fromkeys(spaces))
+
+
+def _seeds(seed: int | None, protocol: Protocol | None, cache: Path, dataset: str) -> tuple[int, ...]:
+    """The seed given, else the seeds of the protocol's classification task for the manifest's dataset, else 0."""
+    if seed is not None:
+        return (seed,)
+    if protocol is None:
+        return (0,)
+    layout = read_manifest(dataset_dir(cache, dataset)).dataset
+    return protocol.task(layout, HeadTask.CLASSIFY).training.seeds
 
 
 def _fractions(text: str) -> tuple[float, ...]:

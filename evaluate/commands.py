@@ -8,17 +8,19 @@ stage command.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Collection, Mapping, Sequence
 
 import numpy as np
 
 from adaptor_vlp.evaluate.classify import ClassifySettings, UncertainPolicy, classification_targets, run_classification
 from adaptor_vlp.evaluate.features import AdaptorRun, DatasetRows, open_dataset_rows, pooled_features
 from adaptor_vlp.evaluate.heads import LabelStructure
+from adaptor_vlp.evaluate.protocol_heads import protocol_classification_task, segmentation_recipe
 from adaptor_vlp.evaluate.results import EvaluatedRun, FeatureSpace, RunContext
 from adaptor_vlp.evaluate.segment import SegmentSettings, run_segmentation
+from adaptor_vlp.protocols import HeadTask, Protocol
 
 
 @dataclass(frozen=True)
@@ -32,9 +34,18 @@ class DatasetEvaluation:
 def classify_dataset(cache_dir: Path, dataset: str, vision: str, run: AdaptorRun | None,
                      spaces: Sequence[FeatureSpace], settings: ClassifySettings, task: LabelStructure | None = None,
                      labels: Sequence[str] | None = None, uncertain: UncertainPolicy = UncertainPolicy.ZEROS,
-                     device: str = "cpu") -> DatasetEvaluation:
-    """A head per (fraction, feature space) on the dataset's `vision` store; `run` is needed for Adaptor features."""
+                     device: str = "cpu", protocol: Protocol | None = None) -> DatasetEvaluation:
+    """A head per (fraction, feature space) on the dataset's `vision` store; `run` is needed for Adaptor features.
+
+    With `protocol`, its classification task for the manifest's dataset decides the head, recipe and subsets, and
+    a task with a class vocabulary (COVIDx) is multi-class over exactly those classes.
+    """
     rows = _rows(cache_dir, dataset, vision, run, spaces)
+    if protocol is not None:
+        protocol_task = protocol_classification_task(protocol, rows)
+        settings = replace(settings, protocol=protocol_task)
+        if protocol_task.classes:
+            task, labels = LabelStructure.MULTICLASS, list(protocol_task.classes)
     targets = classification_targets(rows, task, labels, uncertain)
     adaptor = run if FeatureSpace.ADAPTOR in spaces else None
     features = {space: pooled_features(rows, np.arange(len(rows)), space, adaptor, device) for space in spaces}
@@ -43,10 +54,19 @@ def classify_dataset(cache_dir: Path, dataset: str, vision: str, run: AdaptorRun
 
 
 def segment_dataset(cache_dir: Path, dataset: str, vision: str, run: AdaptorRun | None,
-                    spaces: Sequence[FeatureSpace], settings: SegmentSettings, device: str = "cpu") -> DatasetEvaluation:
+                    spaces: Sequence[FeatureSpace], settings: SegmentSettings, device: str = "cpu",
+                    protocol: Protocol | None = None, keep_recipe: Collection[str] = ()) -> DatasetEvaluation:
     """A decoder per (fraction, feature space) on the dataset's `vision` store's patch tokens, raw or through `run`
-    (the store may be in its own image frame, e.g. the whole image at 896 px, the Adaptor trained at another)."""
+    (the store may be in its own image frame, e.g. the whole image at 896 px, the Adaptor trained at another).
+
+    With `protocol`, its segmentation task for the manifest's dataset decides the training subsets and the
+    decoder's recipe (`protocol_heads.segmentation_recipe`), but for the recipe fields named in `keep_recipe`,
+    which stay `settings.recipe`'s (a study's own `epochs`, `decoder`, `batch_size`: the demo's, for time).
+    """
     rows = _rows(cache_dir, dataset, vision, run, spaces, any_input_frame=True)
+    if protocol is not None:
+        task = protocol.task(rows.manifest.dataset, HeadTask.SEGMENT)
+        settings = replace(settings, protocol=task, recipe=segmentation_recipe(task, settings.recipe, keep_recipe))
     runs = []
     for space in spaces:
         adaptor = run if space is FeatureSpace.ADAPTOR else None

@@ -88,7 +88,16 @@ class DatasetRows:
 
         One seed's smaller fractions lie inside its larger ones (see `train.batches.choose_subset`).
         """
-        chosen = available[choose_subset(len(available), data_pct, seed)]
+        return self._recorded(available, available[choose_subset(len(available), data_pct, seed)], data_pct, seed)
+
+    def subset_of_ids(self, available: np.ndarray, data_pct: float, ids: frozenset[str],
+                      seed: int) -> tuple[np.ndarray, DataSubset]:
+        """The `available` positions whose id is in `ids` (a subset drawn elsewhere, by `seed`), and its record."""
+        chosen = available[np.isin(self.ids[available].astype(str), np.array(sorted(ids), dtype=str))]
+        return self._recorded(available, chosen, data_pct, seed)
+
+    def _recorded(self, available: np.ndarray, chosen: np.ndarray, data_pct: float,
+                  seed: int) -> tuple[np.ndarray, DataSubset]:
         ids = "\n".join(str(sample_id) for sample_id in self.ids[chosen])
         return chosen, DataSubset(data_pct=data_pct, seed=seed, n_available=len(available), n_chosen=len(chosen),
                                   ids_sha256=hashlib.sha256(ids.encode()).hexdigest())

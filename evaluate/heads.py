@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import partial
 from typing import Sequence
 
 import numpy as np
@@ -25,6 +26,7 @@ from adaptor_vlp.evaluate.early_stopping import (
     seeded_torch,
     train_with_early_stopping,
 )
+from adaptor_vlp.evaluate.metrics import accuracy, macro_auroc
 
 C_GRID: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
@@ -104,6 +106,8 @@ class MlpHead(FittedHead):
     module: nn.Sequential
     training: TrainingOutcome
     batch_size: int
+    settings: MlpSettings = field(default_factory=MlpSettings)
+    """The width, dropout and training settings it was trained with."""
 
     @property
     def val_loss(self) -> float:
@@ -246,6 +250,7 @@ def _fit_mlp(
             val=(torch.from_numpy(val_x), _target_tensor(kind, val_y)),
             settings=settings.training,
             seed=seed,
+            val_metric=partial(_validation_metric, kind),
         )
     return MlpHead(
         task=kind,
@@ -253,7 +258,21 @@ def _fit_mlp(
         module=module,
         training=outcome,
         batch_size=settings.training.batch_size,
+        settings=settings,
     )
+
+
+def _validation_metric(kind: LabelStructure, logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """The published finetuner's validation metric: accuracy (multi-class), else AUROC (macro over labels).
+
+    A validation split whose labels take one value has no AUROC; it scores 0.5, as chance.
+    """
+    if kind is LabelStructure.MULTICLASS:
+        return accuracy(targets.numpy(), torch.softmax(logits, dim=1).numpy())
+    truth = targets.numpy().reshape(len(targets), -1)
+    scores = torch.sigmoid(logits).numpy().reshape(len(logits), -1)
+    value = macro_auroc(truth, scores)
+    return value if np.isfinite(value) else 0.5
 
 
 def _target_tensor(kind: LabelStructure, labels: np.ndarray) -> torch.Tensor:

@@ -36,6 +36,7 @@ from adaptor_vlp.evaluate.bootstrap import ConfidenceInterval, bootstrap_ci
 from adaptor_vlp.evaluate.classify import TEST_SPLIT, TRAIN_SPLIT, VALIDATION_SPLIT
 from adaptor_vlp.evaluate.features import AdaptorRun, DatasetRows, adaptor_token_embeddings
 from adaptor_vlp.evaluate.metrics import segmentation_report
+from adaptor_vlp.evaluate.protocol_heads import check_manifest_protocol, protocol_subset
 from adaptor_vlp.evaluate.results import EvaluatedRun, EvaluationTask, FeatureSpace, ResultRecord, RunContext
 from adaptor_vlp.evaluate.segmentation_head import fit_segmentation_head
 from adaptor_vlp.evaluate.segmentation_decoders import decoder_output_size
@@ -44,6 +45,7 @@ from adaptor_vlp.evaluate.segmentation_views import open_view_rows, warped_masks
 from adaptor_vlp.evaluate.skip_maps import SkipMapRows, fit_unet_segmenter, skip_map_rows, unet_geometry
 from adaptor_vlp.cache_schema.geometry import mask_through_geometry
 from adaptor_vlp.cache_schema.targets import decode_mask
+from adaptor_vlp.protocols import TaskProtocol
 
 METHOD = "decoder"
 
@@ -54,7 +56,8 @@ class SegmentationError(ValueError):
 
 @dataclass(frozen=True)
 class SegmentSettings:
-    """Training fractions (percent), the seed, bootstrap resamples, the decoder's protocol, mask size, overlays kept.
+    """Training fractions (percent), the seed, bootstrap resamples, the decoder's recipe, mask size, overlays kept,
+    and the downstream protocol whose subsets it trains on.
 
     `mask_size` None is, for the published decoder, the store's input image size (`preprocessing.image_size`),
     where the published code scored masks; for the light decoder its own output size.
@@ -63,9 +66,12 @@ class SegmentSettings:
     fractions: tuple[float, ...] = (1.0, 10.0, 100.0)
     seed: int = 0
     n_resamples: int = 1000
-    protocol: SegmentationProtocol = SegmentationProtocol()
+    recipe: SegmentationProtocol = SegmentationProtocol()
+    """How the decoder trains: decoder, loss, optimiser, schedule, epochs, views (the published SIIM run by default)."""
     mask_size: int | None = None
     n_overlays: int = 4
+    protocol: TaskProtocol | None = None
+    """A protocol's segmentation task: its training subsets (recorded in the manifest, or per seed) are used."""
     unet_width_divisor: int | None = None
     """None: the token decoder on patch tokens. An integer: the published ResNet-AE U-Net over the store's
     feature maps (`--feature-maps`), its widths divided by it (1 is the published model)."""
@@ -118,7 +124,7 @@ def run_segmentation(rows: DatasetRows, context: RunContext, settings: SegmentSe
             return skip_map_rows(rows, positions, adaptor, device)
         return _decoder_inputs(rows, positions, adaptor, device)
 
-    default_size = geometry.input_size if unet else _default_mask_size(rows, settings.protocol.decoder, grid)
+    default_size = geometry.input_size if unet else _default_mask_size(rows, settings.recipe.decoder, grid)
     size = settings.mask_size or default_size
     has_mask = rows.mask_targets != ""
     if not has_mask.any():
@@ -129,18 +135,22 @@ def run_segmentation(rows: DatasetRows, context: RunContext, settings: SegmentSe
     for split, positions in ((TRAIN_SPLIT, train), (VALIDATION_SPLIT, val), (TEST_SPLIT, test)):
         if len(positions) == 0:
             raise SegmentationError(f"the {rows.manifest.dataset} dataset has no '{split}' rows with a mask target")
-    view_rows = open_view_rows(rows, settings.protocol.views)
+    view_rows = open_view_rows(rows, settings.recipe.views)
     val_tokens, val_masks = inputs(val), aligned_masks(rows, val, size)
     test_tokens, test_masks = inputs(test), aligned_masks(rows, test, size)
     dropped = {**rows.dropped, "no mask target": int((~has_mask).sum())}
+    record = check_manifest_protocol(rows, settings.protocol) if settings.protocol else None
     runs = []
     for pct in settings.fractions:
-        chosen, subset = rows.training_subset(train, pct, settings.seed)
+        if settings.protocol:
+            chosen, subset = protocol_subset(rows, train, pct, settings.protocol, record, settings.seed)
+        else:
+            chosen, subset = rows.training_subset(train, pct, settings.seed)
         record_fields = dict(task=EvaluationTask.SEGMENT, context=context, feature_space=space,
                              method=METHOD, split=TEST_SPLIT, data_pct=pct, subset=subset.to_json(),
                              seed=settings.seed, headline="dice_positive")
-        details = {"grid": grid, "mask_size": size, "decoder": "unet" if unet else settings.protocol.decoder.value,
-                   "protocol": settings.protocol.to_json(), "n_train": len(chosen), "n_validate": len(val),
+        details = {"grid": grid, "mask_size": size, "decoder": "unet" if unet else settings.recipe.decoder.value,
+                   "recipe": settings.recipe.to_json(), "n_train": len(chosen), "n_validate": len(val),
                    "n_test": len(test), "n_test_positive": int(test_masks.any(axis=(1, 2)).sum()),
                    "dice_published_predicting_nothing": float((~test_masks.any(axis=(1, 2))).mean()),
                    "rows_dropped": dropped}
@@ -152,11 +162,11 @@ def run_segmentation(rows: DatasetRows, context: RunContext, settings: SegmentSe
             continue
         if unet:
             segmenter = fit_unet_segmenter(inputs(chosen), aligned_masks(rows, chosen, size), val_tokens, val_masks,
-                                           geometry, size, settings.seed, settings.protocol)
+                                           geometry, size, settings.seed, settings.recipe)
         else:
             train_tokens, train_masks = _training_views(rows, view_rows, chosen, size, adaptor, device)
             segmenter = fit_segmentation_head(train_tokens, train_masks, val_tokens, val_masks, grid=grid,
-                                              out_size=size, seed=settings.seed, protocol=settings.protocol)
+                                              out_size=size, seed=settings.seed, protocol=settings.recipe)
         predicted = segmenter.predict_masks(test_tokens)
         per_image = _per_image_scores(predicted, test_masks)
         metrics = _metrics(per_image, predicted, rows.subjects[test], settings)

@@ -23,8 +23,10 @@ from adaptor_vlp.extract.image_transforms import DecodeSize, DecodeSizeTooSmall
 from adaptor_vlp.extract.job import ExtractionJob, PassError
 from adaptor_vlp.extract.pipeline import ReportEncodingFailed
 from adaptor_vlp.extract.precision import Precision
+from adaptor_vlp.extract.protocol_manifest import apply_protocol, protocol_kind
 from adaptor_vlp.extract.run import ExtractionSummary, run_multi_extraction
 from adaptor_vlp.extract.weights import IncompatibleWeights, MissingWeights, weights_available
+from adaptor_vlp.protocols import HeadTask, load_protocol
 
 RUN_ERRORS = (ManifestError, MissingWeights, IncompatibleWeights, UnknownBackbone, SpecError, ProvenanceMismatch,
               StoreError, SchedulerError, ReportEncodingFailed, PassError, DecodeSizeTooSmall, NoFeatureMaps)
@@ -267,17 +269,50 @@ def manifest_command(
                                              "chexpert and covidx use their official test lists."),
     seed: int = typer.Option(None, "--seed", help="chexpert, rsna, covidx, siim: seed of the patient-wise split "
                                                   "[default: 0]."),
+    train_file: Path = typer.Option(None, "--train-file", help="covidx: the train list, where the folder holds "
+                                    "several [default: its one train_COVIDx*.txt or train.txt]."),
+    test_file: Path = typer.Option(None, "--test-file", help="covidx: the test list [default: the train list's "
+                                   "version of test_COVIDx*.txt, or test.txt]."),
+    protocol: str = typer.Option(None, "--protocol", help="rsna, covidx, siim: split as a downstream protocol "
+                                 "does (published, corrected or a protocol TOML file); the manifest goes to "
+                                 "OUT/<dataset>-<protocol>[-<kind>] and records the protocol, its subsets and "
+                                 "the size of its faults."),
+    kind: HeadTask = typer.Option(None, "--kind", help="With --protocol: the task (classify or segment) whose "
+                                  "split to write, where the protocol splits the dataset differently per task."),
+    fractions: str = typer.Option("1,10,100", "--fractions", help="With --protocol: the training percentages "
+                                  "whose subsets the protocol draws now (comma-separated)."),
 ) -> None:
     """Read a dataset tree into a manifest (one row per image) and say what was left out and why."""
     given = {"--reports": reports, "--views": views or None, "--merge-val-test": merge_val_test or None,
              "--section-parser": section_parser,
              "--uncertain": uncertain, "--blank": blank, "--val-fraction": val_fraction,
-             "--test-fraction": test_fraction, "--seed": seed}
+             "--test-fraction": test_fraction, "--seed": seed, "--train-file": train_file, "--test-file": test_file}
+    folder = out / dataset.value
     with input_errors_exit(ValueError):  # a layout error naming the file, or an option that does not fit
         manifest = _read_dataset(dataset, root.resolve(), given)
-    csv_path = write_manifest(manifest, out / dataset.value)
+        if protocol is not None:
+            manifest, folder = _split_by_protocol(manifest, dataset, protocol, kind, fractions, given, out)
+        elif kind is not None:
+            raise ValueError("--kind applies with --protocol only")
+    csv_path = write_manifest(manifest, folder)
     for line in _manifest_report(manifest, csv_path):
         typer.echo(line)
+
+
+def _split_by_protocol(manifest: Manifest, dataset: ManifestDataset, name: str, kind: HeadTask | None,
+                       fractions: str, given: Mapping[str, Any], out: Path) -> tuple[Manifest, Path]:
+    """The manifest split by the protocol, and its folder; split options are refused (the protocol decides)."""
+    split_options = [flag for flag in ("--val-fraction", "--test-fraction", "--seed") if given[flag] is not None]
+    if split_options:
+        raise ValueError(f"{', '.join(split_options)} cannot be given with --protocol: the protocol decides the split")
+    chosen = load_protocol(name)
+    kind = kind or protocol_kind(chosen, dataset.value)
+    try:
+        percentages = tuple(float(part) for part in fractions.split(","))
+    except ValueError:
+        raise ValueError(f"--fractions {fractions!r} is not a comma-separated list of percentages") from None
+    split = apply_protocol(manifest, chosen, kind, percentages)
+    return split, out / chosen.cache_dataset(dataset.value, kind)
 
 
 def _read_dataset(dataset: ManifestDataset, root: Path, given: Mapping[str, Any]) -> Manifest:

@@ -5,6 +5,8 @@
 - `cache_schema` (the on-disk format) imports no other stage; `extract` and `train` import only
   `cache_schema`; `evaluate` imports `cache_schema` and `train`; the umbrella package
   (`adaptor_vlp` itself: the console command and the study runner) may import every stage.
+- `protocols` (downstream protocols as data) is a leaf: it imports no other first-party package;
+  `extract` and `evaluate` may read it.
 - `train` and `evaluate` never open an image or run a backbone: they import no image decoder and
   no backbone library.
 - Only a command-line module (`cli.py`, `__main__.py`) imports a `cli` module: what a command and
@@ -18,12 +20,13 @@ from pathlib import Path
 import pytest
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-STAGES = ("cache_schema", "extract", "train", "evaluate")
+STAGES = ("cache_schema", "extract", "train", "evaluate", "protocols")
 ALLOWED_STAGES = {
     "cache_schema": set(),
-    "extract": {"cache_schema"},
+    "extract": {"cache_schema", "protocols"},
     "train": {"cache_schema"},
-    "evaluate": {"cache_schema", "train"},
+    "evaluate": {"cache_schema", "train", "protocols"},
+    "protocols": set(),
 }
 IMAGE_OR_BACKBONE_LIBRARIES = {"PIL", "pydicom", "cv2", "timm", "transformers", "torchvision", "torchxrayvision"}
 NO_IMAGE_STAGES = ("train", "evaluate")

@@ -17,6 +17,8 @@ import pytest
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 STAGE_FOLDERS = ("extract", "train", "evaluate", "cache_schema")
+SOURCE_FOLDERS = (*STAGE_FOLDERS, "protocols")
+"""Every folder the wheel maps under `adaptor_vlp`: the stages (each with a command) and the protocols' data package."""
 CLASHING_NAMES = ("extract", "train", "evaluate", "cache_schema")
 COMMANDS = ([], ["extract"], ["train"], ["evaluate"], ["cache"])
 
@@ -60,7 +62,7 @@ def test_python_dash_m_runs_each_stage_under_the_namespace(tmp_path):
 def wheel(tmp_path_factory) -> Path:
     """A wheel built from a copy of the package sources (no build isolation: nothing is downloaded)."""
     source = tmp_path_factory.mktemp("source")
-    for folder in ("adaptor_vlp", *STAGE_FOLDERS):
+    for folder in ("adaptor_vlp", *SOURCE_FOLDERS):
         shutil.copytree(REPOSITORY / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
     for file in ("pyproject.toml", "README.md"):
         shutil.copy2(REPOSITORY / file, source / file)
@@ -84,7 +86,7 @@ def test_the_wheel_installs_no_top_level_module_but_adaptor_vlp(wheel):
 def test_the_wheel_holds_every_module_and_data_file_of_the_stage_folders(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {f"adaptor_vlp/{stage}/{path.relative_to(REPOSITORY / stage).as_posix()}"
-                for stage in STAGE_FOLDERS
+                for stage in SOURCE_FOLDERS
                 for path in (REPOSITORY / stage).rglob("*")
                 if path.suffix in (".py", ".toml") and "__pycache__" not in path.parts}
 

@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 
 from adaptor_vlp.study.log import LogEntry, Outcome, RunLog
 from adaptor_vlp.study.plan import StudyPlan, head_key
+from adaptor_vlp.study.protocol_notes import protocol_lines, trivial_score_line
 from adaptor_vlp.study.spec import Metric, TaskKind, TaskSpec
 from adaptor_vlp.study.steps import HeadStep, Status, StepKind, StepState
 
@@ -116,10 +117,20 @@ def build_report(plan: StudyPlan, states: Mapping[str, StepState] | None = None)
     heads = {step.key: step for step in plan.head_steps()}
     tables = []
     for task in plan.spec.tasks:
-        tables.append(_task_table(plan, task, task.metric, heads, states, latest, compared=True))
-        if task.kind is TaskKind.SEGMENT and task.metric is not Metric.DICE_POSITIVE:
-            tables.append(_task_table(plan, task, Metric.DICE_POSITIVE, heads, states, latest, compared=False))
+        tables.append(_task_table(plan, task, task.metric, heads, states, latest,
+                                  compared=task.compared_with_published))
+        for metric in _also_reported(task, plan.spec.datasets[task.dataset].layout.value):
+            tables.append(_task_table(plan, task, metric, heads, states, latest, compared=False))
     return StudyReport(plan, tuple(tables), _costs(plan, states))
+
+
+def _also_reported(task: TaskSpec, layout: str) -> tuple[Metric, ...]:
+    """The task's other tables: its protocol's `also_report` metrics, or (no protocol) Dice over positives."""
+    if task.protocol is not None:
+        return tuple(Metric(metric.value) for metric in task.protocol_task(layout).also_report)
+    if task.kind is TaskKind.SEGMENT and task.metric is not Metric.DICE_POSITIVE:
+        return (Metric.DICE_POSITIVE,)
+    return ()
 
 
 def write_report(report: StudyReport, plots: Sequence[Path] = ()) -> tuple[Path, Path]:
@@ -165,6 +176,8 @@ def report_json(report: StudyReport, plots: Sequence[Path] = ()) -> dict[str, An
         "published_note": None if published is None else published.note,
         "tables": [{
             "task": table.task.name,
+            "spec_task": table.task.spec_name,
+            "protocol": None if table.task.protocol is None else table.task.protocol.name,
             "title": table.task.title,
             "dataset": table.task.dataset,
             "metric": table.metric.value,
@@ -287,9 +300,12 @@ def _legend(report: StudyReport) -> str:
 def _render_table(table: TaskTable, report: StudyReport) -> str:
     task = table.task
     heading = f"## {task.title}: {table.metric.title}\n"
-    if not table.compared:
+    if not table.compared and task.compared_with_published and table.metric is Metric.DICE_POSITIVE:
         heading += ("\nThis project's headline Dice, over test images with a finding; the published tables have no "
                     "counterpart.\n")
+    elif not task.compared_with_published:
+        heading += (f"\nUnder the {task.protocol.name} protocol: not comparable with the published values, which "
+                    "come from the published protocol's table of this task.\n")
     notes: dict[str, int] = {}
     header = ["text encoder"] + [f"{image} {fraction:g}%" for image in table.images for fraction in task.fractions]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -323,11 +339,12 @@ def _cell_text(cell: Cell, notes: dict[str, int]) -> str:
 
 
 def _task_notes(table: TaskTable, report: StudyReport) -> list[str]:
-    """The published source's note on the task, and, for the published Dice, what predicting nothing scores."""
+    """The published source's note on the task, what a trivial predictor scores, the protocol's faults."""
     extra = []
-    published = report.plan.spec.published
-    if table.compared and published is not None and table.task.name in published.task_notes:
-        extra.append(f"- On the published values: {published.task_notes[table.task.name]}")
+    spec = report.plan.spec
+    published = spec.published
+    if table.compared and published is not None and table.task.spec_name in published.task_notes:
+        extra.append(f"- On the published values: {published.task_notes[table.task.spec_name]}")
     for image in table.task.unet:
         extra.append(f"- {image}: segmented as the paper did, by the published ResNet-AE U-Net over the encoder's "
                      "four intermediate maps, cached (`extract images --feature-maps`) instead of recomputed: the "
@@ -336,30 +353,30 @@ def _task_notes(table: TaskTable, report: StudyReport) -> list[str]:
                      "views (the published one drew a new warp every epoch)"
                      + (f", and the decoder's widths are the published ones / {table.task.unet_width_divisor}"
                         if table.task.unet_width_divisor > 1 else "") + ".")
-    if table.metric is Metric.DICE_PUBLISHED:
-        shares = {_nothing_share(step) for step in report.plan.head_steps() if step.task.name == table.task.name}
-        shares.discard(None)
-        if shares:
-            extra.append(f"- Under this Dice a decoder that predicts nothing scores "
-                         f"{100 * min(shares):.1f}-{100 * max(shares):.1f} on this test split (its share of images "
-                         "without a finding).")
+    trivial = trivial_score_line(table.metric, _details(report, table.task))
+    if trivial:
+        extra.append(trivial)
+    if table.metric is table.task.metric:
+        extra += protocol_lines(table.task, spec.datasets[table.task.dataset].layout.value, spec.cache)
     return extra
 
 
-def _nothing_share(step: HeadStep) -> float | None:
-    stored = step.result()
-    return None if stored is None else stored.record.details.get("dice_published_predicting_nothing")
+def _details(report: StudyReport, task: TaskSpec) -> list[Mapping[str, object]]:
+    """The result details of the task's computed heads."""
+    stored = [step.result() for step in report.plan.head_steps() if step.task.name == task.name]
+    return [result.record.details for result in stored if result is not None]
 
 
 def _render_methods(report: StudyReport) -> str:
     """The other published methods beside this study's best Adaptor cell per column."""
     published = report.plan.spec.published
-    tasks = [task for task in report.plan.spec.tasks if any(task.name in method.values for method in published.methods)]
-    header = ["method"] + [f"{task.name} {fraction:g}%" for task in tasks for fraction in task.fractions]
+    tasks = [task for task in report.plan.spec.tasks if task.compared_with_published
+             and any(task.spec_name in method.values for method in published.methods)]
+    header = ["method"] + [f"{task.spec_name} {fraction:g}%" for task in tasks for fraction in task.fractions]
     header.append("trainable parameters")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method in published.methods:
-        values = [f"{method.values[task.name][index]:.1f}" if task.name in method.values else ""
+        values = [f"{method.values[task.spec_name][index]:.1f}" if task.spec_name in method.values else ""
                   for task in tasks for index in range(len(task.fractions))]
         parameters = "" if method.trainable_parameters is None else f"{method.trainable_parameters:,}"
         lines.append("| " + " | ".join([f"{method.name} (published)", *values, parameters]) + " |")

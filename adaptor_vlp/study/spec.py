@@ -20,10 +20,19 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
 from adaptor_vlp.evaluate.heads import HeadKind
-from adaptor_vlp.evaluate.segmentation_protocol import DecoderName, SegmentationProtocol
+from adaptor_vlp.evaluate.segmentation_protocol import DecoderName
 from adaptor_vlp.extract.datasets.registry import ManifestDataset
 from adaptor_vlp.extract.datasets.mimic_cxr import SectionParser
 from adaptor_vlp.extract.precision import Precision
+from adaptor_vlp.protocols import (
+    BUILTIN_PROTOCOLS,
+    PUBLISHED_PROTOCOL,
+    HeadTask,
+    Protocol,
+    ProtocolError,
+    TaskProtocol,
+    load_protocol,
+)
 from adaptor_vlp.train.recipe import RECIPES, RecipeError, RecipeName, Selection
 from adaptor_vlp.train.sweep import BACKBONE_KEYS, GridError, expand_grid
 
@@ -78,6 +87,9 @@ _METRIC_TITLES = {
 class DatasetSpec:
     """A dataset tree to read into the cache: its cache name, public layout, root, and (MIMIC-CXR) reports folder.
 
+    With `protocol`, the manifest is split as that protocol splits the dataset for tasks of `protocol_kind`
+    (`adaptor extract manifest --protocol`); the study derives one such dataset per task protocol.
+
     MIMIC-CXR only: `merge_validate_test` puts the official test split into validate (the
     paper's validation set), `section_parser` says how reports are cut into sections.
     """
@@ -86,6 +98,10 @@ class DatasetSpec:
     layout: ManifestDataset
     root: Path
     reports: Path | None = None
+    protocol: Protocol | None = None
+    protocol_kind: TaskKind | None = None
+    protocol_fractions: tuple[float, ...] = ()
+    """The training percentages whose subsets the protocol draws when it writes the manifest."""
     merge_validate_test: bool = False
     section_parser: SectionParser = SectionParser.ADAPTOR
 
@@ -156,10 +172,30 @@ class TaskSpec:
     head: HeadKind = HeadKind.LINEAR
     labels: tuple[str, ...] | None = None
     resamples: int = 1000
-    epochs: int = 50
-    decoder: DecoderName = DecoderName.PUBLISHED_VIT
-    batch_size: int = SegmentationProtocol.batch_size
+    epochs: int | None = None
+    decoder: DecoderName | None = None
+    batch_size: int | None = None
+    """A segmentation task's own decoder epochs, decoder and batch size (None: its protocol's, else the published
+    SIIM run's): set where time matters more than the recipe (the demo), and recorded in each result."""
     left_out: tuple[LeftOut, ...] = ()
+    protocol: Protocol | None = None
+    """The downstream protocol this task follows (its split, subsets, head recipe, seeds and headline metric)."""
+    base: str = ""
+    """The spec's task name this task was derived from, one per protocol (its published values are keyed by it)."""
+
+    @property
+    def spec_name(self) -> str:
+        """The task's name in the spec file: `base` for a task derived per protocol, else its name."""
+        return self.base or self.name
+
+    @property
+    def compared_with_published(self) -> bool:
+        """Whether its cells sit beside published values: only under the published protocol (or no protocol)."""
+        return self.protocol is None or self.protocol.name == PUBLISHED_PROTOCOL
+
+    def protocol_task(self, layout: str) -> TaskProtocol | None:
+        """The protocol's entry for this task on a dataset layout, or None without a protocol."""
+        return self.protocol.task(layout, HeadTask(self.kind.value)) if self.protocol else None
     unet: tuple[str, ...] = ()
     """Image backbones this segmentation task decodes with the published ResNet-AE U-Net over their cached
     feature maps (the published code chose it for resnet-ae, segment.py:82-89); the others read patch tokens."""
@@ -169,6 +205,11 @@ class TaskSpec:
     def left_out_reason(self, image: str) -> str | None:
         """Why this task's cells of image backbone `image` are left out, or None when they are computed."""
         return next((entry.reason for entry in self.left_out if entry.image == image), None)
+
+    def recipe_overrides(self) -> dict[str, Any]:
+        """The decoder recipe's fields this task sets itself, over its protocol's (`SegmentationProtocol` names)."""
+        given = {"max_epochs": self.epochs, "decoder": self.decoder, "batch_size": self.batch_size}
+        return {field_name: value for field_name, value in given.items() if value is not None}
 
     def uses_unet(self, image: str) -> bool:
         """Whether this task segments image backbone `image` with the U-Net (over feature maps, not tokens)."""
@@ -195,8 +236,10 @@ class Published:
     task_notes: Mapping[str, str] = field(default_factory=dict)
 
     def value(self, task: TaskSpec, image: str, text: str, fraction: float) -> float | None:
-        """The published value of one cell, or None when the source has none."""
-        row = self.values.get(task.name, {}).get(image, {}).get(text)
+        """The published value of one cell, or None when the source has none or the task follows another protocol."""
+        if not task.compared_with_published:
+            return None
+        row = self.values.get(task.spec_name, {}).get(image, {}).get(text)
         return None if row is None else row[task.fractions.index(fraction)]
 
 
@@ -269,13 +312,35 @@ def load_spec(path: Path) -> StudySpec:
     if spec.pretraining.name in spec.datasets:
         raise SpecError(f"{path}: datasets.{spec.pretraining.name}: has the pretraining dataset's cache name; "
                         "give it another name")
-    tasks = tuple(_task(table, name, spec) for name, table in root.table("tasks").tables())
+    tasks = tuple(task for name, table in root.table("tasks").tables() for task in _task(table, name, spec))
     if not tasks:
         raise SpecError(f"{path}: tasks: the study has no downstream task; add a [tasks.NAME] table")
     published_table = root.table("published", required=False)
     published = _published(published_table, tasks, spec) if published_table.present else None
     root.finish()
-    return replace(spec, tasks=tasks, published=published)
+    return replace(spec, tasks=tasks, published=published, datasets=_datasets_used(spec, tasks))
+
+
+def _datasets_used(spec: StudySpec, tasks: tuple[TaskSpec, ...]) -> dict[str, DatasetSpec]:
+    """The spec's datasets a task without a protocol reads, and one dataset per protocol split the tasks follow."""
+    datasets = {task.dataset: spec.datasets[task.dataset] for task in tasks if task.protocol is None}
+    for task in tasks:
+        if task.protocol is not None and task.dataset not in datasets:
+            source = spec.datasets[_source_dataset(spec, task)]
+            fractions = sorted({fraction for other in tasks if other.dataset == task.dataset
+                                for fraction in other.fractions})
+            datasets[task.dataset] = replace(source, name=task.dataset, protocol=task.protocol, protocol_kind=task.kind,
+                                             protocol_fractions=tuple(fractions))
+    return datasets
+
+
+def _source_dataset(spec: StudySpec, task: TaskSpec) -> str:
+    """The spec dataset whose protocol split a protocol task's derived dataset is."""
+    kind = HeadTask(task.kind.value)
+    return next(name for name, dataset in spec.datasets.items()
+                if any(entry.dataset == dataset.layout.value and entry.kind is kind
+                       for entry in task.protocol.tasks.values())
+                and task.protocol.cache_dataset(dataset.layout.value, kind, prefix=name) == task.dataset)
 
 
 class _Table:
@@ -409,20 +474,64 @@ def _selection(table: _Table, value: str) -> Selection:
         raise table.error("rank_by", f"{value!r} is not one of {', '.join(s.value for s in Selection)}") from None
 
 
-def _task(table: _Table, name: str, spec: StudySpec) -> TaskSpec:
+def _task(table: _Table, name: str, spec: StudySpec) -> tuple[TaskSpec, ...]:
+    """The task, or with `protocols` one task per protocol (`NAME@PROTOCOL`), each reading its protocol's split."""
+    protocols = table.get("protocols", list, None, check=_non_empty_list)
+    if protocols is None:
+        return (_plain_task(table, name, spec),)
+    for key in ("metric", "head", "seeds"):
+        if key in table.values:
+            raise table.error(key, "the task's protocols decide its head, seeds and headline metric; remove it "
+                                   "(max_seeds runs only each protocol's first seeds)")
+    dataset = _dataset_name(table, spec)
+    layout = spec.datasets[dataset].layout.value
+    kind = table.choice("kind", TaskKind)
+    loaded = [_protocol(table, entry) for entry in protocols]
+    names = [protocol.name for protocol in loaded]
+    if len(set(names)) != len(names):
+        raise table.error("protocols", f"names a protocol twice: {names}")
+    tasks = []
+    for protocol in loaded:
+        try:
+            entry = protocol.task(layout, HeadTask(kind.value))
+        except ProtocolError as error:
+            raise table.error("protocols", str(error)) from None
+        tasks.append(_plain_task(table, name, spec, protocol, entry))
+    table.finish()
+    return tuple(tasks)
+
+
+def _protocol(table: _Table, entry: Any) -> Protocol:
+    """A built-in protocol by name, or a protocol file relative to the spec's folder."""
+    if not isinstance(entry, str) or not entry:
+        raise table.error("protocols", f"must list protocol names or files, got {_shown(entry)}")
+    try:
+        if entry in BUILTIN_PROTOCOLS or not entry.endswith(".toml"):
+            return load_protocol(entry)
+        return load_protocol(Path(table.source).parent / entry)
+    except ProtocolError as error:
+        raise table.error("protocols", str(error)) from None
+
+
+def _dataset_name(table: _Table, spec: StudySpec) -> str:
     dataset = table.get("dataset", str)
     if dataset not in spec.datasets:
         raise table.error("dataset", f"{dataset!r} is not a dataset of the study; add [datasets.{dataset}] "
                                      f"or use one of {', '.join(spec.datasets) or 'none'}")
+    return dataset
+
+
+def _plain_task(table: _Table, name: str, spec: StudySpec, protocol: Protocol | None = None,
+                entry: TaskProtocol | None = None) -> TaskSpec:
+    dataset = _dataset_name(table, spec)
     kind = table.choice("kind", TaskKind)
+    if entry is not None:
+        return _protocol_task(table, name, spec, dataset, kind, protocol, entry)
     metric = table.choice("metric", Metric)
     if metric.kind is not kind:
         fitting = ", ".join(member.value for member in Metric if member.kind is kind)
         raise table.error("metric", f"{metric.value!r} does not fit a {kind.value} task; use one of {fitting}")
-    fractions = table.get("fractions", list, [1, 10, 100], check=_non_empty_list)
-    if not all(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 100
-               for value in fractions) or len(set(fractions)) != len(fractions):
-        raise table.error("fractions", f"must be distinct percentages in (0, 100], got {_shown(fractions)}")
+    fractions = _fractions(table)
     seeds = table.get("seeds", list, [0], check=_non_empty_list)
     if not all(isinstance(seed, int) and not isinstance(seed, bool) for seed in seeds) or len(set(seeds)) != len(seeds):
         raise table.error("seeds", f"must be distinct integers, got {_shown(seeds)}")
@@ -430,19 +539,15 @@ def _task(table: _Table, name: str, spec: StudySpec) -> TaskSpec:
     if labels is not None and not (labels and all(isinstance(label, str) for label in labels)):
         raise table.error("labels", f"must be a non-empty list of label names, got {_shown(labels)}")
     head = table.choice("head", HeadKind, HeadKind.LINEAR) if kind is TaskKind.CLASSIFY else HeadKind.LINEAR
-    epochs = table.get("epochs", int, 50, check=_at_least(1)) if kind is TaskKind.SEGMENT else 50
     unet, unet_width_divisor = _unet(table, spec) if kind is TaskKind.SEGMENT else ((), 1)
-    decoder = (table.choice("decoder", DecoderName, DecoderName.PUBLISHED_VIT) if kind is TaskKind.SEGMENT
-               else DecoderName.PUBLISHED_VIT)
-    batch_size = (table.get("batch_size", int, SegmentationProtocol.batch_size, check=_at_least(2))
-                  if kind is TaskKind.SEGMENT else SegmentationProtocol.batch_size)
+    epochs, decoder, batch_size = _decoder_overrides(table, kind)
     task = TaskSpec(
         name=name,
         title=table.get("title", str, name),
         dataset=dataset,
         kind=kind,
         metric=metric,
-        fractions=tuple(float(value) for value in sorted(fractions)),
+        fractions=fractions,
         seeds=tuple(seeds),
         head=head,
         labels=None if labels is None else tuple(labels),
@@ -458,6 +563,51 @@ def _task(table: _Table, name: str, spec: StudySpec) -> TaskSpec:
     return task
 
 
+def _protocol_task(table: _Table, name: str, spec: StudySpec, dataset: str, kind: TaskKind, protocol: Protocol,
+                   entry: TaskProtocol) -> TaskSpec:
+    """The task as `protocol` runs it: its split's dataset, its head, seeds and headline metric."""
+    labels = table.get("labels", list, None)
+    head = HeadKind.MLP if entry.head is not None and entry.head.architecture.value == "mlp" else HeadKind.LINEAR
+    max_seeds = table.get("max_seeds", int, None, check=_at_least(1))
+    unet, unet_width_divisor = _unet(table, spec) if kind is TaskKind.SEGMENT else ((), 1)
+    epochs, decoder, batch_size = _decoder_overrides(table, kind)
+    return TaskSpec(
+        name=f"{name}@{protocol.name}",
+        title=f"{table.get('title', str, name)}, {protocol.name} protocol",
+        dataset=protocol.cache_dataset(spec.datasets[dataset].layout.value, HeadTask(kind.value), prefix=dataset),
+        kind=kind,
+        metric=Metric(entry.metric.value),
+        fractions=_fractions(table),
+        seeds=entry.training.seeds[:max_seeds],
+        head=head,
+        labels=None if labels is None else tuple(labels),
+        resamples=table.get("resamples", int, 1000, check=_at_least(1)),
+        epochs=epochs,
+        decoder=decoder,
+        batch_size=batch_size,
+        left_out=_left_out(table, spec),
+        unet=unet,
+        unet_width_divisor=unet_width_divisor,
+        protocol=protocol,
+        base=name,
+    )
+
+
+def _decoder_overrides(table: _Table, kind: TaskKind) -> tuple[int | None, DecoderName | None, int | None]:
+    """A segmentation task's own `epochs`, `decoder` and `batch_size` (None where absent: the protocol's)."""
+    if kind is not TaskKind.SEGMENT:
+        return None, None, None
+    return (table.get("epochs", int, None, check=_at_least(1)),
+            table.choice("decoder", DecoderName) if "decoder" in table.values else None,
+            table.get("batch_size", int, None, check=_at_least(2)))
+
+
+def _fractions(table: _Table) -> tuple[float, ...]:
+    fractions = table.get("fractions", list, [1, 10, 100], check=_non_empty_list)
+    if not all(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 100
+               for value in fractions) or len(set(fractions)) != len(fractions):
+        raise table.error("fractions", f"must be distinct percentages in (0, 100], got {_shown(fractions)}")
+    return tuple(float(value) for value in sorted(fractions))
 def _unet(table: _Table, spec: StudySpec) -> tuple[tuple[str, ...], int]:
     """A segmentation task's `unet` backbones (each an image backbone of the study) and `unet_width_divisor`."""
     names = table.get("unet", list, [])
@@ -486,7 +636,7 @@ def _left_out(table: _Table, spec: StudySpec) -> tuple[LeftOut, ...]:
 
 
 def _published(table: _Table, tasks: tuple[TaskSpec, ...], spec: StudySpec) -> Published:
-    by_name = {task.name: task for task in tasks}
+    by_name = {task.spec_name: task for task in tasks}
     values: dict[str, dict[str, dict[str, tuple[float, ...]]]] = {}
     results = table.table("results", required=False)
     for task_name, per_image in results.tables():

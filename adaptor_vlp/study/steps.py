@@ -45,8 +45,10 @@ from adaptor_vlp.extract.backbones import BackboneSpec, UnknownBackbone, get_spe
 from adaptor_vlp.extract.datasets.registry import dataset_layout
 from adaptor_vlp.extract.image_transforms import DecodeSize
 from adaptor_vlp.extract.job import ExtractionJob
+from adaptor_vlp.extract.protocol_manifest import apply_protocol
 from adaptor_vlp.extract.run import ExtractionSummary, run_multi_extraction
 from adaptor_vlp.extract.weights import MissingWeights, locate_tokenizer, locate_weights, weights_origin
+from adaptor_vlp.protocols import HeadTask, ProtocolRecord
 from adaptor_vlp.study.spec import DatasetSpec, Metric, TaskKind, TaskSpec
 from adaptor_vlp.train.checkpoint import CheckpointError, CheckpointKind, checkpoint_paths, read_record
 from adaptor_vlp.train.loop import TrainResult, read_completed
@@ -124,6 +126,9 @@ class ManifestStep(Step):
         lines = [f"data: {dataset_layout(self.dataset.layout).description}, at {self.dataset.root}"]
         if self.dataset.reports is not None:
             lines.append(f"data: reports at {self.dataset.reports}")
+        if self.dataset.protocol is not None:
+            lines.append(f"split: protocol {self.dataset.protocol.name} ({self.dataset.protocol.source}), "
+                         f"{self.dataset.protocol_kind.value} tasks")
         return lines
 
     def state(self) -> StepState:
@@ -140,6 +145,11 @@ class ManifestStep(Step):
             return StepState(Status.BLOCKED, f"{self.folder} holds a manifest read with {differing}: give the study "
                                              f"another --cache, or move {self.folder} away to read it again")
         if manifest is not None:
+            other = self._other_protocol(manifest)
+            if other:
+                return StepState(Status.BLOCKED, f"{self.folder} holds a manifest {other}, not as protocol "
+                                                 f"{self.dataset.protocol.name} splits it: move {self.folder} away "
+                                                 "to write this protocol's split")
             return StepState(Status.DONE, f"{len(manifest.rows)} images in {self.folder}")
         if not self.dataset.root.is_dir():
             return StepState(Status.BLOCKED, f"data missing: {self.dataset.root} is not a folder; put the "
@@ -147,8 +157,23 @@ class ManifestStep(Step):
                                              "spec's root at it")
         return StepState(Status.PENDING, f"reads {self.dataset.root} ({self.dataset.layout.value} layout)")
 
+    def _other_protocol(self, manifest: Manifest) -> str | None:
+        """How the manifest was split, when that is not the dataset's protocol split; None when it is."""
+        if self.dataset.protocol is None:
+            return None
+        record = ProtocolRecord.from_options(manifest.options, str(self.folder))
+        if record is None:
+            return "split without a protocol"
+        task = self.dataset.protocol.task(self.dataset.layout.value, HeadTask(self.dataset.protocol_kind.value))
+        if record.name != self.dataset.protocol.name or not record.split_matches(task.split):
+            return f"split by protocol {record.name!r} ({dict(record.split)})"
+        return None
+
     def execute(self, scheduler: str) -> str:
         manifest = dataset_layout(self.dataset.layout).read(self.dataset.root.resolve(), **self.dataset.reader_keywords())
+        if self.dataset.protocol is not None:
+            manifest = apply_protocol(manifest, self.dataset.protocol, HeadTask(self.dataset.protocol_kind.value),
+                                      self.dataset.protocol_fractions)
         write_manifest(manifest, self.folder)
         splits = ", ".join(f"{split} {count}" for split, count in manifest.split_counts().items())
         return f"{len(manifest.rows)} images ({splits}), {sum(manifest.exclusions.values())} left out -> {self.folder}"
@@ -416,13 +441,14 @@ class HeadStep(Step):
                                         n_resamples=self.task.resamples)
             task = LabelStructure.MULTICLASS if self.task.metric is Metric.ACCURACY else None
             return classify_dataset(self.cache, self.task.dataset, self.vision, run, spaces, settings, task,
-                                    self.task.labels, device=self.device)
+                                    self.task.labels, device=self.device, protocol=self.task.protocol)
         unet = self.task.unet_width_divisor if self.task.uses_unet(self.vision) else None
-        protocol = dataclasses.replace(SegmentationProtocol(), max_epochs=self.task.epochs, decoder=self.task.decoder,
-                                       batch_size=self.task.batch_size)
+        overrides = self.task.recipe_overrides()
+        recipe = dataclasses.replace(SegmentationProtocol(), **overrides)
         settings = SegmentSettings(fractions=(self.fraction,), seed=self.seed, n_resamples=self.task.resamples,
-                                   protocol=protocol, unet_width_divisor=unet)
-        return segment_dataset(self.cache, self.task.dataset, self.vision, run, spaces, settings, self.device)
+                                   recipe=recipe, unet_width_divisor=unet)
+        return segment_dataset(self.cache, self.task.dataset, self.vision, run, spaces, settings, self.device,
+                               protocol=self.task.protocol, keep_recipe=tuple(overrides))
 
 
 def find_result(folder: Path, task: TaskSpec, space: FeatureSpace, fraction: float, seed: int) -> StoredResult | None:

@@ -1,8 +1,9 @@
 """Read COVIDx CXR into a `Manifest` whose labels are its classes, one-hot.
 
-Layout (the COVID-Net project's): label files `train.txt` and `test.txt` (COVIDx CXR-4 adds
-`val.txt`), one image per line with space-separated patient id, file name, class and data source;
-the images in `train/`, `test/` (and `val/`). Two class vocabularies exist:
+Layout (the COVID-Net project's): a train and a test list, named by the release (`train_COVIDx9A.txt` /
+`test_COVIDx9A.txt` for v9A, the files the paper's code reads; `train.txt` / `test.txt` for others; see
+`covidx_files`), COVIDx CXR-4 adds `val.txt`; one image per line with space-separated patient id, file
+name, class and data source; the images in `train/`, `test/` (and `val/`). Two class vocabularies exist:
 
 - COVIDx v1 to v9 (e.g. `train_COVIDx9A.txt`): normal, pneumonia, COVID-19: the 3-class task the
   Adaptor paper (after MGCA) reports accuracy on; label names ("normal", "pneumonia", "COVID-19");
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adaptor_vlp.cache_schema.manifest import Exclusion, Manifest, ManifestRow, Split
+from adaptor_vlp.extract.datasets.covidx_files import find_covidx_lists
 from adaptor_vlp.extract.datasets.downstream_tables import DownstreamLayoutError, read_text_lines
 from adaptor_vlp.extract.datasets.rows import IMAGE_MISSING, image_row, require_images
 from adaptor_vlp.extract.datasets.splits import held_out, split_groups
@@ -27,8 +29,8 @@ DATASET = "covidx"
 THREE_CLASSES: tuple[str, ...] = ("normal", "pneumonia", "COVID-19")
 TWO_CLASSES: tuple[str, ...] = ("negative", "positive")
 VOCABULARIES = (THREE_CLASSES, TWO_CLASSES)
-TRAIN_FILE, VAL_FILE, TEST_FILE = "train.txt", "val.txt", "test.txt"
-IMAGE_FOLDERS = {TRAIN_FILE: "train", VAL_FILE: "val", TEST_FILE: "test"}
+TRAIN, VAL, TEST = "train", "val", "test"
+"""The lists' roles; each role's images lie in the folder of that name."""
 DEFAULT_VAL_FRACTION = 0.2
 """Share of training patients held out for validation when there is no `val.txt` (MGCA holds out 20%)."""
 DUPLICATE_FILE_NAME = "file name listed earlier"
@@ -40,6 +42,7 @@ class _Entry:
     """One line of a label file."""
 
     label_file: Path
+    role: str
     line_number: int
     patient: str
     file_name: str
@@ -47,43 +50,43 @@ class _Entry:
 
     @property
     def image_path(self) -> str:
-        return f"{IMAGE_FOLDERS[self.label_file.name]}/{self.file_name}"
+        return f"{self.role}/{self.file_name}"
 
 
-def read_covidx(root: Path, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = 0) -> Manifest:
-    """One row per listed image found on disk: train (or validate) from train.txt, validate from val.txt, test.
+def read_covidx(root: Path, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = 0,
+                train_file: Path | None = None, test_file: Path | None = None) -> Manifest:
+    """One row per listed image found on disk: train (or validate) from the train list, validate from val.txt, test.
 
     Images missing on disk, listed twice, or with a non-ASCII name are left out and listed in `excluded`. All
-    label files must use one class vocabulary; the manifest's label names are its classes.
+    label files must use one class vocabulary; the manifest's label names are its classes. `train_file` /
+    `test_file` pick the lists where the folder holds several (relative to `root` unless absolute).
     """
     fractions = held_out(val_fraction)
-    hint = "point --root at the COVIDx folder holding train.txt, test.txt, train/ and test/"
-    files = {name: root / name for name in (TRAIN_FILE, VAL_FILE, TEST_FILE) if (root / name).is_file()}
-    for required in (TRAIN_FILE, TEST_FILE):
-        if required not in files:
-            raise DownstreamLayoutError(f"{root / required} not found: {hint}")
-    entries = {name: [_entry(path, number, line) for number, line in read_text_lines(path)]
-               for name, path in files.items()}
+    lists = find_covidx_lists(root, train_file, test_file)
+    files = {role: path for role, path in ((TRAIN, lists.train), (VAL, lists.val), (TEST, lists.test)) if path}
+    entries = {role: [_entry(path, role, number, line) for number, line in read_text_lines(path)]
+               for role, path in files.items()}
     classes = _vocabulary([entry for listed in entries.values() for entry in listed])
     excluded: list[Exclusion] = []
     kept = _kept_entries(root, entries, excluded)
-    require_images(len(kept[TRAIN_FILE]), files[TRAIN_FILE], excluded)
-    if VAL_FILE in kept:
-        train_splits = {entry.patient: Split.TRAIN for entry in kept[TRAIN_FILE]}
+    require_images(len(kept[TRAIN]), files[TRAIN], excluded)
+    if VAL in kept:
+        train_splits = {entry.patient: Split.TRAIN for entry in kept[TRAIN]}
     else:
-        train_splits = split_groups((entry.patient for entry in kept[TRAIN_FILE]), fractions, seed)
-    rows = [_row(entry, train_splits[entry.patient], classes) for entry in kept[TRAIN_FILE]]
-    rows += [_row(entry, Split.VALIDATE, classes) for entry in kept.get(VAL_FILE, [])]
-    rows += [_row(entry, Split.TEST, classes) for entry in kept[TEST_FILE]]
+        train_splits = split_groups((entry.patient for entry in kept[TRAIN]), fractions, seed)
+    rows = [_row(entry, train_splits[entry.patient], classes) for entry in kept[TRAIN]]
+    rows += [_row(entry, Split.VALIDATE, classes) for entry in kept.get(VAL, [])]
+    rows += [_row(entry, Split.TEST, classes) for entry in kept[TEST]]
     options = {
         "classes": list(classes),
-        "validation": VAL_FILE if VAL_FILE in kept else {"val_fraction": val_fraction, "seed": seed},
+        "validation": lists.val.name if lists.val else {"val_fraction": val_fraction, "seed": seed},
+        "label_files": lists.names(),
         "split_unit": "patient",
     }
     return Manifest(DATASET, root, root, tuple(rows), options, label_names=classes, excluded=tuple(excluded))
 
 
-def _entry(label_file: Path, line_number: int, line: str) -> _Entry:
+def _entry(label_file: Path, role: str, line_number: int, line: str) -> _Entry:
     """Patient id, file name, class[, source]; a file name with spaces keeps them (the class ends the name)."""
     tokens = line.split()
     has_source = len(tokens) >= 4 and not _is_class(tokens[-1])
@@ -92,7 +95,7 @@ def _entry(label_file: Path, line_number: int, line: str) -> _Entry:
         raise DownstreamLayoutError(
             f"{label_file} line {line_number}: {line!r} is not 'patient-id file-name class [source]'"
         )
-    return _Entry(label_file, line_number, tokens[0], " ".join(tokens[1:name_end]), tokens[name_end])
+    return _Entry(label_file, role, line_number, tokens[0], " ".join(tokens[1:name_end]), tokens[name_end])
 
 
 def _is_class(token: str) -> bool:

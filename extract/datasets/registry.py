@@ -113,11 +113,13 @@ LAYOUTS: Mapping[ManifestDataset, DatasetLayout] = {layout.name: layout for layo
     DatasetLayout(
         ManifestDataset.COVIDX,
         title="COVIDx CXR (COVID-Net; the 3-class files of v9 or earlier)",
-        tree="train.txt, test.txt, train/ and test/",
+        tree="a train and a test list (train_COVIDx9A.txt and test_COVIDx9A.txt as the paper read them, or "
+             "train.txt and test.txt), train/ and test/",
         reader=covidx.read_covidx,
-        options=dict(_SPLIT_OPTIONS),
+        options={**_SPLIT_OPTIONS, "--train-file": "train_file", "--test-file": "test_file"},
         group="patient (the label files' first column)",
-        splits=f"official test.txt is the test split; val.txt where it exists, else {covidx.DEFAULT_VAL_FRACTION:g} "
+        splits=f"the official test list is the test split; val.txt where it exists, else "
+               f"{covidx.DEFAULT_VAL_FRACTION:g} "
                "of the training patients, seeded",
         labels=covidx.THREE_CLASSES,
         tasks="multi-class classification (normal, pneumonia, COVID-19; CXR-2 and later: negative, positive)",

@@ -1,6 +1,7 @@
 """Write a demo downstream dataset in the COVIDx CXR layout (the 3-class vocabulary): visible pneumonia and COVID-19.
 
-`root/train.txt` and `root/test.txt`, one image per line as the COVID-Net project writes them
+`root/train_COVIDx9A.txt` and `root/test_COVIDx9A.txt` (the COVIDx v9A names, the lists the paper's code
+reads), one image per line as the COVID-Net project writes them
 (`patient-id file-name class source`), and the images in `root/train/` and `root/test/`, PNG or
 JPEG by data source as in the real collection. The classes are drawn so that they can be told
 apart: normal (no pathology), pneumonia (a dense lower-lobe opacity on one side) and COVID-19
@@ -21,12 +22,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from adaptor_vlp.extract.datasets.covidx import IMAGE_FOLDERS, TEST_FILE, THREE_CLASSES, TRAIN_FILE
+from adaptor_vlp.extract.datasets.covidx import THREE_CLASSES
+from adaptor_vlp.extract.datasets.covidx_files import PUBLISHED_LISTS
 from adaptor_vlp.extract.demo.anatomy import sample_anatomy
 from adaptor_vlp.extract.demo.exposure import PORTABLE_RATE, Exposure, drawing_seed, expose
 from adaptor_vlp.extract.demo.findings import AirspaceAppearance, AirspaceDisease, Certainty, Side, StudyFindings
 from adaptor_vlp.extract.demo.preflight import check_empty_folder, check_image_count
 from adaptor_vlp.extract.demo.radiograph import encode_jpeg
+
+TRAIN_FILE, TEST_FILE = PUBLISHED_LISTS
+IMAGE_FOLDERS = {TRAIN_FILE: "train", TEST_FILE: "test"}
+"""The list files the demo writes and the folder each list's images lie in."""
 
 MIN_IMAGES = 24
 """Enough images for a test list and a patient-wise validation carve-out with every class likely in each."""

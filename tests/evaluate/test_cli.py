@@ -162,3 +162,15 @@ def test_a_full_disk_while_writing_results_says_what_was_kept(toy, toy_run, tmp_
     assert message.startswith(f"error: cannot write {tmp_path / DATASET}/") and "no space left on the device" in message
     assert f"1 of 2 result files of this command were written to {tmp_path} and are kept" in message
     assert len(list((tmp_path / DATASET).glob("*.json"))) == 1 and not list((tmp_path / DATASET).glob(".*"))
+
+
+def test_classify_by_a_protocol_refuses_a_manifest_split_otherwise_and_an_unknown_protocol(toy, tmp_path):
+    common = ["classify", "--cache", toy.cache_dir, "--dataset", DATASET, "--vision", VISION, "--out", tmp_path]
+
+    other_split = _invoke(*common, "--protocol", "published")
+    unknown = _invoke(*common, "--protocol", "paper")
+
+    assert other_split.exit_code == 2
+    assert "no classify task for dataset 'toy-cxr'" in other_split.output
+    assert unknown.exit_code == 2 and "unknown protocol 'paper'" in unknown.output
+    assert "Traceback" not in other_split.output + unknown.output

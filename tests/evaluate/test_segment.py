@@ -23,7 +23,7 @@ TOY_PROTOCOL = SegmentationProtocol(decoder=DecoderName.LIGHT, batch_size=16, le
 @pytest.fixture(scope="module")
 def segmented(toy):
     rows = open_dataset_rows(toy.cache_dir, DATASET, VISION)
-    settings = SegmentSettings(fractions=(0.5, 100.0), seed=2, n_resamples=50, protocol=TOY_PROTOCOL)
+    settings = SegmentSettings(fractions=(0.5, 100.0), seed=2, n_resamples=50, recipe=TOY_PROTOCOL)
     return rows, run_segmentation(rows, RunContext(DATASET, {"image": {}}, None), settings)
 
 
@@ -43,7 +43,7 @@ def test_a_decoder_on_patch_tokens_segments_the_positive_images(segmented):
 def test_the_decoder_learns_from_tokens_through_the_adaptor_too(toy, toy_run):
     run = open_adaptor_run(toy_run)
     rows = open_dataset_rows(toy.cache_dir, DATASET, VISION, run)
-    settings = SegmentSettings(fractions=(100.0,), seed=2, n_resamples=20, protocol=TOY_PROTOCOL)
+    settings = SegmentSettings(fractions=(100.0,), seed=2, n_resamples=20, recipe=TOY_PROTOCOL)
     [evaluated] = run_segmentation(rows, RunContext(DATASET, {"image": {}}, run.reference()), settings, run)
     record = evaluated.record
     assert record.feature_space is FeatureSpace.ADAPTOR and record.name == "segment-adaptor-decoder-100pct-seed2"

@@ -52,8 +52,8 @@ def test_the_decoder_trains_on_the_views_and_records_them(with_views):
     rows = open_dataset_rows(with_views.cache_dir, DATASET, VISION)
     protocol = SegmentationProtocol(decoder=DecoderName.LIGHT, batch_size=16, max_epochs=4, views=2, image_size=32)
     [run] = run_segmentation(rows, RunContext(DATASET, {"image": {}}, None),
-                             SegmentSettings(fractions=(100.0,), n_resamples=10, protocol=protocol))
-    assert run.record.details["protocol"]["views"] == 2
+                             SegmentSettings(fractions=(100.0,), n_resamples=10, recipe=protocol))
+    assert run.record.details["recipe"]["views"] == 2
     assert len(open_view_rows(rows, 2)) == 2
 
 

@@ -128,7 +128,7 @@ def test_segmentation_with_the_unet_reads_the_maps_and_segments(toy) -> None:
     # The recipe this test was written for (Dice + BCE, AdamW 1e-3, batch 16, patience 5), as a protocol.
     recipe = SegmentationProtocol(loss=LossName.DICE_BCE, learning_rate=1e-3, weight_decay=0.01, batch_size=16,
                                   patience_epochs=5, max_epochs=15)
-    settings = SegmentSettings(fractions=(100.0,), seed=1, n_resamples=20, protocol=recipe, unet_width_divisor=8)
+    settings = SegmentSettings(fractions=(100.0,), seed=1, n_resamples=20, recipe=recipe, unet_width_divisor=8)
     [run] = run_segmentation(rows, RunContext(DATASET, {"image": {}}, None), settings)
     record = run.record
     assert record.feature_space is FeatureSpace.BACKBONE and record.details["decoder"] == "unet"
@@ -138,7 +138,7 @@ def test_segmentation_with_the_unet_reads_the_maps_and_segments(toy) -> None:
 
 def test_segmentation_with_the_unet_refuses_a_store_without_maps(toy) -> None:
     rows = open_dataset_rows(toy.cache_dir, DATASET, VISION)
-    settings = SegmentSettings(fractions=(100.0,), n_resamples=20, protocol=SegmentationProtocol(max_epochs=1),
+    settings = SegmentSettings(fractions=(100.0,), n_resamples=20, recipe=SegmentationProtocol(max_epochs=1),
                                unet_width_divisor=8)
     with pytest.raises(MissingFeatureMaps, match=f"--backbone {VISION} --dataset {DATASET} --feature-maps"):
         run_segmentation(rows, RunContext(DATASET, {"image": {}}, None), settings)

@@ -197,7 +197,7 @@ def test_failing_reports_are_named_by_study_and_their_text_never_printed(demo_ro
 
 
 @pytest.mark.parametrize("dataset, images, table", [("rsna", 14, "stage_2_train_labels.csv"),
-                                                    ("covidx", 24, "train.txt")])
+                                                    ("covidx", 24, "train_COVIDx9A.txt")])
 def test_demo_downstream_writes_each_layout_then_its_manifest_reads(tmp_path, dataset, images, table):
     root = tmp_path / dataset
     result = runner.invoke(app, ["demo-downstream", str(root), "--dataset", dataset, "--images", str(images)])

@@ -90,18 +90,20 @@ def test_plan_on_a_cache_with_some_of_the_papers_stores_lists_what_is_missing(tm
     assert states["extract text biobert on mimic-cxr"].status is Status.BLOCKED
     assert "records preprocessing.text_cleaning = None, backbone 'biobert' asks for 'mgca'; rebuild it: " \
            "adaptor extract texts" in states["extract text biobert on mimic-cxr"].detail
-    assert "data missing: data/rsna-pneumonia" in states["manifest rsna"].detail
+    assert "data missing: data/rsna-pneumonia" in states["manifest rsna-published-classify"].detail
     assert states["train dinov2-b+bert"].status is Status.BLOCKED
     assert states["train resnet-ae+bert"].detail.startswith(
         "needs extract image resnet-ae on mimic-cxr, which cannot run: weights for backbone 'resnet-ae'")
     trains = [step for step in plan.steps if isinstance(step, TrainStep)]
     assert len(trains) == 15 and len(plan.left_out) == 0
-    assert sum(isinstance(step, HeadStep) for step in plan.steps) == 4 * 3 * 6 * 3
+    seeds = 1 + 3  # published: one seed; corrected: three
+    assert sum(isinstance(step, HeadStep) for step in plan.steps) == 4 * 3 * 6 * 3 * seeds
     jobs = {step.key: step.job for step in plan.steps if isinstance(step, ExtractStep)}
-    for dataset in ("siim", "rsna"):  # the U-Net reads ResNet-AE's maps; the DINOv2 decoders read patch tokens
+    for dataset in ("siim-published", "rsna-published-segment", "rsna-corrected"):
+        # the U-Net reads ResNet-AE's maps; the DINOv2 decoders read patch tokens
         resnet, dinov2 = jobs[f"extract image resnet-ae on {dataset}"], jobs[f"extract image dinov2-s on {dataset}"]
-        assert (resnet.feature_maps, resnet.tokens, dinov2.feature_maps, dinov2.tokens) == (True, False, False, True)
-    assert not jobs["extract image resnet-ae on covidx"].feature_maps
+        assert (resnet.feature_maps, dinov2.feature_maps, dinov2.tokens) == (True, False, True)
+    assert not jobs["extract image resnet-ae on covidx-published"].feature_maps
 
     result = CliRunner().invoke(app, ["study", "plan", "paper.toml", "--cache", str(cache)])
     assert result.exit_code == 0, result.output

@@ -101,7 +101,7 @@ def test_a_failing_step_is_reported_and_independent_steps_still_run_on_a_dask_cl
     """COVIDx's tree lists images that are not there: its manifest fails; every other task is computed anyway."""
     broken = tmp_path / "covidx-without-images"
     broken.mkdir()
-    for name in ("train.txt", "test.txt"):
+    for name in ("train_COVIDx9A.txt", "test_COVIDx9A.txt"):
         (broken / name).write_text((demo_trees.covidx / name).read_text())
     tasks = {name: TASKS[name] for name in ("rsna-classification", "covidx-classification")}
     plan = plan_study(load_spec(write_spec(tmp_path / "study", demo_trees, tasks=tasks, covidx_root=broken)))

@@ -40,24 +40,35 @@ def test_the_shipped_specs_load_with_the_papers_shape():
     assert paper.image_backbones == ("resnet-ae", "dinov2-s", "dinov2-b")
     assert paper.text_backbones == ("bert", "biobert", "clinicalbert", "pubmedbert", "cxrbert")
     assert [(task.name, task.kind, task.metric) for task in paper.tasks] == [
-        ("rsna-classification", TaskKind.CLASSIFY, Metric.AUROC),
-        ("covidx-classification", TaskKind.CLASSIFY, Metric.ACCURACY),
-        ("siim-segmentation", TaskKind.SEGMENT, Metric.DICE_PUBLISHED),
-        ("rsna-segmentation", TaskKind.SEGMENT, Metric.DICE_PUBLISHED)]
+        ("rsna-classification@published", TaskKind.CLASSIFY, Metric.AUROC),
+        ("rsna-classification@corrected", TaskKind.CLASSIFY, Metric.AUROC),
+        ("covidx-classification@published", TaskKind.CLASSIFY, Metric.ACCURACY),
+        ("covidx-classification@corrected", TaskKind.CLASSIFY, Metric.ACCURACY),
+        ("siim-segmentation@published", TaskKind.SEGMENT, Metric.DICE_PUBLISHED),
+        ("siim-segmentation@corrected", TaskKind.SEGMENT, Metric.DICE_POSITIVE),
+        ("rsna-segmentation@published", TaskKind.SEGMENT, Metric.DICE_PUBLISHED),
+        ("rsna-segmentation@corrected", TaskKind.SEGMENT, Metric.DICE_POSITIVE)]
     assert all(task.fractions == (1.0, 10.0, 100.0) for task in paper.tasks)
-    rsna = paper.tasks[0]
+    tasks = {task.name: task for task in paper.tasks}
+    rsna = tasks["rsna-classification@published"]
     assert paper.published.value(rsna, "dinov2-b", "biobert", 1.0) == 84.4  # published-results.md, RSNA AUROC table
-    assert paper.published.value(paper.tasks[2], "dinov2-s", "clinicalbert", 1.0) == 41.9
-    assert paper.published.value(paper.tasks[3], "resnet-ae", "cxrbert", 100.0) == 75.5
+    assert paper.published.value(tasks["rsna-classification@corrected"], "dinov2-b", "biobert", 1.0) is None
+    assert paper.published.value(tasks["siim-segmentation@published"], "dinov2-s", "clinicalbert", 1.0) == 41.9
+    assert paper.published.value(tasks["rsna-segmentation@published"], "resnet-ae", "cxrbert", 100.0) == 75.5
     assert "holajoa/Adaptor-VL-SSL" in paper.published.source
     assert {method.name for method in paper.published.methods} >= {"ConVIRT", "MGCA (ViT-B/16)"}
+    assert set(paper.datasets) == {"rsna-published-classify", "rsna-published-segment", "rsna-corrected",
+                                   "covidx-published", "covidx-corrected", "siim-published", "siim-corrected"}
     assert all(task.left_out_reason(image) is None for task in paper.tasks for image in paper.image_backbones)
-    assert [task.uses_unet("resnet-ae") for task in paper.tasks] == [False, False, True, True]
-    assert not paper.tasks[2].uses_unet("dinov2-s") and paper.tasks[2].unet_width_divisor == 1
+    assert [task.uses_unet("resnet-ae") for task in paper.tasks] == [False] * 4 + [True] * 4
+    assert not tasks["siim-segmentation@published"].uses_unet("dinov2-s")
+    assert tasks["siim-segmentation@published"].unet_width_divisor == 1
     demo = load_spec(REPOSITORY / "studies" / "demo.toml")
     assert [task.name for task in demo.tasks] == [task.name for task in paper.tasks]
-    assert demo.tasks[2].uses_unet("tiny-resnet") and demo.tasks[2].unet_width_divisor == 8
-    assert not demo.tasks[3].uses_unet("tiny-resnet")
+    demo_tasks = {task.name: task for task in demo.tasks}
+    siim_demo = demo_tasks["siim-segmentation@published"]
+    assert siim_demo.uses_unet("tiny-resnet") and siim_demo.unet_width_divisor == 8
+    assert not demo_tasks["rsna-segmentation@published"].uses_unet("tiny-resnet")
     assert demo.published is None
 
 
@@ -116,3 +127,38 @@ def test_mistakes_in_the_optional_tables_name_their_key(tmp_path, extra, message
 def test_a_missing_spec_file_is_named(tmp_path):
     with pytest.raises(SpecError, match="no such study spec"):
         load_spec(tmp_path / "absent.toml")
+
+
+PROTOCOL_TASK = MINIMAL.replace('metric = "auroc"\n', 'protocols = ["published", "corrected"]\n')
+
+
+def test_a_task_with_protocols_becomes_one_task_per_protocol_on_that_protocols_split(tmp_path):
+    spec = _load(tmp_path, PROTOCOL_TASK)
+
+    published, corrected = spec.tasks
+    assert (published.name, published.spec_name, published.dataset) == ("t@published", "t", "rsna-published-classify")
+    assert (corrected.name, corrected.dataset) == ("t@corrected", "rsna-corrected")
+    assert (published.seeds, corrected.seeds) == ((42,), (0, 1, 2))
+    assert published.compared_with_published and not corrected.compared_with_published
+    assert published.metric is Metric.AUROC and published.head.value == "mlp"
+    assert set(spec.datasets) == {"rsna-published-classify", "rsna-corrected"}
+    derived = spec.datasets["rsna-published-classify"]
+    assert (derived.layout.value, derived.root, derived.protocol.name, derived.protocol_kind) == (
+        "rsna", Path("rsna"), "published", TaskKind.CLASSIFY)
+    assert derived.protocol_fractions == (1.0, 10.0, 100.0)
+    capped = _load(tmp_path, PROTOCOL_TASK.replace("protocols = [", "max_seeds = 1\nprotocols = ["))
+    assert [task.seeds for task in capped.tasks] == [(42,), (0,)]
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ('protocols = ["published", "corrected"]', 'protocols = ["paper"]',
+     r"tasks\.t\.protocols: unknown protocol 'paper'"),
+    ('protocols = ["published", "corrected"]', 'protocols = ["published"]\nseeds = [1]',
+     r"tasks\.t\.seeds: the task's protocols decide"),
+    ('kind = "classify"', 'kind = "segment"\nepochs = 3',
+     r"tasks\.t\.protocols: .*no segment task for dataset 'covidx'"),
+])
+def test_a_protocol_mistake_names_the_key(tmp_path, old, new, message):
+    text = PROTOCOL_TASK.replace(old, new).replace('layout = "rsna"', 'layout = "covidx"')
+    with pytest.raises(SpecError, match=message):
+        _load(tmp_path, text)

@@ -19,7 +19,7 @@ def _write_tree(root: Path, files: dict[str, list[str]], missing: tuple[str, ...
     root.mkdir(parents=True, exist_ok=True)
     for name, lines in files.items():
         (root / name).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-        folder = root / name.removesuffix(".txt")
+        folder = root / name.removesuffix(".txt").split("_")[0]  # train_COVIDx9A.txt lists train/
         for line in lines:
             tokens = line.split()
             file_name = " ".join(tokens[1:-2]) if tokens[-1] in SOURCES else " ".join(tokens[1:-1])
@@ -99,7 +99,8 @@ def test_bad_label_lines_name_the_file_and_line(tmp_path, train, message):
 
 
 def test_missing_label_file_or_images_are_named(tmp_path):
-    with pytest.raises(DownstreamLayoutError, match=r"train\.txt not found: point --root at the COVIDx folder"):
+    with pytest.raises(DownstreamLayoutError, match=r"no COVIDx train list in .*: looked for train\.txt and "
+                                                    r"train_COVIDx\*\.txt.*Point --root at the COVIDx folder"):
         read_covidx(tmp_path)
     (tmp_path / "train.txt").write_text("p1 a.png normal cohen\n")
     (tmp_path / "test.txt").write_text("p2 b.png normal cohen\n")
@@ -119,3 +120,13 @@ def test_label_files_saved_by_a_spreadsheet_read_the_same(tmp_path):
     assert after.rows == before.rows and after.exclusions == before.exclusions == {"image file missing": 1}
     [missing] = after.excluded
     assert (missing.dicom_id, missing.subject_id, missing.image_path) == ("t-4.png", "t2", "train/t-4.png")
+
+
+def test_the_v9a_lists_the_paper_reads_are_read_and_recorded(tmp_path):
+    _write_tree(tmp_path, {"train_COVIDx9A.txt": _lines("t", 30, OLD_CLASSES),
+                           "test_COVIDx9A.txt": _lines("s", 6, OLD_CLASSES)})
+
+    manifest = read_covidx(tmp_path)
+
+    assert manifest.options["label_files"] == {"train": "train_COVIDx9A.txt", "test": "test_COVIDx9A.txt"}
+    assert len(manifest.rows) == 36
