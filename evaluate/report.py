@@ -13,9 +13,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from adaptor_vlp.cache_schema.writes import write_text_atomically
 from adaptor_vlp.evaluate.bootstrap import ConfidenceInterval
 from adaptor_vlp.evaluate.results import EvaluationTask, FeatureSpace, ResultRecord, StoredResult, read_results
-from adaptor_vlp.cache_schema.writes import write_text_atomically
 
 REPORT_FILE = "report.md"
 

@@ -17,9 +17,23 @@ from transformers import CONFIG_MAPPING
 
 from adaptor_vlp.cache_schema import Modality
 from adaptor_vlp.extract.backbone_spec import (
-    BackboneSpec, ImagePreprocessing, ImageStep, Interpolation, Pooling, Source, SpecError, StepOp,
+    BackboneSpec,
+    ImagePreprocessing,
+    ImageStep,
+    Interpolation,
+    Pooling,
+    Source,
+    SpecError,
+    StepOp,
 )
-from adaptor_vlp.extract.local_files import CONFIG_FILE, MissingWeights, cached_file, hub_cache_dir, hub_download_hint, read_json
+from adaptor_vlp.extract.local_files import (
+    CONFIG_FILE,
+    MissingWeights,
+    cached_file,
+    hub_cache_dir,
+    hub_download_hint,
+    read_json,
+)
 
 TIMM_SCHEME = "timm:"
 HF_SCHEME = "hf:"

@@ -30,7 +30,12 @@ from torchvision.transforms.v2 import functional as F
 from adaptor_vlp.cache_schema.geometry import centre_square, resized_shape, square_padding
 from adaptor_vlp.cache_schema.warps import view_seed as view_seed  # shared with the segmentation views
 from adaptor_vlp.extract.backbone_spec import (
-    RESIZE_OPS, BackboneSpec, ImagePreprocessing, ImageStep, Interpolation, StepOp,
+    RESIZE_OPS,
+    BackboneSpec,
+    ImagePreprocessing,
+    ImageStep,
+    Interpolation,
+    StepOp,
 )
 
 MAX_GREY = 255.0

@@ -34,6 +34,7 @@ from adaptor_vlp.cache_schema import (
 )
 from adaptor_vlp.cache_schema.arrays import FEATURE_MAP_CODEC
 from adaptor_vlp.cache_schema.layout import FEATURE_MAP_ARRAYS
+from adaptor_vlp.cache_schema.manifest import Manifest, ManifestRow, manifest_sha256, read_manifest
 from adaptor_vlp.cache_schema.warps import PUBLISHED_SHIFT_SCALE_ROTATE
 from adaptor_vlp.extract.device_decoding import decoder_record
 from adaptor_vlp.extract.encoders import (
@@ -45,9 +46,15 @@ from adaptor_vlp.extract.encoders import (
     load_text_encoder,
 )
 from adaptor_vlp.extract.job import ExtractionJob, ExtractionPass
-from adaptor_vlp.cache_schema.manifest import Manifest, ManifestRow, manifest_sha256, read_manifest
 from adaptor_vlp.extract.sources import (
-    Decoders, ImageBatch, ImagePassRows, ReportEncodingFailed, ReportRows, TextBatch, image_batches, read_ahead,
+    Decoders,
+    ImageBatch,
+    ImagePassRows,
+    ReportEncodingFailed,
+    ReportRows,
+    TextBatch,
+    image_batches,
+    read_ahead,
     report_failure,
 )
 

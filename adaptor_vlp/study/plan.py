@@ -16,7 +16,13 @@ from adaptor_vlp.cache_schema import Modality
 from adaptor_vlp.extract.job import ExtractionJob
 from adaptor_vlp.study.spec import StudySpec, TaskKind, TaskSpec
 from adaptor_vlp.study.steps import (
-    ExtractStep, HeadStep, ManifestStep, Status, Step, StepState, TrainStep,
+    ExtractStep,
+    HeadStep,
+    ManifestStep,
+    Status,
+    Step,
+    StepState,
+    TrainStep,
 )
 from adaptor_vlp.train.encoding import resolve_device
 from adaptor_vlp.train.recipe import RECIPES

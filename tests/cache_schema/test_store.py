@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 from adaptor_vlp.cache_schema import (
-    ArrayName, CacheStore, DamagedStore, FeatureShape, ProvenanceMismatch, StoreError, WriteFailed,
+    ArrayName,
+    CacheStore,
+    DamagedStore,
+    FeatureShape,
+    ProvenanceMismatch,
+    StoreError,
+    WriteFailed,
 )
 from tests.cache_schema.conftest import FEATURES, SHARD_ROWS, make_provenance, shard_arrays
 

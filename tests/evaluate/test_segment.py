@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from adaptor_vlp.cache_schema import ArrayName
+from adaptor_vlp.cache_schema.targets import encode_rle_target
 from adaptor_vlp.evaluate.features import DatasetRows, adaptor_token_embeddings, open_adaptor_run, open_dataset_rows
 from adaptor_vlp.evaluate.results import FeatureSpace, RunContext
 from adaptor_vlp.evaluate.segment import SegmentationError, SegmentSettings, aligned_masks, run_segmentation, token_grid
 from adaptor_vlp.evaluate.segmentation_protocol import DecoderName, SegmentationProtocol
-from adaptor_vlp.cache_schema.targets import encode_rle_target
 from tests.evaluate.conftest import DATASET, GRID, IMAGE_PREPROCESSING, VISION, build_toy_dataset
 
 DICE_FLOOR = 0.6

@@ -7,8 +7,20 @@ from huggingface_hub import constants as hub_constants
 from typer.testing import CliRunner
 
 from adaptor_vlp.extract.backbones import (
-    REGISTRY_ENV, BackboneSpec, ImagePreprocessing, ImageStep, Interpolation, Modality, Pooling, RegistryError, Source,
-    SpecError, StepOp, UnknownBackbone, get_spec, load_registry,
+    REGISTRY_ENV,
+    BackboneSpec,
+    ImagePreprocessing,
+    ImageStep,
+    Interpolation,
+    Modality,
+    Pooling,
+    RegistryError,
+    Source,
+    SpecError,
+    StepOp,
+    UnknownBackbone,
+    get_spec,
+    load_registry,
 )
 from adaptor_vlp.extract.cli import app
 from adaptor_vlp.extract.text_cleaning import TextCleaning

@@ -7,7 +7,13 @@ import torch
 from torch import nn
 
 from adaptor_vlp.train.loss import contrastive_loss
-from adaptor_vlp.train.model import Adaptor, AdaptorConfig, AdaptorInputs, CrossAttentionBlock, count_trainable_parameters
+from adaptor_vlp.train.model import (
+    Adaptor,
+    AdaptorConfig,
+    AdaptorInputs,
+    CrossAttentionBlock,
+    count_trainable_parameters,
+)
 
 IMAGE_DIM, TEXT_DIM, WIDTH = 12, 10, 16
 POOLED, TOKENS = AdaptorInputs.POOLED, AdaptorInputs.TOKENS
