@@ -9,8 +9,8 @@ codec, written for N images), their ratio, the projected totals for SIIM and RSN
 per image of the encoder alone, of the encoder with its maps, and of writing those maps into the
 store, in interleaved rounds (best round kept); and the forward GFLOPs per image of the published
 U-Net decoder reading those maps (`evaluate.unet_decoder`, counted by torch.utils.flop_counter).
-Seeded weights are not the published ones: a trained encoder's ReLU maps may hold more zeros and compress better, so the stored bytes are an
-estimate and the raw bytes the bound.
+Seeded weights are not the published ones: a trained encoder's ReLU maps may hold more zeros and compress better,
+so the stored bytes are an estimate and the raw bytes the bound.
 """
 from __future__ import annotations
 

@@ -91,7 +91,9 @@ def feature_label(record: ResultRecord) -> str:
     or 'dinov2-s patch tokens + Adaptor'."""
     backbone = record.context.provenance.get("image", {}).get("backbone", "image backbone")
     if record.feature_space is FeatureSpace.ADAPTOR:
-        return f"{backbone} patch tokens + Adaptor" if record.task is EvaluationTask.SEGMENT else f"{backbone} + Adaptor"
+        if record.task is EvaluationTask.SEGMENT:
+            return f"{backbone} patch tokens + Adaptor"
+        return f"{backbone} + Adaptor"
     return f"{backbone} patch tokens" if record.task is EvaluationTask.SEGMENT else f"{backbone} (baseline)"
 
 

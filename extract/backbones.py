@@ -203,7 +203,9 @@ def _read_registry_file(path: Path) -> list[RegistryEntry]:
     entries = []
     for name, table in tables.items():
         if name.startswith(ADHOC_SCHEMES):
-            raise RegistryError(f"{path}: backbone name {name!r} starts with an ad-hoc scheme ({', '.join(ADHOC_SCHEMES)})")
+            raise RegistryError(
+                f"{path}: backbone name {name!r} starts with an ad-hoc scheme ({', '.join(ADHOC_SCHEMES)})"
+            )
         entries.extend(RegistryEntry(spec, str(path)) for spec in _specs_from_table(path, name, table))
     return entries
 

@@ -399,8 +399,8 @@ class PendingShard:
 def run_shard_task(extraction: ExtractionPass, shard: PendingShard) -> int:
     """A self-contained shard task (for Dask workers): one shard for every store that lacks it; returns its failures.
 
-    The images are decoded once for all those stores' backbones (the same rows fail in each). Its `num_workers` decoders are
-    threads: a Dask worker process is daemonic (it may not start processes), and its start method
+    The images are decoded once for all those stores' backbones (the same rows fail in each). Its `num_workers`
+    decoders are threads: a Dask worker process is daemonic (it may not start processes), and its start method
     is spawn, so decoding processes would cost seconds of start-up in every shard task.
     """
     settings = extraction.settings

@@ -159,7 +159,8 @@ def _rows_left(store: CacheStore) -> int:
 
 
 def _with_shard_plan(extraction: ExtractionPass, encoders: Sequence[Encoder], overwrite: bool) -> ExtractionPass:
-    """The pass with its one shard plan in every job: the jobs' own, else the existing stores', else the smallest default.
+    """The pass with its one shard plan in every job: the jobs' own, else the existing stores', else the smallest
+    default.
 
     One plan keeps every backbone's batches the same fixed row ranges a single-backbone run uses.
     """

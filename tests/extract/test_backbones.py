@@ -1,4 +1,5 @@
-"""The backbone registry as data: built-in TOML files, user files, the environment variable, and `adaptor extract backbones`."""
+"""The backbone registry as data: built-in TOML files, user files, the environment variable, and
+`adaptor extract backbones`."""
 import dataclasses
 import json
 
@@ -150,12 +151,15 @@ def test_a_user_file_cannot_redefine_a_built_in_name(tmp_path):
     path = tmp_path / "clash.toml"
     path.write_text(USER_REGISTRY.replace("my-vit", "dinov2-s"))
 
-    with pytest.raises(RegistryError, match=r"clash.toml: backbone 'dinov2-s' is already defined in built-in paper.toml"):
+    with pytest.raises(
+        RegistryError, match=r"clash.toml: backbone 'dinov2-s' is already defined in built-in paper.toml"
+    ):
         load_registry([path])
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda text: text.replace('pooling = "mean"', 'pooling = "max"'), r"pooling = 'max' is not one of cls, mean, pooler"),
+    (lambda text: text.replace('pooling = "mean"', 'pooling = "max"'),
+     r"pooling = 'max' is not one of cls, mean, pooler"),
     (lambda text: text.replace('dim = 64', 'dim = 64\nwidth = 3'), r"unknown key\(s\) width"),
     (lambda text: text.replace('op = "resize"', 'op = "pad_square"'), r"step 1: image step 'pad_square' takes no size"),
     (lambda text: text.replace('{ op = "resize", size = 64, interpolation = "bilinear" }',

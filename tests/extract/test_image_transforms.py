@@ -1,4 +1,5 @@
-"""Model inputs from grayscale arrays: the image steps, the paper's area resize, views, and each library's own processor.
+"""Model inputs from grayscale arrays: the image steps, the paper's area resize, views, and each library's own
+processor.
 
 The comparisons run on the real chest radiograph RG1_UNCI.dcm (1955 x 1841) that ships in
 pydicom-data. Differences are in grey levels (0..255) unless said otherwise.

@@ -223,7 +223,8 @@ def test_token_mode_rejects_a_sample_without_real_tokens() -> None:
 
 @pytest.mark.parametrize(
     ("inputs", "image_shape", "message"),
-    [(POOLED, (2, IMAGE_DIM + 1), "image_dim"), (POOLED, (2, 3, IMAGE_DIM), "inputs"), (TOKENS, (2, IMAGE_DIM), "inputs")],
+    [(POOLED, (2, IMAGE_DIM + 1), "image_dim"), (POOLED, (2, 3, IMAGE_DIM), "inputs"),
+     (TOKENS, (2, IMAGE_DIM), "inputs")],
 )
 def test_rejects_features_of_the_wrong_shape(inputs: AdaptorInputs, image_shape: tuple, message: str) -> None:
     with pytest.raises(ValueError, match=message):
