@@ -102,13 +102,14 @@ def main(
         folder = Path(tempfile.mkdtemp(prefix="bench-maps-"))
         written = {"n": 0}
 
-        def write_store() -> float:
+        def write_store(folder: Path = folder, written: dict[str, int] = written,
+                        maps: list[np.ndarray] = maps) -> float:
             target = folder / f"round-{written['n']}"
             written["n"] += 1
             target.mkdir()
             return timed(lambda: store_bytes(maps, images, target)) / images
 
-        def forward(with_maps: bool) -> float:
+        def forward(with_maps: bool, pixels: torch.Tensor = pixels) -> float:
             with torch.inference_mode():
                 return timed(lambda: tower.forward_with_maps(pixels) if with_maps else tower(pixels))
 

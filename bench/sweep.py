@@ -556,13 +556,17 @@ def main(
     try:
         group_sizes = None if groups is None else tuple(int(size) for size in groups.split(","))
     except ValueError:
-        raise typer.BadParameter(f"{groups!r} is not a comma-separated list of group sizes", param_hint="--groups")
+        raise typer.BadParameter(
+            f"{groups!r} is not a comma-separated list of group sizes", param_hint="--groups"
+        ) from None
     if group_sizes is not None and min(group_sizes) < 2:
         raise typer.BadParameter("a stacked group has at least 2 points", param_hint="--groups")
     try:
         chosen_parts = None if parts is None else tuple(Part(part.strip()) for part in parts.split(","))
     except ValueError:
-        raise typer.BadParameter(f"{parts!r}: parts are {[part.value for part in Part]}", param_hint="--parts")
+        raise typer.BadParameter(
+            f"{parts!r}: parts are {[part.value for part in Part]}", param_hint="--parts"
+        ) from None
     if threads is not None:
         torch.set_num_threads(threads)
     chosen = {"cache": cache, "vision": vision, "text": text, "points": points, "groups": group_sizes,

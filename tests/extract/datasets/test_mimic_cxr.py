@@ -21,6 +21,7 @@ from adaptor_vlp.extract.datasets.mimic_cxr import (
 from adaptor_vlp.extract.demo import Fault, write_demo_dataset
 from tests.extract.conftest import resave_like_a_spreadsheet
 
+# Report text as MIMIC-CXR writes it: the trailing spaces are data.
 FULL_REPORT = """                                 FINAL REPORT
  EXAMINATION:  CHEST (PA AND LAT)
  
@@ -33,7 +34,7 @@ FULL_REPORT = """                                 FINAL REPORT
  IMPRESSION: 
  
  Right pleural effusion.
-"""
+"""  # noqa: W291, W293
 
 # (dicom_id, subject_id, study_id, ViewPosition, split or None when absent from the split table, image on disk)
 IMAGES = [
@@ -81,7 +82,7 @@ def _build_tree(root: Path, gz: bool = True, reports_root: Path | None = None) -
         image.parent.mkdir(parents=True, exist_ok=True)
         if on_disk:
             image.write_bytes(b"\xff\xd8 not decoded by the reader")
-    for dicom, subject, study, *_ in IMAGES:
+    for _dicom, subject, study, *_ in IMAGES:
         if study in REPORTS:
             report = reports_root / report_relpath(subject, study)
             report.parent.mkdir(parents=True, exist_ok=True)

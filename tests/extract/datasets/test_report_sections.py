@@ -9,6 +9,7 @@ from adaptor_vlp.extract.datasets.report_sections import (
     report_text,
 )
 
+# Report text as MIMIC-CXR writes it: the trailing spaces are data.
 MODERN = """                                 FINAL REPORT
  EXAMINATION:  CHEST (PA AND LAT)
  
@@ -27,7 +28,7 @@ MODERN = """                                 FINAL REPORT
  IMPRESSION: 
  
  No acute cardiopulmonary process.
-"""
+"""  # noqa: W291, W293
 
 FINDINGS_TEXT = (
     "There is no focal consolidation, pleural effusion or pneumothorax. Bilateral nodular opacities that most "
