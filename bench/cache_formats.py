@@ -42,8 +42,8 @@ import h5py
 import numpy as np
 import typer
 
-from bench.common import Direction, Ratio, best_seconds, describe_machine, timed
 from adaptor_vlp.cache_schema import ArrayName, CacheStore, FeatureShape, Modality, Provenance
+from bench.common import Direction, Ratio, best_seconds, describe_machine, timed
 
 SPLIT_SHARES = {"train": 368_960, "validate": 2_991, "test": 5_159}
 """MIMIC-CXR-JPG's official split sizes (images): the benchmark's rows are split in these proportions."""
@@ -350,7 +350,7 @@ def report_lines(figures: CacheFigures, settings: Settings) -> list[str]:
     fastest_read = min(f.read_seconds for f in figures.formats)
     fastest_batch = min(f.batch_seconds for f in figures.formats)
     header = (f"{'format':<30}{'MB':>8}{'x npy':>7}{'write s':>9}{'read s':>9}{'x best':>8}"
-              f"{f'batch ms':>10}{'x best':>8}  ids+provenance+resume")
+              f"{'batch ms':>10}{'x best':>8}  ids+provenance+resume")
     lines = [header]
     for f in figures.formats:
         lines.append(f"{f.name:<30}{f.bytes / 1e6:>8.1f}{f.bytes / published.bytes:>7.2f}{f.write_seconds:>9.3f}"

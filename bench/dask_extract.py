@@ -31,13 +31,13 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from bench.common import Ratio, best_seconds, describe_machine, timed
-from bench.extract import DATASET, write_image_set
 from adaptor_vlp.cache_schema import Modality, dataset_dir
 from adaptor_vlp.cache_schema.cluster import local_cluster
-from adaptor_vlp.extract.job import ExtractionJob
 from adaptor_vlp.cache_schema.manifest import read_manifest, write_manifest
+from adaptor_vlp.extract.job import ExtractionJob
 from adaptor_vlp.extract.run import run_extraction
+from bench.common import Ratio, best_seconds, describe_machine, timed
+from bench.extract import DATASET, write_image_set
 
 BACKBONE = "tiny-vit"
 DASK_WORKERS = 1

@@ -34,8 +34,15 @@ import torch
 import typer
 from PIL import Image
 
-from bench.common import Ratio, best_seconds, describe_machine, timed
 from adaptor_vlp.cache_schema import CacheStore, Modality, ShardSpan, dataset_dir
+from adaptor_vlp.cache_schema.manifest import (
+    CHEXPERT_LABELS,
+    Manifest,
+    ManifestRow,
+    Split,
+    read_manifest,
+    write_manifest,
+)
 from adaptor_vlp.extract.backbones import BackboneSpec, get_spec
 from adaptor_vlp.extract.demo.anatomy import sample_anatomy
 from adaptor_vlp.extract.demo.findings import sample_findings, sample_traits
@@ -43,10 +50,10 @@ from adaptor_vlp.extract.demo.radiograph import draw_frontal, encode_jpeg
 from adaptor_vlp.extract.encoders import ImageEncoder, load_image_encoder
 from adaptor_vlp.extract.images import read_grayscale
 from adaptor_vlp.extract.job import ExtractionJob
-from adaptor_vlp.extract.precision import Precision
-from adaptor_vlp.cache_schema.manifest import CHEXPERT_LABELS, Manifest, ManifestRow, Split, read_manifest, write_manifest
 from adaptor_vlp.extract.pipeline import StoreRows, Target, extract_shards, open_store, shard_batches, store_rows
+from adaptor_vlp.extract.precision import Precision
 from adaptor_vlp.extract.sources import Decoders, ImageBatch, ImagePassRows, image_batches
+from bench.common import Ratio, best_seconds, describe_machine, timed
 
 DATASET = "bench"
 RANDOM_INIT_SEED = 0

@@ -9,8 +9,8 @@ codec, written for N images), their ratio, the projected totals for SIIM and RSN
 per image of the encoder alone, of the encoder with its maps, and of writing those maps into the
 store, in interleaved rounds (best round kept); and the forward GFLOPs per image of the published
 U-Net decoder reading those maps (`evaluate.unet_decoder`, counted by torch.utils.flop_counter).
-Seeded weights are not the published ones: a trained encoder's ReLU maps may hold more zeros and compress better, so the stored bytes are an
-estimate and the raw bytes the bound.
+Seeded weights are not the published ones: a trained encoder's ReLU maps may hold more zeros and compress better,
+so the stored bytes are an estimate and the raw bytes the bound.
 """
 from __future__ import annotations
 
@@ -102,13 +102,14 @@ def main(
         folder = Path(tempfile.mkdtemp(prefix="bench-maps-"))
         written = {"n": 0}
 
-        def write_store() -> float:
+        def write_store(folder: Path = folder, written: dict[str, int] = written,
+                        maps: list[np.ndarray] = maps) -> float:
             target = folder / f"round-{written['n']}"
             written["n"] += 1
             target.mkdir()
             return timed(lambda: store_bytes(maps, images, target)) / images
 
-        def forward(with_maps: bool) -> float:
+        def forward(with_maps: bool, pixels: torch.Tensor = pixels) -> float:
             with torch.inference_mode():
                 return timed(lambda: tower.forward_with_maps(pixels) if with_maps else tower(pixels))
 

@@ -159,7 +159,9 @@ def main(
                                  min(piece.share * budget, deadline - time.monotonic())))
     typer.echo(f"== summary on {device.value}: {name}")
     for result in results:
-        code = "" if result.exit_code in (0, None) or result.outcome is Outcome.STOPPED else f" (exit {result.exit_code})"
+        code = (
+            "" if result.exit_code in (0, None) or result.outcome is Outcome.STOPPED else f" (exit {result.exit_code})"
+        )
         typer.echo(f"{result.piece.name}: {result.outcome.value}{code}, {result.seconds:.0f} s")
         for ratio in result.ratios:
             typer.echo(f"[{name}] {result.piece.name}: {ratio}")

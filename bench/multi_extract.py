@@ -32,8 +32,6 @@ from typing import Iterator
 import torch
 import typer
 
-from bench.common import Ratio, best_seconds, describe_machine, timed
-from bench.extract import DATASET, Bound, Device, ImageSet, benchmark_spec, write_image_set
 from adaptor_vlp.cache_schema import Modality, ShardSpan, dataset_dir
 from adaptor_vlp.cache_schema.manifest import read_manifest
 from adaptor_vlp.extract.backbones import UnknownBackbone
@@ -42,6 +40,8 @@ from adaptor_vlp.extract.job import ExtractionJob, ExtractionPass
 from adaptor_vlp.extract.pipeline import StoreRows, Target, extract_shards, open_store, shard_batches, store_rows
 from adaptor_vlp.extract.precision import Precision
 from adaptor_vlp.extract.sources import Decoders, ImageBatch, ImagePassRows, image_batches
+from bench.common import Ratio, best_seconds, describe_machine, timed
+from bench.extract import DATASET, Bound, Device, ImageSet, benchmark_spec, write_image_set
 
 TINY_BACKBONES = ("tiny-vit", "tiny-resnet", "timm:test_vit.r160_in1k")
 """Three tiny backbones with inputs of 64, 64 and 160 px: the pass decodes at the largest first resize (168)."""

@@ -27,16 +27,21 @@ import numpy as np
 import torch
 import typer
 
-from bench.common import Ratio, best_seconds, describe_machine, timed
-from bench.extract import write_image_set
-from bench.multi_extract import PAPER_BACKBONES
 from adaptor_vlp.cache_schema.geometry import resized_shape
 from adaptor_vlp.extract.backbone_spec import RESIZE_OPS
 from adaptor_vlp.extract.backbones import BackboneSpec, ImageStep, Interpolation, UnknownBackbone, get_spec
 from adaptor_vlp.extract.image_transforms import (
-    DecodeSize, area_resize, decode_size, pass_decode_size, preprocess, preprocess_each,
+    DecodeSize,
+    area_resize,
+    decode_size,
+    pass_decode_size,
+    preprocess,
+    preprocess_each,
 )
 from adaptor_vlp.extract.images import read_grayscale
+from bench.common import Ratio, best_seconds, describe_machine, timed
+from bench.extract import write_image_set
+from bench.multi_extract import PAPER_BACKBONES
 
 SHARED_GOAL = 2.0
 """Goal (ours): preprocessing the paper's three backbones together costs at most half of each in turn."""

@@ -107,8 +107,9 @@ class Inputs:
             f"{self.segmentation_gflop_per_sample:g} GFLOP per sample and step (flop counter, TokenGridDecoder on "
             f"16 x 16 tokens), {self.segmentation_tflops:g} TFLOP/s effective (assumed)",
             f"ResNet-AE feature maps (`extract images --feature-maps`): SIIM's {self.feature_map_images[0]:,} images "
-            f"at {self.feature_map_sizes[0]} px and RSNA's {self.feature_map_images[1]:,} at {self.feature_map_sizes[1]} "
-            f"px (the published crop sizes), {self.feature_map_mib[0]:g} and {self.feature_map_mib[1]:g} MiB stored "
+            f"at {self.feature_map_sizes[0]} px and RSNA's {self.feature_map_images[1]:,} "
+            f"at {self.feature_map_sizes[1]} px (the published crop sizes), "
+            f"{self.feature_map_mib[0]:g} and {self.feature_map_mib[1]:g} MiB stored "
             f"per image, {self.feature_map_write_s[0]:g} and {self.feature_map_write_s[1]:g} s per image to compress "
             "and write on one core (measured: bench.feature_maps, seeded ResNet-AE-101 weights, this 2-core CPU); "
             "the GPU forward at 896 px assumed 16x the 224 px cost",

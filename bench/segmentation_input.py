@@ -42,10 +42,12 @@ def main(backbones: str = typer.Option("dinov2-s,dinov2-b", "--backbones"),
                 spec = segmentation_input(get_spec(name), size)
                 encoder = load_image_encoder(spec, weights=checkpoint)
                 preprocess(gray, spec)
-                prepare = timed(lambda: [preprocess(gray, spec) for _ in range(images)]) / images
+                prepare = timed(lambda spec=spec: [preprocess(gray, spec) for _ in range(images)]) / images
                 pixels = torch.stack([preprocess(gray, spec) for _ in range(images)])
                 encoder.encode(pixels[:1], with_tokens=True)
-                forward = timed(lambda: encoder.encode(pixels, with_tokens=True)) / images
+                forward = timed(
+                    lambda encoder=encoder, pixels=pixels: encoder.encode(pixels, with_tokens=True)
+                ) / images
                 count, width = encoder.token_count, encoder.dim
                 stored = FLOAT16_BYTES * (count * width + width) + count
                 typer.echo(f"{name} at {size} px: {count} tokens x {width}, resize+normalise {prepare:.3f} s/image, "

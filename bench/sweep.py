@@ -50,6 +50,17 @@ from safetensors.torch import load_file
 from torch.func import functional_call, stack_module_state, vmap
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from adaptor_vlp.cache_schema import CacheStore, Modality
+from adaptor_vlp.train.batches import TRAIN_SPLIT, PairedData, steps_per_epoch
+from adaptor_vlp.train.loop import TrainingRun, start_run, train_epoch
+from adaptor_vlp.train.loss import contrastive_loss
+from adaptor_vlp.train.model import Adaptor, AdaptorConfig
+from adaptor_vlp.train.pairs import StorePairing, pair_stores
+from adaptor_vlp.train.recipe import DEMO, PAPER, Recipe, RecipeName
+from adaptor_vlp.train.stacked import StackedRuns
+from adaptor_vlp.train.stacked_model import StackedAdaptors, StackMode
+from adaptor_vlp.train.sweep import LEADERBOARD_CSV, SweepRun, expand_grid, run_sweep
+from bench.cache_formats import SPLIT_SHARES as MIMIC_SPLIT_SHARES
 from bench.common import Ratio, describe_machine
 from bench.extract import Device
 from bench.train import (
@@ -62,17 +73,6 @@ from bench.train import (
     synthetic_backbone,
     write_synthetic_stores,
 )
-from bench.cache_formats import SPLIT_SHARES as MIMIC_SPLIT_SHARES
-from adaptor_vlp.cache_schema import CacheStore, Modality
-from adaptor_vlp.train.batches import TRAIN_SPLIT, PairedData, steps_per_epoch
-from adaptor_vlp.train.loop import TrainingRun, start_run, train_epoch
-from adaptor_vlp.train.loss import contrastive_loss
-from adaptor_vlp.train.model import Adaptor, AdaptorConfig
-from adaptor_vlp.train.pairs import StorePairing, pair_stores
-from adaptor_vlp.train.recipe import DEMO, PAPER, Recipe, RecipeName
-from adaptor_vlp.train.stacked import StackedRuns
-from adaptor_vlp.train.stacked_model import StackedAdaptors, StackMode
-from adaptor_vlp.train.sweep import LEADERBOARD_CSV, SweepRun, expand_grid, run_sweep
 
 DEMO_GRID = {"lr": [1e-3, 3e-3], "weight_decay": [0.01, 0.1], "seed": [0, 1], "dropout": [0.1, 0.0]}
 """The demo sweep's grid (16 points); `--points` keeps its first N combinations."""
@@ -556,13 +556,17 @@ def main(
     try:
         group_sizes = None if groups is None else tuple(int(size) for size in groups.split(","))
     except ValueError:
-        raise typer.BadParameter(f"{groups!r} is not a comma-separated list of group sizes", param_hint="--groups")
+        raise typer.BadParameter(
+            f"{groups!r} is not a comma-separated list of group sizes", param_hint="--groups"
+        ) from None
     if group_sizes is not None and min(group_sizes) < 2:
         raise typer.BadParameter("a stacked group has at least 2 points", param_hint="--groups")
     try:
         chosen_parts = None if parts is None else tuple(Part(part.strip()) for part in parts.split(","))
     except ValueError:
-        raise typer.BadParameter(f"{parts!r}: parts are {[part.value for part in Part]}", param_hint="--parts")
+        raise typer.BadParameter(
+            f"{parts!r}: parts are {[part.value for part in Part]}", param_hint="--parts"
+        ) from None
     if threads is not None:
         torch.set_num_threads(threads)
     chosen = {"cache": cache, "vision": vision, "text": text, "points": points, "groups": group_sizes,

@@ -40,9 +40,6 @@ import torch
 import typer
 
 import bench.cache_formats as cache_formats
-from bench.common import Ratio, best_seconds, describe_machine, timed
-from bench.extract import DATASET as IMAGE_SET_DATASET
-from bench.extract import Device, write_image_set
 from adaptor_vlp.cache_schema import ArrayName, CacheStore, FeatureShape, Modality, Provenance, dataset_dir, store_path
 from adaptor_vlp.cache_schema.manifest import read_manifest
 from adaptor_vlp.extract.backbones import MINILM_NAME, BackboneSpec, RandomTextConfig, get_spec
@@ -56,6 +53,9 @@ from adaptor_vlp.train.loop import TrainResult, adamw, linear_warmup_decay, trai
 from adaptor_vlp.train.model import Adaptor, AdaptorConfig, count_trainable_parameters
 from adaptor_vlp.train.pairs import pair_stores
 from adaptor_vlp.train.recipe import DEMO, PAPER, Recipe
+from bench.common import Ratio, best_seconds, describe_machine, timed
+from bench.extract import DATASET as IMAGE_SET_DATASET
+from bench.extract import Device, write_image_set
 
 RANDOM_INIT_SEED = 0
 BERT_BASE = RandomTextConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,

@@ -7,7 +7,13 @@ from typing import Iterator
 import typer
 
 from adaptor_vlp.cache_schema.inventory import (
-    NothingCached, contents_summary, find_contents, format_contents, format_summary, is_store, store_summary,
+    NothingCached,
+    contents_summary,
+    find_contents,
+    format_contents,
+    format_summary,
+    is_store,
+    store_summary,
 )
 from adaptor_vlp.cache_schema.lock import FolderLocked
 from adaptor_vlp.cache_schema.repair import repair_store

@@ -48,7 +48,9 @@ def parse_scheduler(value: str) -> Scheduler:
     raise SchedulerError(f"--scheduler {value!r} not understood. {SCHEDULER_HELP}")
 
 
-def run_on_dask(scheduler: Scheduler, task: Callable[[Item], Result], items: Sequence[Item]) -> Iterator[tuple[Item, Result]]:
+def run_on_dask(
+    scheduler: Scheduler, task: Callable[[Item], Result], items: Sequence[Item]
+) -> Iterator[tuple[Item, Result]]:
     """Runs task(item) for every item as Dask tasks, yielding (item, result) as each one finishes.
 
     Each task does its whole unit of work itself (writes its whole shard, trains its whole run),

@@ -283,7 +283,7 @@ def read_through_zarr(array: zarr.Array, rows: slice | np.ndarray, shard_rows: i
     except Exception as error:  # a damaged object surfaces as any codec's error
         index = _undecodable_shard(array, touched, shard_rows)
         raise DamagedShardFile(index if index is not None else (touched[0] if touched else 0),
-                               f"cannot be decoded ({type(error).__name__}: {error})")
+                               f"cannot be decoded ({type(error).__name__}: {error})") from error
     result = np.empty_like(values)
     result[order] = values
     return result

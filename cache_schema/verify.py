@@ -22,8 +22,8 @@ from adaptor_vlp.cache_schema.arrays import ShardSpan
 from adaptor_vlp.cache_schema.layout import FEATURE_ARRAYS, PER_SHARD_ARRAYS, ArrayName, shard_key
 from adaptor_vlp.cache_schema.lock import lock_path, read_holder
 from adaptor_vlp.cache_schema.manifest import MANIFEST_CSV, MANIFEST_JSON, ManifestError, manifest_sha256
-from adaptor_vlp.cache_schema.provenance import IncompleteProvenance
 from adaptor_vlp.cache_schema.markers import ShardFile, ShardMarker
+from adaptor_vlp.cache_schema.provenance import IncompleteProvenance
 from adaptor_vlp.cache_schema.store import CacheStore, DamagedStore, StoreError
 
 REBUILD = "the row metadata is written once, when the store is created: rebuild the store with --overwrite"

@@ -15,9 +15,9 @@ from typing import Any, Sequence
 import numpy as np
 from sklearn.metrics import roc_curve
 
+from adaptor_vlp.cache_schema.writes import write_atomically
 from adaptor_vlp.evaluate.report import METRIC_TITLES, feature_label
 from adaptor_vlp.evaluate.results import EvaluationTask, ResultRecord, StoredResult
-from adaptor_vlp.cache_schema.writes import write_atomically
 
 PLOTS_FOLDER = "plots"
 MAX_OVERLAYS = 4

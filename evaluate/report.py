@@ -13,9 +13,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from adaptor_vlp.cache_schema.writes import write_text_atomically
 from adaptor_vlp.evaluate.bootstrap import ConfidenceInterval
 from adaptor_vlp.evaluate.results import EvaluationTask, FeatureSpace, ResultRecord, StoredResult, read_results
-from adaptor_vlp.cache_schema.writes import write_text_atomically
 
 REPORT_FILE = "report.md"
 
@@ -91,7 +91,9 @@ def feature_label(record: ResultRecord) -> str:
     or 'dinov2-s patch tokens + Adaptor'."""
     backbone = record.context.provenance.get("image", {}).get("backbone", "image backbone")
     if record.feature_space is FeatureSpace.ADAPTOR:
-        return f"{backbone} patch tokens + Adaptor" if record.task is EvaluationTask.SEGMENT else f"{backbone} + Adaptor"
+        if record.task is EvaluationTask.SEGMENT:
+            return f"{backbone} patch tokens + Adaptor"
+        return f"{backbone} + Adaptor"
     return f"{backbone} patch tokens" if record.task is EvaluationTask.SEGMENT else f"{backbone} (baseline)"
 
 

@@ -18,6 +18,9 @@ from adaptor_vlp.evaluate.segmentation_loss import loss_function
 from adaptor_vlp.evaluate.segmentation_protocol import SegmentationProtocol
 from adaptor_vlp.evaluate.segmentation_training import SegmentationTraining, train_segmenter
 
+DEFAULT_PROTOCOL = SegmentationProtocol()
+"""The protocol `fit_segmentation_head` follows unless told otherwise (the published SIIM one)."""
+
 
 @dataclass(frozen=True)
 class FittedSegmenter:
@@ -48,7 +51,7 @@ def fit_segmentation_head(
     grid: int,
     out_size: int | tuple[int, int],
     seed: int = 0,
-    protocol: SegmentationProtocol = SegmentationProtocol(),
+    protocol: SegmentationProtocol = DEFAULT_PROTOCOL,
 ) -> FittedSegmenter:
     """Trains the protocol's decoder on (N, grid*grid, D) tokens and (N, H, W) binary masks, (H, W) being
     `out_size`, keeping the weights of the best validated epoch.

@@ -24,7 +24,10 @@ from torch.nn import functional
 from adaptor_vlp.cache_schema import ArrayName, CacheStore, StoreError
 from adaptor_vlp.cache_schema.layout import FEATURE_MAP_ARRAYS
 from adaptor_vlp.evaluate.early_stopping import (
-    TrainingSettings, predict_in_batches, seeded_torch, train_with_early_stopping,
+    TrainingSettings,
+    predict_in_batches,
+    seeded_torch,
+    train_with_early_stopping,
 )
 from adaptor_vlp.evaluate.features import AdaptorRun, DatasetRows, adaptor_embeddings
 from adaptor_vlp.evaluate.segmentation_loss import loss_function

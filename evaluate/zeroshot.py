@@ -14,19 +14,32 @@ Adaptor's learned logit scale, as in its training loss.
 """
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
 import numpy as np
+import tomllib
 
 from adaptor_vlp.cache_schema import CacheStore, Modality, ProvenanceMismatch, StoreError, dataset_dir
+from adaptor_vlp.cache_schema.manifest import (
+    Manifest,
+    ManifestRow,
+    Split,
+    manifest_sha256,
+    read_manifest,
+    write_manifest,
+)
 from adaptor_vlp.evaluate.classify import classification_targets, metrics_with_intervals
-from adaptor_vlp.evaluate.features import AdaptorRun, adaptor_embeddings, open_dataset_rows, open_store_for, pooled_features
+from adaptor_vlp.evaluate.features import (
+    AdaptorRun,
+    adaptor_embeddings,
+    open_dataset_rows,
+    open_store_for,
+    pooled_features,
+)
 from adaptor_vlp.evaluate.heads import LabelStructure
 from adaptor_vlp.evaluate.results import EvaluatedRun, EvaluationTask, FeatureSpace, ResultRecord, RunContext
-from adaptor_vlp.cache_schema.manifest import Manifest, ManifestRow, Split, manifest_sha256, read_manifest, write_manifest
 
 DEFAULT_PROMPTS = Path(__file__).with_name("chexpert_prompts.toml")
 """Positive and negative prompts for the 14 CheXpert labels."""

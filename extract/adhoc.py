@@ -17,9 +17,23 @@ from transformers import CONFIG_MAPPING
 
 from adaptor_vlp.cache_schema import Modality
 from adaptor_vlp.extract.backbone_spec import (
-    BackboneSpec, ImagePreprocessing, ImageStep, Interpolation, Pooling, Source, SpecError, StepOp,
+    BackboneSpec,
+    ImagePreprocessing,
+    ImageStep,
+    Interpolation,
+    Pooling,
+    Source,
+    SpecError,
+    StepOp,
 )
-from adaptor_vlp.extract.local_files import CONFIG_FILE, MissingWeights, cached_file, hub_cache_dir, hub_download_hint, read_json
+from adaptor_vlp.extract.local_files import (
+    CONFIG_FILE,
+    MissingWeights,
+    cached_file,
+    hub_cache_dir,
+    hub_download_hint,
+    read_json,
+)
 
 TIMM_SCHEME = "timm:"
 HF_SCHEME = "hf:"
@@ -135,7 +149,9 @@ def _hf_image_preprocessing(name: str, repo_id: str) -> tuple[ImagePreprocessing
     processor = read_json(path)
     if processor.get("do_rescale", True) and not math.isclose(processor.get("rescale_factor", 1 / 255), 1 / 255,
                                                                rel_tol=1e-6):
-        raise SpecError(f"backbone {name!r}: {path} rescales by {processor['rescale_factor']}, not 1/255; {REGISTRY_HINT}")
+        raise SpecError(
+            f"backbone {name!r}: {path} rescales by {processor['rescale_factor']}, not 1/255; {REGISTRY_HINT}"
+        )
     steps = []
     if processor.get("do_resize", True):
         resample = PIL_RESAMPLE.get(processor.get("resample", 3))

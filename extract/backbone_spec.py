@@ -259,7 +259,10 @@ class BackboneSpec:
 
         if (self.modality is Modality.IMAGE) != (self.image is not None):
             refuse("image preprocessing goes with, and only with, an image backbone")
-        if self.pooling is Pooling.POOLER and self.modality is Modality.IMAGE and self.source is not Source.TRANSFORMERS:
+        if (
+            self.pooling is Pooling.POOLER and self.modality is Modality.IMAGE
+            and self.source is not Source.TRANSFORMERS
+        ):
             refuse("pooler pooling exists only for text backbones and transformers vision models")
         if self.source is Source.TORCHXRAYVISION and self.modality is not Modality.IMAGE:
             refuse("torchxrayvision backbones are image backbones")

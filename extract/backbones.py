@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from enum import Enum
@@ -34,11 +33,23 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import tomllib
+
 from adaptor_vlp.cache_schema import Modality
 from adaptor_vlp.extract.adhoc import ADHOC_SCHEMES, adhoc_spec
 from adaptor_vlp.extract.backbone_spec import (
-    DEFAULT_MAX_LENGTH, RANDOM_INIT_PREFIX, BackboneSpec, ImagePreprocessing, ImageStep, Interpolation, Pooling,
-    PositionEmbedding, RandomTextConfig, Source, SpecError, StepOp,
+    DEFAULT_MAX_LENGTH,
+    RANDOM_INIT_PREFIX,
+    BackboneSpec,
+    ImagePreprocessing,
+    ImageStep,
+    Interpolation,
+    Pooling,
+    PositionEmbedding,
+    RandomTextConfig,
+    Source,
+    SpecError,
+    StepOp,
 )
 from adaptor_vlp.extract.text_cleaning import TextCleaning
 
@@ -192,7 +203,9 @@ def _read_registry_file(path: Path) -> list[RegistryEntry]:
     entries = []
     for name, table in tables.items():
         if name.startswith(ADHOC_SCHEMES):
-            raise RegistryError(f"{path}: backbone name {name!r} starts with an ad-hoc scheme ({', '.join(ADHOC_SCHEMES)})")
+            raise RegistryError(
+                f"{path}: backbone name {name!r} starts with an ad-hoc scheme ({', '.join(ADHOC_SCHEMES)})"
+            )
         entries.extend(RegistryEntry(spec, str(path)) for spec in _specs_from_table(path, name, table))
     return entries
 

@@ -18,9 +18,9 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import ModelOutput
 
-from adaptor_vlp.extract.backbones import BackboneSpec, Modality, Pooling, Source, SpecError, get_spec
 from adaptor_vlp.extract.adhoc import timm_pretrained_cfg
 from adaptor_vlp.extract.backbone_spec import PositionEmbedding
+from adaptor_vlp.extract.backbones import BackboneSpec, Modality, Pooling, Source, SpecError, get_spec
 from adaptor_vlp.extract.hf_models import load_transformers_model, vision_tower
 from adaptor_vlp.extract.hub_positions import HUB_INTERPOLATE_ANTIALIAS, HUB_INTERPOLATE_OFFSET, use_hub_positions
 from adaptor_vlp.extract.image_transforms import image_preprocessing

@@ -5,10 +5,11 @@
 scaled to 0..1, replicated to the backbone's channels and normalised. So one decoded image can
 feed several backbones (`preprocess_each` runs the steps they share once), and everything that
 shapes the input is in the spec (and hence in the store's provenance). How large the image is
-decoded before those steps is a `DecodeSize`, chosen per run and recorded in the store too. `augmented_view` gives seeded random views (random resized crop + small
-rotation), each reproducible from (sample id, view index), so that K views can be cached next
-to the plain embedding and recomputed identically on resume (the published code froze a single
-random crop into its cache instead).
+decoded before those steps is a `DecodeSize`, chosen per run and recorded in the store too.
+`augmented_view` gives seeded random views (random resized crop + small rotation), each
+reproducible from (sample id, view index), so that K views can be cached next to the plain
+embedding and recomputed identically on resume (the published code froze a single random crop
+into its cache instead).
 
 Area interpolation is implemented here rather than borrowed: torch's `area` mode averages
 whole pixels per bin and Pillow's BOX filter weighs pixels 0 or 1 by their centres, while
@@ -30,7 +31,12 @@ from torchvision.transforms.v2 import functional as F
 from adaptor_vlp.cache_schema.geometry import centre_square, resized_shape, square_padding
 from adaptor_vlp.cache_schema.warps import view_seed as view_seed  # shared with the segmentation views
 from adaptor_vlp.extract.backbone_spec import (
-    RESIZE_OPS, BackboneSpec, ImagePreprocessing, ImageStep, Interpolation, StepOp,
+    RESIZE_OPS,
+    BackboneSpec,
+    ImagePreprocessing,
+    ImageStep,
+    Interpolation,
+    StepOp,
 )
 
 MAX_GREY = 255.0

@@ -87,7 +87,9 @@ PER_BACKBONE_FIELDS = frozenset({"backbone", "weights"})
 
 
 class PassError(ValueError):
-    """Jobs that cannot run as one pass: none, a backbone named twice, a text backbone among image ones, differing settings."""
+    """Jobs that cannot run as one pass: none, a backbone named twice, a text backbone among image ones,
+    differing settings.
+    """
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from adaptor_vlp.cache_schema import (
 )
 from adaptor_vlp.cache_schema.arrays import FEATURE_MAP_CODEC
 from adaptor_vlp.cache_schema.layout import FEATURE_MAP_ARRAYS
+from adaptor_vlp.cache_schema.manifest import Manifest, ManifestRow, manifest_sha256, read_manifest
 from adaptor_vlp.cache_schema.warps import PUBLISHED_SHIFT_SCALE_ROTATE
 from adaptor_vlp.extract.device_decoding import decoder_record
 from adaptor_vlp.extract.encoders import (
@@ -45,9 +46,15 @@ from adaptor_vlp.extract.encoders import (
     load_text_encoder,
 )
 from adaptor_vlp.extract.job import ExtractionJob, ExtractionPass
-from adaptor_vlp.cache_schema.manifest import Manifest, ManifestRow, manifest_sha256, read_manifest
 from adaptor_vlp.extract.sources import (
-    Decoders, ImageBatch, ImagePassRows, ReportEncodingFailed, ReportRows, TextBatch, image_batches, read_ahead,
+    Decoders,
+    ImageBatch,
+    ImagePassRows,
+    ReportEncodingFailed,
+    ReportRows,
+    TextBatch,
+    image_batches,
+    read_ahead,
     report_failure,
 )
 
@@ -392,8 +399,8 @@ class PendingShard:
 def run_shard_task(extraction: ExtractionPass, shard: PendingShard) -> int:
     """A self-contained shard task (for Dask workers): one shard for every store that lacks it; returns its failures.
 
-    The images are decoded once for all those stores' backbones (the same rows fail in each). Its `num_workers` decoders are
-    threads: a Dask worker process is daemonic (it may not start processes), and its start method
+    The images are decoded once for all those stores' backbones (the same rows fail in each). Its `num_workers`
+    decoders are threads: a Dask worker process is daemonic (it may not start processes), and its start method
     is spawn, so decoding processes would cost seconds of start-up in every shard task.
     """
     settings = extraction.settings

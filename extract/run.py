@@ -18,7 +18,14 @@ from typing import Callable, Sequence
 
 from rich.console import Console
 from rich.progress import (
-    BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
 )
 from rich.text import Text
 
@@ -30,8 +37,17 @@ from adaptor_vlp.cache_schema.manifest import read_manifest
 from adaptor_vlp.cache_schema.writes import WriteFailed
 from adaptor_vlp.extract.job import ExtractionJob, ExtractionPass
 from adaptor_vlp.extract.pipeline import (
-    Encoder, PendingShard, StoreRows, Target, extract_shards, load_encoder, open_store, resolve_image_root,
-    run_shard_task, store_features, store_rows,
+    Encoder,
+    PendingShard,
+    StoreRows,
+    Target,
+    extract_shards,
+    load_encoder,
+    open_store,
+    resolve_image_root,
+    run_shard_task,
+    store_features,
+    store_rows,
 )
 
 
@@ -143,7 +159,8 @@ def _rows_left(store: CacheStore) -> int:
 
 
 def _with_shard_plan(extraction: ExtractionPass, encoders: Sequence[Encoder], overwrite: bool) -> ExtractionPass:
-    """The pass with its one shard plan in every job: the jobs' own, else the existing stores', else the smallest default.
+    """The pass with its one shard plan in every job: the jobs' own, else the existing stores', else the smallest
+    default.
 
     One plan keeps every backbone's batches the same fixed row ranges a single-backbone run uses.
     """

@@ -19,13 +19,13 @@ from typing import Callable, Iterator, Sequence, TypeVar
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from adaptor_vlp.extract.backbones import BackboneSpec
-from adaptor_vlp.extract.image_transforms import DecodeSize, augmented_view, decode_size, preprocess_each, view_seed
-from adaptor_vlp.extract.device_decoding import Decoder, decode_batch
-from adaptor_vlp.extract.images import DecodedImage, UnreadableImage, read_decoded
-from adaptor_vlp.extract.text_cleaning import TextCleaning, clean_text
-from adaptor_vlp.extract.segmentation_input import segmentation_view
 from adaptor_vlp.cache_schema.manifest import ManifestRow
+from adaptor_vlp.extract.backbones import BackboneSpec
+from adaptor_vlp.extract.device_decoding import Decoder, decode_batch
+from adaptor_vlp.extract.image_transforms import DecodeSize, augmented_view, decode_size, preprocess_each, view_seed
+from adaptor_vlp.extract.images import DecodedImage, UnreadableImage, read_decoded
+from adaptor_vlp.extract.segmentation_input import segmentation_view
+from adaptor_vlp.extract.text_cleaning import TextCleaning, clean_text
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,12 @@ from adaptor_vlp.extract.adhoc import timm_pretrained_cfg
 from adaptor_vlp.extract.backbone_spec import BackboneSpec, Modality, Source
 from adaptor_vlp.extract.backbones import get_spec
 from adaptor_vlp.extract.local_files import (
-    CONFIG_FILE, IncompatibleWeights, MissingWeights, cached_file, hub_cache_dir, hub_download_hint,
+    CONFIG_FILE,
+    IncompatibleWeights,
+    MissingWeights,
+    cached_file,
+    hub_cache_dir,
+    hub_download_hint,
 )
 from adaptor_vlp.extract.xrv_autoencoder import xrv_weights_location
 

@@ -9,6 +9,8 @@ from typing import Any, Optional
 import typer
 
 from adaptor_vlp.cache_schema import IncompleteProvenance, Modality, Provenance, ProvenanceMismatch, StoreError
+from adaptor_vlp.cache_schema.cli import input_errors_exit
+from adaptor_vlp.cache_schema.cluster import SCHEDULER_HELP, SchedulerError
 from adaptor_vlp.train.checkpoint import CheckpointError, CheckpointKind
 from adaptor_vlp.train.embed import embed_store
 from adaptor_vlp.train.encoding import DeviceError
@@ -22,8 +24,6 @@ from adaptor_vlp.train.loop import (
 from adaptor_vlp.train.model import AdaptorInputs
 from adaptor_vlp.train.pairs import PairingError, open_pair_stores, pair_stores
 from adaptor_vlp.train.recipe import RECIPES, Recipe, RecipeError, RecipeName, Selection
-from adaptor_vlp.cache_schema.cluster import SCHEDULER_HELP, SchedulerError
-from adaptor_vlp.cache_schema.cli import input_errors_exit
 from adaptor_vlp.train.stacked_model import StackError, StackMode
 from adaptor_vlp.train.sweep import CUDA_STACK_SIZE, GridError, SweepOutcome, expand_grid, read_grid, run_sweep
 

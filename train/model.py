@@ -30,8 +30,8 @@ autoencoder's feature map has none), and padded tokens must not count.
 The image-only path (`Adaptor.encode_image`) computes exactly the image embedding of `forward`
 in both modes, for each sample independently of its batch-mates. Its dense counterpart
 (`Adaptor.encode_image_tokens`), for segmentation as the paper does it, runs an image's patch
-tokens through the same projection and blocks and keeps one output per token instead of pooling. The published code handed
-nn.MultiheadAttention (B, D) batches, which it reads as one unbatched sequence of length B, in
+tokens through the same projection and blocks and keeps one output per token instead of pooling. The published code
+handed nn.MultiheadAttention (B, D) batches, which it reads as one unbatched sequence of length B, in
 pre-training and downstream alike, so each embedding depended on the rest of its batch; here a
 pooled batch is always B sequences of length 1.
 """

@@ -20,11 +20,11 @@ import functools
 import itertools
 import json
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+import tomllib
 import yaml
 
 from adaptor_vlp.cache_schema.cluster import parse_scheduler, run_on_dask

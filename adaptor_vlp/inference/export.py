@@ -26,7 +26,13 @@ from adaptor_vlp.extract.backbones import BackboneSpec, UnknownBackbone, get_spe
 from adaptor_vlp.extract.image_transforms import image_preprocessing
 from adaptor_vlp.inference.model_card import model_card
 from adaptor_vlp.inference.record import (
-    CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, ModelFolderError, ModelRecord, adaptor_weights, read_model,
+    CARD_FILE,
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    ModelFolderError,
+    ModelRecord,
+    adaptor_weights,
+    read_model,
 )
 from adaptor_vlp.train.checkpoint import CheckpointKind, read_record
 from adaptor_vlp.train.loop import read_completed

@@ -16,7 +16,13 @@ from adaptor_vlp.cache_schema import Modality
 from adaptor_vlp.extract.job import ExtractionJob
 from adaptor_vlp.study.spec import StudySpec, TaskKind, TaskSpec
 from adaptor_vlp.study.steps import (
-    ExtractStep, HeadStep, ManifestStep, Status, Step, StepState, TrainStep,
+    ExtractStep,
+    HeadStep,
+    ManifestStep,
+    Status,
+    Step,
+    StepState,
+    TrainStep,
 )
 from adaptor_vlp.train.encoding import resolve_device
 from adaptor_vlp.train.recipe import RECIPES
@@ -72,7 +78,9 @@ def plan_study(spec: StudySpec) -> StudyPlan:
     extracts = list(_extract_steps(spec, extract_device))
     trains = [_train_step(spec, run) for run in _sweep_runs(spec)]
     heads = list(_head_steps(spec, trains))
-    left_out = tuple(LeftOutCell(task.name, entry.image, entry.reason) for task in spec.tasks for entry in task.left_out)
+    left_out = tuple(
+        LeftOutCell(task.name, entry.image, entry.reason) for task in spec.tasks for entry in task.left_out
+    )
     return StudyPlan(spec, (*manifests, *extracts, *trains, *heads), left_out)
 
 

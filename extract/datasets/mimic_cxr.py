@@ -72,7 +72,9 @@ class SectionParser(str, Enum):
     ADAPTOR = "adaptor"
     """`extract.datasets.report_sections`: known headers only, in any case, wanted sections in the order asked."""
     MIT_LCP = "mit-lcp"
-    """`extract.datasets.mit_lcp_sections`: MIT-LCP's parser as the paper's code used it (IMPRESSION + FINDINGS only)."""
+    """`extract.datasets.mit_lcp_sections`: MIT-LCP's parser as the paper's code used it
+    (IMPRESSION + FINDINGS only).
+    """
 
 
 class MimicLayoutError(ValueError):

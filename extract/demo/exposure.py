@@ -1,4 +1,5 @@
-"""What the demo downstream trees share: planned frontal radiographs, drawn with their targets' geometry, and DICOM UIDs.
+"""What the demo downstream trees share: planned frontal radiographs, drawn with their targets' geometry, and
+DICOM UIDs.
 
 The SIIM-ACR, RSNA Pneumonia and COVIDx demo trees each plan patients and their frontal images,
 then draw every image from its own seed. An `Exposure` is one planned image; `expose` draws it

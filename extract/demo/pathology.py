@@ -97,7 +97,9 @@ def _opacity_radii_squared(airspace: AirspaceDisease, chest: Chest) -> Iterator[
     for image_side in image_sides(airspace.side):
         centre_x = anatomy.lung_centre(image_side) + image_side * 0.15 * anatomy.lung_half_width
         centre_y = anatomy.diaphragm - 0.13
-        yield image_side, ((grid.x - centre_x) / (0.8 * anatomy.lung_half_width)) ** 2 + ((grid.y - centre_y) / 0.12) ** 2
+        yield image_side, (
+            ((grid.x - centre_x) / (0.8 * anatomy.lung_half_width)) ** 2 + ((grid.y - centre_y) / 0.12) ** 2
+        )
 
 
 def paint_atelectasis(density: np.ndarray, certainty: Certainty, chest: Chest) -> None:

@@ -14,7 +14,13 @@ from PIL import Image, ImageDraw
 from adaptor_vlp.extract.demo.anatomy import Anatomy, Chest, grid, lay_out, smooth_noise
 from adaptor_vlp.extract.demo.devices import device_layer
 from adaptor_vlp.extract.demo.findings import Device, StudyFindings
-from adaptor_vlp.extract.demo.pathology import paint_airspace, paint_atelectasis, paint_edema, paint_effusion, paint_pneumothorax
+from adaptor_vlp.extract.demo.pathology import (
+    paint_airspace,
+    paint_atelectasis,
+    paint_edema,
+    paint_effusion,
+    paint_pneumothorax,
+)
 
 IMAGE_SIDE = 512
 """Pixels per side of a written image."""

@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from adaptor_vlp.cache_schema.manifest import CHEXPERT_LABELS
 from adaptor_vlp.extract.demo.findings import (
     AirspaceAppearance,
     AirspaceDisease,
@@ -22,7 +23,6 @@ from adaptor_vlp.extract.demo.findings import (
     Side,
     StudyFindings,
 )
-from adaptor_vlp.cache_schema.manifest import CHEXPERT_LABELS
 
 POSITIVE, NEGATIVE, UNCERTAIN = 1.0, 0.0, -1.0
 

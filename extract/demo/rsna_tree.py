@@ -26,7 +26,12 @@ from adaptor_vlp.extract.demo.anatomy import sample_anatomy
 from adaptor_vlp.extract.demo.dicom import DicomIdentity, encode_dicom
 from adaptor_vlp.extract.demo.exposure import PORTABLE_RATE, Exposure, dicom_uid, drawing_seed, expose
 from adaptor_vlp.extract.demo.findings import (
-    AirspaceAppearance, AirspaceDisease, Certainty, Side, sample_findings, sample_traits,
+    AirspaceAppearance,
+    AirspaceDisease,
+    Certainty,
+    Side,
+    sample_findings,
+    sample_traits,
 )
 from adaptor_vlp.extract.demo.pathology import airspace_regions
 from adaptor_vlp.extract.demo.preflight import check_empty_folder, check_image_count

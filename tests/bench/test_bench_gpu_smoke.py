@@ -22,7 +22,9 @@ def test_the_gpu_check_runs_every_piece_and_prints_each_ratio_with_the_device_na
         assert f"{piece.name}: ok" in summary, piece.name
     assert f"[{name}] extract dinov2-s: ratio pipeline/forward: " in summary
     assert f"[{name}] stacked sweep: ratio one run / stacked, time per point-step (MIMIC-sized" in summary
-    one_pass = [line.split(": ratio ", 1)[1] for line in summary.splitlines() if "one pass, tiny backbones: ratio" in line]
+    one_pass = [
+        line.split(": ratio ", 1)[1] for line in summary.splitlines() if "one pass, tiny backbones: ratio" in line
+    ]
     assert [ratio.split(":")[0] for ratio in one_pass] == [
         "one pass/3 single passes", "one pass/its ceiling", "reader of one pass/readers of the single passes"]
     assert f"[{name}] one pass, paper backbones: ratio one pass/2 single passes: " in summary

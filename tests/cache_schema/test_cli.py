@@ -4,9 +4,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from adaptor_vlp.cli import app
 from adaptor_vlp.cache_schema import CacheStore
 from adaptor_vlp.cache_schema.manifest import Exclusion, Manifest, ManifestRow, Split, write_manifest
+from adaptor_vlp.cli import app
 from tests.cache_schema.conftest import shard_arrays
 
 runner = CliRunner()

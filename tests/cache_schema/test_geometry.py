@@ -2,7 +2,11 @@
 import numpy as np
 
 from adaptor_vlp.cache_schema.geometry import (
-    centre_square, centre_window, mask_through_geometry, resized_shape, square_padding,
+    centre_square,
+    centre_window,
+    mask_through_geometry,
+    resized_shape,
+    square_padding,
 )
 
 

@@ -26,7 +26,9 @@ EXPECTED_COLUMNS = [
 ]
 
 
-def _row(dicom: str, study: str, split: Split, text: str = "No acute process.", issue: str = "", **labels) -> ManifestRow:
+def _row(
+    dicom: str, study: str, split: Split, text: str = "No acute process.", issue: str = "", **labels
+) -> ManifestRow:
     values = {name: None for name in CHEXPERT_LABELS}
     values.update({name.replace("_", " "): value for name, value in labels.items()})
     return ManifestRow(
@@ -45,7 +47,8 @@ def manifest(tmp_path) -> Manifest:
     )
     return Manifest(
         dataset="mimic-cxr", image_root=tmp_path / "images", reports_root=tmp_path / "reports", rows=rows,
-        options={"views": ["PA", "AP"], "min_words": 3}, exclusions={"image file missing": 2, "view LATERAL not selected": 5},
+        options={"views": ["PA", "AP"], "min_words": 3},
+        exclusions={"image file missing": 2, "view LATERAL not selected": 5},
     )
 
 
@@ -59,7 +62,9 @@ def test_csv_has_exactly_the_documented_columns_and_label_spellings(manifest, tm
     with csv_path.open(newline="", encoding="utf-8") as stream:
         records = list(csv.DictReader(stream))
     assert list(records[0]) == EXPECTED_COLUMNS
-    assert [records[0][name] for name in ("Cardiomegaly", "Edema", "Pneumothorax", "Fracture")] == ["1.0", "-1.0", "0.0", ""]
+    assert [records[0][name] for name in ("Cardiomegaly", "Edema", "Pneumothorax", "Fracture")] == [
+        "1.0", "-1.0", "0.0", "",
+    ]
     assert records[1]["report_text"] == 'Text with "quotes", commas, and a line\nbreak.'
     assert records[0]["image_path"] == "files/p10/p10000032/s50000001/aaaa.jpg"
 

@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 from adaptor_vlp.cache_schema import (
-    ArrayName, CacheStore, DamagedStore, FeatureShape, ProvenanceMismatch, StoreError, WriteFailed,
+    ArrayName,
+    CacheStore,
+    DamagedStore,
+    FeatureShape,
+    ProvenanceMismatch,
+    StoreError,
+    WriteFailed,
 )
 from tests.cache_schema.conftest import FEATURES, SHARD_ROWS, make_provenance, shard_arrays
 
@@ -193,7 +199,7 @@ def test_damaged_row_metadata_names_the_array_instead_of_a_codec_error(full_stor
     id_file = full_store.path / "id" / "c" / "2" / "0"
     id_file.write_bytes(id_file.read_bytes()[:-3])
     with pytest.raises(DamagedStore, match=r"shard 2 \(rows 8-9\) of array 'id': id/c/2/0 cannot be decoded .*repair"):
-        CacheStore.open(full_store.path).ids
+        _ = CacheStore.open(full_store.path).ids  # reading the ids decodes the damaged shard
 
 
 def test_a_failed_shard_write_names_the_file_and_leaves_the_shard_incomplete(empty_store, monkeypatch) -> None:

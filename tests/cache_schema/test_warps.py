@@ -3,7 +3,12 @@ import numpy as np
 import pytest
 
 from adaptor_vlp.cache_schema.warps import (
-    PUBLISHED_SHIFT_SCALE_ROTATE, Warp, draw_warp, view_seed, warp_image, warp_mask,
+    PUBLISHED_SHIFT_SCALE_ROTATE,
+    Warp,
+    draw_warp,
+    view_seed,
+    warp_image,
+    warp_mask,
 )
 
 

@@ -19,9 +19,15 @@ import pytest
 import torch
 
 from adaptor_vlp.cache_schema import ArrayName, CacheStore, FeatureShape, Modality, Provenance, dataset_dir, store_path
-from adaptor_vlp.evaluate.zeroshot import PromptRole, prompt_dataset, prompt_id, read_prompt_manifest, write_prompt_manifest
 from adaptor_vlp.cache_schema.manifest import Manifest, ManifestRow, Split, manifest_sha256, write_manifest
 from adaptor_vlp.cache_schema.targets import decode_mask, encode_rle_target
+from adaptor_vlp.evaluate.zeroshot import (
+    PromptRole,
+    prompt_dataset,
+    prompt_id,
+    read_prompt_manifest,
+    write_prompt_manifest,
+)
 from adaptor_vlp.train.loop import train_adaptor
 from adaptor_vlp.train.pairs import pair_stores
 from adaptor_vlp.train.recipe import DEMO

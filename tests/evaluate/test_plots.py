@@ -3,7 +3,14 @@ import numpy as np
 
 from adaptor_vlp.evaluate.bootstrap import ConfidenceInterval
 from adaptor_vlp.evaluate.plots import draw_plots
-from adaptor_vlp.evaluate.results import EvaluationTask, FeatureSpace, ResultRecord, RunContext, read_results, write_result
+from adaptor_vlp.evaluate.results import (
+    EvaluationTask,
+    FeatureSpace,
+    ResultRecord,
+    RunContext,
+    read_results,
+    write_result,
+)
 
 CONTEXT = RunContext("toy-cxr", {"image": {"backbone": "toy-vit"}}, None)
 

@@ -5,9 +5,9 @@ import pytest
 from adaptor_vlp.cache_schema import CacheStore, Modality, store_path
 from adaptor_vlp.evaluate.features import adaptor_embeddings, open_adaptor_run
 from adaptor_vlp.evaluate.retrieval import RetrievalSettings, run_retrieval
-from tests.evaluate.conftest import DATASET, TEXT
 from adaptor_vlp.train.pairs import PairingError
 from adaptor_vlp.train.retrieval import retrieval_recall
+from tests.evaluate.conftest import DATASET, TEXT
 
 CHANCE_MARGIN = 0.3
 """Mean recall@5 on the toy test split must exceed chance (5 / studies) by this much."""

@@ -2,7 +2,12 @@
 import pytest
 
 from adaptor_vlp.evaluate.segmentation_protocol import (
-    PUBLISHED_RSNA, PUBLISHED_SIIM, DecoderName, LossName, SegmentationProtocol, SelectionMetric,
+    PUBLISHED_RSNA,
+    PUBLISHED_SIIM,
+    DecoderName,
+    LossName,
+    SegmentationProtocol,
+    SelectionMetric,
 )
 
 

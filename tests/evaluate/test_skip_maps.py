@@ -11,7 +11,7 @@ from adaptor_vlp.cache_schema.layout import FEATURE_MAP_ARRAYS
 from adaptor_vlp.cache_schema.manifest import manifest_sha256
 from adaptor_vlp.cache_schema.targets import decode_mask
 from adaptor_vlp.evaluate.early_stopping import TrainingSettings, predict_in_batches, train_with_early_stopping
-from adaptor_vlp.evaluate.features import open_adaptor_run, open_dataset_rows
+from adaptor_vlp.evaluate.features import open_dataset_rows
 from adaptor_vlp.evaluate.results import FeatureSpace, RunContext
 from adaptor_vlp.evaluate.segment import SegmentSettings, run_segmentation
 from adaptor_vlp.evaluate.segmentation_protocol import LossName, SegmentationProtocol

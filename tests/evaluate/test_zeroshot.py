@@ -3,6 +3,7 @@ from dataclasses import replace
 
 import pytest
 
+from adaptor_vlp.cache_schema.manifest import CHEXPERT_LABELS, read_manifest, write_manifest
 from adaptor_vlp.evaluate.classify import ClassificationError
 from adaptor_vlp.evaluate.features import open_adaptor_run
 from adaptor_vlp.evaluate.zeroshot import (
@@ -15,7 +16,6 @@ from adaptor_vlp.evaluate.zeroshot import (
     run_zeroshot,
     write_prompt_manifest,
 )
-from adaptor_vlp.cache_schema.manifest import CHEXPERT_LABELS, read_manifest, write_manifest
 from tests.evaluate.conftest import DATASET, PROMPTS, build_prompt_store
 
 ZERO_SHOT_MARGIN = 0.1

@@ -17,7 +17,13 @@ from functools import lru_cache
 from importlib.util import find_spec
 from pathlib import Path
 
-from adaptor_vlp.extract.datasets.mimic_cxr import CHEXPERT_COLUMNS, METADATA_COLUMNS, SPLIT_COLUMNS, image_relpath, report_relpath
+from adaptor_vlp.extract.datasets.mimic_cxr import (
+    CHEXPERT_COLUMNS,
+    METADATA_COLUMNS,
+    SPLIT_COLUMNS,
+    image_relpath,
+    report_relpath,
+)
 
 IU_REPORTS = Path(find_spec("torchxrayvision").submodule_search_locations[0]) / "data" / "NLMCXR_reports.tgz"
 IU_SECTIONS = ("COMPARISON", "INDICATION", "FINDINGS", "IMPRESSION")

@@ -34,7 +34,9 @@ def save_timm_model(cache: Path, model_name: str, seed: int) -> torch.nn.Module:
     model = timm.create_model(model_name, pretrained=False)
     pretrained_cfg = timm.models.get_pretrained_cfg(model_name)
     snapshot = hub_snapshot(cache, pretrained_cfg.hf_hub_id)
-    save_file({name: tensor.contiguous() for name, tensor in model.state_dict().items()}, snapshot / "model.safetensors")
+    save_file(
+        {name: tensor.contiguous() for name, tensor in model.state_dict().items()}, snapshot / "model.safetensors"
+    )
     config = {"architecture": pretrained_cfg.architecture, "num_classes": model.num_classes,
               "num_features": model.num_features, "pretrained_cfg": pretrained_cfg.to_dict()}
     (snapshot / "config.json").write_text(json.dumps(config, default=list))

@@ -1,4 +1,5 @@
-"""Backbones named directly (`timm:` / `hf:`), configured from the model's own files, and run from the timm hub layout."""
+"""Backbones named directly (`timm:` / `hf:`), configured from the model's own files, and run from the timm hub
+layout."""
 import json
 
 import numpy as np
@@ -109,7 +110,8 @@ steps = [{ op = "resize_shortest", size = 64, interpolation = "bicubic" }, { op 
 """
     old.write_text(entry)
     new.write_text(entry.replace('{ op = "resize_shortest", size = 64, interpolation = "bicubic" }',
-                                 '{ op = "resize_longest", size = 64, interpolation = "bicubic" }, { op = "pad_square" }'))
+                                 '{ op = "resize_longest", size = 64, interpolation = "bicubic" }, '
+                                 '{ op = "pad_square" }'))
     runner = CliRunner()
     arguments = ["images", "--cache", str(cache), "--dataset", "tiny", "--backbone", "changing", "--workers", "0"]
     assert runner.invoke(app, [*arguments, "--registry", str(old)]).exit_code == 0

@@ -1,4 +1,5 @@
-"""The backbone registry as data: built-in TOML files, user files, the environment variable, and `adaptor extract backbones`."""
+"""The backbone registry as data: built-in TOML files, user files, the environment variable, and
+`adaptor extract backbones`."""
 import dataclasses
 import json
 
@@ -7,8 +8,20 @@ from huggingface_hub import constants as hub_constants
 from typer.testing import CliRunner
 
 from adaptor_vlp.extract.backbones import (
-    REGISTRY_ENV, BackboneSpec, ImagePreprocessing, ImageStep, Interpolation, Modality, Pooling, RegistryError, Source,
-    SpecError, StepOp, UnknownBackbone, get_spec, load_registry,
+    REGISTRY_ENV,
+    BackboneSpec,
+    ImagePreprocessing,
+    ImageStep,
+    Interpolation,
+    Modality,
+    Pooling,
+    RegistryError,
+    Source,
+    SpecError,
+    StepOp,
+    UnknownBackbone,
+    get_spec,
+    load_registry,
 )
 from adaptor_vlp.extract.cli import app
 from adaptor_vlp.extract.text_cleaning import TextCleaning
@@ -138,12 +151,15 @@ def test_a_user_file_cannot_redefine_a_built_in_name(tmp_path):
     path = tmp_path / "clash.toml"
     path.write_text(USER_REGISTRY.replace("my-vit", "dinov2-s"))
 
-    with pytest.raises(RegistryError, match=r"clash.toml: backbone 'dinov2-s' is already defined in built-in paper.toml"):
+    with pytest.raises(
+        RegistryError, match=r"clash.toml: backbone 'dinov2-s' is already defined in built-in paper.toml"
+    ):
         load_registry([path])
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda text: text.replace('pooling = "mean"', 'pooling = "max"'), r"pooling = 'max' is not one of cls, mean, pooler"),
+    (lambda text: text.replace('pooling = "mean"', 'pooling = "max"'),
+     r"pooling = 'max' is not one of cls, mean, pooler"),
     (lambda text: text.replace('dim = 64', 'dim = 64\nwidth = 3'), r"unknown key\(s\) width"),
     (lambda text: text.replace('op = "resize"', 'op = "pad_square"'), r"step 1: image step 'pad_square' takes no size"),
     (lambda text: text.replace('{ op = "resize", size = 64, interpolation = "bilinear" }',

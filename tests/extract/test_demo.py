@@ -1,4 +1,5 @@
-"""The demo dataset: MIMIC layout and id formats, determinism, planted faults, visible findings, labels matching reports."""
+"""The demo dataset: MIMIC layout and id formats, determinism, planted faults, visible findings, labels matching
+reports."""
 import csv
 import gzip
 import hashlib
@@ -72,7 +73,9 @@ def test_ids_and_paths_follow_mimic_formats(demo):
     assert len(metadata) == summary.images_listed
     assert len({row["dicom_id"] for row in metadata}) == len(metadata)
     for row in metadata:
-        assert SUBJECT_ID.match(row["subject_id"]) and STUDY_ID.match(row["study_id"]) and DICOM_ID.match(row["dicom_id"])
+        assert (
+            SUBJECT_ID.match(row["subject_id"]) and STUDY_ID.match(row["study_id"]) and DICOM_ID.match(row["dicom_id"])
+        )
     images = sorted(path.relative_to(root).as_posix() for path in root.rglob("*.jpg"))
     assert len(images) == summary.images_written
     for image in images:
@@ -172,7 +175,9 @@ def test_chexpert_labels_match_what_the_reports_say(demo):
         for name, pattern in KEYWORDS.items():
             stated = {_sentence_polarity(s) for s in sentences if re.search(pattern, s, re.IGNORECASE)}
             expected = set() if row[name] == "" else {float(row[name])}
-            assert stated == expected, f"study {row['study_id']} {name}: table {row[name]!r}, report says {stated}: {text}"
+            assert stated == expected, (
+                f"study {row['study_id']} {name}: table {row[name]!r}, report says {stated}: {text}"
+            )
             seen_values |= expected
         pathology = [row[name] for name in CHEXPERT_LABELS if name not in ("No Finding", "Support Devices")]
         assert (row["No Finding"] == "1.0") == all(value in ("", "0.0") for value in pathology)
@@ -266,7 +271,9 @@ def test_devices_add_near_white_lines():
 def test_findings_separate_at_a_coarse_scale_across_patients():
     """Downsampled to 16x16, effusion images lie apart from normals along the class-mean direction."""
     def thumbnail(pixels: np.ndarray) -> np.ndarray:
-        return np.asarray(Image.fromarray(pixels.astype(np.uint8)).resize((16, 16), Image.Resampling.BOX), np.float32).ravel()
+        return np.asarray(
+            Image.fromarray(pixels.astype(np.uint8)).resize((16, 16), Image.Resampling.BOX), np.float32
+        ).ravel()
 
     anatomies = [sample_anatomy(np.random.default_rng(seed)) for seed in range(1, 7)]
     effusion = StudyFindings(effusion=Effusion(Side.BOTH, Severity.MODERATE, Certainty.DEFINITE))

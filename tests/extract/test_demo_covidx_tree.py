@@ -41,7 +41,8 @@ def test_the_classes_show_what_they_are(demo):
         pixels = read_grayscale(root / row.image_path).astype(float)
         height, width = pixels.shape
         band = pixels[int(0.55 * height):int(0.72 * height)]
-        left, right = band[:, int(0.15 * width):int(0.4 * width)].mean(), band[:, int(0.6 * width):int(0.85 * width)].mean()
+        left = band[:, int(0.15 * width):int(0.4 * width)].mean()
+        right = band[:, int(0.6 * width):int(0.85 * width)].mean()
         zones[next(name for name, value in row.labels.items() if value == 1.0)].append((min(left, right),
                                                                                         max(left, right)))
     normal, pneumonia, covid = (np.mean(zones[name], axis=0) for name in THREE_CLASSES)

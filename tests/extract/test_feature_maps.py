@@ -29,7 +29,9 @@ def test_the_stored_maps_are_the_stages_of_the_backbone_and_recorded(tiny_datase
     maps = [torch.from_numpy(store.read(name).astype(np.float32)) for name in FEATURE_MAP_ARRAYS]
     valid = torch.from_numpy(store.valid)
     with torch.no_grad():  # each stored level is the next stage's input: the maps are the backbone's own stages
-        np.testing.assert_allclose(network.layer1(network.maxpool(maps[0][valid])), maps[1][valid], atol=0.02, rtol=0.02)
+        np.testing.assert_allclose(
+            network.layer1(network.maxpool(maps[0][valid])), maps[1][valid], atol=0.02, rtol=0.02
+        )
         np.testing.assert_allclose(network.layer3(maps[2][valid]), maps[3][valid], atol=0.02, rtol=0.02)
         pooled = network.layer4(maps[3][valid]).mean(dim=(2, 3))
     np.testing.assert_allclose(pooled, store.read(ArrayName.EMBEDDING)[store.valid].astype(np.float32),

@@ -2,15 +2,24 @@
 CXR-BERT without remote code, and checkpoints that lack what their pooling needs."""
 import json
 
-import numpy as np
 import pytest
 import torch
-from pydicom.data import get_testdata_file
 from PIL import Image
+from pydicom.data import get_testdata_file
 from safetensors.torch import load_file, save_file
 from transformers import (
-    AutoTokenizer, BertConfig, BertForMaskedLM, BertModel, BitImageProcessor, Dinov2Config, Dinov2Model,
-    Dinov2WithRegistersConfig, Dinov2WithRegistersModel, SiglipConfig, SiglipImageProcessor, SiglipModel,
+    AutoTokenizer,
+    BertConfig,
+    BertForMaskedLM,
+    BertModel,
+    BitImageProcessor,
+    Dinov2Config,
+    Dinov2Model,
+    Dinov2WithRegistersConfig,
+    Dinov2WithRegistersModel,
+    SiglipConfig,
+    SiglipImageProcessor,
+    SiglipModel,
 )
 from typer.testing import CliRunner
 

@@ -1,4 +1,5 @@
-"""Model inputs from grayscale arrays: the image steps, the paper's area resize, views, and each library's own processor.
+"""Model inputs from grayscale arrays: the image steps, the paper's area resize, views, and each library's own
+processor.
 
 The comparisons run on the real chest radiograph RG1_UNCI.dcm (1955 x 1841) that ships in
 pydicom-data. Differences are in grey levels (0..255) unless said otherwise.
@@ -15,11 +16,30 @@ from pydicom.data import get_testdata_file
 
 from adaptor_vlp.cache_schema.geometry import resized_shape
 from adaptor_vlp.extract.backbones import (
-    BackboneSpec, ImagePreprocessing, ImageStep, Interpolation, Modality, Pooling, Source, StepOp, get_spec,
+    BackboneSpec,
+    ImagePreprocessing,
+    ImageStep,
+    Interpolation,
+    Modality,
+    Pooling,
+    Source,
+    StepOp,
+    get_spec,
 )
 from adaptor_vlp.extract.image_transforms import (
-    DecodeSize, DecodeSizeTooSmall, apply_step, area_resize, augmented_view, check_decode_size, decode_size,
-    image_preprocessing, least_decode_size, pass_decode_size, preprocess, preprocess_each, view_seed,
+    DecodeSize,
+    DecodeSizeTooSmall,
+    apply_step,
+    area_resize,
+    augmented_view,
+    check_decode_size,
+    decode_size,
+    image_preprocessing,
+    least_decode_size,
+    pass_decode_size,
+    preprocess,
+    preprocess_each,
+    view_seed,
 )
 from adaptor_vlp.extract.images import read_grayscale
 

@@ -1,4 +1,5 @@
-"""Extraction runs: faults masked and reported, resume after kill -9, reruns, Dask equals in-process, several backbones in one pass."""
+"""Extraction runs: faults masked and reported, resume after kill -9, reruns, Dask equals in-process, several
+backbones in one pass."""
 import dataclasses
 import errno
 import json
@@ -304,8 +305,9 @@ def test_one_pass_writes_each_store_as_a_single_run_at_the_same_decode_size(tiny
 
     default = _copy_cache(tiny_dataset[0], tmp_path / "default")
     run_extraction(_image_job(default, backbone="tiny-vit-wide", registry=wide_registry))
-    assert _array_bytes(_image_store(default, "tiny-vit-wide")) == _array_bytes(_image_store(one_pass, "tiny-vit-wide")), \
-        "the backbone with the largest input decodes as it always did"
+    assert _array_bytes(_image_store(default, "tiny-vit-wide")) == _array_bytes(
+        _image_store(one_pass, "tiny-vit-wide")
+    ), "the backbone with the largest input decodes as it always did"
 
 
 def test_a_store_decoded_at_another_size_is_refused_naming_the_field(tiny_dataset, tmp_path, wide_registry) -> None:

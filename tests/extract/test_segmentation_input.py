@@ -3,7 +3,6 @@ size is in its provenance, and a store made at one size is refused for another w
 import shutil
 
 import numpy as np
-import pytest
 import torch
 from torch.nn import functional
 from typer.testing import CliRunner

@@ -1,4 +1,5 @@
-"""Image batches: decoded by worker processes or by threads, the same batches either way; one decode for many backbones."""
+"""Image batches: decoded by worker processes or by threads, the same batches either way; one decode for many
+backbones."""
 import torch
 
 from adaptor_vlp.extract.backbones import get_spec

@@ -19,8 +19,8 @@ import pytest
 
 from adaptor_vlp.cache_schema import CacheStore, Modality, ProvenanceMismatch
 from adaptor_vlp.cache_schema.manifest import CHEXPERT_LABELS, Manifest, ManifestRow, Split, write_manifest
-from adaptor_vlp.extract.job import ExtractionJob
 from adaptor_vlp.extract.datasets.mimic_cxr import SectionParser, read_mimic_cxr
+from adaptor_vlp.extract.job import ExtractionJob
 from adaptor_vlp.extract.run import run_extraction
 from adaptor_vlp.extract.sources import text_batch
 from adaptor_vlp.extract.text_cleaning import TextCleaning, clean_text

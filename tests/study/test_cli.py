@@ -1,4 +1,5 @@
-"""`adaptor study` end to end: a bad spec exits 2 naming the key; plan --json; run's exit code says whether all is done."""
+"""`adaptor study` end to end: a bad spec exits 2 naming the key; plan --json; run's exit code says whether all
+is done."""
 import json
 
 from typer.testing import CliRunner

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import torch
 
 from adaptor_vlp.cache_schema import ArrayName, CacheStore, FeatureShape, Modality, Provenance, store_path

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from adaptor_vlp.cache_schema import ArrayName, CacheStore
-from tests.train.conftest import TOY_RECIPE, ToyCache, build_toy_cache
 from adaptor_vlp.train.batches import PairedData, choose_subset, steps_per_epoch
 from adaptor_vlp.train.pairs import PairingError, pair_stores
+from tests.train.conftest import TOY_RECIPE, ToyCache, build_toy_cache
 
 
 def paired_data(cache: ToyCache, **overrides) -> PairedData:

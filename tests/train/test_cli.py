@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from adaptor_vlp.cli import app
 from adaptor_vlp.cache_schema import CacheStore, FeatureShape, FolderLock, Modality, store_path
+from adaptor_vlp.cli import app
 from tests.train.conftest import DATASET, TEXT, VISION, ToyCache, add_text_store, provenance
 
 runner = CliRunner()

@@ -8,11 +8,11 @@ import torch
 import zarr.storage._local
 
 from adaptor_vlp.cache_schema import ArrayName, CacheStore, Modality, ProvenanceMismatch, WriteFailed, store_path
-from tests.train.conftest import TOY_RECIPE, VISION, ToyCache, build_toy_cache
 from adaptor_vlp.train.checkpoint import file_sha256, load_adaptor
 from adaptor_vlp.train.embed import embed_store
 from adaptor_vlp.train.loop import train_adaptor
 from adaptor_vlp.train.pairs import pair_stores
+from tests.train.conftest import TOY_RECIPE, VISION, ToyCache, build_toy_cache
 
 
 @pytest.fixture

@@ -5,12 +5,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.train.conftest import TOY_RECIPE, ToyCache, build_toy_cache
 from adaptor_vlp.train.checkpoint import load_adaptor
 from adaptor_vlp.train.loop import RunFolderError, adamw, linear_warmup_decay, read_completed, train_adaptor
 from adaptor_vlp.train.loss import contrastive_loss
 from adaptor_vlp.train.model import Adaptor, count_trainable_parameters
 from adaptor_vlp.train.pairs import pair_stores
+from tests.train.conftest import TOY_RECIPE, ToyCache, build_toy_cache
 
 VAL_STUDIES = 40
 CHANCE_IMAGE_TO_TEXT_AT_5 = 5 / VAL_STUDIES

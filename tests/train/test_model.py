@@ -7,7 +7,13 @@ import torch
 from torch import nn
 
 from adaptor_vlp.train.loss import contrastive_loss
-from adaptor_vlp.train.model import Adaptor, AdaptorConfig, AdaptorInputs, CrossAttentionBlock, count_trainable_parameters
+from adaptor_vlp.train.model import (
+    Adaptor,
+    AdaptorConfig,
+    AdaptorInputs,
+    CrossAttentionBlock,
+    count_trainable_parameters,
+)
 
 IMAGE_DIM, TEXT_DIM, WIDTH = 12, 10, 16
 POOLED, TOKENS = AdaptorInputs.POOLED, AdaptorInputs.TOKENS
@@ -217,7 +223,8 @@ def test_token_mode_rejects_a_sample_without_real_tokens() -> None:
 
 @pytest.mark.parametrize(
     ("inputs", "image_shape", "message"),
-    [(POOLED, (2, IMAGE_DIM + 1), "image_dim"), (POOLED, (2, 3, IMAGE_DIM), "inputs"), (TOKENS, (2, IMAGE_DIM), "inputs")],
+    [(POOLED, (2, IMAGE_DIM + 1), "image_dim"), (POOLED, (2, 3, IMAGE_DIM), "inputs"),
+     (TOKENS, (2, IMAGE_DIM), "inputs")],
 )
 def test_rejects_features_of_the_wrong_shape(inputs: AdaptorInputs, image_shape: tuple, message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from adaptor_vlp.cache_schema import ProvenanceMismatch
-from tests.train.conftest import DATASET, TEXT, VISION, ToyCache, build_toy_cache
 from adaptor_vlp.train.pairs import open_pair_stores, pair_stores
+from tests.train.conftest import DATASET, TEXT, VISION, ToyCache, build_toy_cache
 
 
 def test_images_pair_with_their_studys_text_in_every_split(toy_cache: ToyCache) -> None:

@@ -6,12 +6,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.train.conftest import TOY_RECIPE, ToyCache, add_text_store, build_toy_cache
 from adaptor_vlp.cache_schema.lock import FolderLock, FolderLocked
 from adaptor_vlp.train.loop import RunFolderError, train_adaptor
 from adaptor_vlp.train.pairs import StorePairing, pair_stores
 from adaptor_vlp.train.stacked import train_stacked
 from adaptor_vlp.train.stacked_model import StackError, StackMode
+from tests.train.conftest import TOY_RECIPE, ToyCache, add_text_store, build_toy_cache
 
 TOLERANCE = 1e-5
 """Float32 on the CPU: a stacked point's weights must equal its solo run's to this (they are bit for bit here)."""

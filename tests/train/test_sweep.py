@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from tests.train.conftest import DATASET, TEXT, VISION, ToyCache, add_text_store, build_toy_cache
 from adaptor_vlp.train.recipe import RecipeName, Selection
 from adaptor_vlp.train.sweep import (
     GridError,
@@ -15,6 +14,7 @@ from adaptor_vlp.train.sweep import (
     read_grid,
     run_sweep,
 )
+from tests.train.conftest import DATASET, TEXT, VISION, ToyCache, add_text_store, build_toy_cache
 
 TOY_GRID = """
 recipe = "demo"

@@ -120,4 +120,6 @@ def test_layout_errors_name_the_file_line_or_column(tree, tmp_path, chexpert_row
 
 def test_tables_saved_by_a_spreadsheet_read_the_same(tree, tmp_path):
     """A UTF-8 byte-order mark, CRLF line endings and trailing blank lines (and empty rows) change nothing."""
-    assert_reads_the_same_once_resaved(read_chexpert, tree, tmp_path / "CheXpert-v1.0-small", ("train.csv", "valid.csv"))
+    assert_reads_the_same_once_resaved(
+        read_chexpert, tree, tmp_path / "CheXpert-v1.0-small", ("train.csv", "valid.csv")
+    )

@@ -21,6 +21,7 @@ from adaptor_vlp.extract.datasets.mimic_cxr import (
 from adaptor_vlp.extract.demo import Fault, write_demo_dataset
 from tests.extract.conftest import resave_like_a_spreadsheet
 
+# Report text as MIMIC-CXR writes it: the trailing spaces are data.
 FULL_REPORT = """                                 FINAL REPORT
  EXAMINATION:  CHEST (PA AND LAT)
  
@@ -33,7 +34,7 @@ FULL_REPORT = """                                 FINAL REPORT
  IMPRESSION: 
  
  Right pleural effusion.
-"""
+"""  # noqa: W291, W293
 
 # (dicom_id, subject_id, study_id, ViewPosition, split or None when absent from the split table, image on disk)
 IMAGES = [
@@ -53,7 +54,10 @@ REPORTS = {  # study -> report text; 58000001 has no report file
     "57375967": "",
     "59000001": FULL_REPORT,
 }
-LABELS = {"50414267": {"Pleural Effusion": "1.0", "Pneumothorax": "0.0"}, "53189527": {"Support Devices": "1.0", "No Finding": "-1.0"}}
+LABELS = {
+    "50414267": {"Pleural Effusion": "1.0", "Pneumothorax": "0.0"},
+    "53189527": {"Support Devices": "1.0", "No Finding": "-1.0"},
+}
 
 
 def _write_table(path: Path, columns, rows, gz: bool) -> None:
@@ -69,14 +73,16 @@ def _build_tree(root: Path, gz: bool = True, reports_root: Path | None = None) -
     reports_root = reports_root or root
     metadata, splits = [], []
     for dicom, subject, study, view, split, on_disk in IMAGES:
-        metadata.append([dicom, subject, study, "CHEST", view, "3056", "2544", "21800506", "213014.531", "CHEST", "", "Erect"])
+        metadata.append(
+            [dicom, subject, study, "CHEST", view, "3056", "2544", "21800506", "213014.531", "CHEST", "", "Erect"]
+        )
         if split is not None:
             splits.append([dicom, study, subject, split])
         image = root / image_relpath(subject, study, dicom)
         image.parent.mkdir(parents=True, exist_ok=True)
         if on_disk:
             image.write_bytes(b"\xff\xd8 not decoded by the reader")
-    for dicom, subject, study, *_ in IMAGES:
+    for _dicom, subject, study, *_ in IMAGES:
         if study in REPORTS:
             report = reports_root / report_relpath(subject, study)
             report.parent.mkdir(parents=True, exist_ok=True)
@@ -192,12 +198,17 @@ def test_same_tree_gives_the_same_manifest_bytes(tree, tmp_path):
 @pytest.mark.parametrize("table", ["metadata", "split", "chexpert"])
 def test_missing_table_is_named(tree, table):
     (tree / f"mimic-cxr-2.0.0-{table}.csv.gz").unlink()
-    with pytest.raises(MimicLayoutError, match=f"mimic-cxr-2.0.0-{table}.csv.gz nor .*mimic-cxr-2.0.0-{table}.csv exists"):
+    with pytest.raises(
+        MimicLayoutError, match=f"mimic-cxr-2.0.0-{table}.csv.gz nor .*mimic-cxr-2.0.0-{table}.csv exists"
+    ):
         read_mimic_cxr(tree)
 
 
 def test_missing_column_is_named(tree):
-    _write_table(tree / "mimic-cxr-2.0.0-metadata.csv", ["dicom_id", "subject_id", "study_id"], [["d1", "10000032", "50414267"]], gz=True)
+    _write_table(
+        tree / "mimic-cxr-2.0.0-metadata.csv", ["dicom_id", "subject_id", "study_id"], [["d1", "10000032", "50414267"]],
+        gz=True,
+    )
     with pytest.raises(MimicLayoutError, match=r"mimic-cxr-2.0.0-metadata.csv.gz lacks column\(s\) ViewPosition"):
         read_mimic_cxr(tree)
 
@@ -246,7 +257,10 @@ def test_demo_tree_reads_with_its_planted_faults_accounted_for(demo):
     rows = {row.dicom_id: row for row in manifest.rows}
     assert manifest.exclusions["image file missing"] == 1
     assert manifest.exclusions["no view position"] == 1
-    assert manifest.exclusions["view LATERAL not selected"] + manifest.exclusions.get("view LL not selected", 0) == summary.lateral_images
+    assert (
+        manifest.exclusions["view LATERAL not selected"] + manifest.exclusions.get("view LL not selected", 0)
+        == summary.lateral_images
+    )
     assert len(manifest.rows) == summary.images_listed - sum(manifest.exclusions.values())
     assert faults[Fault.MISSING_IMAGE].dicom_id not in rows
     assert faults[Fault.BLANK_VIEW].dicom_id not in rows

@@ -7,7 +7,10 @@ the text the published code embedded before cleaning; `report_text` is ours.
 import pytest
 
 from adaptor_vlp.extract.datasets.mit_lcp_sections import (
-    NO_IMPRESSION_OR_FINDINGS, NO_SECTIONED_ROW, published_report_text, section_text,
+    NO_IMPRESSION_OR_FINDINGS,
+    NO_SECTIONED_ROW,
+    published_report_text,
+    section_text,
 )
 from adaptor_vlp.extract.datasets.report_sections import report_text
 from tests.extract.iu_reports import iu_reports, mimic_style

@@ -9,6 +9,7 @@ from adaptor_vlp.extract.datasets.report_sections import (
     report_text,
 )
 
+# Report text as MIMIC-CXR writes it: the trailing spaces are data.
 MODERN = """                                 FINAL REPORT
  EXAMINATION:  CHEST (PA AND LAT)
  
@@ -27,7 +28,7 @@ MODERN = """                                 FINAL REPORT
  IMPRESSION: 
  
  No acute cardiopulmonary process.
-"""
+"""  # noqa: W291, W293
 
 FINDINGS_TEXT = (
     "There is no focal consolidation, pleural effusion or pneumothorax. Bilateral nodular opacities that most "
@@ -38,7 +39,8 @@ FINDINGS_TEXT = (
 def test_modern_report_splits_into_its_sections_in_order():
     sections = parse_sections(MODERN)
     assert [section.covers[0] for section in sections] == [
-        Section.EXAMINATION, Section.INDICATION, Section.TECHNIQUE, Section.COMPARISON, Section.FINDINGS, Section.IMPRESSION,
+        Section.EXAMINATION, Section.INDICATION, Section.TECHNIQUE, Section.COMPARISON, Section.FINDINGS,
+        Section.IMPRESSION,
     ]
     assert sections[1].text == "___F with new onset ascites // eval for infection"
     assert sections[4].text == FINDINGS_TEXT
@@ -79,7 +81,10 @@ def test_impression_header_variants(raw, expected):
 @pytest.mark.parametrize("header", ["FINDINGS AND IMPRESSION", "FINDINGS  AND   IMPRESSION", "Findings and Impression",
                                     "IMPRESSION AND FINDINGS", "FINDINGS/IMPRESSION", "FINDINGS & IMPRESSION"])
 def test_combined_findings_and_impression_section_is_taken_once(header):
-    raw = f" EXAMINATION:  CHEST (PORTABLE AP)\n {header}: \n Endotracheal tube in standard position.  No pneumothorax.\n"
+    raw = (
+        f" EXAMINATION:  CHEST (PORTABLE AP)\n {header}: \n"
+        " Endotracheal tube in standard position.  No pneumothorax.\n"
+    )
     result = report_text(raw)
     assert result.text == "Endotracheal tube in standard position. No pneumothorax."
     assert result.usable
@@ -87,7 +92,10 @@ def test_combined_findings_and_impression_section_is_taken_once(header):
 
 
 def test_impression_only_report_is_usable():
-    raw = "                                 FINAL REPORT\n IMPRESSION:  Moderate right pleural effusion.  Cardiomegaly.\n"
+    raw = (
+        "                                 FINAL REPORT\n"
+        " IMPRESSION:  Moderate right pleural effusion.  Cardiomegaly.\n"
+    )
     assert report_text(raw) == report_text(raw, sections=("impression",))
     assert report_text(raw).text == "Moderate right pleural effusion. Cardiomegaly."
 
@@ -114,7 +122,10 @@ def test_report_without_headers_is_flagged_not_dropped():
 
 
 def test_missing_section_issue_names_the_wanted_sections():
-    assert report_text(" FINDINGS: Lungs are clear bilaterally.\n", sections=("impression",)).issue == "no IMPRESSION section"
+    assert (
+        report_text(" FINDINGS: Lungs are clear bilaterally.\n", sections=("impression",)).issue
+        == "no IMPRESSION section"
+    )
 
 
 @pytest.mark.parametrize("raw", ["", "   \n \n", "\n"])
@@ -135,7 +146,10 @@ def test_empty_wanted_sections_count_as_zero_words():
 
 
 def test_structured_subheadings_stay_inside_findings():
-    raw = " FINDINGS: \n LUNGS: Clear.\n HEART: Normal size.\n Pleura: No effusion.\n IMPRESSION:  Normal chest radiograph.\n"
+    raw = (
+        " FINDINGS: \n LUNGS: Clear.\n HEART: Normal size.\n Pleura: No effusion.\n"
+        " IMPRESSION:  Normal chest radiograph.\n"
+    )
     sections = parse_sections(raw)
     assert [section.header for section in sections] == ["FINDINGS", "IMPRESSION"]
     assert sections[0].text == "LUNGS: Clear. HEART: Normal size. Pleura: No effusion."
@@ -143,12 +157,15 @@ def test_structured_subheadings_stay_inside_findings():
 
 def test_times_and_blanks_in_text_are_not_headers():
     raw = (
-        " IMPRESSION: \n Small left apical pneumothorax.\n \n NOTIFICATION:  Dr. ___ was paged at 10:15 on ___ and the\n"
+        " IMPRESSION: \n Small left apical pneumothorax.\n \n"
+        " NOTIFICATION:  Dr. ___ was paged at 10:15 on ___ and the\n"
         " findings were discussed.  Note: reviewed by ___.\n"
     )
     sections = parse_sections(raw)
     assert [section.covers for section in sections] == [(Section.IMPRESSION,), (Section.NOTIFICATION,)]
-    assert sections[1].text == "Dr. ___ was paged at 10:15 on ___ and the findings were discussed. Note: reviewed by ___."
+    assert sections[1].text == (
+        "Dr. ___ was paged at 10:15 on ___ and the findings were discussed. Note: reviewed by ___."
+    )
 
 
 def test_separator_lines_and_addendum_are_split_off():
@@ -165,13 +182,16 @@ def test_separator_lines_and_addendum_are_split_off():
 def test_header_run_into_the_previous_sentence_is_still_found():
     raw = " FINDINGS:  The lungs are clear.  No pleural effusion. IMPRESSION: Normal chest radiograph.\n"
     sections = parse_sections(raw)
-    assert [section.text for section in sections] == ["The lungs are clear. No pleural effusion.", "Normal chest radiograph."]
+    assert [section.text for section in sections] == [
+        "The lungs are clear. No pleural effusion.", "Normal chest radiograph.",
+    ]
 
 
 @pytest.mark.parametrize(
     "header, section",
-    [("RECOMMENDATION(S)", Section.RECOMMENDATION), ("RECOMMENDATIONS", Section.RECOMMENDATION), ("NOTIFICATION", Section.NOTIFICATION),
-     ("HISTORY", Section.HISTORY), ("CLINICAL HISTORY", Section.HISTORY), ("REASON FOR EXAMINATION", Section.INDICATION),
+    [("RECOMMENDATION(S)", Section.RECOMMENDATION), ("RECOMMENDATIONS", Section.RECOMMENDATION),
+     ("NOTIFICATION", Section.NOTIFICATION), ("HISTORY", Section.HISTORY), ("CLINICAL HISTORY", Section.HISTORY),
+     ("REASON FOR EXAMINATION", Section.INDICATION),
      ("WET READ", Section.WET_READ), ("COMPARISONS", Section.COMPARISON), ("EXAM", Section.EXAMINATION)],
 )
 def test_other_headers_map_to_their_sections(header, section):
