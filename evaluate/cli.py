@@ -14,6 +14,9 @@ import typer
 
 from adaptor_vlp.cache_schema import IncompleteProvenance, Modality, ProvenanceMismatch, StoreError
 from adaptor_vlp.cache_schema.cli import input_errors_exit
+from adaptor_vlp.cache_schema.layout import dataset_dir
+from adaptor_vlp.cache_schema.manifest import ManifestError, read_manifest
+from adaptor_vlp.cache_schema.targets import TargetError
 from adaptor_vlp.cache_schema.writes import WriteFailed
 from adaptor_vlp.evaluate.classify import ClassificationError, ClassifySettings, UncertainPolicy
 from adaptor_vlp.evaluate.commands import DatasetEvaluation, classify_dataset, segment_dataset
@@ -34,9 +37,6 @@ from adaptor_vlp.evaluate.zeroshot import (
     run_zeroshot,
     write_prompt_manifest,
 )
-from adaptor_vlp.cache_schema.layout import dataset_dir
-from adaptor_vlp.cache_schema.manifest import ManifestError, read_manifest
-from adaptor_vlp.cache_schema.targets import TargetError
 from adaptor_vlp.protocols import HeadTask, Protocol, ProtocolError, load_protocol
 from adaptor_vlp.train.checkpoint import CheckpointError, CheckpointKind
 from adaptor_vlp.train.encoding import DeviceError

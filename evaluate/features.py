@@ -18,11 +18,18 @@ import numpy as np
 import torch
 
 from adaptor_vlp.cache_schema import (
-    ArrayName, CacheStore, Modality, ProvenanceMismatch, StoreError, dataset_dir, require_finite, store_path,
+    ArrayName,
+    CacheStore,
+    Modality,
+    ProvenanceMismatch,
+    StoreError,
+    dataset_dir,
+    require_finite,
+    store_path,
 )
+from adaptor_vlp.cache_schema.manifest import Manifest, manifest_sha256, read_manifest
 from adaptor_vlp.cache_schema.provenance import check_same_embedding_space
 from adaptor_vlp.evaluate.results import FeatureSpace
-from adaptor_vlp.cache_schema.manifest import Manifest, manifest_sha256, read_manifest
 from adaptor_vlp.train.batches import DataSubset, FeatureReader, choose_subset
 from adaptor_vlp.train.checkpoint import CheckpointKind, LoadedAdaptor, load_adaptor
 from adaptor_vlp.train.encoding import autocast, encode_rows, resolve_device

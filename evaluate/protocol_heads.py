@@ -20,6 +20,7 @@ from adaptor_vlp.evaluate.heads import HeadKind, MlpSettings
 from adaptor_vlp.evaluate.segmentation_protocol import LossName, SegmentationProtocol, SelectionMetric
 from adaptor_vlp.protocols import (
     HeadArchitecture,
+    HeadTask,
     Protocol,
     ProtocolRecord,
     Schedule,
@@ -29,7 +30,6 @@ from adaptor_vlp.protocols import (
     TaskProtocol,
     TrainingBalance,
 )
-from adaptor_vlp.protocols import HeadTask
 from adaptor_vlp.train.batches import DataSubset
 
 

@@ -32,19 +32,19 @@ import torch
 from torch.nn import functional
 
 from adaptor_vlp.cache_schema import ArrayName, StoreError
+from adaptor_vlp.cache_schema.geometry import mask_through_geometry
+from adaptor_vlp.cache_schema.targets import decode_mask
 from adaptor_vlp.evaluate.bootstrap import ConfidenceInterval, bootstrap_ci
 from adaptor_vlp.evaluate.classify import TEST_SPLIT, TRAIN_SPLIT, VALIDATION_SPLIT
 from adaptor_vlp.evaluate.features import AdaptorRun, DatasetRows, adaptor_token_embeddings
 from adaptor_vlp.evaluate.metrics import segmentation_report
 from adaptor_vlp.evaluate.protocol_heads import check_manifest_protocol, protocol_subset
 from adaptor_vlp.evaluate.results import EvaluatedRun, EvaluationTask, FeatureSpace, ResultRecord, RunContext
-from adaptor_vlp.evaluate.segmentation_head import fit_segmentation_head
 from adaptor_vlp.evaluate.segmentation_decoders import decoder_output_size
+from adaptor_vlp.evaluate.segmentation_head import fit_segmentation_head
 from adaptor_vlp.evaluate.segmentation_protocol import DecoderName, SegmentationProtocol
 from adaptor_vlp.evaluate.segmentation_views import open_view_rows, warped_masks
 from adaptor_vlp.evaluate.skip_maps import SkipMapRows, fit_unet_segmenter, skip_map_rows, unet_geometry
-from adaptor_vlp.cache_schema.geometry import mask_through_geometry
-from adaptor_vlp.cache_schema.targets import decode_mask
 from adaptor_vlp.protocols import TaskProtocol
 
 METHOD = "decoder"

@@ -32,9 +32,11 @@ RUN_ERRORS = (ManifestError, MissingWeights, IncompatibleWeights, UnknownBackbon
               StoreError, SchedulerError, ReportEncodingFailed, PassError, DecodeSizeTooSmall, NoFeatureMaps)
 """Errors caused by the command's input: reported as one clear line and exit code 2, not a traceback."""
 
-CACHE_OPTION = typer.Option(Path("cache"), "--cache", help="Cache folder holding <dataset>/manifest.csv and the stores.")
+CACHE_OPTION = typer.Option(Path("cache"), "--cache",
+                            help="Cache folder holding <dataset>/manifest.csv and the stores.")
 DATASET_OPTION = typer.Option("mimic-cxr", "--dataset", help="Dataset name: the folder under --cache.")
-WEIGHTS_OPTION = typer.Option(None, "--weights", help="Local checkpoint file or folder (else the local Hugging Face cache).")
+WEIGHTS_OPTION = typer.Option(None, "--weights",
+                              help="Local checkpoint file or folder (else the local Hugging Face cache).")
 TOKENS_OPTION = typer.Option(False, "--tokens", help="Also store token embeddings (patch / word tokens with mask).")
 BATCH_OPTION = typer.Option(32, "--batch-size", min=1, help="Samples per forward pass.")
 DEVICE_OPTION = typer.Option("auto", "--device", help="cpu, cuda, cuda:N, or auto (cuda when available).")
@@ -377,7 +379,8 @@ def demo_downstream_command(
                                + "]."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same bytes."),
 ) -> None:
-    """Write a synthetic downstream dataset in a public layout (SIIM-ACR, RSNA Pneumonia or COVIDx), findings visible."""
+    """Write a synthetic downstream dataset in a public layout (SIIM-ACR, RSNA Pneumonia or COVIDx), findings
+    visible."""
     writer = DEMO_TREES[dataset]
     if images is not None and images < writer.min_images:
         raise typer.BadParameter(f"the {dataset.value} demo needs at least {writer.min_images} images",

@@ -9,17 +9,19 @@ the file and the dotted key.
 """
 from __future__ import annotations
 
-import tomllib
 from enum import Enum
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
+import tomllib
+
 from adaptor_vlp.protocols.records import (
     Fault,
     HeadArchitecture,
     HeadSpec,
+    HeadTask,
     Metric,
     Optimiser,
     Protocol,
@@ -31,7 +33,6 @@ from adaptor_vlp.protocols.records import (
     SplitUnit,
     SubsetRule,
     SubsetSpec,
-    HeadTask,
     TaskProtocol,
     TrainingBalance,
     TrainingRecipe,
@@ -242,7 +243,7 @@ def _batch_sizes_at(reader: "_Reader", table: Mapping[str, Any], key: str) -> Ma
     """`batch_size_at = { "1" = 128 }`: per training percentage, a batch size."""
     raw = reader.table(table, "batch_size_at", where=key, required=False)
     sizes = {}
-    for pct, size in raw.items():
+    for pct in raw:
         try:
             fraction = float(pct)
         except ValueError:

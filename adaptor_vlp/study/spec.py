@@ -13,16 +13,17 @@ Every error names the file and the key (`tasks.siim-segmentation.metric: ...`) a
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
+import tomllib
+
 from adaptor_vlp.evaluate.heads import HeadKind
 from adaptor_vlp.evaluate.segmentation_protocol import DecoderName
-from adaptor_vlp.extract.datasets.registry import ManifestDataset
 from adaptor_vlp.extract.datasets.mimic_cxr import SectionParser
+from adaptor_vlp.extract.datasets.registry import ManifestDataset
 from adaptor_vlp.extract.precision import Precision
 from adaptor_vlp.protocols import (
     BUILTIN_PROTOCOLS,

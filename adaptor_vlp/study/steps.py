@@ -36,11 +36,18 @@ from adaptor_vlp.evaluate.commands import DatasetEvaluation, classify_dataset, s
 from adaptor_vlp.evaluate.features import open_adaptor_run
 from adaptor_vlp.evaluate.heads import LabelStructure
 from adaptor_vlp.evaluate.report import format_interval
-from adaptor_vlp.evaluate.results import EvaluationTask, FeatureSpace, ResultError, StoredResult, read_results, write_result
+from adaptor_vlp.evaluate.results import (
+    EvaluationTask,
+    FeatureSpace,
+    ResultError,
+    StoredResult,
+    read_results,
+    write_result,
+)
 from adaptor_vlp.evaluate.segment import METHOD as DECODER_METHOD
 from adaptor_vlp.evaluate.segment import SegmentSettings
-from adaptor_vlp.extract.backbone_spec import SPEC_DECIDED_TEXT_RECORD
 from adaptor_vlp.evaluate.segmentation_protocol import SegmentationProtocol
+from adaptor_vlp.extract.backbone_spec import SPEC_DECIDED_TEXT_RECORD
 from adaptor_vlp.extract.backbones import BackboneSpec, UnknownBackbone, get_spec
 from adaptor_vlp.extract.datasets.registry import dataset_layout
 from adaptor_vlp.extract.image_transforms import DecodeSize
@@ -170,7 +177,8 @@ class ManifestStep(Step):
         return None
 
     def execute(self, scheduler: str) -> str:
-        manifest = dataset_layout(self.dataset.layout).read(self.dataset.root.resolve(), **self.dataset.reader_keywords())
+        layout = dataset_layout(self.dataset.layout)
+        manifest = layout.read(self.dataset.root.resolve(), **self.dataset.reader_keywords())
         if self.dataset.protocol is not None:
             manifest = apply_protocol(manifest, self.dataset.protocol, HeadTask(self.dataset.protocol_kind.value),
                                       self.dataset.protocol_fractions)
@@ -199,7 +207,8 @@ class ExtractStep(Step):
 
     def needs(self) -> list[str]:
         what = "images" if self.job.modality is Modality.IMAGE else "report texts"
-        return [f"data: the {what} of the {self.job.dataset} manifest", f"weights: {describe_weights(self.job.backbone)}"]
+        return [f"data: the {what} of the {self.job.dataset} manifest",
+                f"weights: {describe_weights(self.job.backbone)}"]
 
     def state(self) -> StepState:
         if (self.job.store / "zarr.json").is_file():
@@ -431,7 +440,8 @@ class HeadStep(Step):
             write_result(evaluated.record, self.folder, evaluated.arrays)
         stored = self.result()
         if stored is None:
-            raise StepFailed(f"the evaluation wrote no result for {self.fraction:g}% seed {self.seed} into {self.folder}")
+            raise StepFailed(f"the evaluation wrote no result for {self.fraction:g}% seed {self.seed} "
+                             f"into {self.folder}")
         return result_line(stored, self.task.metric)
 
     def _evaluate(self, run) -> DatasetEvaluation:

@@ -122,7 +122,8 @@ def test_bad_input_exits_2_with_a_message(arguments, message, tmp_path, monkeypa
 
 def test_head_training_imports_no_image_decoder_or_backbone_library(toy, tmp_path):
     """Imports every evaluate module and runs classify and segment in a fresh interpreter."""
-    modules = [f"adaptor_vlp.evaluate.{info.name}" for info in pkgutil.iter_modules(evaluate.__path__) if info.name != "__main__"]
+    modules = [f"adaptor_vlp.evaluate.{info.name}" for info in pkgutil.iter_modules(evaluate.__path__)
+               if info.name != "__main__"]
     script = textwrap.dedent(f"""
         import importlib, sys
         for name in {modules!r}:

@@ -21,8 +21,7 @@ from adaptor_vlp.evaluate.protocol_heads import (
 )
 from adaptor_vlp.evaluate.results import FeatureSpace, RunContext
 from adaptor_vlp.evaluate.segmentation_protocol import DecoderName, LossName, SegmentationProtocol
-from adaptor_vlp.protocols import HeadTask
-from adaptor_vlp.protocols import load_protocol
+from adaptor_vlp.protocols import HeadTask, load_protocol
 from tests.evaluate.conftest import DATASET, VISION
 
 

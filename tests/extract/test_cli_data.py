@@ -5,8 +5,8 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from adaptor_vlp.extract.cli import app
 from adaptor_vlp.cache_schema.manifest import Split, read_exclusions, read_manifest
+from adaptor_vlp.extract.cli import app
 
 runner = CliRunner()
 
@@ -23,7 +23,8 @@ def demo_root(tmp_path_factory):
 
 
 def test_demo_data_then_manifest_writes_the_cache_manifest(demo_root, tmp_path):
-    result = runner.invoke(app, ["manifest", "--dataset", "mimic-cxr", "--root", str(demo_root), "--out", str(tmp_path)])
+    result = runner.invoke(app, ["manifest", "--dataset", "mimic-cxr", "--root", str(demo_root),
+                                 "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     folder = tmp_path / "mimic-cxr"
     manifest = read_manifest(folder)
@@ -62,15 +63,16 @@ def test_the_mit_lcp_section_parser_is_chosen_and_recorded(demo_root, tmp_path):
 
 
 def _manifest_folder(cli, root, out):
-    assert cli.invoke(app, ["manifest", "--dataset", "mimic-cxr", "--root", str(root), "--out", str(out)]).exit_code == 0
+    result = cli.invoke(app, ["manifest", "--dataset", "mimic-cxr", "--root", str(root), "--out", str(out)])
+    assert result.exit_code == 0
     return out / "mimic-cxr"
 
 
 def test_separate_reports_root_is_used(demo_root, tmp_path):
     reports = tmp_path / "reports"
     reports.mkdir()
-    result = runner.invoke(app, ["manifest", "--dataset", "mimic-cxr", "--root", str(demo_root), "--reports", str(reports),
-                                 "--out", str(tmp_path / "cache")])
+    result = runner.invoke(app, ["manifest", "--dataset", "mimic-cxr", "--root", str(demo_root),
+                                 "--reports", str(reports), "--out", str(tmp_path / "cache")])
     assert result.exit_code == 0, result.output
     manifest = read_manifest(tmp_path / "cache" / "mimic-cxr")
     assert {row.report_issue for row in manifest.rows} == {"missing report file"}
@@ -78,7 +80,8 @@ def test_separate_reports_root_is_used(demo_root, tmp_path):
 
 
 def test_manifest_on_a_folder_without_tables_fails_clearly(tmp_path):
-    result = runner.invoke(app, ["manifest", "--dataset", "mimic-cxr", "--root", str(tmp_path), "--out", str(tmp_path / "cache")])
+    result = runner.invoke(app, ["manifest", "--dataset", "mimic-cxr", "--root", str(tmp_path),
+                                 "--out", str(tmp_path / "cache")])
     assert result.exit_code == 2
     assert "mimic-cxr-2.0.0-split.csv.gz" in result.output
     assert not (tmp_path / "cache").exists()

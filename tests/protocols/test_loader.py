@@ -1,20 +1,20 @@
 """Protocol files: the built-ins read and hold the published values; a broken user file is one clear error."""
 from __future__ import annotations
 
-import tomllib
 from importlib import resources
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from adaptor_vlp.protocols import (
     HeadArchitecture,
+    HeadTask,
     Metric,
     ProtocolError,
     Schedule,
     SplitRule,
     SubsetRule,
-    HeadTask,
     TrainingBalance,
     load_protocol,
     parse_protocol,

@@ -8,7 +8,13 @@ from typer.testing import CliRunner
 
 from adaptor_vlp.cache_schema import ArrayName, CacheStore, FeatureShape, Modality, Provenance, dataset_dir, store_path
 from adaptor_vlp.cache_schema.manifest import (
-    CHEXPERT_LABELS, Manifest, ManifestRow, Split, manifest_sha256, read_manifest, write_manifest,
+    CHEXPERT_LABELS,
+    Manifest,
+    ManifestRow,
+    Split,
+    manifest_sha256,
+    read_manifest,
+    write_manifest,
 )
 from adaptor_vlp.cli import app
 from adaptor_vlp.study.plan import plan_study

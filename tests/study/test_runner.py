@@ -15,7 +15,7 @@ from adaptor_vlp.extract.image_transforms import DecodeSize
 from adaptor_vlp.extract.run import run_extraction
 from adaptor_vlp.study.log import Outcome, RunLog
 from adaptor_vlp.study.plan import plan_study
-from adaptor_vlp.study.runner import execute_together, step_groups, run_study
+from adaptor_vlp.study.runner import execute_together, run_study, step_groups
 from adaptor_vlp.study.spec import load_spec
 from adaptor_vlp.study.steps import ExtractStep, HeadStep, Status, TrainStep
 from adaptor_vlp.train.loop import read_completed, train_adaptor

@@ -117,7 +117,8 @@ def test_a_mistake_is_refused_naming_the_file_and_the_key(tmp_path, change, mess
     ('[published]\nsource = "s"\n[published.results.other]', "published.results.other: not a task of the study"),
     ('[published]\nnote = "n"', "published.source: missing"),
     ("[study\n", "not valid TOML"),
-    ('[datasets.mimic-cxr]\nlayout = "rsna"\nroot = "r"', "datasets.mimic-cxr: has the pretraining dataset's cache name"),
+    ('[datasets.mimic-cxr]\nlayout = "rsna"\nroot = "r"',
+     "datasets.mimic-cxr: has the pretraining dataset's cache name"),
 ])
 def test_mistakes_in_the_optional_tables_name_their_key(tmp_path, extra, message):
     with pytest.raises(SpecError, match=message):
