@@ -37,6 +37,7 @@ def _result(runs, space: FeatureSpace, pct: float):
     return match
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("space", list(FeatureSpace))
 def test_a_linear_probe_on_all_training_rows_beats_chance_by_the_stated_margin(classified, space):
     _, runs = classified

@@ -38,6 +38,7 @@ def results(toy, toy_run, tmp_path_factory):
     return out, outputs
 
 
+@pytest.mark.slow
 def test_each_command_writes_its_results_and_prints_its_table(results):
     out, outputs = results
     for command, result in outputs.items():
@@ -120,6 +121,7 @@ def test_bad_input_exits_2_with_a_message(arguments, message, tmp_path, monkeypa
     assert message in result.output
 
 
+@pytest.mark.slow
 def test_head_training_imports_no_image_decoder_or_backbone_library(toy, tmp_path):
     """Imports every evaluate module and runs classify and segment in a fresh interpreter."""
     modules = [f"adaptor_vlp.evaluate.{info.name}" for info in pkgutil.iter_modules(evaluate.__path__)

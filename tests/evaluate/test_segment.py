@@ -27,6 +27,7 @@ def segmented(toy):
     return rows, run_segmentation(rows, RunContext(DATASET, {"image": {}}, None), settings)
 
 
+@pytest.mark.slow
 def test_a_decoder_on_patch_tokens_segments_the_positive_images(segmented):
     _, runs = segmented
     record = runs[-1].record
@@ -40,6 +41,7 @@ def test_a_decoder_on_patch_tokens_segments_the_positive_images(segmented):
     assert 0 < record.details["dice_published_predicting_nothing"] < 1
 
 
+@pytest.mark.slow
 def test_the_decoder_learns_from_tokens_through_the_adaptor_too(toy, toy_run):
     run = open_adaptor_run(toy_run)
     rows = open_dataset_rows(toy.cache_dir, DATASET, VISION, run)

@@ -2,6 +2,7 @@
 is done."""
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from adaptor_vlp.cli import app
@@ -26,6 +27,7 @@ def test_a_bad_scheduler_is_refused_before_anything_runs(demo_trees, tmp_path):
     assert not (tmp_path / "cache").exists()
 
 
+@pytest.mark.slow
 def test_plan_json_of_a_finished_study_shows_every_step_done(finished_study):
     result = runner.invoke(app, ["study", "plan", str(finished_study.spec), "--json"])
     assert result.exit_code == 0, result.output

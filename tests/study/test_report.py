@@ -29,6 +29,7 @@ def _cell(document, task, row, image, fraction, metric=None):
                                                                                                     fraction))
 
 
+@pytest.mark.slow
 def test_a_computed_cell_has_its_published_value_and_the_difference_beside_it(reported, finished_study):
     printed, markdown, document = reported
     cell = _cell(document, "rsna-classification", "tiny-bert", "tiny-vit", 50.0)
@@ -63,6 +64,7 @@ def test_a_left_out_cell_says_why_and_still_shows_the_published_value(reported):
     assert "left out (1); pub. 73.1" in markdown and f"1. {LEFT_OUT_REASON}" in markdown
 
 
+@pytest.mark.slow
 def test_the_unet_row_reads_feature_maps_and_says_how_it_differs(reported, finished_study):
     _, markdown, document = reported
     cell = _cell(document, "rsna-segmentation", "tiny-bert", "tiny-resnet", 100.0)
@@ -76,6 +78,7 @@ def test_the_unet_row_reads_feature_maps_and_says_how_it_differs(reported, finis
     assert "the decoder's widths are the published ones / 8" in markdown
 
 
+@pytest.mark.slow
 def test_other_methods_plots_and_costs(reported, finished_study):
     _, markdown, document = reported
     assert "| Another method (published) | 40.0 | 45.0 | 1,000 |" in markdown
@@ -92,6 +95,7 @@ def test_other_methods_plots_and_costs(reported, finished_study):
     assert "| manifest rsna | done | not recorded |" in markdown
 
 
+@pytest.mark.slow
 def test_a_cell_not_computed_says_why_and_is_never_filled(finished_study, tmp_path):
     """One head's result removed and its step logged as failed: its cell reads 'not computed' with the reason."""
     plan = plan_study(load_spec(finished_study.spec).with_paths(out=tmp_path / "out"))

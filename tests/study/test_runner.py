@@ -26,6 +26,7 @@ KILL_AFTER_STEPS = 11
 """Steps finished before the kill: the 4 manifests, 5 extractions, the Adaptor and a head."""
 
 
+@pytest.mark.slow
 def test_a_study_runs_every_step_in_dependency_order_skipping_one_done_by_hand(finished_study):
     plan = plan_study(load_spec(finished_study.spec))
     assert all(state.status is Status.DONE for state in plan.states().values())
@@ -40,6 +41,7 @@ def test_a_study_runs_every_step_in_dependency_order_skipping_one_done_by_hand(f
     assert all(entry.outcome is Outcome.DONE and entry.seconds >= 0 for entry in entries)
 
 
+@pytest.mark.slow
 def test_a_second_run_does_nothing_and_says_so(finished_study):
     plan = plan_study(load_spec(finished_study.spec))
     before = RunLog(plan.spec.out).entries()
@@ -50,6 +52,7 @@ def test_a_second_run_does_nothing_and_says_so(finished_study):
     assert RunLog(plan.spec.out).entries() == before
 
 
+@pytest.mark.slow
 def test_image_extractions_of_one_dataset_ran_as_one_pass_each_with_its_own_step_and_store(finished_study):
     pairs = "extract image tiny-vit on mimic-cxr, extract image tiny-resnet on mimic-cxr"
     assert f"-> 2 steps in one pass: {pairs}" in finished_study.output
@@ -97,6 +100,7 @@ def test_a_backbone_that_fails_in_a_pass_fails_its_own_step_and_the_others_still
     assert not outcomes[broken.key].succeeded and "no_such_model" in outcomes[broken.key].detail
 
 
+@pytest.mark.slow
 def test_a_failing_step_is_reported_and_independent_steps_still_run_on_a_dask_cluster(demo_trees, tmp_path):
     """COVIDx's tree lists images that are not there: its manifest fails; every other task is computed anyway."""
     broken = tmp_path / "covidx-without-images"
@@ -120,6 +124,7 @@ def test_a_failing_step_is_reported_and_independent_steps_still_run_on_a_dask_cl
     assert any("steps as Dask tasks on tcp://" in line for line in events)  # the heads ran as Dask tasks
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_way_is_resumed_without_redoing_a_finished_step(demo_trees, tmp_path):
     spec_path = write_spec(tmp_path, demo_trees)
     plan = plan_study(load_spec(spec_path))

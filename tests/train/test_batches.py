@@ -92,6 +92,7 @@ def test_views_are_sampled_per_image_per_epoch_and_validation_stays_plain(tmp_pa
     assert np.array_equal(validation.numpy(), plain[data.validate.image_rows])
 
 
+@pytest.mark.slow
 def test_token_inputs_stream_a_window_of_image_shards_at_a_time(tmp_path: Path, monkeypatch) -> None:
     cache = build_toy_cache(tmp_path, token_count=4, shard_rows=16)
     data = paired_data(cache, inputs="tokens", token_window_shards=2)

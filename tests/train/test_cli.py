@@ -120,6 +120,7 @@ def test_a_bad_grid_file_is_refused_naming_the_key(toy_cache: ToyCache, tmp_path
     assert result.exit_code == 2 and "batchsize" in result.output and str(grid) in result.output
 
 
+@pytest.mark.slow
 def test_the_train_package_imports_no_image_decoder_backbone_library_or_other_stage() -> None:
     code = ("import sys, pkgutil, importlib\nfrom adaptor_vlp import train\nimport adaptor_vlp.train.cli\n"
             "for module in pkgutil.iter_modules(train.__path__):\n"

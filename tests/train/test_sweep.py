@@ -121,6 +121,7 @@ def leaderboard_without_times(out: Path) -> list[dict]:
         return [{key: value for key, value in row.items() if key != "wall_seconds"} for row in csv.DictReader(handle)]
 
 
+@pytest.mark.slow
 def test_a_stacked_sweep_gives_the_weights_and_leaderboard_of_one_run_at_a_time(toy_cache: ToyCache,
                                                                                 tmp_path: Path) -> None:
     add_text_store(toy_cache, "toy-clinical", 20)
