@@ -73,10 +73,11 @@ def seeded(request, tmp_path_factory):
 
 
 def spec_at(name, size):
-    """The paper entry with its image steps ending at `size` (the geometry does not matter here)."""
+    """The paper entry with its image steps ending at `size` (the geometry does not matter here), decoded in full
+    (the entry's reduced decode size is for its own first resize, 256 px)."""
     spec = get_spec(name)
     steps = (ImageStep(StepOp.RESIZE, size, Interpolation.BILINEAR),)
-    return dataclasses.replace(spec, image=dataclasses.replace(spec.image, steps=steps))
+    return dataclasses.replace(spec, image=dataclasses.replace(spec.image, steps=steps, decode_size=None))
 
 
 @pytest.mark.parametrize("grid", [16, 64])
