@@ -540,8 +540,6 @@ def _plain_task(table: _Table, name: str, spec: StudySpec, protocol: Protocol | 
     if labels is not None and not (labels and all(isinstance(label, str) for label in labels)):
         raise table.error("labels", f"must be a non-empty list of label names, got {_shown(labels)}")
     head = table.choice("head", HeadKind, HeadKind.LINEAR) if kind is TaskKind.CLASSIFY else HeadKind.LINEAR
-    unet, unet_width_divisor = _unet(table, spec) if kind is TaskKind.SEGMENT else ((), 1)
-    epochs, decoder, batch_size = _decoder_overrides(table, kind)
     task = TaskSpec(
         name=name,
         title=table.get("title", str, name),
@@ -553,12 +551,8 @@ def _plain_task(table: _Table, name: str, spec: StudySpec, protocol: Protocol | 
         head=head,
         labels=None if labels is None else tuple(labels),
         resamples=table.get("resamples", int, 1000, check=_at_least(1)),
-        epochs=epochs,
-        decoder=decoder,
-        batch_size=batch_size,
         left_out=_left_out(table, spec),
-        unet=unet,
-        unet_width_divisor=unet_width_divisor,
+        **_decoder_settings(table, spec, kind),
     )
     table.finish()
     return task
@@ -570,8 +564,6 @@ def _protocol_task(table: _Table, name: str, spec: StudySpec, dataset: str, kind
     labels = table.get("labels", list, None)
     head = HeadKind.MLP if entry.head is not None and entry.head.architecture.value == "mlp" else HeadKind.LINEAR
     max_seeds = table.get("max_seeds", int, None, check=_at_least(1))
-    unet, unet_width_divisor = _unet(table, spec) if kind is TaskKind.SEGMENT else ((), 1)
-    epochs, decoder, batch_size = _decoder_overrides(table, kind)
     return TaskSpec(
         name=f"{name}@{protocol.name}",
         title=f"{table.get('title', str, name)}, {protocol.name} protocol",
@@ -583,24 +575,23 @@ def _protocol_task(table: _Table, name: str, spec: StudySpec, dataset: str, kind
         head=head,
         labels=None if labels is None else tuple(labels),
         resamples=table.get("resamples", int, 1000, check=_at_least(1)),
-        epochs=epochs,
-        decoder=decoder,
-        batch_size=batch_size,
         left_out=_left_out(table, spec),
-        unet=unet,
-        unet_width_divisor=unet_width_divisor,
+        **_decoder_settings(table, spec, kind),
         protocol=protocol,
         base=name,
     )
 
 
-def _decoder_overrides(table: _Table, kind: TaskKind) -> tuple[int | None, DecoderName | None, int | None]:
-    """A segmentation task's own `epochs`, `decoder` and `batch_size` (None where absent: the protocol's)."""
+def _decoder_settings(table: _Table, spec: StudySpec, kind: TaskKind) -> dict[str, Any]:
+    """A segmentation task's decoder keys, as TaskSpec fields: `unet` and `unet_width_divisor`, and its own
+    `epochs`, `decoder` and `batch_size` (None where absent: the protocol's). A classification task has none."""
     if kind is not TaskKind.SEGMENT:
-        return None, None, None
-    return (table.get("epochs", int, None, check=_at_least(1)),
-            table.choice("decoder", DecoderName) if "decoder" in table.values else None,
-            table.get("batch_size", int, None, check=_at_least(2)))
+        return {}
+    unet, unet_width_divisor = _unet(table, spec)
+    return {"unet": unet, "unet_width_divisor": unet_width_divisor,
+            "epochs": table.get("epochs", int, None, check=_at_least(1)),
+            "decoder": table.choice("decoder", DecoderName) if "decoder" in table.values else None,
+            "batch_size": table.get("batch_size", int, None, check=_at_least(2))}
 
 
 def _fractions(table: _Table) -> tuple[float, ...]:
