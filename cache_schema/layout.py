@@ -92,6 +92,23 @@ def store_path(cache_dir: Path, dataset: str, modality: Modality, backbone: str)
     return Path(cache_dir) / dataset / Modality(modality).value / f"{backbone.replace('/', '--')}{STORE_SUFFIX}"
 
 
+def segmentation_store_path(cache_dir: Path, dataset: str, backbone: str, size: int, view: int = 0) -> Path:
+    """Where a segmentation task's image store lives: `<backbone>.seg<size>.zarr` beside the plain store, and
+    augmented view k (1, 2, ...) in `<backbone>.seg<size>.view<k>.zarr`.
+
+    The plain store holds the backbone's own input frame (its classification steps); a segmentation store
+    holds the whole image resized to `size` (`adaptor extract images --segmentation-size`). Naming both by
+    size lets one dataset serve a classification task and segmentation tasks at several sizes, one store
+    each, every one written, verified and resumed like any other.
+    """
+    if size < 1:
+        raise ValueError(f"a segmentation store's image size is a positive number of pixels, got {size}")
+    if view < 0:
+        raise ValueError(f"segmentation views are numbered from 1 (0 is the unwarped store), got {view}")
+    suffix = f".seg{size}" + (f".view{view}" if view else "")
+    return store_path(cache_dir, dataset, Modality.IMAGE, f"{backbone}{suffix}")
+
+
 def dataset_dir(cache_dir: Path, dataset: str) -> Path:
     """The folder of one dataset in a cache: its manifest and its stores."""
     return Path(cache_dir) / dataset

@@ -14,12 +14,9 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-
-from adaptor_vlp.cache_schema.layout import Modality, store_path
 
 
 @dataclass(frozen=True)
@@ -118,11 +115,3 @@ def _sources(warp: Warp, height: int, width: int) -> tuple[np.ndarray, np.ndarra
     rows = inverse[1, 0] * out_x + inverse[1, 1] * out_y + inverse[1, 2]
     inside = (rows > -1) & (rows < height) & (cols > -1) & (cols < width)
     return rows, cols, inside
-
-
-def view_store_path(cache_dir: Path, dataset: str, backbone: str, view: int) -> Path:
-    """Where augmented segmentation view `view` (1, 2, ...) of a dataset's image store lives: beside the plain
-    store, one store per view, so each is written, verified and resumed like any other."""
-    if view < 1:
-        raise ValueError(f"segmentation views are numbered from 1, got {view}")
-    return store_path(cache_dir, dataset, Modality.IMAGE, f"{backbone}.view{view}")

@@ -163,6 +163,14 @@ def segment(
     decoder: DecoderName = typer.Option(SegmentationProtocol.decoder, "--decoder",
                                         help="Decoder: the published ViT decoder, or the light one."),
     loss: LossName = typer.Option(SegmentationProtocol.loss, "--loss", help="Training loss."),
+    segmentation_size: Optional[int] = typer.Option(None, "--segmentation-size", min=14, help="Read the "
+                                                    "segmentation store of this size (`extract images "
+                                                    "--segmentation-size`: the whole image resized, as the "
+                                                    "published runs read SIIM at 896, RSNA at 224); default: the "
+                                                    "plain store, in the backbone's own frame."),
+    segmentation_views: int = typer.Option(0, "--segmentation-views", min=0, help="With --segmentation-size: train "
+                                           "on its K augmented view stores (`extract images --segmentation-views "
+                                           "K`), view ((epoch - 1) mod K) + 1 at each epoch."),
     mask_size: Optional[int] = typer.Option(None, "--mask-size", min=4, help="Mask side in pixels (default: the "
                                             "store's input image size, where the published code scored masks; "
                                             "the light decoder's own output size)."),
@@ -173,7 +181,11 @@ def segment(
 ) -> None:
     """Train a decoder on cached patch tokens (raw, or through the Adaptor's image path) at 1/10/100% of train,
     with the published decoder, loss and schedule by default; Dice and IoU, all and positive-only."""
-    recipe = replace(SegmentationProtocol(), max_epochs=epochs, decoder=decoder, loss=loss)
+    if segmentation_views and segmentation_size is None:
+        raise typer.BadParameter("augmented views are stores of the whole image at a segmentation size; give "
+                                 "--segmentation-size too", param_hint="--segmentation-views")
+    recipe = replace(SegmentationProtocol(), max_epochs=epochs, decoder=decoder, loss=loss,
+                     image_size=segmentation_size, views=segmentation_views)
     settings = SegmentSettings(fractions=_fractions(fractions), seed=seed, n_resamples=resamples, recipe=recipe,
                                mask_size=mask_size)
     with input_errors_exit(*INPUT_ERRORS):

@@ -14,6 +14,8 @@ from typing import Collection, Mapping, Sequence
 
 import numpy as np
 
+from adaptor_vlp.cache_schema import dataset_dir
+from adaptor_vlp.cache_schema.manifest import read_manifest
 from adaptor_vlp.evaluate.classify import ClassifySettings, UncertainPolicy, classification_targets, run_classification
 from adaptor_vlp.evaluate.features import AdaptorRun, DatasetRows, open_dataset_rows, pooled_features
 from adaptor_vlp.evaluate.heads import LabelStructure
@@ -56,17 +58,20 @@ def classify_dataset(cache_dir: Path, dataset: str, vision: str, run: AdaptorRun
 def segment_dataset(cache_dir: Path, dataset: str, vision: str, run: AdaptorRun | None,
                     spaces: Sequence[FeatureSpace], settings: SegmentSettings, device: str = "cpu",
                     protocol: Protocol | None = None, keep_recipe: Collection[str] = ()) -> DatasetEvaluation:
-    """A decoder per (fraction, feature space) on the dataset's `vision` store's patch tokens, raw or through `run`
-    (the store may be in its own image frame, e.g. the whole image at 896 px, the Adaptor trained at another).
+    """A decoder per (fraction, feature space) on the dataset's `vision` store's patch tokens (or feature maps, for
+    the U-Net), raw or through `run`.
 
-    With `protocol`, its segmentation task for the manifest's dataset decides the training subsets and the
-    decoder's recipe (`protocol_heads.segmentation_recipe`), but for the recipe fields named in `keep_recipe`,
-    which stay `settings.recipe`'s (a study's own `epochs`, `decoder`, `batch_size`: the demo's, for time).
+    The store is the plain one when the recipe's `image_size` is None, else the segmentation store of that size
+    (the whole image at 896 px, say; the Adaptor may have trained in another frame). With `protocol`, its
+    segmentation task for the manifest's dataset decides the training subsets and the decoder's recipe, input
+    size included (`protocol_heads.segmentation_recipe`), but for the recipe fields named in `keep_recipe`,
+    which stay `settings.recipe`'s (a study's own `epochs`, `decoder`, `batch_size`, `image_size`, `views`).
     """
-    rows = _rows(cache_dir, dataset, vision, run, spaces, any_input_frame=True)
     if protocol is not None:
-        task = protocol.task(rows.manifest.dataset, HeadTask.SEGMENT)
+        manifest = read_manifest(dataset_dir(cache_dir, dataset))
+        task = protocol.task(manifest.dataset, HeadTask.SEGMENT)
         settings = replace(settings, protocol=task, recipe=segmentation_recipe(task, settings.recipe, keep_recipe))
+    rows = _rows(cache_dir, dataset, vision, run, spaces, settings.recipe.image_size)
     runs = []
     for space in spaces:
         adaptor = run if space is FeatureSpace.ADAPTOR else None
@@ -75,11 +80,11 @@ def segment_dataset(cache_dir: Path, dataset: str, vision: str, run: AdaptorRun 
 
 
 def _rows(cache_dir: Path, dataset: str, vision: str, run: AdaptorRun | None,
-          spaces: Sequence[FeatureSpace], any_input_frame: bool = False) -> DatasetRows:
+          spaces: Sequence[FeatureSpace], segmentation_size: int | None = None) -> DatasetRows:
     if FeatureSpace.ADAPTOR in spaces and run is None:
         raise ValueError("Adaptor features need a trained Adaptor: pass --run RUN_DIR")
     return open_dataset_rows(cache_dir, dataset, vision, run if FeatureSpace.ADAPTOR in spaces else None,
-                             any_input_frame)
+                             segmentation_size)
 
 
 def _context(dataset: str, rows: DatasetRows, run: AdaptorRun | None, space: FeatureSpace) -> RunContext:

@@ -25,6 +25,7 @@ from adaptor_vlp.cache_schema import (
     StoreError,
     dataset_dir,
     require_finite,
+    segmentation_store_path,
     store_path,
 )
 from adaptor_vlp.cache_schema.manifest import Manifest, manifest_sha256, read_manifest
@@ -116,16 +117,32 @@ def open_adaptor_run(run_dir: Path, kind: CheckpointKind = CheckpointKind.BEST, 
 
 
 def open_store_for(cache_dir: Path, dataset: str, modality: Modality, backbone: str,
-                   run: AdaptorRun | None = None, any_input_frame: bool = False) -> CacheStore:
-    """Opens a complete store of `backbone`; with `run`, it must hold features that Adaptor was trained on, in
-    any image frame with `any_input_frame` (a segmentation store read at its task's own size)."""
-    path = store_path(cache_dir, dataset, modality, backbone)
+                   run: AdaptorRun | None = None, segmentation_size: int | None = None) -> CacheStore:
+    """Opens a complete store of `backbone`; with `run`, it must hold features that Adaptor was trained on.
+
+    With `segmentation_size`, the image store of a segmentation task at that size (`<backbone>.seg<size>`,
+    `adaptor extract images --segmentation-size`): it must record that input size, and through `run` it may
+    be in another image frame than the Adaptor's training store (the whole image at 896 px, say).
+    """
+    if segmentation_size is None:
+        path = store_path(cache_dir, dataset, modality, backbone)
+    else:
+        path = segmentation_store_path(cache_dir, dataset, backbone, segmentation_size)
+        if not path.exists():
+            raise StoreError(f"{path} does not exist: this segmentation reads the whole image at {segmentation_size} "
+                             f"px; extract it with `adaptor extract images --dataset {dataset} --backbone {backbone} "
+                             f"--segmentation-size {segmentation_size}` (with --tokens, or --feature-maps for the "
+                             "U-Net, and --segmentation-views K for augmented views)")
     if run is None:
         store = CacheStore.open(path, expect={"modality": modality, "backbone": backbone})
     else:
         trained_on = run.trained_on(modality)
         store = CacheStore.open(path)
-        check_same_embedding_space(str(store.path), store.provenance, trained_on, any_input_frame)
+        check_same_embedding_space(str(store.path), store.provenance, trained_on,
+                                   any_input_frame=segmentation_size is not None)
+    recorded = store.provenance.preprocessing.get("image_size")
+    if segmentation_size is not None and recorded != segmentation_size:
+        raise ProvenanceMismatch(str(store.path), "preprocessing.image_size", segmentation_size, recorded)
     if not store.is_complete:
         raise StoreError(f"{store.path}: {len(store.incomplete_shards())} shards are incomplete; "
                          "rerun the extract command to finish it before evaluating")
@@ -133,9 +150,10 @@ def open_store_for(cache_dir: Path, dataset: str, modality: Modality, backbone: 
 
 
 def open_dataset_rows(cache_dir: Path, dataset: str, backbone: str, run: AdaptorRun | None = None,
-                      any_input_frame: bool = False) -> DatasetRows:
-    """The dataset's image store for `backbone` joined with its manifest; see `open_store_for` for the checks."""
-    store = open_store_for(cache_dir, dataset, Modality.IMAGE, backbone, run, any_input_frame)
+                      segmentation_size: int | None = None) -> DatasetRows:
+    """The dataset's image store for `backbone` (with `segmentation_size`, its segmentation store of that size)
+    joined with its manifest; see `open_store_for` for the checks."""
+    store = open_store_for(cache_dir, dataset, Modality.IMAGE, backbone, run, segmentation_size)
     folder = dataset_dir(cache_dir, dataset)
     manifest = read_manifest(folder)
     found_sha = manifest_sha256(folder)

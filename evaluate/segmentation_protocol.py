@@ -3,9 +3,9 @@
 `SegmentationProtocol` holds every choice of the downstream segmentation model: the decoder, the
 loss, the optimiser and its schedule, when validation runs and how long training waits for it,
 the image size the store was extracted at and how many augmented views training cycles through.
-Its defaults are the published runs (holajoa/Adaptor-VL-SSL at the commit unpacked under
-/work/published): each field's note names the file and line it comes from. `from_values` builds it
-from plain values (a protocol file's table), naming the key and source of anything it refuses.
+Its defaults are the published runs (holajoa/Adaptor-VL-SSL, commit 2414548): each field's note names
+the file and line it comes from. `from_values` builds it from plain values (a protocol file's table),
+naming the key and source of anything it refuses.
 """
 from __future__ import annotations
 
@@ -49,7 +49,8 @@ class SelectionMetric(str, Enum):
 
 @dataclass(frozen=True)
 class SegmentationProtocol:
-    """Every setting of the segmentation decoder's training; the defaults are the published SIIM runs."""
+    """Every setting of the segmentation decoder's training; the defaults are the published SIIM runs' but for
+    the input size (None: the plain store; `PUBLISHED_SIIM` sets 896)."""
 
     decoder: DecoderName = DecoderName.PUBLISHED_VIT
     """segment.py:97-105 builds DINOv2Segmenter, whose decoder is ViTDecoder (models/seg_models.py:178-235)."""
@@ -78,15 +79,18 @@ class SegmentationProtocol:
     selection: SelectionMetric = SelectionMetric.PUBLISHED_DICE
     """segment.py:147-149: ModelCheckpoint and EarlyStopping monitor val_dice (mode max); the test runs on the
     best checkpoint (segment.py:187)."""
-    image_size: int = 896
-    """shell/segment-siim.sh: --crop_size 896 (segment-rsna.sh leaves the default, 224: utils/args.py:30)."""
+    image_size: int | None = None
+    """The side of the square whole-image input the decoder reads: the store `adaptor extract images
+    --segmentation-size` wrote at that size (`<backbone>.seg<size>`). None reads the plain store, in the
+    backbone's own frame (its classification steps). The published runs: shell/segment-siim.sh --crop_size
+    896, segment-rsna.sh the default 224 (utils/args.py:30); `PUBLISHED_SIIM`, `PUBLISHED_RSNA`."""
     views: int = 0
     """Augmented training views per image, a new one each epoch. The published code drew a fresh
     ShiftScaleRotate (MGCA segmentation_dataset.py:149-155) every epoch; the cache holds `views` of them."""
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "cosine_period_epochs", "max_epochs", "validation_interval", "image_size"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("patience_epochs", "views"):
             if getattr(self, name) < 0:
@@ -111,7 +115,7 @@ class SegmentationProtocol:
         choices = {"decoder": DecoderName, "loss": LossName, "selection": SelectionMetric}
         parsed: dict[str, Any] = {}
         for key, value in values.items():
-            default = getattr(cls, key)
+            default = 0 if key == "image_size" else getattr(cls, key)
             try:
                 if key in choices:
                     parsed[key] = choices[key](value)
@@ -135,7 +139,7 @@ class SegmentationProtocol:
                 for name, value in dataclasses.asdict(self).items()}
 
 
-PUBLISHED_SIIM = SegmentationProtocol()
+PUBLISHED_SIIM = SegmentationProtocol(image_size=896)
 """shell/segment-siim.sh: 896 px, up to 100 epochs."""
 PUBLISHED_RSNA = dataclasses.replace(PUBLISHED_SIIM, image_size=224, max_epochs=50)
 """shell/segment-rsna.sh: the default crop size 224, --num_train_epochs 50."""

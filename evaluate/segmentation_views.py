@@ -1,8 +1,8 @@
 """The augmented training views of a segmentation store: their tokens and their masks, warped alike.
 
 `adaptor extract images --segmentation-size S --segmentation-views K` writes, beside a dataset's
-plain store, K stores in which every image went through the seeded ShiftScaleRotate of (its id,
-view k) (`cache_schema.warps`). Here each view store is opened and checked against the plain one
+segmentation store of size S, K stores in which every image went through the seeded ShiftScaleRotate
+of (its id, view k) (`cache_schema.warps`). Here each view store is opened and checked against the unwarped one
 (same rows, same provenance but for the view), and each mask is warped by the very warp its image
 went through, so the decoder can train on view ((epoch - 1) mod K) + 1 at every epoch.
 """
@@ -12,8 +12,8 @@ import dataclasses
 
 import numpy as np
 
-from adaptor_vlp.cache_schema import CacheStore, ProvenanceMismatch, StoreError
-from adaptor_vlp.cache_schema.warps import draw_warp, view_seed, view_store_path, warp_mask
+from adaptor_vlp.cache_schema import CacheStore, ProvenanceMismatch, StoreError, segmentation_store_path
+from adaptor_vlp.cache_schema.warps import draw_warp, view_seed, warp_mask
 from adaptor_vlp.evaluate.features import DatasetRows
 
 VIEW_FIELD = "segmentation_view"
@@ -23,14 +23,22 @@ VIEW_FIELD = "segmentation_view"
 def open_view_rows(plain: DatasetRows, count: int) -> list[DatasetRows]:
     """The rows of views 1..count of `plain`'s store, refused unless each was extracted from the same rows with
     the same settings (provenance equal but for the view and its creation time)."""
+    if count == 0:
+        return []
+    provenance, cache_dir = plain.store.provenance, plain.store.path.parents[2]
+    size = provenance.preprocessing.get("image_size")
+    if not isinstance(size, int) or plain.store.path != segmentation_store_path(
+            cache_dir, provenance.dataset, provenance.backbone, size):
+        raise StoreError(f"{plain.store.path} is not a segmentation store: augmented views warp the whole image at "
+                         "the task's size; extract with --segmentation-size S --segmentation-views K and segment at "
+                         "that size")
     views = []
     expected = _comparable(plain.store)
     for view in range(1, count + 1):
-        path = view_store_path(plain.store.path.parents[2], plain.manifest.dataset, plain.store.provenance.backbone,
-                               view)
+        path = segmentation_store_path(cache_dir, provenance.dataset, provenance.backbone, size, view)
         if not path.exists():
             raise StoreError(f"{path} does not exist: the segmentation protocol trains on {count} augmented views; "
-                             f"extract them with --segmentation-size and --segmentation-views {count}")
+                             f"extract them with --segmentation-size {size} --segmentation-views {count}")
         store = CacheStore.open(path)
         found = store.provenance.to_json()
         if found["preprocessing"].get(VIEW_FIELD, {}).get("index") != view:

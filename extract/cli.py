@@ -71,10 +71,13 @@ def images(
     segmentation_size: int = typer.Option(None, "--segmentation-size", min=14, help="For a segmentation "
                                                     "task: read the whole image resized to this square, as the "
                                                     "published runs did (SIIM 896, RSNA 224), instead of the "
-                                                    "backbone's own steps; recorded in the store."),
+                                                    "backbone's own steps, into the store <backbone>.seg<size> "
+                                                    "beside the plain one (`evaluate segment --segmentation-size` "
+                                                    "reads it)."),
     segmentation_views: int = typer.Option(0, "--segmentation-views", min=0, help="With --segmentation-size: also "
                                            "write K stores of seeded ShiftScaleRotate views (the published "
-                                           "augmentation), <backbone>.view1 ... .viewK, for the decoder's training."),
+                                           "augmentation), <backbone>.seg<size>.view1 ... .viewK, with the same "
+                                           "--tokens / --feature-maps, for the decoder's training."),
     batch_size: int = BATCH_OPTION,
     workers: int = typer.Option(2, "--workers", min=0, help="Decoders reading images ahead of the forward pass: "
                                 "worker processes, or threads in each Dask shard task."),
@@ -111,7 +114,7 @@ def images(
                         decode_size=decode, decoder=decoder, feature_maps=feature_maps,
                         segmentation_size=segmentation_size)
     with input_errors_exit(ValueError):  # views without a segmentation size, refused before anything runs
-        view_jobs = [dataclasses.replace(job, segmentation_view=view, views=0, feature_maps=False)
+        view_jobs = [dataclasses.replace(job, segmentation_view=view, views=0)
                      for view in range(1, segmentation_views + 1)]
     for pass_job in (job, *view_jobs):
         _extract([dataclasses.replace(pass_job, backbone=name) for name in names], overwrite, scheduler)

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from adaptor_vlp.cache_schema import Modality, store_path
-from adaptor_vlp.cache_schema.warps import view_store_path
+from adaptor_vlp.cache_schema import Modality, segmentation_store_path, store_path
 from adaptor_vlp.extract.backbones import BackboneSpec, get_spec
 from adaptor_vlp.extract.device_decoding import Decoder
 from adaptor_vlp.extract.image_transforms import DecodeSize, check_decode_size, decode_size, pass_decode_size
@@ -31,8 +30,9 @@ class ExtractionJob:
     `decoder` decodes JPEGs on the CPU or on the job's device (recorded where it is the device).
     `feature_maps` also stores a CNN's four intermediate maps (`--feature-maps`, the U-Net's skips).
     `segmentation_size` replaces the backbone's steps by the published segmentation input: the whole
-    image resized to that square (SIIM 896, RSNA 224 in the published runs). `segmentation_view` k > 0
-    warps that input by the seeded ShiftScaleRotate of (sample, k) (`cache_schema.warps`) into its own store.
+    image resized to that square (SIIM 896, RSNA 224 in the published runs), in its own store
+    `<backbone>.seg<size>`; `segmentation_view` k > 0 warps that input by the seeded ShiftScaleRotate of
+    (sample, k) (`cache_schema.warps`) into `<backbone>.seg<size>.view<k>`.
     """
 
     cache_dir: Path
@@ -71,9 +71,11 @@ class ExtractionJob:
 
     @property
     def store(self) -> Path:
-        """The job's store; for segmentation view k, its own store beside the plain one (`view_store_path`)."""
-        if self.segmentation_view:
-            return view_store_path(self.cache_dir, self.dataset, self.backbone, self.segmentation_view)
+        """The job's store: the plain one, or with `segmentation_size` the segmentation store of that size (of
+        view `segmentation_view`), beside it (`cache_schema.segmentation_store_path`)."""
+        if self.segmentation_size is not None:
+            return segmentation_store_path(self.cache_dir, self.dataset, self.backbone, self.segmentation_size,
+                                           self.segmentation_view)
         return store_path(self.cache_dir, self.dataset, self.modality, self.backbone)
 
     @property
@@ -82,8 +84,10 @@ class ExtractionJob:
         return self.decode_size or DecodeSize(decode_size(self.spec))
 
 
-PER_BACKBONE_FIELDS = frozenset({"backbone", "weights"})
-"""The fields in which the jobs of one pass may differ; everything else describes the pass itself."""
+PER_BACKBONE_FIELDS = frozenset({"backbone", "weights", "tokens", "feature_maps"})
+"""The fields in which the jobs of one pass may differ (the backbone, its weights and which of its extra arrays
+its store keeps: patch tokens for a token decoder, feature maps for the U-Net); everything else describes the
+pass itself."""
 
 
 class PassError(ValueError):
@@ -117,7 +121,8 @@ class ExtractionPass:
                          if f.name not in PER_BACKBONE_FIELDS and getattr(job, f.name) != getattr(first, f.name)]
             if differing:
                 raise PassError(f"jobs {first.backbone!r} and {job.backbone!r} differ in {', '.join(differing)}; "
-                                "one pass shares every setting but the backbone and its weights")
+                                "one pass shares every setting but the backbone, its weights and which extra "
+                                "arrays each store keeps (tokens, feature maps)")
         specs = [job.spec for job in jobs]
         for job, spec in zip(jobs, specs):
             if spec.modality is not job.modality:
