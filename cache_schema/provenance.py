@@ -103,9 +103,10 @@ IDCT differs from libjpeg-turbo's in the last bits). A resumed run
 must still match them all."""
 
 
-INPUT_FRAME_PREPROCESSING = ("geometry", "image_size")
-"""The input frame: which part of the radiograph the backbone sees and at what size. A segmentation task reads
-its own frame (the published runs: the whole image at 896 px for SIIM) through an Adaptor trained at another."""
+INPUT_FRAME_PREPROCESSING = ("geometry", "image_size", "mean", "std")
+"""The input frame: which part of the radiograph the backbone sees, at what size and how its grey levels are
+normalised. A segmentation task reads its own frame (the published runs: the whole image at 896 px for SIIM,
+normalised to [-1, 1] for every backbone) through an Adaptor trained in another."""
 
 
 def check_same_embedding_space(store: str, found: Provenance, reference: Mapping[str, Any],

@@ -4,7 +4,13 @@ The published segmentation runs did not use the backbones' classification steps 
 256, pad, centre crop 224): MGCA's SIIMImageDataset and RSNASegmentDataset
 (MGCA/mgca/datasets/segmentation_dataset.py:91-92 and 237-238) resize the whole radiograph with
 cv2.resize to crop_size x crop_size (896 for SIIM in shell/segment-siim.sh, the default 224 for
-RSNA) and normalise it as the backbone's transform does, and they score masks at that size.
+RSNA), normalise it with albumentations' Normalize(mean=0.5, std=0.5) whatever the backbone (their
+own get_transforms, 144-166 and 248-270: the backbone's transform passed in is never used in the
+segmentation phase; ResNet-AE then reads one grey channel), and they score masks at that size.
+So a segmentation store's input is in [-1, 1] for every backbone: the paper's DINOv2 entries read
+the same normalisation everywhere, but ResNet-AE's Adaptor trained on xrv's [-1024, 1024] scale (the
+published protocol's fault `segmentation-normalisation`, kept here), and so would any backbone added
+with its own statistics.
 `segmentation_input(spec, size)` is the backbone with those steps; the store records them
 (`preprocessing.geometry`, `preprocessing.image_size`), so masks follow the same frame and a store
 extracted at one size is never resumed at another. `segmentation_view` warps that input as the
@@ -22,18 +28,22 @@ from adaptor_vlp.extract.backbone_spec import BackboneSpec, ImageStep, Interpola
 
 SEGMENTATION_RESIZE = Interpolation.OPENCV_LINEAR
 """cv2.resize's default interpolation, INTER_LINEAR (segmentation_dataset.py:92)."""
+SEGMENTATION_MEAN_STD = 0.5
+"""MGCA/mgca/datasets/segmentation_dataset.py:144,161 and 248,265: Normalize(mean=(0.5,) * 3, std=(0.5,) * 3)."""
 
 
 def segmentation_input(spec: BackboneSpec, size: int) -> BackboneSpec:
-    """`spec` reading the whole image resized to `size` x `size` (OpenCV's INTER_LINEAR), channels and
-    normalisation unchanged. The entry's own decode size (e.g. DINOv2's 512 px, measured faithful for its
-    classification steps) does not carry over: OpenCV's resize reads the full-resolution image."""
+    """`spec` reading the whole image resized to `size` x `size` (OpenCV's INTER_LINEAR) and normalised with mean
+    = std = 0.5 per channel, its channels unchanged. The entry's own decode size (e.g. DINOv2's 512 px, measured
+    faithful for its classification steps) does not carry over: OpenCV's resize reads the full-resolution image."""
     if spec.image is None:
         raise SpecError(f"backbone {spec.name!r} is a text backbone; it has no image input to resize")
     if size < 1:
         raise SpecError(f"a segmentation image size is a positive number of pixels, got {size}")
     steps = (ImageStep(StepOp.RESIZE, size, SEGMENTATION_RESIZE),)
-    return dataclasses.replace(spec, image=dataclasses.replace(spec.image, steps=steps, decode_size=None))
+    normalisation = (SEGMENTATION_MEAN_STD,) * spec.image.channels
+    return dataclasses.replace(spec, image=dataclasses.replace(spec.image, steps=steps, decode_size=None,
+                                                               mean=normalisation, std=normalisation))
 
 
 def segmentation_view(pixels: torch.Tensor, spec: BackboneSpec, sample_id: str, view: int) -> torch.Tensor:
