@@ -2,7 +2,9 @@
 
 A decoder (`fit_segmentation_head`, built and trained as the `SegmentationProtocol` says: by default
 the published decoder, loss and schedule) learns masks from patch tokens of an image store
-extracted with `--tokens`: the frozen backbone's own tokens (the baseline), or, as the paper
+extracted with `--tokens` (the plain store, or the segmentation store of the recipe's `image_size`:
+the whole image at the task's size, `extract images --segmentation-size`), or the U-Net from a CNN's
+cached feature maps: the frozen backbone's own tokens (the baseline), or, as the paper
 segments, those tokens after the trained Adaptor's image path (projection, then the blocks over
 each image's own tokens; `Adaptor.encode_image_tokens`). Masks come from the manifest's target
 strings, so no image is read. A mask is brought into the token grid's frame the way the extract
@@ -10,8 +12,8 @@ stage brought the image into the backbone's: the same centre crop to a square (o
 squashed inputs), then a nearest-neighbour resize to the scored size: by default, for the published
 decoder, the store's input image size, where the published code scored its masks (the decoder's logits
 are resized to it when its own output differs); for the light decoder, its own output size. A
-protocol with K views trains on the K augmented view stores (`extract images --segmentation-views K`,
-`evaluate.segmentation_views`), each mask warped as its image was, one view per epoch.
+recipe with K views trains either decoder on the K augmented view stores (`extract images
+--segmentation-views K`, `evaluate.segmentation_views`), each mask warped as its image was, one view per epoch.
 
 Dice and IoU are reported over all scorable images and over positive images only (see
 `evaluate.metrics.segmentation_report`), each with a 95% bootstrap interval over patients; the
@@ -48,6 +50,9 @@ from adaptor_vlp.evaluate.skip_maps import SkipMapRows, fit_unet_segmenter, skip
 from adaptor_vlp.protocols import TaskProtocol
 
 METHOD = "decoder"
+
+InputRows = np.ndarray | SkipMapRows
+"""What a decoder reads for some rows: (N, T, D) patch tokens, or the U-Net's pooled embeddings and maps."""
 
 
 class SegmentationError(ValueError):
@@ -119,10 +124,10 @@ def run_segmentation(rows: DatasetRows, context: RunContext, settings: SegmentSe
                                 f"Adaptor of {adaptor.run_dir} projects {adaptor.loaded.model.config.image_dim}-wide "
                                 "image features; segment through an Adaptor trained on this backbone's features")
 
-    def inputs(positions: np.ndarray) -> np.ndarray | SkipMapRows:
+    def inputs(source: DatasetRows, positions: np.ndarray) -> InputRows:
         if unet:
-            return skip_map_rows(rows, positions, adaptor, device)
-        return _decoder_inputs(rows, positions, adaptor, device)
+            return skip_map_rows(source, positions, adaptor, device)
+        return _decoder_inputs(source, positions, adaptor, device)
 
     default_size = geometry.input_size if unet else _default_mask_size(rows, settings.recipe.decoder, grid)
     size = settings.mask_size or default_size
@@ -136,8 +141,8 @@ def run_segmentation(rows: DatasetRows, context: RunContext, settings: SegmentSe
         if len(positions) == 0:
             raise SegmentationError(f"the {rows.manifest.dataset} dataset has no '{split}' rows with a mask target")
     view_rows = open_view_rows(rows, settings.recipe.views)
-    val_tokens, val_masks = inputs(val), aligned_masks(rows, val, size)
-    test_tokens, test_masks = inputs(test), aligned_masks(rows, test, size)
+    val_tokens, val_masks = inputs(rows, val), aligned_masks(rows, val, size)
+    test_tokens, test_masks = inputs(rows, test), aligned_masks(rows, test, size)
     dropped = {**rows.dropped, "no mask target": int((~has_mask).sum())}
     record = check_manifest_protocol(rows, settings.protocol) if settings.protocol else None
     runs = []
@@ -160,13 +165,13 @@ def run_segmentation(rows: DatasetRows, context: RunContext, settings: SegmentSe
             runs.append(EvaluatedRun(ResultRecord(**record_fields, metrics={}, details=details, skipped=skipped),
                                      arrays))
             continue
+        train_inputs, train_masks = _training_views(rows, view_rows, chosen, size, inputs)
         if unet:
-            segmenter = fit_unet_segmenter(inputs(chosen), aligned_masks(rows, chosen, size), val_tokens, val_masks,
-                                           geometry, size, settings.seed, settings.recipe)
+            segmenter = fit_unet_segmenter(train_inputs, train_masks, val_tokens, val_masks, geometry, size,
+                                           settings.seed, settings.recipe)
         else:
-            train_tokens, train_masks = _training_views(rows, view_rows, chosen, size, adaptor, device)
-            segmenter = fit_segmentation_head(train_tokens, train_masks, val_tokens, val_masks, grid=grid,
-                                              out_size=size, seed=settings.seed, protocol=settings.recipe)
+            segmenter = fit_segmentation_head(np.stack(train_inputs), np.stack(train_masks), val_tokens, val_masks,
+                                              grid=grid, out_size=size, seed=settings.seed, protocol=settings.recipe)
         predicted = segmenter.predict_masks(test_tokens)
         per_image = _per_image_scores(predicted, test_masks)
         metrics = _metrics(per_image, predicted, rows.subjects[test], settings)
@@ -225,16 +230,15 @@ def _metrics(scores: PerImageScores, predicted: np.ndarray, groups: np.ndarray,
 
 
 def _training_views(rows: DatasetRows, view_rows: list[DatasetRows], positions: np.ndarray, size: int,
-                    adaptor: AdaptorRun | None, device: str) -> tuple[np.ndarray, np.ndarray]:
-    """The decoder's training inputs and masks: (N, T, D) and (N, H, W) from the plain store, or, with augmented
-    views, (K, N, T, D) and (K, N, H, W), view k's masks warped as its images were."""
+                    inputs_of: Callable[[DatasetRows, np.ndarray], InputRows],
+                    ) -> tuple[list[InputRows], list[np.ndarray]]:
+    """The decoder's training inputs and (N, H, W) masks, one entry per view: the unwarped store's alone, or with
+    augmented views, view k's inputs with its masks warped as its images were."""
     masks = aligned_masks(rows, positions, size)
     if not view_rows:
-        return _decoder_inputs(rows, positions, adaptor, device), masks
-    tokens = np.stack([_decoder_inputs(view, positions, adaptor, device) for view in view_rows])
-    view_masks = np.stack([warped_masks(masks, rows.ids[positions], index)
-                           for index in range(1, len(view_rows) + 1)])
-    return tokens, view_masks
+        return [inputs_of(rows, positions)], [masks]
+    return ([inputs_of(view, positions) for view in view_rows],
+            [warped_masks(masks, rows.ids[positions], index) for index in range(1, len(view_rows) + 1)])
 
 
 def _default_mask_size(rows: DatasetRows, decoder: DecoderName, grid: int) -> int:

@@ -14,7 +14,7 @@ length, takes an index tensor or slice (`rows[batch]`), splits into batches (`sp
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -23,16 +23,11 @@ from torch.nn import functional
 
 from adaptor_vlp.cache_schema import ArrayName, CacheStore, StoreError
 from adaptor_vlp.cache_schema.layout import FEATURE_MAP_ARRAYS
-from adaptor_vlp.evaluate.early_stopping import (
-    TrainingSettings,
-    predict_in_batches,
-    seeded_torch,
-    train_with_early_stopping,
-)
+from adaptor_vlp.evaluate.early_stopping import predict_in_batches, seeded_torch
 from adaptor_vlp.evaluate.features import AdaptorRun, DatasetRows, adaptor_embeddings
 from adaptor_vlp.evaluate.segmentation_loss import loss_function
 from adaptor_vlp.evaluate.segmentation_protocol import SegmentationProtocol
-from adaptor_vlp.evaluate.segmentation_training import SegmentationTraining
+from adaptor_vlp.evaluate.segmentation_training import SegmentationTraining, train_segmenter
 from adaptor_vlp.evaluate.unet_decoder import UNetDecoder, UNetGeometry
 
 
@@ -159,26 +154,20 @@ class FittedUNet:
         return (torch.sigmoid(predict_in_batches(self.segmenter, rows, self.batch_size)) > threshold).numpy()
 
 
-def fit_unet_segmenter(train: SkipMapRows, train_masks: np.ndarray, val: SkipMapRows, val_masks: np.ndarray,
-                       geometry: UNetGeometry, out_size: int, seed: int,
+def fit_unet_segmenter(train_views: Sequence[SkipMapRows], train_masks: Sequence[np.ndarray], val: SkipMapRows,
+                       val_masks: np.ndarray, geometry: UNetGeometry, out_size: int, seed: int,
                        protocol: SegmentationProtocol) -> FittedUNet:
-    """Trains the U-Net on the rows' maps and (N, out_size, out_size) masks, keeping the best validated weights.
+    """Trains the U-Net on view k's rows and (N, out_size, out_size) masks at the epochs that read view k (one view:
+    the unwarped store), keeping the best validated weights.
 
-    The protocol's loss, AdamW learning rate, weight decay, batch size and epochs; validated every epoch
-    and stopped on the validation loss (`early_stopping`), not on the protocol's schedule and validation
-    interval, which the token decoders' `segmentation_training` follows (stated in ARCHITECTURE.md).
+    The same loop as the token decoders (`segmentation_training.train_segmenter`): the protocol's loss, AdamW,
+    batch size, cosine schedule, validation interval, selection metric and patience.
     """
-    settings = TrainingSettings(learning_rate=protocol.learning_rate, weight_decay=protocol.weight_decay,
-                                batch_size=protocol.batch_size, max_epochs=protocol.max_epochs,
-                                patience=protocol.patience_epochs)
     with seeded_torch(seed):
         segmenter = UNetSegmenter(geometry, out_size)
-        outcome = train_with_early_stopping(segmenter, loss_function(protocol.loss),
-                                            train=(train, torch.from_numpy(np.asarray(train_masks, dtype=bool))),
-                                            val=(val, torch.from_numpy(np.asarray(val_masks, dtype=bool))),
-                                            settings=settings, seed=seed)
-    # Validated every epoch and selected by the loss: the record `segmentation_training` keeps for that selection.
-    training = SegmentationTraining(best_epoch=outcome.best_epoch, best_score=-outcome.best_val_loss,
-                                    epochs_run=outcome.epochs_run,
-                                    validated_epochs=tuple(range(1, outcome.epochs_run + 1)))
-    return FittedUNet(segmenter, training, settings.batch_size)
+        training = train_segmenter(segmenter, loss_function(protocol.loss), train_views=list(train_views),
+                                   train_masks=[torch.from_numpy(np.asarray(masks, dtype=bool))
+                                                for masks in train_masks],
+                                   val=(val, torch.from_numpy(np.asarray(val_masks, dtype=bool))),
+                                   protocol=protocol, seed=seed)
+    return FittedUNet(segmenter, training, protocol.batch_size)
