@@ -319,7 +319,7 @@ def _embedded_batches(
     pin_memory = any(target.encoder.device.type == "cuda" for target in targets)
     loader = image_batches(dataset, batches, settings.num_workers, decoders, pin_memory=pin_memory)
     for batch_rows, per_backbone in zip(batches, loader):
-        outputs = [_embedded_images(target.encoder, batch, settings.tokens, settings.feature_maps)
+        outputs = [_embedded_images(target.encoder, batch, target.job.tokens, target.job.feature_maps)
                    for target, batch in zip(targets, per_backbone)]
         yield batch_rows[0] // shard_rows, per_backbone[0].rows, outputs, per_backbone[0].failures
 

@@ -310,6 +310,22 @@ def test_one_pass_writes_each_store_as_a_single_run_at_the_same_decode_size(tiny
     ), "the backbone with the largest input decodes as it always did"
 
 
+def test_one_pass_keeps_each_backbones_own_extra_arrays(tiny_dataset, tmp_path) -> None:
+    """A segmentation pass: patch tokens for a ViT's decoder and feature maps for a CNN's U-Net, images decoded
+    once for both, each store as its own run writes it."""
+    wanted = {"tiny-vit": {"tokens": True, "views": 0},
+              "tiny-resnet": {"tokens": False, "feature_maps": True, "views": 0}}
+    one_pass = _copy_cache(tiny_dataset[0], tmp_path / "pass")
+    run_multi_extraction([_image_job(one_pass, backbone=name, **extras) for name, extras in wanted.items()])
+    singles = _copy_cache(tiny_dataset[0], tmp_path / "singles")
+    for name, extras in wanted.items():
+        run_extraction(_image_job(singles, backbone=name, **extras))
+        assert _array_bytes(_image_store(one_pass, name)) == _array_bytes(_image_store(singles, name)), name
+    vit, resnet = (CacheStore.open(_image_store(one_pass, name)) for name in wanted)
+    assert vit.has(ArrayName.TOKENS) and not vit.has(ArrayName.FEATURE_MAP_1)
+    assert resnet.has(ArrayName.FEATURE_MAP_1) and not resnet.has(ArrayName.TOKENS)
+
+
 def test_a_store_decoded_at_another_size_is_refused_naming_the_field(tiny_dataset, tmp_path, wide_registry) -> None:
     cache = _copy_cache(tiny_dataset[0], tmp_path)
     run_extraction(_image_job(cache))
