@@ -2,7 +2,8 @@
 
 Manifests first (the pretraining dataset, then each downstream dataset), then extractions (every
 image and text backbone over the pretraining dataset, every image backbone over each downstream
-dataset, with patch tokens where a segmentation task needs them), then one Adaptor per backbone
+dataset: the plain store for classification, and for segmentation the store of the task's input
+size, with patch tokens or the U-Net's feature maps, and its augmented views), then one Adaptor per backbone
 pair (per grid combination), then one head per task, image backbone, text backbone or raw-backbone
 baseline, data fraction and seed. Cells a task leaves out (`left_out` in the spec) get no step.
 """
@@ -13,6 +14,7 @@ from functools import cached_property
 from typing import Iterator
 
 from adaptor_vlp.cache_schema import Modality
+from adaptor_vlp.evaluate.segmentation_protocol import SegmentationProtocol
 from adaptor_vlp.extract.job import ExtractionJob
 from adaptor_vlp.study.spec import StudySpec, TaskKind, TaskSpec
 from adaptor_vlp.study.steps import (
@@ -91,23 +93,63 @@ def _extract_steps(spec: StudySpec, device: str) -> Iterator[ExtractStep]:
             views = spec.views if modality is Modality.IMAGE else 0
             yield _extract_step(spec, pretraining, modality, backbone, device, tokens=False, views=views)
     for dataset in spec.datasets:
-        tasks = [task for task in spec.tasks if task.dataset == dataset]
         for backbone in spec.image_backbones:
-            computed = [task for task in tasks if task.left_out_reason(backbone) is None]
-            if computed:
-                tokens = any(task.kind is TaskKind.SEGMENT and not task.uses_unet(backbone) for task in computed)
-                maps = any(task.uses_unet(backbone) for task in computed)
-                yield _extract_step(spec, dataset, Modality.IMAGE, backbone, device, tokens=tokens, views=0,
-                                    feature_maps=maps)
+            for need in _store_needs(spec, dataset, backbone):
+                for view in range(need.views + 1):
+                    yield _extract_step(spec, dataset, Modality.IMAGE, backbone, device, tokens=need.tokens, views=0,
+                                        feature_maps=need.feature_maps, segmentation_size=need.size,
+                                        segmentation_view=view)
+
+
+@dataclass(frozen=True)
+class _StoreNeed:
+    """One image store of a downstream dataset that the study's tasks read: the plain store (`size` None) or the
+    segmentation store of a size, with what its tasks need in it and how many augmented views of it."""
+
+    size: int | None
+    tokens: bool
+    feature_maps: bool
+    views: int
+
+
+def _store_needs(spec: StudySpec, dataset: str, backbone: str) -> list[_StoreNeed]:
+    """The stores of `backbone` on `dataset` that the computed cells of the study's tasks read."""
+    by_size: dict[int | None, list[TaskSpec]] = {}
+    for task in spec.tasks:
+        if task.dataset == dataset and task.left_out_reason(backbone) is None:
+            by_size.setdefault(_store_read(spec, task)[0], []).append(task)
+    needs = []
+    for size, tasks in by_size.items():
+        segmenting = [task for task in tasks if task.kind is TaskKind.SEGMENT]
+        needs.append(_StoreNeed(size, tokens=any(not task.uses_unet(backbone) for task in segmenting),
+                                feature_maps=any(task.uses_unet(backbone) for task in segmenting),
+                                views=max((_store_read(spec, task)[1] for task in segmenting), default=0)))
+    return needs
+
+
+def _store_read(spec: StudySpec, task: TaskSpec) -> tuple[int | None, int]:
+    """The input size of the store a task reads (None: the plain store, as classification reads it) and how many
+    augmented views of it its decoder trains on."""
+    if task.kind is not TaskKind.SEGMENT:
+        return None, 0
+    recipe = _decoder_recipe(spec, task)
+    return recipe.image_size, 0 if recipe.image_size is None else recipe.views
+
+
+def _decoder_recipe(spec: StudySpec, task: TaskSpec) -> SegmentationProtocol:
+    return task.decoder_recipe(spec.datasets[task.dataset].layout.value)
 
 
 def _extract_step(spec: StudySpec, dataset: str, modality: Modality, backbone: str, device: str, tokens: bool,
-                  views: int, feature_maps: bool = False) -> ExtractStep:
+                  views: int, feature_maps: bool = False, segmentation_size: int | None = None,
+                  segmentation_view: int = 0) -> ExtractStep:
     job = ExtractionJob(spec.cache, dataset, modality, backbone, tokens=tokens, views=views,
                         feature_maps=feature_maps, batch_size=spec.extract.batch_size,
                         num_workers=spec.extract.workers if modality is Modality.IMAGE else 0,
-                        device=device, precision=spec.extract.precision)
-    return ExtractStep(extract_key(dataset, modality, backbone), job, (_manifest_key(dataset),))
+                        device=device, precision=spec.extract.precision, segmentation_size=segmentation_size,
+                        segmentation_view=segmentation_view)
+    key = extract_key(dataset, modality, backbone, segmentation_size, segmentation_view)
+    return ExtractStep(key, job, (_manifest_key(dataset),))
 
 
 def _sweep_runs(spec: StudySpec) -> Iterator[SweepRun]:
@@ -129,7 +171,10 @@ def _head_steps(spec: StudySpec, trains: list[TrainStep]) -> Iterator[HeadStep]:
         for vision in spec.image_backbones:
             if task.left_out_reason(vision) is not None:
                 continue
-            extraction = extract_key(task.dataset, Modality.IMAGE, vision)
+            recipe = _decoder_recipe(spec, task) if task.kind is TaskKind.SEGMENT else None
+            size, views = _store_read(spec, task)
+            extractions = tuple(extract_key(task.dataset, Modality.IMAGE, vision, size, view)
+                                for view in range(views + 1))
             for text in (*spec.text_backbones, None):
                 pair_trains = [step for step in trains if (step.run.vision, step.run.text) == (vision, text)]
                 for fraction in task.fractions:
@@ -137,16 +182,22 @@ def _head_steps(spec: StudySpec, trains: list[TrainStep]) -> Iterator[HeadStep]:
                         yield HeadStep(
                             head_key(task, vision, text, fraction, seed), task, vision, text, fraction, seed,
                             spec.cache, spec.results_dir, spec.runs_dir, tuple(step.run for step in pair_trains),
-                            rank_by, spec.device, (extraction, *(step.key for step in pair_trains)))
+                            rank_by, spec.device, (*extractions, *(step.key for step in pair_trains)),
+                            recipe=recipe)
 
 
 def _manifest_key(dataset: str) -> str:
     return f"manifest {dataset}"
 
 
-def extract_key(dataset: str, modality: Modality, backbone: str) -> str:
-    """The key of the step that extracts `backbone` over `dataset`."""
-    return f"extract {modality.value} {backbone} on {dataset}"
+def extract_key(dataset: str, modality: Modality, backbone: str, segmentation_size: int | None = None,
+                segmentation_view: int = 0) -> str:
+    """The key of the step that extracts `backbone` over `dataset` (into its segmentation store of a size, or
+    view k of that store, when those are given)."""
+    key = f"extract {modality.value} {backbone} on {dataset}"
+    if segmentation_size is not None:
+        key += f" at {segmentation_size} px"
+    return key + (f" view {segmentation_view}" if segmentation_view else "")
 
 
 def head_key(task: TaskSpec, vision: str, text: str | None, fraction: float, seed: int) -> str:

@@ -22,6 +22,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from adaptor_vlp.evaluate.segmentation_protocol import SegmentationProtocol
 from adaptor_vlp.study.log import LogEntry, Outcome, RunLog
 from adaptor_vlp.study.plan import StudyPlan, head_key
 from adaptor_vlp.study.protocol_notes import protocol_lines, trivial_score_line
@@ -345,20 +346,42 @@ def _task_notes(table: TaskTable, report: StudyReport) -> list[str]:
     published = spec.published
     if table.compared and published is not None and table.task.spec_name in published.task_notes:
         extra.append(f"- On the published values: {published.task_notes[table.task.spec_name]}")
+    layout = spec.datasets[table.task.dataset].layout.value
+    if table.task.kind is TaskKind.SEGMENT:
+        extra.append(segmentation_input_line(table.task.decoder_recipe(layout)))
     for image in table.task.unet:
         extra.append(f"- {image}: segmented as the paper did, by the published ResNet-AE U-Net over the encoder's "
                      "four intermediate maps, cached (`extract images --feature-maps`) instead of recomputed: the "
-                     "maps are the float16 rounding of the encoder's output, the Adaptor embeds each image's pooled "
-                     "code on its own (the published one read a batch as one sequence), and training sees no augmented "
-                     "views (the published one drew a new warp every epoch)"
-                     + (f", and the decoder's widths are the published ones / {table.task.unet_width_divisor}"
+                     "maps are the float16 rounding of the encoder's output, and the Adaptor embeds each image's "
+                     "pooled code on its own (the published one read a batch as one sequence)"
+                     + (f"; the decoder's widths are the published ones / {table.task.unet_width_divisor}"
                         if table.task.unet_width_divisor > 1 else "") + ".")
     trivial = trivial_score_line(table.metric, _details(report, table.task))
     if trivial:
         extra.append(trivial)
     if table.metric is table.task.metric:
-        extra += protocol_lines(table.task, spec.datasets[table.task.dataset].layout.value, spec.cache)
+        extra += protocol_lines(table.task, layout, spec.cache)
     return extra
+
+
+def segmentation_input_line(recipe: SegmentationProtocol) -> str:
+    """What the decoders of a segmentation task read and train on, and how that differs from the published runs."""
+    if recipe.image_size is None:
+        frame = "the backbone's own input frame (its classification steps), not the whole image as the published runs"
+    else:
+        frame = (f"the whole image resized to {recipe.image_size} px and normalised to [-1, 1], as the published "
+                 "runs read it")
+    if recipe.views:
+        training = (f"trained on {recipe.views} seeded ShiftScaleRotate views of each image, extracted once, view "
+                    "((epoch - 1) mod K) + 1 at each epoch: where the published training drew a fresh warp for "
+                    f"every image at every epoch, each image here sees at most {recipe.views} distinct warps (about "
+                    "half of the draws are the identity, as the published p = 0.5), the same ones in every run and "
+                    "seed")
+    else:
+        training = "trained on the unwarped images (the published training drew a ShiftScaleRotate every epoch)"
+    return (f"- Decoders read {frame}; {training}. Patch tokens go to the {recipe.decoder.value} decoder; "
+            f"{recipe.loss.value} loss, batches of {recipe.batch_size}, at most {recipe.max_epochs} epochs, "
+            f"validated every {recipe.validation_interval}.")
 
 
 def _details(report: StudyReport, task: TaskSpec) -> list[Mapping[str, object]]:

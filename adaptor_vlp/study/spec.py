@@ -21,7 +21,8 @@ from typing import Any, Callable, Mapping, TypeVar
 import tomllib
 
 from adaptor_vlp.evaluate.heads import HeadKind
-from adaptor_vlp.evaluate.segmentation_protocol import DecoderName
+from adaptor_vlp.evaluate.protocol_heads import segmentation_recipe
+from adaptor_vlp.evaluate.segmentation_protocol import DecoderName, SegmentationProtocol
 from adaptor_vlp.extract.datasets.mimic_cxr import SectionParser
 from adaptor_vlp.extract.datasets.registry import ManifestDataset
 from adaptor_vlp.extract.precision import Precision
@@ -176,8 +177,13 @@ class TaskSpec:
     epochs: int | None = None
     decoder: DecoderName | None = None
     batch_size: int | None = None
-    """A segmentation task's own decoder epochs, decoder and batch size (None: its protocol's, else the published
-    SIIM run's): set where time matters more than the recipe (the demo), and recorded in each result."""
+    image_size: int | None = None
+    """A segmentation task's own decoder epochs, decoder, batch size and input size (None: its protocol's, else the
+    published SIIM run's; no input size without a protocol: the plain store): set where time matters more than
+    the recipe (the demo), and recorded in each result."""
+    views: int = 0
+    """Augmented views of each training image a segmentation task's decoder cycles through, one per epoch
+    (extracted once, one store each); 0 trains on the unwarped images. Needs an input size."""
     left_out: tuple[LeftOut, ...] = ()
     protocol: Protocol | None = None
     """The downstream protocol this task follows (its split, subsets, head recipe, seeds and headline metric)."""
@@ -209,8 +215,18 @@ class TaskSpec:
 
     def recipe_overrides(self) -> dict[str, Any]:
         """The decoder recipe's fields this task sets itself, over its protocol's (`SegmentationProtocol` names)."""
-        given = {"max_epochs": self.epochs, "decoder": self.decoder, "batch_size": self.batch_size}
+        given = {"max_epochs": self.epochs, "decoder": self.decoder, "batch_size": self.batch_size,
+                 "image_size": self.image_size, "views": self.views or None}
         return {field_name: value for field_name, value in given.items() if value is not None}
+
+    def decoder_recipe(self, layout: str) -> SegmentationProtocol:
+        """The recipe this segmentation task's decoders train with on a dataset of `layout`: its protocol's (the
+        published SIIM run's without one), its own settings over it (`evaluate.commands.segment_dataset` computes
+        the same from the same values)."""
+        overrides = self.recipe_overrides()
+        base = replace(SegmentationProtocol(), **overrides)
+        entry = self.protocol_task(layout)
+        return base if entry is None else segmentation_recipe(entry, base, keep=tuple(overrides))
 
     def uses_unet(self, image: str) -> bool:
         """Whether this task segments image backbone `image` with the U-Net (over feature maps, not tokens)."""
@@ -588,10 +604,16 @@ def _decoder_settings(table: _Table, spec: StudySpec, kind: TaskKind) -> dict[st
     if kind is not TaskKind.SEGMENT:
         return {}
     unet, unet_width_divisor = _unet(table, spec)
+    image_size = table.get("image_size", int, None, check=_at_least(14))
+    views = table.get("views", int, 0, check=_at_least(0))
+    if views and image_size is None and "protocols" not in table.values:
+        raise table.error("views", "augmented views warp the whole image at the task's input size; set image_size "
+                                   "(a protocol sets it for its tasks)")
     return {"unet": unet, "unet_width_divisor": unet_width_divisor,
             "epochs": table.get("epochs", int, None, check=_at_least(1)),
             "decoder": table.choice("decoder", DecoderName) if "decoder" in table.values else None,
-            "batch_size": table.get("batch_size", int, None, check=_at_least(2))}
+            "batch_size": table.get("batch_size", int, None, check=_at_least(2)),
+            "image_size": image_size, "views": views}
 
 
 def _fractions(table: _Table) -> tuple[float, ...]:

@@ -218,17 +218,30 @@ class ExtractStep(Step):
             return StepState(Status.BLOCKED, problem)
         tokens = " with patch tokens" if self.job.tokens else ""
         maps = " with feature maps" if self.job.feature_maps else ""
-        return StepState(Status.PENDING, f"writes {self.job.store}{tokens}{maps}")
+        size = "" if self.job.segmentation_size is None else f", the whole image at {self.job.segmentation_size} px"
+        view = f", warped as augmented view {self.job.segmentation_view}" if self.job.segmentation_view else ""
+        return StepState(Status.PENDING, f"writes {self.job.store}{tokens}{maps}{size}{view}")
 
     def execute(self, scheduler: str) -> str:
         return self.account(extract_in_one_pass([self], scheduler)[0])
 
+    def command(self) -> str:
+        """The stage command that writes this step's store (with views, the store of each view up to this one)."""
+        job = self.job
+        options = [f"--cache {job.cache_dir}", f"--dataset {job.dataset}", f"--backbone {job.backbone}"]
+        options += [flag for flag, wanted in (("--tokens", job.tokens), ("--feature-maps", job.feature_maps)) if wanted]
+        if job.segmentation_size is not None:
+            options.append(f"--segmentation-size {job.segmentation_size}")
+        if job.segmentation_view:
+            options.append(f"--segmentation-views {job.segmentation_view}")
+        return f"adaptor extract {job.modality.value}s {' '.join(options)}"
+
     def pass_settings(self) -> ExtractionJob | None:
         """What this step must share with other image steps to run in one pass with them; None: it runs alone.
 
-        That is its job less the backbone and weights, with the decode size its store records if
-        the store is begun (it resumes only at that size), else none (the pass chooses it). Text
-        steps, and stores begun before the decode size was recorded, run alone.
+        That is its job less what may differ per backbone (`extract.job.PER_BACKBONE_FIELDS`), with the decode
+        size its store records if the store is begun (it resumes only at that size), else none (the pass
+        chooses it). Text steps, and stores begun before the decode size was recorded, run alone.
         """
         if self.job.modality is not Modality.IMAGE:
             return None
@@ -241,7 +254,8 @@ class ExtractStep(Step):
             if recorded is None:
                 return None
         decode = None if recorded is None else DecodeSize.parse(str(recorded))
-        return dataclasses.replace(self.job, backbone="", weights=None, decode_size=decode)
+        return dataclasses.replace(self.job, backbone="", weights=None, tokens=False, feature_maps=False,
+                                   decode_size=decode)
 
     def account(self, summary: ExtractionSummary) -> str:
         """The step's one-line account of its run; StepFailed when no sample of its store could be embedded."""
@@ -262,9 +276,7 @@ class ExtractStep(Step):
             current = manifest_sha256(manifest_folder)
         except (ManifestError, OSError):
             current = None
-        overwrite = (f"adaptor extract {self.job.modality.value}s --cache {self.job.cache_dir} --dataset "
-                     f"{self.job.dataset} --backbone {self.job.backbone}{' --tokens' if self.job.tokens else ''}"
-                     f"{' --feature-maps' if self.job.feature_maps else ''} --overwrite")
+        overwrite = f"{self.command()} --overwrite"
         if current is not None and store.provenance.manifest_sha256 != current:
             return StepState(Status.BLOCKED, f"{store_path} was built from another manifest of {self.job.dataset}; "
                                              f"rebuild it: {overwrite}")
@@ -380,6 +392,9 @@ class HeadStep(Step):
     device: str
     depends_on: tuple[str, ...]
     kind: StepKind = StepKind.HEAD
+    recipe: SegmentationProtocol | None = None
+    """A segmentation head's decoder recipe as the spec and protocol make it (`TaskSpec.decoder_recipe`): a result
+    trained with another is recomputed."""
 
     @property
     def space(self) -> FeatureSpace:
@@ -409,12 +424,23 @@ class HeadStep(Step):
         if stored.record.context.provenance.get("image", {}).get("manifest_sha256") != manifest:
             return StepState(Status.PENDING, f"recomputes {stored.path.name}: it was made from another manifest of "
                                              f"{self.task.dataset}")
+        differing = self._recipe_difference(stored)
+        if differing is not None:
+            return StepState(Status.PENDING, f"recomputes {stored.path.name}: its decoder trained with {differing}")
         if self.text is not None:
             current = self.adaptor_weights_sha256()
             if current != (stored.record.context.adaptor or {}).get("weights_sha256"):
                 return StepState(Status.PENDING, f"recomputes {stored.path.name}: it was made with another "
                                                  "Adaptor checkpoint")
         return StepState(Status.DONE, result_line(stored, self.task.metric))
+
+    def _recipe_difference(self, stored: StoredResult) -> str | None:
+        """'KEY = FOUND, the spec asks for WANTED' for the first decoder recipe field the result records otherwise."""
+        if self.recipe is None:
+            return None
+        recorded, wanted = stored.record.details.get("recipe", {}), self.recipe.to_json()
+        key = next((key for key in wanted if recorded.get(key) != wanted[key]), None)
+        return None if key is None else f"{key} = {recorded.get(key)!r}, the spec asks for {wanted[key]!r}"
 
     def adaptor_weights_sha256(self) -> str | None:
         """SHA-256 of the chosen Adaptor's best checkpoint, or None while a candidate run is unfinished."""

@@ -121,8 +121,8 @@ LEFT_OUT_REASON = "its intermediate maps are not cached"
 @dataclass(frozen=True)
 class FinishedStudy:
     """A study run to the end (two image backbones, one left out of SIIM segmentation and segmented by the U-Net
-    on RSNA, published values), the
-    output of its run, and the manifest step done by hand before it."""
+    on RSNA, SIIM segmented on the whole image at 32 px with two augmented views, published values), the output
+    of its run, and the manifest step done by hand before it."""
 
     spec: Path
     output: str
@@ -136,7 +136,7 @@ def finished_study(demo_trees: DemoTrees, tmp_path_factory: pytest.TempPathFacto
     from adaptor_vlp.cli import app
 
     folder = tmp_path_factory.mktemp("finished-study")
-    tasks = {**TASKS, "siim-segmentation": TASKS["siim-segmentation"]
+    tasks = {**TASKS, "siim-segmentation": TASKS["siim-segmentation"] + "\nimage_size = 32\nviews = 2"
              + f'\nleft_out = [{{ image = "tiny-resnet", reason = "{LEFT_OUT_REASON}" }}]',
              "rsna-segmentation": TASKS["rsna-segmentation"] + '\nunet = ["tiny-resnet"]\nunet_width_divisor = 8'}
     spec = write_spec(folder, demo_trees, tasks=tasks, image=("tiny-vit", "tiny-resnet"), extra=PUBLISHED)

@@ -102,14 +102,27 @@ def test_plan_on_a_cache_with_some_of_the_papers_stores_lists_what_is_missing(tm
         "needs extract image resnet-ae on mimic-cxr, which cannot run: weights for backbone 'resnet-ae'")
     trains = [step for step in plan.steps if isinstance(step, TrainStep)]
     assert len(trains) == 15 and len(plan.left_out) == 0
+    views = 2  # studies/paper.toml: two augmented views per segmentation image
     seeds = 1 + 3  # published: one seed; corrected: three
     assert sum(isinstance(step, HeadStep) for step in plan.steps) == 4 * 3 * 6 * 3 * seeds
     jobs = {step.key: step.job for step in plan.steps if isinstance(step, ExtractStep)}
-    for dataset in ("siim-published", "rsna-published-segment", "rsna-corrected"):
-        # the U-Net reads ResNet-AE's maps; the DINOv2 decoders read patch tokens
-        resnet, dinov2 = jobs[f"extract image resnet-ae on {dataset}"], jobs[f"extract image dinov2-s on {dataset}"]
-        assert (resnet.feature_maps, dinov2.feature_maps, dinov2.tokens) == (True, False, True)
+    for dataset, size in (("siim-published", 896), ("rsna-published-segment", 224), ("rsna-corrected", 224)):
+        # segmentation reads the whole image at the protocol's size, in stores of their own, each with its views:
+        # the U-Net reads ResNet-AE's maps, the DINOv2 decoders read patch tokens
+        for view in range(views + 1):
+            suffix = f" at {size} px" + (f" view {view}" if view else "")
+            resnet = jobs[f"extract image resnet-ae on {dataset}{suffix}"]
+            dinov2 = jobs[f"extract image dinov2-s on {dataset}{suffix}"]
+            assert (resnet.feature_maps, dinov2.feature_maps, dinov2.tokens) == (True, False, True)
+            assert (resnet.segmentation_size, dinov2.segmentation_view) == (size, view)
+            assert dinov2.store.name == f"dinov2-s.seg{size}{f'.view{view}' if view else ''}.zarr"
     assert not jobs["extract image resnet-ae on covidx-published"].feature_maps
+    classification = jobs["extract image dinov2-s on rsna-corrected"]   # RSNA classification: the plain store
+    assert (classification.segmentation_size, classification.tokens, classification.store.name) == (
+        None, False, "dinov2-s.zarr")
+    heads = [step for step in plan.steps if isinstance(step, HeadStep) and step.task.name.startswith("siim")]
+    assert all(f"extract image {step.vision} on {step.task.dataset} at 896 px view {views}" in step.depends_on
+               for step in heads)
 
     result = CliRunner().invoke(app, ["study", "plan", "paper.toml", "--cache", str(cache)])
     assert result.exit_code == 0, result.output

@@ -1,8 +1,10 @@
 """Study specs: the shipped ones load, and every kind of mistake is refused with the file and the key named."""
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from adaptor_vlp.evaluate.segmentation_protocol import PUBLISHED_SIIM, DecoderName, LossName
 from adaptor_vlp.study.spec import Metric, SpecError, TaskKind, load_spec
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -68,9 +70,16 @@ def test_the_shipped_specs_load_with_the_papers_shape():
     assert [task.name for task in demo.tasks] == [task.name for task in paper.tasks
                                                   if task.name != "rsna-segmentation@published"]
     demo_tasks = {task.name: task for task in demo.tasks}
-    siim_demo = demo_tasks["siim-segmentation@published"]
-    assert siim_demo.uses_unet("tiny-resnet") and siim_demo.unet_width_divisor == 8
-    assert not demo_tasks["rsna-segmentation@corrected"].uses_unet("tiny-resnet")
+    for name in ("siim-segmentation@published", "siim-segmentation@corrected", "rsna-segmentation@corrected"):
+        task = demo_tasks[name]
+        assert task.uses_unet("tiny-resnet") and task.unet_width_divisor == 8 and not task.uses_unet("tiny-vit")
+        recipe = task.decoder_recipe(demo.datasets[task.dataset].layout.value)
+        assert (recipe.decoder, recipe.loss) == (DecoderName.PUBLISHED_VIT, LossName.PUBLISHED_MIXED)
+        assert (recipe.image_size, recipe.views, recipe.max_epochs, recipe.batch_size) == (32, 2, 10, 16)
+    paper_siim = tasks["siim-segmentation@published"]
+    # the protocol file counts patience in validations (3 of every 3 epochs), the published script in epochs (10)
+    assert paper_siim.decoder_recipe("siim") == replace(PUBLISHED_SIIM, views=2, patience_epochs=9)
+    assert tasks["rsna-segmentation@corrected"].decoder_recipe("rsna").image_size == 224
     assert demo.published is None
 
 
@@ -99,6 +108,11 @@ def test_a_minimal_spec_gets_the_documented_defaults(tmp_path):
      "tasks.t.unet: ['resnet-ae'] are not image backbones of the study"),
     (('kind = "classify"\nmetric = "auroc"', 'kind = "segment"\nmetric = "dice-positive"\nunet_width_divisor = 3'),
      "tasks.t.unet_width_divisor: must divide the published widths"),
+    (('kind = "classify"\nmetric = "auroc"', 'kind = "segment"\nmetric = "dice-positive"\nviews = 2'),
+     "tasks.t.views: augmented views warp the whole image at the task's input size; set image_size"),
+    (('kind = "classify"\nmetric = "auroc"', 'kind = "segment"\nmetric = "dice-positive"\nimage_size = 8'),
+     "tasks.t.image_size: must be at least 14"),
+    (('metric = "auroc"', 'metric = "auroc"\nviews = 2'), "tasks.t.views: unknown key"),
 ])
 def test_a_mistake_is_refused_naming_the_file_and_the_key(tmp_path, change, message):
     old, new = change
