@@ -18,6 +18,7 @@ from adaptor_vlp.extract.backbone_spec import ImageStep, Interpolation, Position
 from adaptor_vlp.extract.backbones import get_spec
 from adaptor_vlp.extract.encoders import load_image_encoder
 from adaptor_vlp.extract.hub_positions import hub_position_table
+from adaptor_vlp.extract.segmentation_input import segmentation_input
 
 NATIVE = 518
 ARCHITECTURES = {"dinov2-s": "vit_small_patch14_dinov2", "dinov2-b": "vit_base_patch14_dinov2"}
@@ -118,4 +119,15 @@ def test_the_hub_table_differs_from_timms_load_time_resampling(seeded):
 def test_the_paper_entries_ask_for_hub_interpolation_and_others_keep_the_librarys_own():
     assert get_spec("dinov2-s").position_embedding is PositionEmbedding.HUB_INTERPOLATED
     assert get_spec("dinov2-b").position_embedding is PositionEmbedding.HUB_INTERPOLATED
-    assert get_spec("tiny-vit").position_embedding is PositionEmbedding.CHECKPOINT
+    assert get_spec("resnet18-random").position_embedding is PositionEmbedding.CHECKPOINT
+    assert get_spec("timm:vit_tiny_patch16_224").position_embedding is PositionEmbedding.CHECKPOINT
+
+
+def test_the_demo_vit_keeps_one_set_of_weights_at_every_input_size():
+    """tiny-vit stands in for the DINOv2 entries in the demo: its table is interpolated at each forward, so its
+    32 px segmentation stores carry the weights (and so serve the Adaptor) of its 64 px stores."""
+    spec = get_spec("tiny-vit")
+    assert spec.position_embedding is PositionEmbedding.HUB_INTERPOLATED
+    encoders = [load_image_encoder(one, device="cpu") for one in (spec, segmentation_input(spec, 32))]
+    assert encoders[0].weights_sha256 == encoders[1].weights_sha256
+    assert (encoders[0].token_count, encoders[1].token_count) == (16, 4)
