@@ -1,16 +1,18 @@
 """The paper's whole study on one GPU node, projected from measured rates and stated assumptions.
 
 `python -m bench.projection [--cores N] [--decode-ms MS] [--preprocess-ms S,B,AE,SHARED]
-[--reduced-speedup X] [--gpu-decode-per-s N] [--forward S,B,AE] [--stacked-step-ms MS]` prints a
-Markdown table: image extraction (the paper's three backbones over MIMIC-CXR and the downstream
-sets: three single passes, and one row per decoding configuration: one pass at full resolution
-(exact, and what `auto` gives a pass holding ResNet-AE), DINOv2 at 512 px with ResNet-AE split off
-at full resolution, every backbone at 512 px, and JPEG decoding on the GPU), text extraction (five
-text backbones, tokenised in the reader's worker processes), the 15 Adaptors stacked by image
-backbone across text encoders, and the downstream heads, each with its work, its rate, what bounds
+[--reduced-speedup X] [--gpu-decode-per-s N] [--forward S,B,AE] [--stacked-step-ms MS]
+[--segmentation-views K] [--segmentation-tflops T]` prints a Markdown table: image extraction (the
+paper's three backbones over MIMIC-CXR and the downstream sets: three single passes, and one row per
+decoding configuration: one pass at full resolution (exact, and what `auto` gives a pass holding
+ResNet-AE), DINOv2 at 512 px with ResNet-AE split off at full resolution, every backbone at 512 px,
+and JPEG decoding on the GPU), text extraction (five text backbones, tokenised in the reader's worker
+processes), the 15 Adaptors stacked by image backbone across text encoders, the classification heads,
+and the segmentation tasks as the paper ran them (the stores at the published sizes with their
+augmented views, the published decoder and U-Net heads), each with its work, its rate, what bounds
 it and its time; then the study's total per configuration and the list of inputs with where each
-comes from. Every input is an option, so a figure measured on a GPU (`make bench-gpu`) replaces its
-assumption without editing anything. Nothing is measured here: this is arithmetic on the inputs,
+comes from. The inputs a GPU run measures (`make bench-gpu`) are options, so a measured figure
+replaces its assumption without editing anything. Nothing is measured here: this is arithmetic on the inputs,
 written down so that it can be checked and rerun.
 """
 from __future__ import annotations
@@ -51,15 +53,26 @@ class Inputs:
     run_overhead_s: float = 4.0
     classification_runs_per_adaptor: int = 6
     classification_run_s: float = 5.0
+    segmentation_images: tuple[int, int] = (12_047, 26_684)
+    segmentation_sizes: tuple[int, int] = (896, 224)
     segmentation_train_images: tuple[int, int] = (8_400, 18_700)
-    segmentation_epochs: int = 50
-    segmentation_gflop_per_sample: float = 1.0
+    segmentation_epochs: int = 100
+    segmentation_head_sets: int = 24
+    segmentation_views: int = 2
+    protocols: int = 2
+    decoder_gflop: tuple[float, float] = (422.7, 25.1)
     segmentation_tflops: float = 20.0
-    feature_map_images: tuple[int, int] = (12_047, 26_684)
-    feature_map_sizes: tuple[int, int] = (896, 224)
+    token_mb: tuple[tuple[float, float], tuple[float, float]] = ((3.151, 6.297), (0.198, 0.395))
+    vit_896_cost: float = 20.0
     feature_map_mib: tuple[float, float] = (38.21, 2.73)
     feature_map_write_s: tuple[float, float] = (2.0, 0.06)
     unet_gflop: tuple[float, float] = (237.4, 14.9)
+
+    @property
+    def segmentation_stores(self) -> int:
+        """Stores per backbone and segmentation dataset: the unwarped one and its views, for each protocol (whose
+        split is a manifest, and so a store set, of its own)."""
+        return self.protocols * (1 + self.segmentation_views)
 
     def sources(self) -> list[str]:
         """Each input with its value and its origin (measured, and how; or assumed, and on what)."""
@@ -101,21 +114,32 @@ class Inputs:
             "MIMIC-CXR's size (bench.train part 3)",
             f"classification heads: {self.classification_runs_per_adaptor} per Adaptor (RSNA, COVIDx at 1/10/100%), "
             f"{self.classification_run_s:g} s each on pooled features (assumed)",
-            f"segmentation heads: per image backbone (`evaluate segment --vision`), SIIM and RSNA with "
-            f"{self.segmentation_train_images[0]:,} and {self.segmentation_train_images[1]:,} training images "
-            f"(assumed: 70% of each), 1+10+100% of them, at most {self.segmentation_epochs} epochs, "
-            f"{self.segmentation_gflop_per_sample:g} GFLOP per sample and step (flop counter, TokenGridDecoder on "
-            f"16 x 16 tokens), {self.segmentation_tflops:g} TFLOP/s effective (assumed)",
-            f"ResNet-AE feature maps (`extract images --feature-maps`): SIIM's {self.feature_map_images[0]:,} images "
-            f"at {self.feature_map_sizes[0]} px and RSNA's {self.feature_map_images[1]:,} "
-            f"at {self.feature_map_sizes[1]} px (the published crop sizes), "
+            f"segmentation datasets: SIIM's {self.segmentation_images[0]:,} images at {self.segmentation_sizes[0]} px "
+            f"and RSNA's {self.segmentation_images[1]:,} at {self.segmentation_sizes[1]} px (the published crop "
+            "sizes; images counted in torchxrayvision's SIIM and RSNA tables), each in "
+            f"{self.segmentation_stores} stores per backbone: the unwarped one and {self.segmentation_views} "
+            f"augmented views (studies/paper.toml), for each of {self.protocols} protocols (each splits the dataset "
+            "into a manifest, and so a store set, of its own)",
+            f"DINOv2 segmentation tokens: {self.token_mb[0][0]:g} / {self.token_mb[0][1]:g} MB per image (S / B) at "
+            f"{self.segmentation_sizes[0]} px, {self.token_mb[1][0]:g} / {self.token_mb[1][1]:g} MB at "
+            f"{self.segmentation_sizes[1]} px (measured: bench.segmentation_input); the GPU forward at 896 px "
+            f"{self.vit_896_cost:g}x the 224 px cost (assumed: 16x the tokens, and attention over 4,096 of them)",
+            f"segmentation heads: the published decoder on DINOv2 tokens, {self.decoder_gflop[0]:g} and "
+            f"{self.decoder_gflop[1]:g} GFLOP per sample and step at {self.segmentation_sizes[0]} and "
+            f"{self.segmentation_sizes[1]} px (measured: bench.segmentation_input, flop counter); SIIM and RSNA "
+            f"with {self.segmentation_train_images[0]:,} and {self.segmentation_train_images[1]:,} training "
+            f"images (assumed: 70% of each), 1+10+100% of them, at most {self.segmentation_epochs} epochs (the "
+            f"protocols' most; early stopping usually ends sooner), {self.segmentation_head_sets} sets per image "
+            "backbone and dataset (5 Adaptors and the raw baseline, x 1 published + 3 corrected seeds), "
+            f"{self.segmentation_tflops:g} TFLOP/s effective (assumed)",
+            f"ResNet-AE feature maps (`extract images --feature-maps`) at the same sizes: "
             f"{self.feature_map_mib[0]:g} and {self.feature_map_mib[1]:g} MiB stored "
             f"per image, {self.feature_map_write_s[0]:g} and {self.feature_map_write_s[1]:g} s per image to compress "
             "and write on one core (measured: bench.feature_maps, seeded ResNet-AE-101 weights, this 2-core CPU); "
             "the GPU forward at 896 px assumed 16x the 224 px cost",
             f"ResNet-AE U-Net heads: {self.unet_gflop[0]:g} and {self.unet_gflop[1]:g} GFLOP per image forward "
             "(measured: bench.feature_maps, flop counter), a training step 3x that (assumed), on the segmentation "
-            "heads' training images, fractions, epochs and TFLOP/s above",
+            "heads' training images, fractions, epochs, sets and TFLOP/s above",
         ]
 
 
@@ -178,12 +202,10 @@ def later_rows(inputs: Inputs) -> list[Row]:
     steps = inputs.epochs * inputs.steps_per_epoch
     adaptor_seconds = (stacks * steps * inputs.stacked_step_ms / 1e3
                        + inputs.adaptors * (inputs.epochs * inputs.epoch_overhead_s + inputs.run_overhead_s))
-    fraction_sum = 0.01 + 0.10 + 1.00
-    segmentation = sum(images * fraction_sum * inputs.segmentation_epochs * inputs.segmentation_gflop_per_sample
-                       for images in inputs.segmentation_train_images) / (inputs.segmentation_tflops * 1e3)
     classification_runs = inputs.adaptors * inputs.classification_runs_per_adaptor
-    unet = sum(images * fraction_sum * inputs.segmentation_epochs * 3 * gflop for images, gflop
-               in zip(inputs.segmentation_train_images, inputs.unet_gflop)) / (inputs.segmentation_tflops * 1e3)
+    decoder_set = _head_set_seconds(inputs, inputs.decoder_gflop)
+    unet_set = _head_set_seconds(inputs, tuple(3 * gflop for gflop in inputs.unet_gflop))
+    sets = inputs.segmentation_head_sets
     return [
         Row("texts, tokenised in worker processes", f"{inputs.text_backbones} x {inputs.mimic_reports:,} reports",
             f"forward {inputs.text_forward:,.0f}/s, tokenizers {tokenizers:,.0f}/s",
@@ -195,38 +217,69 @@ def later_rows(inputs: Inputs) -> list[Row]:
             * inputs.stacked_step_ms / 1e3 else "stacked steps", adaptor_seconds),
         Row("classification heads", f"{classification_runs} runs", f"{inputs.classification_run_s:g} s per run",
             "assumed", classification_runs * inputs.classification_run_s),
-        Row("segmentation heads", "2 DINOv2 backbones x 2 datasets x 1/10/100%", f"{segmentation:.0f} s per backbone",
-            "decoder steps", 2 * segmentation),
+        token_store_row(inputs),
+        Row("segmentation heads", f"2 DINOv2 backbones x 2 datasets x {sets} sets x 1/10/100%",
+            f"{_duration(decoder_set)} per backbone and set", "decoder steps", 2 * sets * decoder_set),
         feature_map_row(inputs),
-        Row("ResNet-AE U-Net heads", "2 datasets x 1/10/100%", f"{unet / 3600:.1f} h per backbone", "decoder steps",
-            unet),
+        Row("ResNet-AE U-Net heads", f"2 datasets x {sets} sets x 1/10/100%",
+            f"{_duration(unet_set)} per set", "decoder steps", sets * unet_set),
     ]
+
+
+def _head_set_seconds(inputs: Inputs, gflop_per_step: tuple[float, float]) -> float:
+    """One set of segmentation heads (1, 10 and 100% of SIIM's and RSNA's training images) of one backbone."""
+    fraction_sum = 0.01 + 0.10 + 1.00
+    return sum(images * fraction_sum * inputs.segmentation_epochs * gflop for images, gflop
+               in zip(inputs.segmentation_train_images, gflop_per_step)) / (inputs.segmentation_tflops * 1e3)
+
+
+def token_store_row(inputs: Inputs) -> Row:
+    """The DINOv2 segmentation stores: each image, each view, each protocol, through both backbones at its size."""
+    seconds = 0.0
+    for images, size in zip(inputs.segmentation_images, inputs.segmentation_sizes):
+        cost = inputs.vit_896_cost if size == 896 else (size / 224) ** 2
+        seconds += images * inputs.segmentation_stores * _serial(inputs.forward[:2]) ** -1 * cost
+    return Row("DINOv2 segmentation stores", f"{sum(inputs.segmentation_images):,} images x "
+               f"{inputs.segmentation_stores} stores, {token_gb(inputs):,.0f} GB",
+               f"forward {inputs.forward[0]:,.0f} / {inputs.forward[1]:,.0f} images/s at 224 px", "GPU forward",
+               seconds)
+
+
+def token_gb(inputs: Inputs) -> float:
+    """Disk the DINOv2-S and -B segmentation stores take, SIIM and RSNA, every view and protocol."""
+    return sum(images * sum(mb) for images, mb in zip(inputs.segmentation_images, inputs.token_mb)) \
+        * inputs.segmentation_stores / 1e3
 
 
 GOAL_MINUTES = 60
 """Issue 22: the whole study in under an hour on one 16-core GPU node."""
 
-RESNET_AE_UNET_STAGE_PREFIX = "ResNet-AE"
-"""The stages the ResNet-AE segmentation rows add (its feature maps, its U-Net heads): issue 22's goal was set
-before they were computed, so the study's total is also shown without them."""
+SEGMENTATION_STAGES = ("DINOv2 segmentation stores", "segmentation heads", "ResNet-AE feature maps",
+                       "ResNet-AE U-Net heads")
+"""The stages of the segmentation tasks as the paper ran them (issue 20: the published decoders at the published
+sizes, augmented views, the ResNet-AE rows): issue 22's goal was set before they existed, so the study's total
+is also shown without them."""
 
 
 def feature_map_row(inputs: Inputs) -> Row:
-    """The ResNet-AE stores with feature maps: a forward at each published crop size, compression on the CPU."""
+    """The ResNet-AE stores with feature maps: a forward at each published crop size, compression on the CPU, for
+    each view and protocol."""
     compressors = (inputs.cores - 1) * inputs.thread_scaling
     seconds = 0.0
-    for images, size, write_s in zip(inputs.feature_map_images, inputs.feature_map_sizes, inputs.feature_map_write_s):
+    for images, size, write_s in zip(inputs.segmentation_images, inputs.segmentation_sizes,
+                                     inputs.feature_map_write_s):
         forward = inputs.forward[PAPER_IMAGE_BACKBONES.index("resnet-ae")] / (size / 224) ** 2
-        seconds += images / min(forward, compressors / write_s)
-    gib = feature_map_gib(inputs)
-    return Row("ResNet-AE feature maps", f"{sum(inputs.feature_map_images):,} images, {gib:,.0f} GiB",
+        seconds += images * inputs.segmentation_stores / min(forward, compressors / write_s)
+    return Row("ResNet-AE feature maps", f"{sum(inputs.segmentation_images):,} images x "
+               f"{inputs.segmentation_stores} stores, {feature_map_gib(inputs):,.0f} GiB",
                f"compress {compressors / max(inputs.feature_map_write_s):,.0f}-"
                f"{compressors / min(inputs.feature_map_write_s):,.0f} images/s", "compression + GPU forward", seconds)
 
 
 def feature_map_gib(inputs: Inputs) -> float:
-    """Disk the ResNet-AE feature maps take, SIIM and RSNA together."""
-    return sum(images * mib for images, mib in zip(inputs.feature_map_images, inputs.feature_map_mib)) / 1024
+    """Disk the ResNet-AE feature maps take, SIIM and RSNA together, every view and protocol."""
+    return sum(images * mib for images, mib in zip(inputs.segmentation_images, inputs.feature_map_mib)) \
+        * inputs.segmentation_stores / 1024
 
 
 def table(inputs: Inputs) -> list[str]:
@@ -237,20 +290,22 @@ def table(inputs: Inputs) -> list[str]:
     for row in [*singles, *configurations, *rest]:
         lines.append(f"| {row.stage} | {row.work} | {row.rate} | {row.bound} | {_duration(row.seconds)} |")
     after = sum(row.seconds for row in rest)
-    unet = sum(row.seconds for row in rest if row.stage.startswith(RESNET_AE_UNET_STAGE_PREFIX))
+    segmentation = sum(row.seconds for row in rest if row.stage in SEGMENTATION_STAGES)
     lines += ["", f"| study, images decoded | images | everything else | **total** | under {GOAL_MINUTES} min "
-                  "| total without the ResNet-AE U-Net rows |", "|---|---|---|---|---|---|"]
+                  "| total without the segmentation rows |", "|---|---|---|---|---|---|"]
     for row in configurations:
         total = row.seconds + after
         lines.append(f"| {row.stage.removeprefix('images, ')} | {_duration(row.seconds)} | {_duration(after)} | "
                      f"**{_duration(total)}** | {'yes' if total < GOAL_MINUTES * 60 else 'no'} "
-                     f"| {_duration(total - unet)} |")
+                     f"| {_duration(total - segmentation)} |")
     three = sum(row.seconds for row in singles)
     lines += [
         "",
         f"One pass over the images is {three / configurations[0].seconds:.2f}x the three single passes "
         f"({_duration(three + after)} for the study with three).",
-        f"Disk: the ResNet-AE feature maps take {feature_map_gib(inputs):,.0f} GiB beside the embedding stores.",
+        f"Disk for segmentation: the DINOv2 stores take {token_gb(inputs):,.0f} GB and the ResNet-AE feature maps "
+        f"{feature_map_gib(inputs):,.0f} GiB ({inputs.segmentation_stores} stores each: {inputs.protocols} protocols "
+        f"x (1 + {inputs.segmentation_views} views)), beside the embedding stores.",
         "",
         "Inputs:",
         *(f"- {source}" for source in inputs.sources()),
@@ -292,10 +347,15 @@ def main(
                                                  "decode + preprocessing on one core (bench.decode_fidelity)."),
     gpu_decode_per_s: float | None = typer.Option(None, "--gpu-decode-per-s", min=1, help="Full-resolution JPEGs/s "
                                                   "decoded on the GPU (bench.device_decode --device cuda)."),
+    segmentation_views: int | None = typer.Option(None, "--segmentation-views", min=0, help="Augmented views per "
+                                                  "segmentation image [default: 2, studies/paper.toml]."),
+    segmentation_tflops: float | None = typer.Option(None, "--segmentation-tflops", min=0.1, help="Effective "
+                                                     "TFLOP/s of the segmentation decoders' training [default: 20]."),
 ) -> None:
     """Print the projection of the paper's study on one GPU node as a Markdown table with its inputs."""
     chosen = {"cores": cores, "decode_ms": decode_ms, "stacked_step_ms": stacked_step_ms,
               "reduced_speedup": reduced_speedup, "gpu_decode_per_s": gpu_decode_per_s,
+              "segmentation_views": segmentation_views, "segmentation_tflops": segmentation_tflops,
               "preprocess_ms": None if preprocess_ms is None else _floats(preprocess_ms, 4, "--preprocess-ms"),
               "forward": None if forward is None else _floats(forward, 3, "--forward")}
     inputs = dataclasses.replace(Inputs(), **{name: value for name, value in chosen.items() if value is not None})

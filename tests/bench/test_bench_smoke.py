@@ -89,12 +89,16 @@ def test_the_projection_prints_every_stage_the_study_per_decoding_configuration_
                       "GPU decode: all three in one pass at full resolution, JPEGs decoded by nvJPEG"]
     assert stages[1:] == ["images, dinov2-s alone", "images, dinov2-b alone", "images, resnet-ae alone",
                           *(f"images, {name}" for name in configurations), "texts, tokenised in worker processes",
-                          "Adaptors, stacked across text encoders", "classification heads", "segmentation heads",
-                          "ResNet-AE feature maps", "ResNet-AE U-Net heads",
-                          "study, images decoded", *configurations]
+                          "Adaptors, stacked across text encoders", "classification heads",
+                          "DINOv2 segmentation stores", "segmentation heads", "ResNet-AE feature maps",
+                          "ResNet-AE U-Net heads", "study, images decoded", *configurations]
     assert "forward 8,000/s" in result.output and "4 ms per stacked step" in result.output
     assert "One pass over the images is " in result.output
-    assert "Disk: the ResNet-AE feature maps take 521 GiB" in result.output
+    # 521 GiB of maps for one store set (SIIM at 896 px, RSNA at 224): 2 protocols x (1 + 2 views) of them
+    assert "the ResNet-AE feature maps 3,124 GiB (6 stores each: 2 protocols x (1 + 2 views))" in result.output
+    unwarped = CliRunner().invoke(projection.app, ["--segmentation-views", "0", "--segmentation-tflops", "40"])
+    assert "the ResNet-AE feature maps 1,041 GiB (2 stores each" in unwarped.output
+    assert "40 TFLOP/s effective" in unwarped.output
     faster = CliRunner().invoke(projection.app, ["--gpu-decode-per-s", "3000", "--reduced-speedup", "3"])
     assert faster.exit_code == 0 and "3,000 full-resolution MIMIC-sized JPEGs/s" in faster.output
     refused = CliRunner().invoke(projection.app, ["--forward", "8000,4000"])
