@@ -22,7 +22,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from adaptor_vlp.evaluate.segmentation_protocol import SegmentationProtocol
 from adaptor_vlp.study.log import LogEntry, Outcome, RunLog
 from adaptor_vlp.study.plan import StudyPlan, head_key
 from adaptor_vlp.study.protocol_notes import protocol_lines, trivial_score_line
@@ -348,7 +347,7 @@ def _task_notes(table: TaskTable, report: StudyReport) -> list[str]:
         extra.append(f"- On the published values: {published.task_notes[table.task.spec_name]}")
     layout = spec.datasets[table.task.dataset].layout.value
     if table.task.kind is TaskKind.SEGMENT:
-        extra.append(segmentation_input_line(table.task.decoder_recipe(layout)))
+        extra.append(segmentation_input_line(table.task, layout))
     for image in table.task.unet:
         extra.append(f"- {image}: segmented as the paper did, by the published ResNet-AE U-Net over the encoder's "
                      "four intermediate maps, cached (`extract images --feature-maps`) instead of recomputed: the "
@@ -364,13 +363,18 @@ def _task_notes(table: TaskTable, report: StudyReport) -> list[str]:
     return extra
 
 
-def segmentation_input_line(recipe: SegmentationProtocol) -> str:
+def segmentation_input_line(task: TaskSpec, layout: str) -> str:
     """What the decoders of a segmentation task read and train on, and how that differs from the published runs."""
+    recipe = task.decoder_recipe(layout)
+    entry = task.protocol_task(layout)
+    protocol_size = None if entry is None else entry.segmentation.get("input_size")
     if recipe.image_size is None:
         frame = "the backbone's own input frame (its classification steps), not the whole image as the published runs"
     else:
-        frame = (f"the whole image resized to {recipe.image_size} px and normalised to [-1, 1], as the published "
-                 "runs read it")
+        size = f"{recipe.image_size} px"
+        if protocol_size is not None and protocol_size != recipe.image_size:
+            size += f" (this study's size; the published runs read {protocol_size} px)"
+        frame = f"the whole image resized to {size} and normalised to [-1, 1], as the published runs read it"
     if recipe.views:
         training = (f"trained on {recipe.views} seeded ShiftScaleRotate views of each image, extracted once, view "
                     "((epoch - 1) mod K) + 1 at each epoch: where the published training drew a fresh warp for "

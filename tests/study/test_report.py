@@ -1,6 +1,7 @@
 """The report: the paper's table shape, published values beside computed cells with the difference, reasons for
 every cell without a number, the other methods, plots, and the cost of each step."""
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -9,7 +10,7 @@ from adaptor_vlp.cache_schema import ArrayName, CacheStore, Modality, store_path
 from adaptor_vlp.cli import app
 from adaptor_vlp.study.log import LogEntry, Outcome, RunLog
 from adaptor_vlp.study.plan import plan_study
-from adaptor_vlp.study.report import CellStatus, build_report
+from adaptor_vlp.study.report import CellStatus, build_report, segmentation_input_line
 from adaptor_vlp.study.spec import load_spec
 from tests.study.conftest import LEFT_OUT_REASON
 
@@ -115,3 +116,17 @@ def test_a_cell_not_computed_says_why_and_is_never_filled(finished_study, tmp_pa
     cell = build_report(plan).tables[0].cells[("tiny-bert", "tiny-resnet", 100.0)]
     assert cell.reason == f"not run: it needs {train.key}, which failed: diverged"
     assert source_results.is_dir()
+
+
+def test_a_segmentation_table_says_what_its_decoders_read_and_how_cached_views_differ_from_fresh_draws():
+    demo = load_spec(Path(__file__).resolve().parents[2] / "studies" / "demo.toml")
+    tasks = {task.name: task for task in demo.tasks}
+    line = segmentation_input_line(tasks["siim-segmentation@published"], "siim")
+    assert "the whole image resized to 32 px (this study's size; the published runs read 896 px)" in line
+    assert "normalised to [-1, 1]" in line
+    assert "drew a fresh warp for every image at every epoch, each image here sees at most 2 distinct warps" in line
+    assert "published-vit decoder; published-mixed loss, batches of 16, at most 10 epochs, validated every 3" in line
+    paper = load_spec(Path(__file__).resolve().parents[2] / "studies" / "paper.toml")
+    paper_line = segmentation_input_line({task.name: task for task in paper.tasks}["rsna-segmentation@corrected"],
+                                         "rsna")
+    assert "resized to 224 px and normalised" in paper_line and "this study's size" not in paper_line
