@@ -11,6 +11,7 @@ into its own message.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,7 +141,7 @@ class ShardFileReader:
         return self._read_rows(np.where(rows < 0, rows + n_rows, rows))
 
     def _read_range(self, start: int, stop: int) -> np.ndarray:
-        result = np.empty((stop - start, *self.shape[1:]), dtype=self.dtype)
+        result = _huge_page_aligned_empty((stop - start, *self.shape[1:]), self.dtype)
         flat = memoryview(result.reshape(-1).view(np.uint8))
         for shard in range(start // self.shard_rows, -(-stop // self.shard_rows)):
             low, high = max(start, shard * self.shard_rows), min(stop, (shard + 1) * self.shard_rows)
@@ -245,6 +246,25 @@ class ShardFileReader:
 
     def _shard_path(self, shard: int) -> Path:
         return self.folder.joinpath("c", str(shard), *("0" for _ in self.shape[1:]))
+
+
+_HUGE_PAGE_BYTES = 2**21
+
+
+def _huge_page_aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialised array whose buffer starts on a 2 MiB boundary when it spans one or more.
+
+    numpy asks the kernel for transparent huge pages on large buffers (madvise), but an array that
+    starts off a huge-page boundary was measured to take the slow path: the page-cache copy of a
+    77 MB store into it took 14-15 ms against 9.5-10 ms into an aligned one, on the AMD EPYC VM
+    (BENCHMARKS.md, "Cache formats"). The price is at most 2 MiB of address space per read.
+    """
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    if nbytes < _HUGE_PAGE_BYTES:
+        return np.empty(shape, dtype=dtype)
+    buffer = np.empty(nbytes + _HUGE_PAGE_BYTES, dtype=np.uint8)
+    start = -buffer.ctypes.data % _HUGE_PAGE_BYTES
+    return buffer[start:start + nbytes].view(dtype).reshape(shape)
 
 
 def _read_fully(descriptor: int, into: memoryview, position: int) -> None:

@@ -68,6 +68,23 @@ def test_the_stores_own_feature_arrays_are_read_directly(tmp_path: Path) -> None
     assert ShardFileReader.of(group[ArrayName.ID.value], tmp_path / "store" / ArrayName.ID.value) is None
 
 
+def test_a_range_of_huge_pages_is_read_into_a_buffer_on_a_huge_page_boundary(tmp_path: Path) -> None:
+    """Ranges of 2 MiB or more land on a 2 MiB boundary (transparent huge pages: 1.45x faster copies on the AMD
+    machine), with the same values and an ordinary array's behaviour; smaller ones are plain arrays."""
+    shape = (40, 128, 256)  # 2.5 MiB of float16 in five shards of eight rows
+    array = zarr.create_array(tmp_path / "big", shape=shape, dtype=np.float16, chunks=(CHUNK_ROWS, *shape[1:]),
+                              shards=(SHARD_ROWS, *shape[1:]), compressors=None, fill_value=np.nan, zarr_format=3)
+    array[:] = np.random.default_rng(2).standard_normal(shape).astype(np.float16)
+    reader = ShardFileReader.of(zarr.open_array(tmp_path / "big", mode="r"), tmp_path / "big")
+    whole = reader.read(None)
+    assert whole.ctypes.data % 2**21 == 0 and whole.shape == shape and whole.flags.c_contiguous
+    np.testing.assert_array_equal(whole, array[:])
+    whole[0] = 0  # writable, like any array a read returns
+    small = reader.read(slice(0, 2))
+    np.testing.assert_array_equal(small, array[0:2])
+    assert small.base is None
+
+
 def test_a_compressed_array_is_left_to_zarr(tmp_path: Path) -> None:
     array = zarr.create_array(tmp_path / "array", shape=(N_ROWS, 4), dtype=np.float16, chunks=(CHUNK_ROWS, 4),
                               shards=(SHARD_ROWS, 4), fill_value=0, zarr_format=3)
