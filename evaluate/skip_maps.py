@@ -166,8 +166,8 @@ def fit_unet_segmenter(train_views: Sequence[SkipMapRows], train_masks: Sequence
     with seeded_torch(seed):
         segmenter = UNetSegmenter(geometry, out_size)
         training = train_segmenter(segmenter, loss_function(protocol.loss), train_views=list(train_views),
-                                   train_masks=[torch.from_numpy(np.asarray(masks, dtype=bool))
+                                   train_masks=[torch.from_numpy(np.ascontiguousarray(masks, dtype=bool))
                                                 for masks in train_masks],
-                                   val=(val, torch.from_numpy(np.asarray(val_masks, dtype=bool))),
+                                   val=(val, torch.from_numpy(np.ascontiguousarray(val_masks, dtype=bool))),
                                    protocol=protocol, seed=seed)
     return FittedUNet(segmenter, training, protocol.batch_size)

@@ -15,7 +15,13 @@ from adaptor_vlp.evaluate.features import open_dataset_rows
 from adaptor_vlp.evaluate.results import FeatureSpace, RunContext
 from adaptor_vlp.evaluate.segment import SegmentSettings, run_segmentation
 from adaptor_vlp.evaluate.segmentation_protocol import LossName, SegmentationProtocol
-from adaptor_vlp.evaluate.skip_maps import MissingFeatureMaps, SkipMapRows, UNetSegmenter, unet_geometry
+from adaptor_vlp.evaluate.skip_maps import (
+    MissingFeatureMaps,
+    SkipMapRows,
+    UNetSegmenter,
+    fit_unet_segmenter,
+    unet_geometry,
+)
 from tests.evaluate.conftest import DATASET, IMAGE_DIM, IMAGE_PREPROCESSING, VISION
 
 SIZE = 32
@@ -91,6 +97,19 @@ def test_the_unet_learns_a_mask_written_in_its_finest_skip_map(store: CacheStore
     assert float(loss(predicted, masks)) < 0.7 * before
 
 
+def test_the_unet_trains_on_one_view_per_epoch_and_validates_on_the_protocols_schedule(store: CacheStore) -> None:
+    rows = _rows(store)
+    finest = torch.from_numpy(store.read(ArrayName.FEATURE_MAP_1).astype(np.float32))
+    masks = (functional.interpolate(finest[:, :1], scale_factor=2, mode="nearest")[:, 0] > 0).numpy()
+    protocol = SegmentationProtocol(batch_size=4, max_epochs=6, views=2)
+    geometry = unet_geometry(store, embedding_dim=8)
+    fitted = fit_unet_segmenter([rows, rows], [masks, masks[:, ::-1]], rows, masks, geometry, SIZE, 0, protocol)
+    assert fitted.training.validated_epochs == (3, 6) and fitted.training.epochs_run == 6
+    assert fitted.predict_masks(rows).shape == (N, SIZE, SIZE)
+    with pytest.raises(ValueError, match="one mask tensor per view"):
+        fit_unet_segmenter([rows, rows], [masks], rows, masks, geometry, SIZE, 0, protocol)
+
+
 CNN = "toy-cnn"
 
 
@@ -127,7 +146,7 @@ def test_segmentation_with_the_unet_reads_the_maps_and_segments(toy) -> None:
     rows = open_dataset_rows(toy.cache_dir, DATASET, CNN)
     # The recipe this test was written for (Dice + BCE, AdamW 1e-3, batch 16, patience 5), as a protocol.
     recipe = SegmentationProtocol(loss=LossName.DICE_BCE, learning_rate=1e-3, weight_decay=0.01, batch_size=16,
-                                  patience_epochs=5, max_epochs=15)
+                                  patience_epochs=5, max_epochs=15, validation_interval=1)
     settings = SegmentSettings(fractions=(100.0,), seed=1, n_resamples=20, recipe=recipe, unet_width_divisor=8)
     [run] = run_segmentation(rows, RunContext(DATASET, {"image": {}}, None), settings)
     record = run.record
