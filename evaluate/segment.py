@@ -2,11 +2,12 @@
 
 A decoder (`fit_segmentation_head`, built and trained as the `SegmentationProtocol` says: by default
 the published decoder, loss and schedule) learns masks from patch tokens of an image store
-extracted with `--tokens` (the plain store, or the segmentation store of the recipe's `image_size`:
-the whole image at the task's size, `extract images --segmentation-size`), or the U-Net from a CNN's
-cached feature maps: the frozen backbone's own tokens (the baseline), or, as the paper
-segments, those tokens after the trained Adaptor's image path (projection, then the blocks over
-each image's own tokens; `Adaptor.encode_image_tokens`). Masks come from the manifest's target
+extracted with `--tokens`, and the published U-Net from a CNN's cached feature maps
+(`--feature-maps`, `evaluate.skip_maps`). The store is the plain one, or the segmentation store of
+the recipe's `image_size` (the whole image at the task's size, `extract images --segmentation-size`).
+The decoder reads the frozen backbone's own tokens (the baseline), or, as the paper segments, those
+tokens after the trained Adaptor's image path (projection, then the blocks over each image's own
+tokens; `Adaptor.encode_image_tokens`). Masks come from the manifest's target
 strings, so no image is read. A mask is brought into the token grid's frame the way the extract
 stage brought the image into the backbone's: the same centre crop to a square (or none, for
 squashed inputs), then a nearest-neighbour resize to the scored size: by default, for the published

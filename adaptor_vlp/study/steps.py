@@ -393,8 +393,9 @@ class HeadStep(Step):
     depends_on: tuple[str, ...]
     kind: StepKind = StepKind.HEAD
     recipe: SegmentationProtocol | None = None
-    """A segmentation head's decoder recipe as the spec and protocol make it (`TaskSpec.decoder_recipe`): a result
-    trained with another is recomputed."""
+    """A segmentation head's decoder recipe as the spec and protocol make it (`TaskSpec.decoder_recipe`; None for
+    classification): the head trains with it (`segment_dataset` applies the protocol to it again, which keeps it
+    as it is), and a result trained with another is recomputed."""
 
     @property
     def space(self) -> FeatureSpace:
@@ -479,12 +480,10 @@ class HeadStep(Step):
             return classify_dataset(self.cache, self.task.dataset, self.vision, run, spaces, settings, task,
                                     self.task.labels, device=self.device, protocol=self.task.protocol)
         unet = self.task.unet_width_divisor if self.task.uses_unet(self.vision) else None
-        overrides = self.task.recipe_overrides()
-        recipe = dataclasses.replace(SegmentationProtocol(), **overrides)
         settings = SegmentSettings(fractions=(self.fraction,), seed=self.seed, n_resamples=self.task.resamples,
-                                   recipe=recipe, unet_width_divisor=unet)
+                                   recipe=self.recipe, unet_width_divisor=unet)
         return segment_dataset(self.cache, self.task.dataset, self.vision, run, spaces, settings, self.device,
-                               protocol=self.task.protocol, keep_recipe=tuple(overrides))
+                               protocol=self.task.protocol, keep_recipe=tuple(self.task.recipe_overrides()))
 
 
 def find_result(folder: Path, task: TaskSpec, space: FeatureSpace, fraction: float, seed: int) -> StoredResult | None:
