@@ -29,6 +29,7 @@ from adaptor_vlp.evaluate.results import EvaluatedRun, FeatureSpace, ResultError
 from adaptor_vlp.evaluate.retrieval import RetrievalSettings, run_retrieval
 from adaptor_vlp.evaluate.segment import SegmentationError, SegmentSettings
 from adaptor_vlp.evaluate.segmentation_protocol import DecoderName, LossName, SegmentationProtocol
+from adaptor_vlp.evaluate.unet_decoder import width_divisor_problem
 from adaptor_vlp.evaluate.zeroshot import (
     DEFAULT_PROMPTS,
     PromptError,
@@ -174,20 +175,27 @@ def segment(
     mask_size: Optional[int] = typer.Option(None, "--mask-size", min=4, help="Mask side in pixels (default: the "
                                             "store's input image size, where the published code scored masks; "
                                             "the light decoder's own output size)."),
+    unet_width_divisor: Optional[int] = typer.Option(None, "--unet", min=1, help="Decode with the published "
+                                                     "ResNet-AE U-Net over the store's feature maps (`extract "
+                                                     "images --feature-maps`) instead of patch tokens, its widths "
+                                                     "divided by this (1: the published model)."),
     seed: int = SEED_OPTION,
     resamples: int = RESAMPLES_OPTION,
     checkpoint: CheckpointKind = CHECKPOINT_OPTION,
     device: str = DEVICE_OPTION,
 ) -> None:
-    """Train a decoder on cached patch tokens (raw, or through the Adaptor's image path) at 1/10/100% of train,
-    with the published decoder, loss and schedule by default; Dice and IoU, all and positive-only."""
+    """Train a decoder on cached patch tokens (raw, or through the Adaptor's image path), or the U-Net on cached
+    feature maps, at 1/10/100% of train, with the published decoder, loss and schedule by default; Dice and IoU,
+    all and positive-only."""
     if segmentation_views and segmentation_size is None:
         raise typer.BadParameter("augmented views are stores of the whole image at a segmentation size; give "
                                  "--segmentation-size too", param_hint="--segmentation-views")
+    if unet_width_divisor is not None and width_divisor_problem(unet_width_divisor):
+        raise typer.BadParameter(width_divisor_problem(unet_width_divisor), param_hint="--unet")
     recipe = replace(SegmentationProtocol(), max_epochs=epochs, decoder=decoder, loss=loss,
                      image_size=segmentation_size, views=segmentation_views)
     settings = SegmentSettings(fractions=_fractions(fractions), seed=seed, n_resamples=resamples, recipe=recipe,
-                               mask_size=mask_size)
+                               mask_size=mask_size, unet_width_divisor=unet_width_divisor)
     with input_errors_exit(*INPUT_ERRORS):
         run = _open_run(run_dir, checkpoint, device)
         evaluation = segment_dataset(cache, dataset, _vision(vision, run), run, _spaces(spaces, run), settings, device)

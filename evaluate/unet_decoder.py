@@ -55,6 +55,14 @@ def up_conv(in_channels: int, out_channels: int) -> nn.ConvTranspose2d:
     return nn.ConvTranspose2d(in_channels, out_channels, kernel_size=2, stride=2)
 
 
+def width_divisor_problem(divisor: int) -> str | None:
+    """Why the published U-Net's widths cannot be divided by `divisor`, or None when they can."""
+    widths = (NECK_CHANNELS, *DECODER_CHANNELS)
+    if divisor < 1 or any(width % divisor for width in widths):
+        return f"must divide the published widths {widths}, got {divisor}"
+    return None
+
+
 @dataclass(frozen=True)
 class UNetGeometry:
     """What the decoder reads: the pooled embedding's width, each skip map's channels, the input image's side."""
@@ -66,9 +74,9 @@ class UNetGeometry:
     """The published widths (512 .. 32) divided by this; 1 is the published model, more only for the CPU demo."""
 
     def __post_init__(self) -> None:
-        if self.width_divisor < 1 or any(width % self.width_divisor for width in (NECK_CHANNELS, *DECODER_CHANNELS)):
-            raise ValueError(f"width_divisor must divide the published widths {(NECK_CHANNELS, *DECODER_CHANNELS)}, "
-                             f"got {self.width_divisor}")
+        problem = width_divisor_problem(self.width_divisor)
+        if problem:
+            raise ValueError(f"width_divisor {problem}")
         if len(self.skip_channels) != SKIP_LEVELS:
             raise ValueError(f"the U-Net reads {SKIP_LEVELS} skip maps, got channels for {len(self.skip_channels)}")
         if self.input_size % INPUT_PER_NECK_CELL:

@@ -23,6 +23,7 @@ import tomllib
 from adaptor_vlp.evaluate.heads import HeadKind
 from adaptor_vlp.evaluate.protocol_heads import segmentation_recipe
 from adaptor_vlp.evaluate.segmentation_protocol import DecoderName, SegmentationProtocol
+from adaptor_vlp.evaluate.unet_decoder import width_divisor_problem
 from adaptor_vlp.extract.datasets.mimic_cxr import SectionParser
 from adaptor_vlp.extract.datasets.registry import ManifestDataset
 from adaptor_vlp.extract.precision import Precision
@@ -629,9 +630,7 @@ def _unet(table: _Table, spec: StudySpec) -> tuple[tuple[str, ...], int]:
     if unknown:
         raise table.error("unet", f"{_shown(unknown)} are not image backbones of the study "
                                   f"({', '.join(spec.image_backbones)})")
-    divisor = table.get("unet_width_divisor", int, 1, check=_at_least(1))
-    if 512 % divisor or 32 % divisor:
-        raise table.error("unet_width_divisor", f"must divide the published widths 512 .. 32, got {divisor}")
+    divisor = table.get("unet_width_divisor", int, 1, check=width_divisor_problem)
     return tuple(names), divisor
 
 

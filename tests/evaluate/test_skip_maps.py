@@ -1,15 +1,18 @@
 """The U-Net's inputs read from a store with feature maps, batch by batch, and a U-Net trained on them."""
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch.nn import functional
+from typer.testing import CliRunner
 
 from adaptor_vlp.cache_schema import ArrayName, CacheStore, FeatureShape, Modality, Provenance, dataset_dir, store_path
 from adaptor_vlp.cache_schema.layout import FEATURE_MAP_ARRAYS
 from adaptor_vlp.cache_schema.manifest import manifest_sha256
 from adaptor_vlp.cache_schema.targets import decode_mask
+from adaptor_vlp.cli import app
 from adaptor_vlp.evaluate.early_stopping import TrainingSettings, predict_in_batches, train_with_early_stopping
 from adaptor_vlp.evaluate.features import open_dataset_rows
 from adaptor_vlp.evaluate.results import FeatureSpace, RunContext
@@ -161,3 +164,16 @@ def test_segmentation_with_the_unet_refuses_a_store_without_maps(toy) -> None:
                                unet_width_divisor=8)
     with pytest.raises(MissingFeatureMaps, match=f"--backbone {VISION} --dataset {DATASET} --feature-maps"):
         run_segmentation(rows, RunContext(DATASET, {"image": {}}, None), settings)
+
+
+def test_the_segment_command_runs_the_unet_and_refuses_a_width_it_cannot_divide(toy, tmp_path) -> None:
+    _toy_maps_store(toy)
+    common = ["evaluate", "segment", "--cache", str(toy.cache_dir), "--dataset", DATASET, "--vision", CNN,
+              "--fractions", "100", "--epochs", "3", "--resamples", "10", "--out", str(tmp_path / "results")]
+    refused = CliRunner().invoke(app, [*common, "--unet", "3"])
+    assert refused.exit_code == 2 and "must divide the published widths" in refused.output
+    done = CliRunner().invoke(app, [*common, "--unet", "8"])
+    assert done.exit_code == 0, done.output
+    [result] = (tmp_path / "results").rglob("*.json")
+    details = json.loads(result.read_text())["details"]
+    assert details["decoder"] == "unet" and details["training"]["validated_epochs"] == [3]
