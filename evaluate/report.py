@@ -88,13 +88,13 @@ def write_report(results_dir: Path, plots: Sequence[Path] = ()) -> Path:
 
 def feature_label(record: ResultRecord) -> str:
     """What the head saw: 'dinov2-s + Adaptor', 'dinov2-s (baseline)', or, for segmentation, 'dinov2-s patch tokens'
-    or 'dinov2-s patch tokens + Adaptor'."""
+    or 'dinov2-s patch tokens + Adaptor' ('resnet-ae feature maps ...' for the U-Net)."""
     backbone = record.context.provenance.get("image", {}).get("backbone", "image backbone")
-    if record.feature_space is FeatureSpace.ADAPTOR:
-        if record.task is EvaluationTask.SEGMENT:
-            return f"{backbone} patch tokens + Adaptor"
-        return f"{backbone} + Adaptor"
-    return f"{backbone} patch tokens" if record.task is EvaluationTask.SEGMENT else f"{backbone} (baseline)"
+    if record.task is EvaluationTask.SEGMENT:
+        inputs = "feature maps" if record.details.get("decoder") == "unet" else "patch tokens"
+        adaptor = " + Adaptor" if record.feature_space is FeatureSpace.ADAPTOR else ""
+        return f"{backbone} {inputs}{adaptor}"
+    return f"{backbone} + Adaptor" if record.feature_space is FeatureSpace.ADAPTOR else f"{backbone} (baseline)"
 
 
 def _fraction_tables(records: list[ResultRecord]) -> str:

@@ -37,7 +37,7 @@ def open_view_rows(plain: DatasetRows, count: int) -> list[DatasetRows]:
     for view in range(1, count + 1):
         path = segmentation_store_path(cache_dir, provenance.dataset, provenance.backbone, size, view)
         if not path.exists():
-            raise StoreError(f"{path} does not exist: the segmentation protocol trains on {count} augmented views; "
+            raise StoreError(f"{path} does not exist: this segmentation trains on {count} augmented views; "
                              f"extract them with --segmentation-size {size} --segmentation-views {count}")
         store = CacheStore.open(path)
         found = store.provenance.to_json()

@@ -100,6 +100,9 @@ def test_the_segment_command_reads_the_segmentation_store_and_its_views(with_vie
               "--out", str(tmp_path / "results")]
     refused = CliRunner().invoke(app, [*common, "--segmentation-views", "2"])
     assert refused.exit_code == 2 and "give --segmentation-size too" in refused.output
+    no_maps = CliRunner().invoke(app, [*common, "--segmentation-size", str(SIZE), "--unet", "8"])
+    assert no_maps.exit_code == 2
+    assert f"--segmentation-size {SIZE} --feature-maps --overwrite" in no_maps.output.replace("\n", "")
     done = CliRunner().invoke(app, [*common, "--segmentation-size", str(SIZE), "--segmentation-views", "2"])
     assert done.exit_code == 0, done.output
     [result] = (tmp_path / "results").rglob("*.json")

@@ -174,6 +174,7 @@ def test_the_segment_command_runs_the_unet_and_refuses_a_width_it_cannot_divide(
     assert refused.exit_code == 2 and "must divide the published widths" in refused.output
     done = CliRunner().invoke(app, [*common, "--unet", "8"])
     assert done.exit_code == 0, done.output
+    assert f"| decoder | {CNN} feature maps |" in done.output
     [result] = (tmp_path / "results").rglob("*.json")
     details = json.loads(result.read_text())["details"]
     assert details["decoder"] == "unet" and details["training"]["validated_epochs"] == [3]
