@@ -31,6 +31,7 @@ from adaptor_vlp.cache_schema.layout import (
     SCHEMA_VERSION,
     SPLIT_NAMES,
     ArrayName,
+    segmentation_store_path,
     shard_key,
 )
 from adaptor_vlp.cache_schema.markers import Failure, ShardFile, ShardMarker
@@ -201,6 +202,17 @@ class CacheStore:
     @property
     def is_complete(self) -> bool:
         return not self.incomplete_shards()
+
+    @property
+    def segmentation_size(self) -> int | None:
+        """S when this is the unwarped segmentation store `<backbone>.seg<S>.zarr` of its dataset (the whole image
+        at S px, `layout.segmentation_store_path`), else None (the plain store, or a view of a segmentation store)."""
+        provenance = self.provenance
+        size = provenance.preprocessing.get("image_size")
+        if isinstance(size, int) and self.path == segmentation_store_path(
+                self.path.parents[2], provenance.dataset, provenance.backbone, size):
+            return size
+        return None
 
     def write_shard(
         self,

@@ -26,9 +26,8 @@ def open_view_rows(plain: DatasetRows, count: int) -> list[DatasetRows]:
     if count == 0:
         return []
     provenance, cache_dir = plain.store.provenance, plain.store.path.parents[2]
-    size = provenance.preprocessing.get("image_size")
-    if not isinstance(size, int) or plain.store.path != segmentation_store_path(
-            cache_dir, provenance.dataset, provenance.backbone, size):
+    size = plain.store.segmentation_size
+    if size is None:
         raise StoreError(f"{plain.store.path} is not a segmentation store: augmented views warp the whole image at "
                          "the task's size; extract with --segmentation-size S --segmentation-views K and segment at "
                          "that size")

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from adaptor_vlp.cache_schema import ArrayName, CacheStore, StoreError, segmentation_store_path
+from adaptor_vlp.cache_schema import ArrayName, CacheStore, StoreError
 from adaptor_vlp.cache_schema.layout import FEATURE_MAP_ARRAYS
 from adaptor_vlp.evaluate.early_stopping import predict_in_batches, seeded_torch
 from adaptor_vlp.evaluate.features import AdaptorRun, DatasetRows, adaptor_embeddings
@@ -100,14 +100,11 @@ def skip_map_rows(rows: DatasetRows, positions: np.ndarray, adaptor: AdaptorRun 
 def require_feature_maps(store: CacheStore) -> None:
     """MissingFeatureMaps, saying how to extract them, unless the store holds the four maps."""
     if not all(store.has(name) for name in FEATURE_MAP_ARRAYS):
-        provenance = store.provenance
-        size = provenance.preprocessing.get("image_size")
-        segmentation = isinstance(size, int) and store.path == segmentation_store_path(
-            store.path.parents[2], provenance.dataset, provenance.backbone, size)
+        provenance, size = store.provenance, store.segmentation_size
         raise MissingFeatureMaps(
             f"{store.path} holds no intermediate feature maps, which the U-Net decoder reads as skip connections; "
             f"extract them with `adaptor extract images --backbone {provenance.backbone} "
-            f"--dataset {provenance.dataset}{f' --segmentation-size {size}' if segmentation else ''} --feature-maps "
+            f"--dataset {provenance.dataset}{'' if size is None else f' --segmentation-size {size}'} --feature-maps "
             "--overwrite` (a CNN backbone such as resnet-ae)")
 
 
