@@ -37,7 +37,16 @@ from adaptor_vlp.cache_schema.layout import (
 from adaptor_vlp.cache_schema.markers import Failure, ShardFile, ShardMarker
 from adaptor_vlp.cache_schema.provenance import Provenance, check_provenance, resume_expectation
 from adaptor_vlp.cache_schema.shard_files import DamagedShardFile, NotPlainLayout, ShardFileReader, read_through_zarr
-from adaptor_vlp.cache_schema.writes import WriteFailed, write_problem, write_text_atomically, writing
+from adaptor_vlp.cache_schema.writes import (
+    WriteFailed,
+    remove_interrupted_writes,
+    write_problem,
+    write_text_atomically,
+    writing,
+)
+
+ZARR_TEMPORARY_SUFFIX = ".partial"
+"""Zarr's local store writes each object to `<object>.<uuid>.partial` and renames it (zarr.storage._local)."""
 
 
 class StoreError(RuntimeError):
@@ -153,7 +162,11 @@ class CacheStore:
         features: FeatureShape,
         shard_rows: int | None = None,
     ) -> "CacheStore":
-        """Creates the store, or reopens an existing one built with the same settings and rows so a run resumes."""
+        """Creates the store, or reopens an existing one built with the same settings and rows so a run resumes.
+
+        On resume, the temporary files of writes a killed run left unfinished are deleted (the caller holds the
+        store's lock), so the resumed store holds the same files as one written without interruption.
+        """
         path = Path(path)
         if not path.exists():
             return cls.create(path, provenance, ids, group_ids, splits, features, shard_rows)
@@ -167,6 +180,7 @@ class CacheStore:
         if list(store.ids) != list(ids):
             raise StoreError(f"{path}: its rows differ from this run's ({store.n_rows} stored, {len(ids)} asked); "
                              "use --overwrite to start over")
+        remove_interrupted_writes(path, (ZARR_TEMPORARY_SUFFIX,))
         return store
 
     def shards(self) -> list[ShardSpan]:

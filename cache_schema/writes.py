@@ -11,7 +11,7 @@ import contextlib
 import errno
 import os
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Iterator, Mapping, Sequence
 
 _REASONS = {
     errno.ENOSPC: "no space left on the device",
@@ -43,6 +43,33 @@ def writing(path: Path) -> Iterator[None]:
         raise WriteFailed(write_problem(path, error)) from error
 
 
+TEMPORARY_SUFFIX = ".tmp"
+
+
+def temporary_path(path: Path) -> Path:
+    """Where `path`'s bytes are written before the rename: a hidden file beside it naming the writer's pid."""
+    return path.with_name(f".{path.name}.{os.getpid()}{TEMPORARY_SUFFIX}")
+
+
+def remove_interrupted_writes(folder: Path, other_writers_suffixes: Sequence[str] = ()) -> list[Path]:
+    """Deletes the temporary files under `folder` that a killed writer left behind; returns what it deleted.
+
+    A process killed between creating a temporary file and renaming it (SIGKILL, power loss) cannot clean up;
+    the file is not data, but it would stay beside the data for good. `other_writers_suffixes` names the
+    temporary files of libraries that write into the folder too (Zarr's local store: '.partial').
+    Call it only while holding the folder's lock (`cache_schema.lock`): a running writer's temporaries
+    look the same.
+    """
+    folder = Path(folder)
+    leftovers = [path for path in folder.rglob("*") if path.is_file() and (
+        (path.name.startswith(".") and path.name.endswith(TEMPORARY_SUFFIX))
+        or any(path.name.endswith(suffix) for suffix in other_writers_suffixes))]
+    for path in leftovers:
+        with writing(path):
+            path.unlink(missing_ok=True)
+    return leftovers
+
+
 def write_bytes_atomically(path: Path, data: bytes) -> None:
     """Writes a file so that readers see either the old content or the whole new content, never a part."""
     write_atomically(path, lambda temporary: temporary.write_bytes(data))
@@ -60,7 +87,7 @@ def write_atomically(path: Path, fill: Callable[[Path], object]) -> None:
     none); an OSError is raised as WriteFailed naming `path`.
     """
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary = temporary_path(path)
     with writing(path):
         try:
             fill(temporary)
@@ -81,7 +108,7 @@ def write_together(files: Mapping[Path, bytes]) -> None:
     try:
         for path, data in files.items():
             path = Path(path)
-            temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            temporary = temporary_path(path)
             staged.append((temporary, path))
             with writing(path):
                 temporary.write_bytes(data)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from adaptor_vlp.cache_schema.lock import FolderLock
-from adaptor_vlp.cache_schema.writes import WriteFailed, write_text_atomically, writing
+from adaptor_vlp.cache_schema.writes import WriteFailed, remove_interrupted_writes, write_text_atomically, writing
 from adaptor_vlp.train.batches import PairedData
 from adaptor_vlp.train.checkpoint import (
     CheckpointKind,
@@ -173,7 +173,13 @@ def _train_in_locked_folder(pairing: StorePairing, recipe: Recipe, run_dir: Path
 
 
 def check_run_folder(run_dir: Path, resume: bool) -> None:
-    """Refuses a folder that already holds a started or finished run unless the call resumes it."""
+    """Refuses a folder that already holds a started or finished run unless the call resumes it.
+
+    Deletes the temporary files of writes a killed run left unfinished (a checkpoint half written): the
+    caller holds the folder's lock, so no live writer owns them.
+    """
+    if run_dir.is_dir():
+        remove_interrupted_writes(run_dir)
     finished = read_completed(run_dir)
     if (finished or checkpoint_paths(run_dir, CheckpointKind.LAST).record.is_file()) and not resume:
         raise RunFolderError(f"{run_dir} already holds a {'finished' if finished else 'started'} run; "

@@ -87,6 +87,24 @@ def test_create_or_resume_reuses_a_matching_store_and_refuses_other_settings(ful
         CacheStore.create_or_resume(full_store.path, make_provenance(), *args[:3], FeatureShape(embedding_dim=8))
 
 
+def test_resuming_deletes_the_temporary_files_a_killed_writer_left(empty_store: CacheStore, ids: list[str]) -> None:
+    empty_store.write_shard(0, shard_arrays(empty_store, 0))
+    files_before = _files(empty_store.path)
+    killed_mid_write = [empty_store.path / "embedding/c/1/0.5f0e2c1d9a8b4c3d.partial",
+                        empty_store.path / "_shards/.000001.json.4242.tmp"]
+    for leftover in killed_mid_write:
+        leftover.parent.mkdir(parents=True, exist_ok=True)
+        leftover.write_bytes(b"half a write")
+    args = (ids, list(empty_store.group_ids), list(empty_store.splits), FEATURES)
+    resumed = CacheStore.create_or_resume(empty_store.path, make_provenance(), *args)
+    assert _files(resumed.path) == files_before
+    assert resumed.complete_shard_indices() == {0}
+
+
+def _files(folder: Path) -> set[str]:
+    return {str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file()}
+
+
 def test_create_refuses_duplicate_ids_and_unknown_splits(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="repeated"):
         CacheStore.create(tmp_path / "a.zarr", make_provenance(), ["x", "x"], ["s", "s"], ["train"] * 2,

@@ -4,7 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from adaptor_vlp.cache_schema.writes import WriteFailed, write_atomically, write_text_atomically, write_together
+from adaptor_vlp.cache_schema.writes import (
+    WriteFailed,
+    remove_interrupted_writes,
+    temporary_path,
+    write_atomically,
+    write_text_atomically,
+    write_together,
+)
 
 
 def _full_disk(path: Path) -> None:
@@ -35,3 +42,13 @@ def test_files_written_together_are_replaced_only_once_all_are_written(tmp_path:
         write_together({tensors: b"tensors 2", record: b"record 2"})
     assert (tensors.read_bytes(), record.read_bytes()) == (b"tensors 1", b"record 1")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.json", "last.safetensors"]
+
+
+def test_only_the_temporaries_of_unfinished_writes_are_removed(tmp_path: Path) -> None:
+    kept = [tmp_path / "notes.tmp", tmp_path / ".settings", tmp_path / "a" / "data.partial.json"]
+    left = [temporary_path(tmp_path / "a" / "record.json"), tmp_path / "a" / "0.3f2a.partial"]
+    for path in kept + left:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"x")
+    assert sorted(remove_interrupted_writes(tmp_path, (".partial",))) == sorted(left)
+    assert sorted(p for p in tmp_path.rglob("*") if p.is_file()) == sorted(kept)

@@ -72,8 +72,12 @@ def test_resuming_after_an_interruption_gives_the_uninterrupted_result(tmp_path:
     with pytest.raises(Interrupted):
         train(cache, tmp_path / "split", epochs=4, patience=0, stop_after=2)
     assert read_completed(tmp_path / "split") is None
+    (tmp_path / "split" / ".last.safetensors.4242.tmp").write_bytes(b"a checkpoint half written when killed")
 
     resumed = train(cache, tmp_path / "split", resume=True, epochs=4, patience=0)
+
+    names = [sorted(p.name for p in (tmp_path / run).iterdir()) for run in ("split", "whole")]
+    assert names[0] == names[1]
 
     assert_same_tensors(tensors(tmp_path / "whole"), tensors(tmp_path / "split"))
     assert_same_tensors(tensors(tmp_path / "whole", "best"), tensors(tmp_path / "split", "best"))
