@@ -6,8 +6,9 @@
 paper's three backbones over MIMIC-CXR and the downstream sets: three single passes, and one row per
 decoding configuration: one pass at full resolution (exact, and what `auto` gives a pass holding
 ResNet-AE), DINOv2 at 512 px with ResNet-AE split off at full resolution, every backbone at 512 px,
-and JPEG decoding on the GPU), text extraction (five text backbones, tokenised in the reader's worker
-processes), the 15 Adaptors stacked by image backbone across text encoders, the classification heads,
+and JPEG decoding on the GPU), text extraction (six text entries: the five backbones, and CXR-BERT as the
+published code embedded it; tokenised in the reader's worker processes), the 18 Adaptors stacked by image
+backbone across text encoders, the classification heads,
 and the segmentation tasks as the paper ran them (the stores at the published sizes with their
 augmented views, the published decoder and U-Net heads), each with its work, its rate, what bounds
 it and its time; then the study's total per configuration and the list of inputs with where each
@@ -33,8 +34,8 @@ class Inputs:
     mimic_images: int = 377_110
     downstream_images: int = 73_000
     mimic_reports: int = 227_835
-    text_backbones: int = 5
-    adaptors: int = 15
+    text_backbones: int = 6
+    adaptor_rows: int = 15
     cores: int = 16
     thread_scaling: float = 0.9
     decode_ms: float = 57.0
@@ -47,8 +48,8 @@ class Inputs:
     tokenizer_per_core: float = 2_100.0
     epochs: int = 50
     steps_per_epoch: int = 360
-    adaptor_stack: int = 5
-    stacked_step_ms: float = 5.3
+    adaptor_stack: int = 6
+    stacked_step_ms: float = 6.0
     epoch_overhead_s: float = 0.8
     run_overhead_s: float = 4.0
     classification_runs_per_adaptor: int = 6
@@ -69,6 +70,16 @@ class Inputs:
     unet_gflop: tuple[float, float] = (237.4, 14.9)
 
     @property
+    def adaptors(self) -> int:
+        """Adaptors trained: every image backbone with every text entry (the rows' and the published protocol's)."""
+        return len(PAPER_IMAGE_BACKBONES) * self.text_backbones
+
+    @property
+    def adaptor_stacks(self) -> int:
+        """Stacks the study trains them in: per image store, its text entries in stacks of `adaptor_stack`."""
+        return len(PAPER_IMAGE_BACKBONES) * math.ceil(self.text_backbones / self.adaptor_stack)
+
+    @property
     def segmentation_stores(self) -> int:
         """Stores per backbone and segmentation dataset: the unwarped one and its views, for each protocol (whose
         split is a manifest, and so a store set, of its own)."""
@@ -81,8 +92,10 @@ class Inputs:
             f"images: {self.mimic_images:,} MIMIC-CXR-JPG 2.0.0 (PhysioNet) + {self.downstream_images:,} downstream "
             "(RSNA, COVIDx, SIIM; issue 14's ~450k radiographs in all); assumed to cost what a MIMIC JPEG costs",
             f"reports: {self.mimic_reports:,} studies with a usable report, through {self.text_backbones} text "
-            f"backbones (BERT, BioBERT, ClinicalBERT, PubMedBERT, CXR-BERT); {self.adaptors} Adaptors = 3 image x 5 "
-            "text backbones",
+            "entries (BERT, BioBERT, ClinicalBERT, PubMedBERT, CXR-BERT, and CXR-BERT through the untrained pooler "
+            "the published code read: the published protocol's CXR-BERT row, studies/paper.toml); "
+            f"{self.adaptors} Adaptors = 3 image backbones x {self.text_backbones} text entries, "
+            f"{self.adaptor_rows} of them read by each protocol's heads",
             f"node: {self.cores} cores, {self.cores - 1} decoding (one feeds the GPU), {self.thread_scaling:g} of "
             "linear scaling (assumed, BENCHMARKS 'Scale on paper')",
             f"decode of a full-resolution 1.39 MB JPEG: {self.decode_ms:g} ms per core, x{self.jpeg_bytes_factor:.2f} "
@@ -104,15 +117,16 @@ class Inputs:
             f"reader's {self.cores - 1} worker processes at {self.thread_scaling:g} of linear scaling, so the feeding "
             "thread only hands tensors over (measured: bench.report_tokens, 10x less of its CPU per report)",
             f"Adaptor, paper recipe: {self.epochs} epochs x {self.steps_per_epoch} steps at batch 1024; the "
-            f"{self.adaptors} Adaptors train as {math.ceil(self.adaptors / self.adaptor_stack)} stacks of "
+            f"{self.adaptors} Adaptors train as {self.adaptor_stacks} stacks of "
             f"{self.adaptor_stack} (one image store, {self.adaptor_stack} text stores), {self.stacked_step_ms:g} ms "
             "per stacked step on the GPU in the exact form (assumed on measured counts, BENCHMARKS 'Stacks across "
-            "text encoders': launch-bound, 755 operations x 5 us plus 5 x 0.3 ms copying the batches, against "
-            "2 ms for one Adaptor's step; the 5 x 121 GFLOP are 1.5 ms at 40% of an H200's bf16 peak); "
+            "text encoders': launch-bound, 843 operations x 5 us plus 6 x 0.3 ms copying the batches, against "
+            "2 ms for one Adaptor's step; the 6 x 121 GFLOP are 1.8 ms at 40% of an H200's bf16 peak); "
             f"{self.epoch_overhead_s:g} s per epoch (validation, checkpoint) and {self.run_overhead_s:g} s "
             "per run (opening and loading the stores), per Adaptor, stacked or not, both measured on this CPU at "
             "MIMIC-CXR's size (bench.train part 3)",
-            f"classification heads: {self.classification_runs_per_adaptor} per Adaptor (RSNA, COVIDx at 1/10/100%), "
+            f"classification heads: {self.classification_runs_per_adaptor} per Adaptor a protocol reads (RSNA, "
+            "COVIDx at 1/10/100%), "
             f"{self.classification_run_s:g} s each on pooled features (assumed)",
             f"segmentation datasets: SIIM's {self.segmentation_images[0]:,} images at {self.segmentation_sizes[0]} px "
             f"and RSNA's {self.segmentation_images[1]:,} at {self.segmentation_sizes[1]} px (the published crop "
@@ -198,11 +212,11 @@ def later_rows(inputs: Inputs) -> list[Row]:
     """Texts, Adaptors and heads: the same whichever way the images were extracted."""
     tokenizers = (inputs.cores - 1) * inputs.thread_scaling * inputs.tokenizer_per_core
     text_rate = min(inputs.text_forward, tokenizers)
-    stacks = math.ceil(inputs.adaptors / inputs.adaptor_stack)
+    stacks = inputs.adaptor_stacks
     steps = inputs.epochs * inputs.steps_per_epoch
     adaptor_seconds = (stacks * steps * inputs.stacked_step_ms / 1e3
                        + inputs.adaptors * (inputs.epochs * inputs.epoch_overhead_s + inputs.run_overhead_s))
-    classification_runs = inputs.adaptors * inputs.classification_runs_per_adaptor
+    classification_runs = inputs.adaptor_rows * inputs.classification_runs_per_adaptor
     decoder_set = _head_set_seconds(inputs, inputs.decoder_gflop)
     unet_set = _head_set_seconds(inputs, tuple(3 * gflop for gflop in inputs.unet_gflop))
     sets = inputs.segmentation_head_sets
@@ -341,7 +355,7 @@ def main(
     forward: str | None = typer.Option(None, "--forward", help="GPU forward, images/s: dinov2-s, dinov2-b, "
                                        "resnet-ae (bench.extract / bench.multi_extract --device cuda)."),
     stacked_step_ms: float | None = typer.Option(None, "--stacked-step-ms", min=0.01, help="One step of a stack "
-                                                 "of 5 Adaptors at batch 1024 on the GPU, ms (bench.sweep --device "
+                                                 "of 6 Adaptors at batch 1024 on the GPU, ms (bench.sweep --device "
                                                  "cuda)."),
     reduced_speedup: float | None = typer.Option(None, "--reduced-speedup", min=0.1, help="Full-resolution / 512 px "
                                                  "decode + preprocessing on one core (bench.decode_fidelity)."),

@@ -4,8 +4,10 @@ Manifests first (the pretraining dataset, then each downstream dataset), then ex
 image and text backbone over the pretraining dataset, every image backbone over each downstream
 dataset: the plain store for classification, and for segmentation the store of the task's input
 size, with patch tokens or the U-Net's feature maps, and its augmented views), then one Adaptor per backbone
-pair (per grid combination), then one head per task, image backbone, text backbone or raw-backbone
+pair (per grid combination), then one head per task, image backbone, text row or raw-backbone
 baseline, data fraction and seed. Cells a task leaves out (`left_out` in the spec) get no step.
+A text row reads the Adaptors of its own text entry, or, under a protocol that names another entry for it
+(`[backbones.text_by_protocol]`), of that entry: the study extracts and trains those entries too.
 """
 from __future__ import annotations
 
@@ -88,7 +90,7 @@ def plan_study(spec: StudySpec) -> StudyPlan:
 
 def _extract_steps(spec: StudySpec, device: str) -> Iterator[ExtractStep]:
     pretraining = spec.pretraining.name
-    for modality, backbones in ((Modality.IMAGE, spec.image_backbones), (Modality.TEXT, spec.text_backbones)):
+    for modality, backbones in ((Modality.IMAGE, spec.image_backbones), (Modality.TEXT, spec.trained_text_backbones)):
         for backbone in backbones:
             views = spec.views if modality is Modality.IMAGE else 0
             yield _extract_step(spec, pretraining, modality, backbone, device, tokens=False, views=views)
@@ -154,7 +156,7 @@ def _extract_step(spec: StudySpec, dataset: str, modality: Modality, backbone: s
 
 def _sweep_runs(spec: StudySpec) -> Iterator[SweepRun]:
     for vision in spec.image_backbones:
-        for text in spec.text_backbones:
+        for text in spec.trained_text_backbones:
             yield from expand_grid(spec.adaptor.sweep_grid(vision, text), spec.adaptor.recipe,
                                    source=f"{spec.path}: adaptor")
 
@@ -175,7 +177,8 @@ def _head_steps(spec: StudySpec, trains: list[TrainStep]) -> Iterator[HeadStep]:
             size, views = _store_read(spec, task)
             extractions = tuple(extract_key(task.dataset, Modality.IMAGE, vision, size, view)
                                 for view in range(views + 1))
-            for text in (*spec.text_backbones, None):
+            for row in (*spec.text_backbones, None):
+                text = None if row is None else spec.text_entry(task, row)
                 pair_trains = [step for step in trains if (step.run.vision, step.run.text) == (vision, text)]
                 for fraction in task.fractions:
                     for seed in task.seeds:

@@ -81,6 +81,8 @@ class TaskTable:
     cells: Mapping[tuple[str, str, float], Cell]
     compared: bool
     """True when this table is the one compared with published values."""
+    text_entries: Mapping[str, str] = field(default_factory=dict)
+    """Rows whose cells read Adaptors trained on another text entry under this task's protocol: row -> entry."""
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,7 @@ def report_json(report: StudyReport, plots: Sequence[Path] = ()) -> dict[str, An
             "fractions": list(table.task.fractions),
             "images": list(table.images),
             "rows": list(table.rows),
+            "text_entries": dict(table.text_entries),
             "cells": [{"row": row, "image": image, "fraction": fraction, **cell.to_json()}
                       for (row, image, fraction), cell in table.cells.items()],
         } for table in report.tables],
@@ -217,9 +220,11 @@ def _task_table(plan: StudyPlan, task: TaskSpec, metric: Metric, heads: Mapping[
                 if left_out is not None:
                     cells[(row, image, fraction)] = Cell(CellStatus.LEFT_OUT, published=published, reason=left_out)
                     continue
-                steps = [heads[head_key(task, image, text, fraction, seed)] for seed in task.seeds]
+                entry = None if text is None else spec.text_entry(task, text)
+                steps = [heads[head_key(task, image, entry, fraction, seed)] for seed in task.seeds]
                 cells[(row, image, fraction)] = _cell(plan, steps, metric, states, latest, published)
-    return TaskTable(task, metric, rows, spec.image_backbones, cells, compared)
+    entries = {row: spec.text_entry(task, row) for row in spec.text_backbones if spec.text_entry(task, row) != row}
+    return TaskTable(task, metric, rows, spec.image_backbones, cells, compared, entries)
 
 
 def _cell(plan: StudyPlan, steps: Sequence[HeadStep], metric: Metric, states: Mapping[str, StepState],
@@ -306,11 +311,15 @@ def _render_table(table: TaskTable, report: StudyReport) -> str:
     elif not task.compared_with_published:
         heading += (f"\nUnder the {task.protocol.name} protocol: not comparable with the published values, which "
                     "come from the published protocol's table of this task.\n")
+    for row, entry in table.text_entries.items():
+        heading += (f"\nThe {row} row reads Adaptors trained on `{entry}`, the text entry the "
+                    f"{task.protocol.name} protocol reads for it (the spec's [backbones.text_by_protocol]).\n")
     notes: dict[str, int] = {}
     header = ["text encoder"] + [f"{image} {fraction:g}%" for image in table.images for fraction in task.fractions]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table.rows:
-        label = "baseline (raw backbone, no Adaptor)" if row == BASELINE_ROW else row
+        label = ("baseline (raw backbone, no Adaptor)" if row == BASELINE_ROW
+                 else f"{row} (as {table.text_entries[row]})" if row in table.text_entries else row)
         cells = [_cell_text(table.cells[(row, image, fraction)], notes)
                  for image in table.images for fraction in task.fractions]
         lines.append("| " + " | ".join([label, *cells]) + " |")

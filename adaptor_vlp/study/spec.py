@@ -2,11 +2,12 @@
 
 The schema (README, "Study specs", documents it key by key): `[study]` (name, cache, out,
 device), `[pretraining]` (the image-text dataset the Adaptors train on), `[backbones]` (image and
-text backbones, crossed), `[extract]` (how the backbones run), `[adaptor]` (the recipe, fixed
-overrides, an optional grid), `[datasets.NAME]` (downstream dataset trees), `[tasks.NAME]` (one
-downstream task each: dataset, kind, metric, head, fractions, seeds, cells left out and why) and,
-optionally, `[published]` (the published values to compare with, their source, and the other
-published methods). Relative paths are relative to the working directory, as on the command line.
+text backbones, crossed; per protocol, text rows that read another text entry's Adaptors), `[extract]`
+(how the backbones run), `[adaptor]` (the recipe, fixed overrides, an optional grid), `[datasets.NAME]`
+(downstream dataset trees), `[tasks.NAME]` (one downstream task each: dataset, kind, metric, head,
+fractions, seeds, cells left out and why) and, optionally, `[published]` (the published values to compare
+with, their source, and the other published methods). Relative paths are relative to the working
+directory, as on the command line.
 
 Every error names the file and the key (`tasks.siim-segmentation.metric: ...`) and what would fit.
 """
@@ -280,6 +281,23 @@ class StudySpec:
     datasets: Mapping[str, DatasetSpec]
     tasks: tuple[TaskSpec, ...]
     published: Published | None = None
+    text_by_protocol: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """Per protocol name, text rows whose cells under that protocol read Adaptors trained on another text entry
+    (`[backbones.text_by_protocol.NAME]`): in the paper's study, the embedding the published code made of a
+    backbone where it differs from the entry the corrected protocol reads."""
+
+    def text_entry(self, task: TaskSpec, row: str) -> str:
+        """The text backbone whose Adaptors the cells of `row` in `task` read: the row's own entry unless the
+        task's protocol names another for it."""
+        protocol = None if task.protocol is None else task.protocol.name
+        return self.text_by_protocol.get(protocol, {}).get(row, row)
+
+    @property
+    def trained_text_backbones(self) -> tuple[str, ...]:
+        """Every text backbone the study extracts and trains Adaptors on: the rows, then the entries that
+        protocols read instead of a row."""
+        substitutes = [entry for rows in self.text_by_protocol.values() for entry in rows.values()]
+        return tuple(dict.fromkeys((*self.text_backbones, *substitutes)))
 
     @property
     def runs_dir(self) -> Path:
@@ -325,7 +343,7 @@ def load_spec(path: Path) -> StudySpec:
         datasets={name: _dataset(table, name) for name, table in root.table("datasets").tables()},
         tasks=(),
     )
-    for table in (study, pretraining, backbones):
+    for table in (study, pretraining):
         table.finish()
     if spec.pretraining.name in spec.datasets:
         raise SpecError(f"{path}: datasets.{spec.pretraining.name}: has the pretraining dataset's cache name; "
@@ -333,10 +351,13 @@ def load_spec(path: Path) -> StudySpec:
     tasks = tuple(task for name, table in root.table("tasks").tables() for task in _task(table, name, spec))
     if not tasks:
         raise SpecError(f"{path}: tasks: the study has no downstream task; add a [tasks.NAME] table")
+    text_by_protocol = _text_by_protocol(backbones.table("text_by_protocol", required=False), spec, tasks)
+    backbones.finish()
     published_table = root.table("published", required=False)
     published = _published(published_table, tasks, spec) if published_table.present else None
     root.finish()
-    return replace(spec, tasks=tasks, published=published, datasets=_datasets_used(spec, tasks))
+    return replace(spec, tasks=tasks, published=published, datasets=_datasets_used(spec, tasks),
+                   text_by_protocol=text_by_protocol)
 
 
 def _datasets_used(spec: StudySpec, tasks: tuple[TaskSpec, ...]) -> dict[str, DatasetSpec]:
@@ -446,6 +467,26 @@ def _names(table: _Table, key: str) -> tuple[str, ...]:
     if len(set(names)) != len(names):
         raise table.error(key, f"lists a backbone twice: {_shown(names)}")
     return tuple(names)
+
+
+def _text_by_protocol(table: _Table, spec: StudySpec, tasks: tuple[TaskSpec, ...]) -> dict[str, dict[str, str]]:
+    """`[backbones.text_by_protocol.NAME]`: row = entry, for protocols some task follows and rows of the study."""
+    followed = list(dict.fromkeys(task.protocol.name for task in tasks if task.protocol is not None))
+    by_protocol: dict[str, dict[str, str]] = {}
+    for protocol, rows in table.tables():
+        if protocol not in followed:
+            raise table.error(protocol, f"no task follows protocol {protocol!r} "
+                                        f"(the tasks follow: {', '.join(followed) or 'none'})")
+        by_protocol[protocol] = {}
+        for row in rows.values:
+            _known(rows, row, spec.text_backbones, "text backbone")
+            entry = rows.get(row, str, check=_non_empty_text)
+            if entry in spec.text_backbones:
+                raise rows.error(row, f"{entry!r} is a row of the study itself; name a text entry that is not one "
+                                      "of [backbones] text")
+            by_protocol[protocol][row] = entry
+        rows.finish()
+    return by_protocol
 
 
 def _extract(table: _Table) -> ExtractSettings:

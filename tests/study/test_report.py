@@ -4,13 +4,14 @@ import json
 from pathlib import Path
 
 import pytest
+from huggingface_hub import constants as hub_constants
 from typer.testing import CliRunner
 
 from adaptor_vlp.cache_schema import ArrayName, CacheStore, Modality, store_path
 from adaptor_vlp.cli import app
 from adaptor_vlp.study.log import LogEntry, Outcome, RunLog
-from adaptor_vlp.study.plan import plan_study
-from adaptor_vlp.study.report import CellStatus, build_report, segmentation_input_line
+from adaptor_vlp.study.plan import head_key, plan_study
+from adaptor_vlp.study.report import CellStatus, build_report, render_markdown, report_json, segmentation_input_line
 from adaptor_vlp.study.spec import load_spec
 from tests.study.conftest import LEFT_OUT_REASON
 
@@ -130,3 +131,28 @@ def test_a_segmentation_table_says_what_its_decoders_read_and_how_cached_views_d
     paper_line = segmentation_input_line({task.name: task for task in paper.tasks}["rsna-segmentation@corrected"],
                                          "rsna")
     assert "resized to 224 px and normalised" in paper_line and "this study's size" not in paper_line
+
+
+def test_a_row_read_through_another_text_entry_says_so_and_keeps_its_published_values(tmp_path, monkeypatch):
+    """The paper's cxrbert row: under the published protocol its heads read the Adaptors of the entry the published
+    code embedded (`cxrbert-published-pooler`), beside the published values of that row; under corrected, [CLS]."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no weights anywhere: every cell says why it has no number
+    spec = load_spec(Path(__file__).resolve().parents[2] / "studies" / "paper.toml")
+    plan = plan_study(spec.with_paths(cache=tmp_path / "cache", out=tmp_path / "out"))
+    report = build_report(plan)
+    published, corrected = (next(table for table in report.tables if table.task.name == f"rsna-classification@{name}")
+                            for name in ("published", "corrected"))
+    assert (published.text_entries, corrected.text_entries) == ({"cxrbert": "cxrbert-published-pooler"}, {})
+    assert published.cells[("cxrbert", "dinov2-b", 1.0)].published == 82.3  # the paper's CXR-BERT value
+    head = plan.step(head_key(published.task, "dinov2-b", "cxrbert-published-pooler", 1.0, 42))
+    assert "train dinov2-b+cxrbert-published-pooler" in head.depends_on
+    assert "train dinov2-b+cxrbert" in plan.step(head_key(corrected.task, "dinov2-b", "cxrbert", 1.0, 0)).depends_on
+    markdown = render_markdown(report)
+    assert "| cxrbert (as cxrbert-published-pooler) |" in markdown
+    assert "The cxrbert row reads Adaptors trained on `cxrbert-published-pooler`, the text entry the published " \
+           "protocol reads for it" in markdown
+    tables = report_json(report)["tables"]
+    assert [table["text_entries"] for table in tables if table["task"] == "rsna-classification@published"] == [
+        {"cxrbert": "cxrbert-published-pooler"}]

@@ -57,6 +57,11 @@ def test_the_shipped_specs_load_with_the_papers_shape():
     assert paper.published.value(tasks["rsna-classification@corrected"], "dinov2-b", "biobert", 1.0) is None
     assert paper.published.value(tasks["siim-segmentation@published"], "dinov2-s", "clinicalbert", 1.0) == 41.9
     assert paper.published.value(tasks["rsna-segmentation@published"], "resnet-ae", "cxrbert", 100.0) == 75.5
+    # the published code embedded CXR-BERT through a pooler it never trained: its rows read that entry's Adaptors
+    assert paper.text_entry(tasks["rsna-segmentation@published"], "cxrbert") == "cxrbert-published-pooler"
+    assert paper.text_entry(tasks["rsna-segmentation@corrected"], "cxrbert") == "cxrbert"
+    assert paper.text_entry(tasks["rsna-segmentation@published"], "bert") == "bert"
+    assert paper.trained_text_backbones == (*paper.text_backbones, "cxrbert-published-pooler")
     assert "holajoa/Adaptor-VL-SSL" in paper.published.source
     assert {method.name for method in paper.published.methods} >= {"ConVIRT", "MGCA (ViT-B/16)"}
     assert set(paper.datasets) == {"rsna-published-classify", "rsna-published-segment", "rsna-corrected",
@@ -141,6 +146,16 @@ def test_mistakes_in_the_optional_tables_name_their_key(tmp_path, extra, message
         _load(tmp_path, MINIMAL + "\n" + extra + "\n")
 
 
+@pytest.mark.parametrize(("extra", "message"), [
+    ('[backbones.text_by_protocol.corrected]\ntiny-bert = "minilm"',
+     r"backbones\.text_by_protocol\.corrected: no task follows protocol 'corrected' \(the tasks follow: none\)"),
+    ('[backbones.text_by_protocol.published]\nminilm = "tiny-bert"', "task follows"),
+])
+def test_a_text_entry_per_protocol_needs_a_protocol_the_tasks_follow(tmp_path, extra, message):
+    with pytest.raises(SpecError, match=message):
+        _load(tmp_path, MINIMAL + "\n" + extra + "\n")
+
+
 def test_a_missing_spec_file_is_named(tmp_path):
     with pytest.raises(SpecError, match="no such study spec"):
         load_spec(tmp_path / "absent.toml")
@@ -165,6 +180,24 @@ def test_a_task_with_protocols_becomes_one_task_per_protocol_on_that_protocols_s
     assert derived.protocol_fractions == (1.0, 10.0, 100.0)
     capped = _load(tmp_path, PROTOCOL_TASK.replace("protocols = [", "max_seeds = 1\nprotocols = ["))
     assert [task.seeds for task in capped.tasks] == [(42,), (0,)]
+
+
+def test_a_protocol_may_read_another_text_entry_for_a_row(tmp_path):
+    spec = _load(tmp_path, PROTOCOL_TASK + '[backbones.text_by_protocol.published]\ntiny-bert = "minilm"\n')
+
+    published, corrected = spec.tasks
+    assert (spec.text_entry(published, "tiny-bert"), spec.text_entry(corrected, "tiny-bert")) == ("minilm", "tiny-bert")
+    assert spec.text_backbones == ("tiny-bert",) and spec.trained_text_backbones == ("tiny-bert", "minilm")
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ('other-row = "minilm"', r"backbones\.text_by_protocol\.published\.other-row: not a text backbone of the study"),
+    ('tiny-bert = "tiny-bert"', r"text_by_protocol\.published\.tiny-bert: 'tiny-bert' is a row of the study itself"),
+    ('tiny-bert = 3', r"text_by_protocol\.published\.tiny-bert: must be a string"),
+])
+def test_a_text_entry_mistake_names_the_key(tmp_path, entry, message):
+    with pytest.raises(SpecError, match=message):
+        _load(tmp_path, PROTOCOL_TASK + f"[backbones.text_by_protocol.published]\n{entry}\n")
 
 
 @pytest.mark.parametrize(("old", "new", "message"), [
