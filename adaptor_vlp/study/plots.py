@@ -47,7 +47,7 @@ def _figure(pyplot, table: TaskTable, path: Path) -> Path:
                           [(cell.high if cell.high is not None else cell.value) - cell.value for _, cell in computed]]
                 panel.errorbar(x, y, yerr=errors, marker="o", capsize=3, color=colour,
                                linestyle="--" if row == BASELINE_ROW else "-",
-                               label="baseline (no Adaptor)" if row == BASELINE_ROW else row)
+                               label=table.row_label(row))
             published = [(fraction, cell.published) for fraction, cell in zip(fractions, cells)
                          if cell.published is not None]
             if published:

@@ -84,6 +84,13 @@ class TaskTable:
     text_entries: Mapping[str, str] = field(default_factory=dict)
     """Rows whose cells read Adaptors trained on another text entry under this task's protocol: row -> entry."""
 
+    def row_label(self, row: str) -> str:
+        """How the table and its plot name a row: the baseline said in words, a row read through another text
+        entry with that entry."""
+        if row == BASELINE_ROW:
+            return "baseline (raw backbone, no Adaptor)"
+        return f"{row} (as {self.text_entries[row]})" if row in self.text_entries else row
+
 
 @dataclass(frozen=True)
 class StepCost:
@@ -318,8 +325,7 @@ def _render_table(table: TaskTable, report: StudyReport) -> str:
     header = ["text encoder"] + [f"{image} {fraction:g}%" for image in table.images for fraction in task.fractions]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table.rows:
-        label = ("baseline (raw backbone, no Adaptor)" if row == BASELINE_ROW
-                 else f"{row} (as {table.text_entries[row]})" if row in table.text_entries else row)
+        label = table.row_label(row)
         cells = [_cell_text(table.cells[(row, image, fraction)], notes)
                  for image in table.images for fraction in task.fractions]
         lines.append("| " + " | ".join([label, *cells]) + " |")
