@@ -20,6 +20,17 @@ PATCH_PIXELS = 14
 LIGHT_HIDDEN_CHANNELS = 128
 
 
+def initialise_as_published(model: nn.Module) -> None:
+    """The published decoders' initialisation (seg_models.py ViTDecoder._weights_init 279-285, and the U-Net's
+    114-125): every convolution Kaiming-normal (fan out, ReLU), every batch norm weight 1 and bias 0."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.constant_(module.weight, 1)
+            nn.init.constant_(module.bias, 0)
+
+
 class PublishedViTDecoder(nn.Module):
     """models/seg_models.py ViTDecoder (178-235) on a g x g token grid, with the published initialisation.
 
@@ -42,12 +53,7 @@ class PublishedViTDecoder(nn.Module):
         for index, (inputs, outputs) in enumerate(zip(widths, widths[1:]), start=1):
             setattr(self, f"decoder_{index}", _stage(inputs, outputs, padding=1, upsample=nn.Upsample(scale_factor=2)))
         self.final_out = nn.Conv2d(PUBLISHED_FEATURES[-1], 1, 3, padding=1)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.constant_(module.weight, 1)
-                nn.init.constant_(module.bias, 0)
+        initialise_as_published(self)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, T, D) tokens of any float dtype -> (B, H, W) mask logits."""

@@ -26,6 +26,8 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from adaptor_vlp.evaluate.segmentation_decoders import initialise_as_published
+
 NECK_CHANNELS = 512
 """seg_models.py:56-58: the neck's transposed convolutions output 512 channels."""
 DECODER_CHANNELS = (512, 256, 128, 64, 32)
@@ -121,12 +123,7 @@ class UNetDecoder(nn.Module):
         self.up_convs = nn.ModuleList(up_conv(widths[i], widths[i + 1]) for i in range(len(DECODER_CHANNELS)))
         self.convs = nn.ModuleList(double_conv(widths[i + 1] + skips[i], widths[i + 1]) for i in range(SKIP_LEVELS))
         self.classify = nn.Conv2d(widths[-1], 1, kernel_size=1)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.constant_(module.weight, 1)
-                nn.init.constant_(module.bias, 0)
+        initialise_as_published(self)
 
     def forward(self, pooled: torch.Tensor, skip_maps: Sequence[torch.Tensor]) -> torch.Tensor:
         """(B, D) embeddings and the (B, C_l, S/2^l, S/2^l) maps for l = 1..4 (any float dtype) -> (B, S, S)."""
